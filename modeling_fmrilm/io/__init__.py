@@ -1,0 +1,19 @@
+"""Readers that turn files into `FmriScan` records (DESIGN.md §3)."""
+
+from .bids import parse_entities, sidecar_tr
+from .embedded import AtlasTable, aal2_table, load_embedded
+from .readers import find_scan_files, iter_scans, load_scans, read_array_file
+from .scan import FmriScan
+
+__all__ = [
+    "AtlasTable",
+    "FmriScan",
+    "aal2_table",
+    "find_scan_files",
+    "iter_scans",
+    "load_embedded",
+    "load_scans",
+    "parse_entities",
+    "read_array_file",
+    "sidecar_tr",
+]

@@ -1,0 +1,64 @@
+"""The scan record of the data contract (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class FmriScan:
+    """One parcellated scan.
+
+    Attributes:
+        data: float32 `(n_rois, n_timepoints)`, ROI-major.
+        tr: seconds between time points.
+        subject: subject id (splits are made on it).
+        session: session id, or `None`.
+        dataset: name of the cohort the scan comes from.
+        atlas: name of the parcellation.
+        roi_names: one name per ROI, or `None`.
+        source: the file it was read from, or `None`.
+        extra: further metadata (BIDS entities, censored volumes, ...).
+    """
+
+    data: np.ndarray
+    tr: float
+    subject: str
+    session: str | None = None
+    dataset: str = "unknown"
+    atlas: str = "unknown"
+    roi_names: list[str] | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Identifier used in messages: the source file if any, else `dataset/subject[/session]`."""
+        if self.source:
+            return self.source
+        return "/".join(p for p in (self.dataset, self.subject, self.session) if p)
+
+    @property
+    def n_rois(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_timepoints(self) -> int:
+        return int(self.data.shape[1])
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the array, as plain values (for datasets and JSON)."""
+        return {
+            "subject": self.subject,
+            "session": self.session,
+            "dataset": self.dataset,
+            "atlas": self.atlas,
+            "tr": self.tr,
+            "n_rois": self.n_rois,
+            "n_timepoints": self.n_timepoints,
+            "source": self.source,
+            **self.extra,
+        }
