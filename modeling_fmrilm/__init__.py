@@ -1,8 +1,25 @@
 """fmrilm: a Hugging Face-native implementation of fMRI-LM (Wei et al. 2025, arXiv 2511.21760)."""
 
+from transformers import AutoConfig, AutoModel
+
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
+from .configuration_fmrilm import FmriTokenizerConfig
+from .modeling_fmri_tokenizer import FmriTokenizerModel, FmriTokenizerOutput
 
 __version__ = "0.1.0"
 
-__all__ = ["FmriFeatureExtractor", "FmriInputError", "__version__"]
+AutoConfig.register(FmriTokenizerConfig.model_type, FmriTokenizerConfig, exist_ok=True)
+AutoModel.register(FmriTokenizerConfig, FmriTokenizerModel, exist_ok=True)
+# save_pretrained then writes auto_map and copies the code, for trust_remote_code=True loading.
+FmriTokenizerConfig.register_for_auto_class()
+FmriTokenizerModel.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "FmriFeatureExtractor",
+    "FmriInputError",
+    "FmriTokenizerConfig",
+    "FmriTokenizerModel",
+    "FmriTokenizerOutput",
+    "__version__",
+]
