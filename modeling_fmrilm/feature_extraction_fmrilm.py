@@ -118,8 +118,12 @@ def resample(data: np.ndarray, tr: float, target_tr: float) -> np.ndarray:
     if np.isclose(tr, target_tr):
         return data
     left, weight = resample_indices(data.shape[-1], tr, target_tr)
-    lower = data[..., left]
-    return lower + (data[..., left + 1] - lower) * weight
+    lower = np.take(data, left, axis=-1)
+    out = np.take(data, left + 1, axis=-1)
+    out -= lower
+    out *= weight
+    out += lower
+    return out
 
 
 def stretch(data: np.ndarray, length: int) -> np.ndarray:
@@ -137,9 +141,30 @@ def robust_zscore(data: np.ndarray, iqr_floor: float = 1e-6) -> np.ndarray:
     Returns:
         float32 array of the same shape.
     """
-    q25, median, q75 = np.quantile(data, (0.25, 0.5, 0.75), axis=-1, keepdims=True)
-    scale = np.maximum(q75 - q25, iqr_floor)
-    return ((data - median) / scale).astype(np.float32, copy=False)
+    q25, median, q75 = quantiles(data, (0.25, 0.5, 0.75))
+    scale = np.maximum(q75 - q25, iqr_floor).astype(np.float32)
+    out = data - median.astype(np.float32)
+    out /= scale
+    return out.astype(np.float32, copy=False)
+
+
+def quantiles(data: np.ndarray, probabilities: Sequence[float]) -> list[np.ndarray]:
+    """Quantiles along the last axis, numpy's default (linear) definition, each `(..., 1)`.
+
+    One vectorised sort serves every quantile; this is several times faster than `np.quantile`
+    with an `axis`, which partitions once per requested position.
+    """
+    ordered = np.sort(data, axis=-1)
+    n = data.shape[-1]
+    result = []
+    for probability in probabilities:
+        position = (n - 1) * probability
+        low = int(np.floor(position))
+        high = min(low + 1, n - 1)
+        fraction = position - low
+        below = ordered[..., low : low + 1].astype(np.float64)
+        result.append(below + (ordered[..., high : high + 1] - below) * fraction)
+    return result
 
 
 def window_starts(n_timepoints: int, window_length: int, window_stride: int) -> np.ndarray:
@@ -345,4 +370,4 @@ def _is_tensor(value: Any, ndim: int | None = None) -> bool:
     return isinstance(value, torch.Tensor) and (ndim is None or value.ndim == ndim)
 
 
-__all__ = ["FmriFeatureExtractor", "validate_fmri", "robust_zscore", "resample", "window_starts"]
+__all__ = ["FmriFeatureExtractor", "quantiles", "resample", "robust_zscore", "validate_fmri", "window_starts"]

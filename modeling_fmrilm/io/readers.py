@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import sidecar_tr, subject_and_session
+from .nifti import read_nifti
 from .scan import FmriScan
 
 ARRAY_SUFFIXES = (".mat", ".npy", ".npz", ".h5", ".hdf5", ".tsv", ".csv")
@@ -190,8 +191,6 @@ def iter_scans(
         files = paths
     for file in files:
         if str(file).endswith(NIFTI_SUFFIXES):
-            from .nifti import read_nifti
-
             yield read_nifti(file, **kwargs)
         else:
             yield read_array_file(file, **kwargs)
