@@ -1,0 +1,309 @@
+"""The descriptor pipeline and the cohort reference it is measured against.
+
+`CohortReference` holds what is fitted once on a cohort (its training split): the tangent-space
+mean, the gradient reference (gradients of the mean Pearson connectivity), the group-ICA mixing
+matrix, and the mean/SD of every scalar descriptor and network pair per dataset (and pooled).
+It is saved beside the corpus as `cohort_reference.json` (settings, names, norms) +
+`cohort_reference.npz` (arrays, loaded with `allow_pickle=False`) and reused by `describe` to
+place new scans on the same scale.
+
+`compute_features(x, tr, reference)` measures a batch `(n_scans, n_rois, n_t)` of scans that share
+length and TR; scans of different shapes are grouped by the caller (`corpus.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FmriInputError
+from ..feature_extraction_fmrilm import validate_fmri
+from . import amplitude, connectivity, gradients, graph, ica, temporal
+
+REFERENCE_VERSION = "fmrilm-descriptors/1"
+POOLED = "__all__"
+
+# The 23 described scalars (DESIGN.md §1/§6), by domain, in text order.
+DOMAINS: dict[str, list[str]] = {
+    "connectivity": ["fc_mean", "fc_within", "fc_between"],
+    "gradients": [f"gradient{g}_{s}" for g in (1, 2, 3) for s in ("range", "variance")],
+    "graph": ["global_efficiency", "local_efficiency", "clustering", "modularity", "strength", "participation"],
+    "dynamics": [
+        "ica_amplitude",
+        "ica_variability",
+        "ica_spectral_ratio",
+        "ica_autocorrelation",
+        "ica_outlier_rate",
+        "ica_fnc",
+        "falff",
+        "hurst",
+    ],
+}
+DESCRIBED = [name for names in DOMAINS.values() for name in names]
+# Further scalars kept (raw and z) in every record but not phrased.
+EXTRA = [
+    "global_efficiency_binary",
+    "clustering_binary",
+    "modularity_binary",
+    "partial_mean_abs",
+    "tangent_deviation",
+    "autocorrelation",
+    "tsnr",
+]
+SCALARS = DESCRIBED + EXTRA
+# Vector features kept in every record: name -> what indexes it.
+VECTORS = {
+    "network_pair_fc": "network pair",
+    "gradient1_per_network": "network",
+    "participation_per_network": "network",
+    "ica_fnc_pairs": "component pair",
+    "alff": "ROI",
+    "falff_per_roi": "ROI",
+    "hurst_per_roi": "ROI",
+    "tsnr_per_roi": "ROI",
+}
+
+
+@dataclass(frozen=True)
+class DescriptorSettings:
+    """Every choice that shapes the descriptors (recorded in the reference and the dataset card)."""
+
+    density: float = 0.1
+    gradient_sparsity: float = 0.9
+    gradient_kernel: str = "normalized_angle"
+    n_gradients: int = 3
+    n_ica_components: int = 10
+    alff_band: tuple[float, float] = amplitude.ALFF_BAND
+    full_range_max: float = amplitude.FULL_RANGE_MAX
+    covariance_estimator: str = "ledoit_wolf"
+    seed: int = 0
+    max_fit_scans: int = 200
+    max_fit_frames: int = 60000
+    min_norm_scans: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DescriptorSettings":
+        values = dict(values)
+        values["alff_band"] = tuple(values["alff_band"])
+        return cls(**values)
+
+
+@dataclass
+class CohortReference:
+    """What one cohort's descriptors are measured against (see module docstring)."""
+
+    settings: DescriptorSettings
+    roi_labels: list[str]
+    atlas: str
+    tangent_mean: np.ndarray
+    gradient_reference: np.ndarray
+    ica_mixing: np.ndarray
+    norms: dict[str, dict[str, dict[str, list[float] | float]]] = field(default_factory=dict)
+    version: str = REFERENCE_VERSION
+
+    @property
+    def networks(self) -> list[str]:
+        return connectivity.network_membership(self.roi_labels)[0]
+
+    @property
+    def network_pairs(self) -> list[str]:
+        return connectivity.network_pair_names(self.networks)
+
+    @property
+    def n_rois(self) -> int:
+        return len(self.roi_labels)
+
+    def save(self, folder: str | Path, stem: str = "cohort_reference") -> None:
+        """Write `<stem>.json` and `<stem>.npz` atomically (temp file + rename)."""
+        folder = Path(folder)
+        arrays = {
+            "tangent_mean": self.tangent_mean,
+            "gradient_reference": self.gradient_reference,
+            "ica_mixing": self.ica_mixing,
+        }
+        npz_tmp = folder / f".{stem}.npz.tmp"
+        with open(npz_tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        meta = {
+            "version": self.version,
+            "atlas": self.atlas,
+            "roi_labels": self.roi_labels,
+            "networks": self.networks,
+            "network_pairs": self.network_pairs,
+            "settings": self.settings.to_dict(),
+            "scalars": SCALARS,
+            "described": DOMAINS,
+            "norms": self.norms,
+            "arrays": f"{stem}.npz",
+        }
+        json_tmp = folder / f".{stem}.json.tmp"
+        json_tmp.write_text(json.dumps(meta, indent=1))
+        npz_tmp.replace(folder / f"{stem}.npz")
+        json_tmp.replace(folder / f"{stem}.json")
+
+    @classmethod
+    def load(cls, folder: str | Path, stem: str = "cohort_reference") -> "CohortReference":
+        """Read a reference written by `save`; refuses another version."""
+        folder = Path(folder)
+        path = folder / f"{stem}.json"
+        if not path.is_file():
+            raise FmriInputError(f"{path}: no cohort reference there (expected {stem}.json + {stem}.npz)")
+        meta = json.loads(path.read_text())
+        if meta.get("version") != REFERENCE_VERSION:
+            raise FmriInputError(f"{path}: expected reference version {REFERENCE_VERSION}, found {meta.get('version')!r}")
+        with np.load(folder / meta["arrays"], allow_pickle=False) as arrays:
+            return cls(
+                settings=DescriptorSettings.from_dict(meta["settings"]),
+                roi_labels=meta["roi_labels"],
+                atlas=meta["atlas"],
+                tangent_mean=arrays["tangent_mean"],
+                gradient_reference=arrays["gradient_reference"],
+                ica_mixing=arrays["ica_mixing"],
+                norms=meta["norms"],
+            )
+
+
+def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings: DescriptorSettings) -> np.ndarray:
+    """Check one scan for the descriptors: finite, no constant ROI, ROI count, long enough for the band.
+
+    Raises `FmriInputError` naming the scan. Returns float32 `(n_rois, n_t)`.
+    """
+    array = validate_fmri(data, name, num_rois=n_rois, tr=tr, require_tr=True)
+    amplitude.check_band(name, array.shape[1], tr, settings.alff_band)
+    temporal.dfa_scales(array.shape[1])
+    return array
+
+
+def fit_structure(
+    batches: Iterable[np.ndarray], roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings
+) -> CohortReference:
+    """Fit the tangent mean, gradient reference and group ICA on batches `(n, n_rois, n_t)`.
+
+    The caller passes at most `settings.max_fit_scans` scans (all of a small cohort); the ICA
+    uses a seeded subset of at most `settings.max_fit_frames` frames.
+    """
+    covariances, fc_sum, n_scans, frames = [], 0.0, 0, []
+    for batch in batches:
+        z = connectivity.standardize(batch)
+        covariances.append(connectivity.covariance(z, settings.covariance_estimator))
+        fc_sum = fc_sum + connectivity.correlation(batch).sum(axis=0)
+        n_scans += batch.shape[0]
+        frames.append(z.transpose(0, 2, 1).reshape(-1, batch.shape[1]))
+    if n_scans < 2:
+        raise FmriInputError(f"cohort reference: expected at least 2 scans to fit on, found {n_scans}")
+    all_frames = np.concatenate(frames)
+    rng = np.random.default_rng(settings.seed)
+    if all_frames.shape[0] > settings.max_fit_frames:
+        all_frames = all_frames[np.sort(rng.choice(all_frames.shape[0], settings.max_fit_frames, replace=False))]
+    tangent = connectivity.TangentSpace().fit(np.concatenate(covariances))
+    reference_gradients, _ = gradients.gradients(
+        (fc_sum / n_scans)[None], settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel
+    )
+    group_ica = ica.GroupICA(settings.n_ica_components, settings.seed).fit(all_frames)
+    return CohortReference(
+        settings=settings,
+        roi_labels=list(roi_labels),
+        atlas=atlas,
+        tangent_mean=tangent.mean,
+        gradient_reference=reference_gradients[0],
+        ica_mixing=group_ica.mixing,
+    )
+
+
+def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> dict[str, np.ndarray]:
+    """Every descriptor of a batch `(n, n_rois, n_t)` of scans sharing length and TR.
+
+    Returns `(n,)` arrays for each name in `SCALARS` and `(n, m)` arrays for each in `VECTORS`.
+    """
+    settings, labels = reference.settings, reference.roi_labels
+    if x.shape[1] != reference.n_rois:
+        raise FmriInputError(f"descriptors: expected {reference.n_rois} ROIs (the reference), found batch shape {x.shape}")
+    x = np.asarray(x, dtype=np.float64)
+    z = connectivity.standardize(x)
+    fc = connectivity.correlation(x)
+    covariance = connectivity.covariance(z, settings.covariance_estimator)
+    off = ~np.eye(x.shape[1], dtype=bool)
+    _, member = connectivity.network_membership(labels)
+    same_network = (member @ member.T > 0) & off
+    tangent = connectivity.TangentSpace(reference.tangent_mean).transform(covariance)
+    partial = connectivity.covariance_to_correlation(np.linalg.inv(covariance))
+    features: dict[str, np.ndarray] = {
+        "fc_mean": fc[:, off].mean(axis=1),
+        "fc_within": fc[:, same_network].mean(axis=1),
+        "fc_between": fc[:, off & ~same_network].mean(axis=1),
+        "network_pair_fc": connectivity.network_pair_fc(fc, labels),
+        "partial_mean_abs": np.abs(partial[:, off]).mean(axis=1),
+        "tangent_deviation": np.linalg.norm(tangent, axis=(1, 2)),
+    }
+    grads, _ = gradients.gradients(fc, settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel)
+    features.update(gradients.gradient_summary(gradients.procrustes_align(grads, reference.gradient_reference), labels))
+    features.update(graph.graph_metrics(fc, labels, settings.density, settings.seed))
+    timecourses, _ = ica.GroupICA(mixing=reference.ica_mixing).dual_regression(z)
+    components = ica.component_features(timecourses, tr)
+    for name in ("amplitude", "variability", "spectral_ratio", "autocorrelation", "outlier_rate"):
+        features[f"ica_{name}"] = components[name].mean(axis=1)
+    features["ica_fnc"] = np.abs(components["fnc"]).mean(axis=1)
+    features["ica_fnc_pairs"] = components["fnc"]
+    alff, falff = amplitude.alff(x, tr, settings.alff_band, settings.full_range_max)
+    hurst = temporal.hurst_dfa(z)
+    tsnr = temporal.tsnr(x)
+    features.update(
+        alff=alff,
+        falff=falff.mean(axis=1),
+        falff_per_roi=falff,
+        hurst=hurst.mean(axis=1),
+        hurst_per_roi=hurst,
+        autocorrelation=temporal.lag1_autocorrelation(x).mean(axis=1),
+        tsnr=tsnr.mean(axis=1),
+        tsnr_per_roi=tsnr,
+    )
+    return features
+
+
+def fit_norms(
+    features: dict[str, np.ndarray], datasets: Sequence[str], min_scans: int
+) -> dict[str, dict[str, dict[str, list[float] | float]]]:
+    """Mean and SD (ddof 1) of every scalar and network pair, per dataset with `min_scans` or more scans, and pooled.
+
+    Args:
+        features: `(n,)` scalar and `(n, P)` `network_pair_fc` arrays of the fitting scans.
+        datasets: dataset of each fitting scan.
+    """
+    datasets = np.asarray(datasets)
+    groups = {POOLED: np.ones(len(datasets), dtype=bool)}
+    groups.update({name: datasets == name for name in np.unique(datasets) if (datasets == name).sum() >= min_scans})
+    norms = {}
+    for group, mask in groups.items():
+        if mask.sum() < 2:
+            raise FmriInputError(f"cohort norms: expected at least 2 training scans, found {int(mask.sum())}")
+        norms[group] = {
+            name: {
+                "mean": np.nanmean(features[name][mask], axis=0).tolist(),
+                "sd": np.nanstd(features[name][mask], axis=0, ddof=1).tolist(),
+            }
+            for name in [*SCALARS, "network_pair_fc"]
+        }
+        norms[group]["n_scans"] = int(mask.sum())
+    return norms
+
+
+def zscores(features: dict[str, np.ndarray], dataset: str, reference: CohortReference) -> dict[str, np.ndarray]:
+    """z of every scalar and network pair against the dataset's norms (pooled for an unknown dataset).
+
+    An SD of 0 gives z = 0. Values are rounded to 2 decimals: the text prints exactly these.
+    """
+    norms = reference.norms.get(dataset, reference.norms[POOLED])
+    result = {}
+    for name in [*SCALARS, "network_pair_fc"]:
+        mean, sd = np.asarray(norms[name]["mean"]), np.asarray(norms[name]["sd"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(sd > 0, (features[name] - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+        result[name] = np.round(z, 2) + 0.0
+    return result
