@@ -47,6 +47,9 @@ def run_demo(args: argparse.Namespace) -> None:
     print(summarize_cohort(scans, extractor))
     extractor.save_pretrained(output_dir / "feature_extractor")
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
+    from .descriptors.corpus import demo_corpus
+
+    demo_corpus(scans, output_dir / "descriptor_corpus")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 
