@@ -1,0 +1,165 @@
+"""Text bands and templates; the corpus dataset folder (splits, resume, push, bad input)."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from modeling_fmrilm.descriptors import corpus, reference, text
+from modeling_fmrilm.descriptors.corpus import build_corpus, push_to_hub
+from modeling_fmrilm.descriptors.reference import DescriptorSettings
+from modeling_fmrilm.errors import FmriInputError
+from modeling_fmrilm.io import FmriScan
+
+N_ROIS = 16
+LABELS = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
+SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2)
+
+
+def make_scans(n_subjects=8, seed=0):
+    rng = np.random.default_rng(seed)
+    scans = []
+    for s in range(n_subjects):
+        n_t, tr, dataset = (150, 2.0, "siteA") if s % 2 else (300, 0.8, "siteB")
+        x = rng.standard_normal((N_ROIS, n_t)).cumsum(axis=1) * 0.3 + rng.standard_normal((N_ROIS, n_t))
+        x[:6] += rng.standard_normal(n_t)
+        scans.append(FmriScan((x + 1000).astype(np.float32), tr, f"sub{s:02d}", dataset=dataset, atlas="toy"))
+    return scans
+
+
+@pytest.mark.parametrize(
+    "z,expected",
+    [(-2.01, "markedly lower"), (-2.0, "somewhat reduced"), (-1.01, "somewhat reduced"), (-1.0, "typical"),
+     (0.0, "typical"), (1.0, "typical"), (1.01, "somewhat elevated"), (2.0, "somewhat elevated"), (2.01, "markedly elevated")],
+)
+def test_band_boundaries(z, expected):
+    assert text.band(z) == expected
+
+
+def describe(seed=0, scan_id="scan-1"):
+    z = {name: round(float(v), 2) for name, v in zip(reference.DESCRIBED, np.linspace(-3, 3, len(reference.DESCRIBED)))}
+    pairs = ["A-A", "A-B", "B-B", "A-C", "B-C", "C-C"]
+    return text.describe(z, pairs, [2.5, -1.5, 0.2, 1.2, -2.2, float("nan")], "toy", scan_id, reference.DOMAINS, seed), z
+
+
+def test_text_is_deterministic_and_states_only_record_numbers():
+    first, z = describe()
+    assert first == describe()[0]
+    assert len({describe(scan_id=f"s{i}")[0] for i in range(6)}) > 1
+    printed = re.findall(r"[-+]?\d+(?:\.\d+)?", first)
+    allowed = {f"{v:+.2f}" for v in [*z.values(), 2.5, -1.5, 1.2, -2.2]}
+    assert printed and set(printed) <= allowed
+    assert "A-A (z = +2.50, markedly elevated), A-C (z = +1.20, somewhat elevated)" in first
+    assert "B-C (z = -2.20, markedly lower), A-B (z = -1.50, somewhat reduced)" in first
+    assert "(z = -3.00)" in first and "markedly lower" in first
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    return folder, summary
+
+
+def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
+    folder, summary = built
+    data = load_dataset(str(folder))
+    assert set(data) == {"train", "validation", "test"}
+    assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 4, "validation": 2, "test": 2}
+    subjects = {split: {(r["dataset"], r["subject"]) for r in data[split]} for split in data}
+    assert not subjects["train"] & subjects["validation"] and not subjects["train"] & subjects["test"]
+    assert not subjects["validation"] & subjects["test"]
+    for column in ("subject", "dataset", "split", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
+        assert column in data["train"].column_names
+    record = data["test"][0]
+    numbers = set(re.findall(r"[-+]?\d+\.\d+", record["text"]))
+    held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
+    assert numbers and numbers <= held
+    card = (folder / "README.md").read_text()
+    assert "configs:" in card and "path: data/descriptors/train-*.parquet" in card and "density 0.2" in card
+    assert not (folder / ".build").exists()
+
+
+def test_reference_reused_to_describe_new_scans(built):
+    folder, _ = built
+    ref = reference.CohortReference.load(folder)
+    assert ref.version == reference.REFERENCE_VERSION and ref.ica_mixing.shape == (N_ROIS, 4)
+    data = load_dataset(str(folder), split="train")
+    row = data[0]
+    scan = next(s for s in make_scans() if s.subject == row["subject"])
+    features = reference.compute_features(scan.data[None].astype(np.float64), scan.tr, ref)
+    z = reference.zscores({k: v[0] for k, v in features.items()}, scan.dataset, ref)
+    assert features["global_efficiency"][0] == pytest.approx(row["global_efficiency"], rel=1e-9)
+    assert float(z["modularity"]) == row["z_modularity"]
+    np.testing.assert_allclose(np.mean(data["z_fc_mean"]), 0.0, atol=0.01)
+
+
+def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
+    calls, fail = [], [True]
+    real = corpus.shard_features
+
+    def failing(items, ref):
+        calls.append(len(items))
+        if fail[0] and len(calls) == 2:
+            raise InterruptedError("killed")
+        return real(items, ref)
+
+    monkeypatch.setattr(corpus, "shard_features", failing)
+    with pytest.raises(InterruptedError):
+        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    assert not (tmp_path / "data").exists() and len(list((tmp_path / ".build" / "raw").glob("*.npz"))) == 1
+    calls.clear()
+    fail[0] = False
+    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    assert summary.reused_shards == 1 and len(calls) == 2
+    assert sum(summary.split_sizes.values()) == 8
+
+
+def test_push_to_hub_uploads_the_folder(built, tmp_path):
+    folder, _ = built
+
+    class LocalApi:
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            self.created = (repo_id, repo_type)
+
+        def upload_folder(self, folder_path, repo_id, repo_type):
+            shutil.copytree(folder_path, tmp_path / repo_id)
+
+    api = LocalApi()
+    assert push_to_hub(folder, "org/descriptors", api=api).endswith("datasets/org/descriptors")
+    assert api.created == ("org/descriptors", "dataset")
+    assert len(load_dataset(str(tmp_path / "org" / "descriptors"))["train"]) == 4
+
+
+def test_push_to_hub_calls_huggingface_hub(built, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: calls.append(("create", a, k)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **k: calls.append(("upload", k)))
+    push_to_hub(built[0], "org/name")
+    assert calls[0][1] == ("org/name",) and calls[1][1]["repo_type"] == "dataset"
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda x: x[:-1], r"expected 16 ROIs"),
+        (lambda x: np.vstack([x[:-1], np.full((1, x.shape[1]), 5.0, np.float32)]), "constant"),
+        (lambda x: x[:, :40], "at least 50 frames"),
+        (lambda x: np.where(np.arange(x.shape[1]) == 3, np.nan, x).astype(np.float32), "NaN"),
+    ],
+)
+def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
+    scans = make_scans()
+    scans[3].data = corrupt(scans[3].data)
+    scans[3].source = "bad_scan.npy"
+    with pytest.raises(FmriInputError, match=f"bad_scan.npy.*{message}|bad_scan.npy"):
+        build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
+    with pytest.raises(FmriInputError, match=message):
+        build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
+    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), skip_bad=True, progress=False)
+    assert len(summary.skipped) == 1 and "bad_scan.npy" in summary.skipped[0]
+    assert sum(summary.split_sizes.values()) == 7

@@ -1,0 +1,241 @@
+"""Descriptor features against independent references (nilearn, networkx, BrainSpace, scipy, loops)."""
+
+import warnings
+
+import networkx as nx
+import numpy as np
+import pytest
+from nilearn.connectome import ConnectivityMeasure
+from scipy.signal import periodogram
+from sklearn.covariance import EmpiricalCovariance
+
+from modeling_fmrilm.descriptors import amplitude, connectivity, gradients, graph, ica, temporal
+from modeling_fmrilm.errors import FmriInputError
+from modeling_fmrilm.io import aal2_table, load_embedded
+
+
+def synthetic(n_scans=3, n_rois=24, n_t=240, seed=0):
+    """Scans with a shared signal and two blocks of correlated ROIs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_scans, n_rois, n_t))
+    x += 0.5 * rng.standard_normal((n_scans, 1, n_t))
+    x[:, : n_rois // 3] += rng.standard_normal((n_scans, 1, n_t))
+    x[:, n_rois // 3 : 2 * n_rois // 3] += rng.standard_normal((n_scans, 1, n_t))
+    return x
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    scans = load_embedded()
+    return scans, np.stack([connectivity.correlation(s.data[None])[0] for s in scans])
+
+
+def time_major(x):
+    return [scan.T for scan in x]
+
+
+def test_correlation_and_partial_match_nilearn():
+    x = synthetic()
+    reference = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance()).fit_transform(time_major(x))
+    np.testing.assert_allclose(connectivity.correlation(x), reference, atol=1e-12)
+    z = connectivity.standardize(x)
+    reference = ConnectivityMeasure(kind="partial correlation").fit_transform(time_major(z))
+    np.testing.assert_allclose(connectivity.partial_correlation(z), reference, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_tangent_matches_nilearn_on_embedded(embedded):
+    scans, _ = embedded
+    z = [connectivity.standardize(s.data[None])[0] for s in scans]
+    measure = ConnectivityMeasure(kind="tangent")
+    reference = measure.fit_transform([s.T for s in z])
+    covariances = np.stack([connectivity.covariance(s[None])[0] for s in z])
+    tangent = connectivity.TangentSpace().fit(covariances)
+    np.testing.assert_allclose(tangent.mean, measure.mean_, atol=1e-9)
+    np.testing.assert_allclose(tangent.transform(covariances), reference, atol=1e-8)
+
+
+def test_network_pair_fc_against_loop():
+    fc = connectivity.correlation(synthetic())
+    labels = ["a"] * 8 + ["b"] * 8 + ["c"] * 7 + ["d"]
+    values = connectivity.network_pair_fc(fc, labels)
+    names = connectivity.network_pair_names(["a", "b", "c", "d"])
+    assert values.shape == (3, 10) and names[1] == "a-b"
+    groups = {g: [i for i, label in enumerate(labels) if label == g] for g in "abcd"}
+    for k, name in enumerate(names):
+        first, second = name.split("-")
+        pairs = [(i, j) for i in groups[first] for j in groups[second] if i != j]
+        expected = np.mean([fc[:, i, j] for i, j in pairs], axis=0) if pairs else np.full(3, np.nan)
+        np.testing.assert_allclose(values[:, k], expected, atol=1e-12)
+    with pytest.raises(FmriInputError, match="one label per ROI"):
+        connectivity.network_pair_fc(fc, labels[:-1])
+
+
+def reference_graphs(weights):
+    for matrix in weights:
+        g = nx.from_numpy_array(matrix)
+        for _, _, data in g.edges(data=True):
+            data["length"] = 1.0 / data["weight"]
+        yield g
+
+
+@pytest.mark.parametrize("density", [0.1, 0.25])
+def test_graph_metrics_match_networkx(density):
+    fc = connectivity.correlation(synthetic(n_scans=3, n_rois=30))
+    weights = graph.proportional_threshold(fc, density)
+    n_edges = round(density * 30 * 29 / 2)
+    assert ((weights > 0).sum(axis=(1, 2)) == 2 * n_edges).all()
+    labels = ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    communities = graph.louvain_communities(weights, seed=0)
+    for i, g in enumerate(reference_graphs(weights)):
+        assert graph.global_efficiency(weights, weighted=False)[i] == pytest.approx(nx.global_efficiency(g), abs=1e-12)
+        assert graph.local_efficiency(weights)[i].mean() == pytest.approx(nx.local_efficiency(g), abs=1e-12)
+        lengths = dict(nx.all_pairs_dijkstra_path_length(g, weight="length"))
+        weighted = sum(1 / d for s in lengths for t, d in lengths[s].items() if t != s) / (30 * 29)
+        assert graph.global_efficiency(weights, weighted=True)[i] == pytest.approx(weighted, abs=1e-12)
+        nodes = sorted(g)
+        np.testing.assert_allclose(graph.clustering(weights, True)[i], [nx.clustering(g, weight="weight")[n] for n in nodes], atol=1e-12)
+        np.testing.assert_allclose(graph.clustering(weights, False)[i], [nx.clustering(g)[n] for n in nodes], atol=1e-12)
+        partition = [set(np.flatnonzero(communities[i] == c)) for c in np.unique(communities[i])]
+        q = nx.community.modularity(g, partition, weight="weight")
+        assert graph.modularity(weights[i : i + 1], communities[i : i + 1])[0] == pytest.approx(q, abs=1e-12)
+        strength = dict(g.degree(weight="weight"))
+        np.testing.assert_allclose(weights[i].sum(axis=1), [strength[n] for n in nodes], atol=1e-12)
+    participation = graph.participation_coefficient(weights, labels)
+    member = np.repeat(np.eye(3), 10, axis=0)
+    k = weights @ member
+    with np.errstate(invalid="ignore"):
+        expected = 1 - ((k / k.sum(-1, keepdims=True)) ** 2).sum(-1)
+    np.testing.assert_allclose(participation, np.nan_to_num(expected), atol=1e-12)
+
+
+def test_graph_metrics_on_embedded_match_networkx(embedded):
+    _, fc = embedded
+    weights = graph.proportional_threshold(fc[[0, 9]])
+    local = graph.local_efficiency(weights).mean(axis=1)
+    for i, g in enumerate(reference_graphs(weights)):
+        assert graph.global_efficiency(weights, False)[i] == pytest.approx(nx.global_efficiency(g), abs=1e-12)
+        assert local[i] == pytest.approx(nx.local_efficiency(g), abs=1e-12)
+    metrics = graph.graph_metrics(fc[:2], aal2_table().systems)
+    assert metrics["participation_per_network"].shape == (2, 9)
+    assert all(np.isfinite(v).all() for v in metrics.values())
+
+
+def brainspace_gradients(fc, **kwargs):
+    from brainspace.gradient import GradientMaps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GradientMaps(n_components=3, approach="dm", random_state=0, **kwargs).fit(fc).gradients_
+
+
+def test_gradients_match_brainspace_up_to_sign(embedded):
+    _, fc = embedded
+    ours, _ = gradients.gradients(fc[[0, 7]])
+    for i, index in enumerate([0, 7]):
+        reference = brainspace_gradients(fc[index])
+        for g in range(3):
+            assert abs(np.corrcoef(ours[i, :, g], reference[:, g])[0, 1]) >= 0.99
+
+
+def test_diffusion_map_is_exact_eigendecomposition():
+    fc = connectivity.correlation(synthetic(n_scans=2, n_rois=30))
+    matrix = gradients.affinity(fc)
+    ours, values = gradients.diffusion_map(matrix)
+    d = matrix.sum(-1) ** -0.5
+    w = matrix * d[:, :, None] * d[:, None, :]
+    operator = w / w.sum(-1, keepdims=True)
+    for i in range(2):
+        applied = operator[i] @ ours[i]
+        eigen = values[i] / (1 + values[i])
+        np.testing.assert_allclose(applied, ours[i] * eigen, atol=1e-10)
+
+
+def test_procrustes_matches_brainspace(embedded):
+    from brainspace.gradient.alignment import procrustes
+
+    _, fc = embedded
+    grads, _ = gradients.gradients(fc)
+    reference, _ = gradients.gradients(fc.mean(axis=0)[None])
+    aligned = gradients.procrustes_align(grads, reference[0])
+    for i in (0, 11):
+        np.testing.assert_allclose(aligned[i], procrustes(grads[i], reference[0]), atol=1e-10)
+    summary = gradients.gradient_summary(aligned, aal2_table().systems)
+    assert summary["gradient1_per_network"].shape == (12, 9)
+    np.testing.assert_allclose(summary["gradient2_range"], np.ptp(aligned[..., 1], axis=1))
+
+
+@pytest.mark.parametrize("n_t,tr", [(301, 0.72), (300, 2.0)])
+def test_alff_falff_match_scipy_periodogram(n_t, tr):
+    x = np.random.default_rng(1).standard_normal((2, 4, n_t)).cumsum(-1)
+    alff, falff = amplitude.alff(x, tr)
+    freqs, power = periodogram(x, fs=1 / tr)
+    amp = np.sqrt(power)
+    band = (freqs >= 0.01) & (freqs <= 0.08)
+    full = (freqs > 0) & (freqs <= min(0.25, 0.5 / tr))
+    np.testing.assert_allclose(alff, amp[..., band].mean(-1), rtol=1e-10)
+    np.testing.assert_allclose(falff, amp[..., band].sum(-1) / amp[..., full].sum(-1), rtol=1e-10)
+    ratio = amplitude.band_ratio(x, tr)
+    low, high = (freqs >= 0.01) & (freqs < 0.1), (freqs >= 0.1) & (freqs <= 0.25)
+    np.testing.assert_allclose(ratio, power[..., low].sum(-1) / power[..., high].sum(-1), rtol=1e-10)
+
+
+def test_band_checks_name_the_scan():
+    assert amplitude.min_timepoints(2.0) == 50 and amplitude.min_timepoints(0.72) == 139
+    amplitude.check_band("scan-a", 50, 2.0)
+    with pytest.raises(FmriInputError, match="scan-a.*at least 50 frames"):
+        amplitude.check_band("scan-a", 49, 2.0)
+    with pytest.raises(FmriInputError, match="scan-b.*Nyquist"):
+        amplitude.check_band("scan-b", 500, 60.0)
+
+
+def dfa_loop(series, scales):
+    profile = np.cumsum(series - series.mean())
+    fluctuations = []
+    for s in scales:
+        residuals = []
+        for w in range(len(profile) // s):
+            segment = profile[w * s : (w + 1) * s]
+            t = np.arange(s)
+            residuals.append(segment - np.polyval(np.polyfit(t, segment, 1), t))
+        fluctuations.append(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
+    return np.polyfit(np.log(scales), np.log(fluctuations), 1)[0]
+
+
+def test_dfa_matches_per_roi_loop_and_known_exponents(embedded):
+    scans, _ = embedded
+    x = scans[9].data[None, :5].astype(np.float64)
+    scales = temporal.dfa_scales(x.shape[-1])
+    expected = [dfa_loop(x[0, r], scales) for r in range(5)]
+    np.testing.assert_allclose(temporal.hurst_dfa(x)[0], expected, atol=1e-10)
+    rng = np.random.default_rng(0)
+    assert temporal.hurst_dfa(rng.standard_normal((1, 20, 2000))).mean() == pytest.approx(0.5, abs=0.05)
+    assert temporal.hurst_dfa(rng.standard_normal((1, 20, 2000)).cumsum(-1)).mean() == pytest.approx(1.5, abs=0.1)
+    with pytest.raises(FmriInputError, match="DFA needs more than 32"):
+        temporal.dfa_scales(30)
+
+
+def test_temporal_statistics_against_numpy():
+    x = synthetic(n_scans=2, n_rois=5, n_t=100) + 100.0
+    np.testing.assert_allclose(temporal.tsnr(x), x.mean(-1) / x.std(-1))
+    expected = [[np.dot(r[1:] - r.mean(), r[:-1] - r.mean()) / np.dot(r - r.mean(), r - r.mean()) for r in scan] for scan in x]
+    np.testing.assert_allclose(temporal.lag1_autocorrelation(x), expected, atol=1e-12)
+
+
+def test_group_ica_dual_regression_recovers_sources():
+    rng = np.random.default_rng(0)
+    sources = rng.laplace(size=(4, 3, 600))
+    mixing = rng.standard_normal((12, 3))
+    x = mixing @ sources + 0.01 * rng.standard_normal((4, 12, 600))
+    z = connectivity.standardize(x)
+    group = ica.GroupICA(n_components=3, seed=0).fit(z.transpose(0, 2, 1).reshape(-1, 12))
+    timecourses, maps = group.dual_regression(z)
+    assert timecourses.shape == (4, 3, 600) and maps.shape == (4, 3, 12)
+    match = np.abs(np.corrcoef(timecourses[0], sources[0])[:3, 3:])
+    assert (match.max(axis=1) > 0.99).all()
+    features = ica.component_features(timecourses, 2.0)
+    z_tc = (timecourses - timecourses.mean(-1, keepdims=True)) / timecourses.std(-1, keepdims=True)
+    np.testing.assert_allclose(features["outlier_rate"], (np.abs(z_tc) > 3).mean(-1))
+    np.testing.assert_allclose(features["fnc"][1], np.corrcoef(timecourses[1])[np.triu_indices(3, 1)], atol=1e-12)
+    again = ica.GroupICA(n_components=3, seed=0).fit(z.transpose(0, 2, 1).reshape(-1, 12))
+    np.testing.assert_array_equal(again.mixing, group.mixing)
