@@ -47,6 +47,10 @@ def run_demo(args: argparse.Namespace) -> None:
     print(summarize_cohort(scans, extractor))
     extractor.save_pretrained(output_dir / "feature_extractor")
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
+    print("== Stage 1: neural tokenizer (small config, 2 subjects held out)")
+    from .training_stage1 import demo_stage1
+
+    demo_stage1(output_dir)
     from .descriptors.corpus import demo_corpus
 
     demo_corpus(scans, output_dir / "descriptor_corpus")
