@@ -163,3 +163,32 @@ def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
     summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), skip_bad=True, progress=False)
     assert len(summary.skipped) == 1 and "bad_scan.npy" in summary.skipped[0]
     assert sum(summary.split_sizes.values()) == 7
+
+
+def test_cli_builds_from_a_folder_with_an_atlas_table(tmp_path):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
+    spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    main, read_network_labels = script.main, script.read_network_labels
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for scan in make_scans():
+        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
+    table = tmp_path / "atlas.tsv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["index", "name", "network"])
+        writer.writerows([i, f"roi{i}", label] for i, label in enumerate(LABELS))
+    assert read_network_labels(table) == LABELS
+    out = tmp_path / "out"
+    main(["--scans", str(folder), "--tr", "2.0", "--atlas-table", str(table), "--output-dir", str(out),
+          "--n-ica-components", "4", "--density", "0.2", "--num-proc", "2", "--shard-size", "3"])
+    data = load_dataset(str(out))
+    assert sum(len(split) for split in data.values()) == 8
+    assert "--atlas-table" in (out / "README.md").read_text()
