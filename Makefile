@@ -20,8 +20,10 @@ $(STAMP): setup.py
 
 setup: $(STAMP)
 
+# Two test workers, one BLAS/OpenMP thread each: oversubscribed BLAS threads spin and can make
+# a 2-core machine many times slower.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=10 tests
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --durations=10 tests
 
 demo: $(STAMP)
 	$(BIN)/fmrilm demo --output-dir $(DEMO_OUT)
