@@ -1,6 +1,6 @@
 """Stage 1 tokenizer quality against a k-means baseline, on the embedded HCP subjects.
 
-Trains the small Stage 1 config on 5 HCP subjects (2 held out, split by subject) and prints, in
+Trains the small Stage 1 config (width 128, 40 epochs, windows every 8 frames) on 5 HCP subjects (2 held out, split by subject) and prints, in
 one run: held-out reconstruction R² of the tokenizer; held-out R² of scikit-learn MiniBatchKMeans
 with the same number of codes, fitted on the raw patches of the same training windows (each patch
 is replaced by its centroid); codebook utilisation and perplexity on the training set; encode
@@ -64,6 +64,8 @@ def main() -> None:
         cohorts=("hcp",),
         validation_subjects=2,
         window_stride=8,
+        hidden_size=128,
+        learning_rate=2e-3,
         num_epochs=options.num_epochs,
         seed=options.seed,
         progress=False,

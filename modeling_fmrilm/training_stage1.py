@@ -61,6 +61,8 @@ class Stage1Arguments:
     num_attention_heads: int = 4
     num_codes: int = 128
     code_dim: int | None = field(default=None, metadata={"help": "default 32, or the word-embedding width"})
+    ema_decay: float = field(default=0.9, metadata={"help": "codebook EMA decay (fast for short runs)"})
+    commitment_weight: float = 0.1
     config_overrides: dict[str, Any] = field(default_factory=dict)
     # optional losses
     text_dataset: str | None = field(default=None, metadata={"help": "dataset folder with subject + text columns"})
@@ -255,6 +257,8 @@ def build_config(args: Stage1Arguments, num_rois: int, text_dim: int | None, wor
         num_attention_heads=args.num_attention_heads,
         num_codes=args.num_codes,
         code_dim=code_dim,
+        ema_decay=args.ema_decay,
+        commitment_weight=args.commitment_weight,
         text_embed_dim=text_dim,
     )
     return FmriTokenizerConfig(**{**values, **args.config_overrides})
@@ -448,6 +452,9 @@ __all__ = [
     "encode_texts",
     "evaluate_tokenizer",
     "reconstruction_r2",
+    "save_final",
     "split_by_subject",
+    "subject_key",
     "train_stage1",
+    "windows_of",
 ]

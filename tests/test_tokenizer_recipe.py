@@ -149,3 +149,29 @@ def test_save_final_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in result_dir.iterdir()) == before
     assert json.loads((result_dir / "training_args.json").read_text()) == {"run": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "run"]  # no staging folder left
+
+
+def test_text_dataset_turns_on_the_contrastive_loss(tmp_path):
+    """Per-subject texts from a dataset folder are embedded by MiniLM (mean pooling) and feed the SigLIP loss."""
+    from datasets import Dataset
+
+    from modeling_fmrilm.training_stage1 import encode_texts
+
+    scans = synthetic_scans()
+    folder = tmp_path / "texts"
+    (folder / "data").mkdir(parents=True)
+    texts = {f"s{i}": f"subject {i}: default mode connectivity {'elevated' if i % 2 else 'lower'}" for i in range(4)}
+    Dataset.from_dict({"subject": list(texts), "text": list(texts.values())}).to_parquet(folder / "data" / "train-00000.parquet")
+    result = train_stage1(tiny_args(tmp_path / "run", num_epochs=1, text_dataset=str(folder)), scans)
+    assert result.model.config.text_embed_dim == 384
+    assert result.history[0]["train_contrastive_loss"] > 0
+
+    embeddings = encode_texts(["elevated connectivity", "elevated connectivity", "lower amplitude"])
+    assert embeddings.shape == (3, 384)
+    torch.testing.assert_close(embeddings[0], embeddings[1])
+    assert torch.cosine_similarity(embeddings[0], embeddings[2], dim=0) < 0.95
+
+    del texts["s1"], texts["s2"], texts["s3"]
+    Dataset.from_dict({"subject": list(texts), "text": list(texts.values())}).to_parquet(folder / "data" / "train-00000.parquet")
+    with pytest.raises(FmriInputError, match="every training subject needs a text"):
+        train_stage1(tiny_args(tmp_path / "run2", num_epochs=1, text_dataset=str(folder)), scans)
