@@ -85,6 +85,7 @@ class Stage1Arguments:
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
     eval_batch_size: int = 64
     progress: bool = True
+    log_epochs: bool = field(default=True, metadata={"help": "print each epoch's metrics (always in metrics.jsonl)"})
 
 
 @dataclass
@@ -407,7 +408,8 @@ def train_stage1(args: Stage1Arguments, scans: Sequence[FmriScan] | None = None)
             output_dir.mkdir(parents=True, exist_ok=True)
             with open(output_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(metrics) + "\n")
-            progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            if args.log_epochs:
+                progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -427,7 +429,9 @@ def train_stage1(args: Stage1Arguments, scans: Sequence[FmriScan] | None = None)
 
 def demo_stage1(output_dir: str | Path, num_epochs: int = 25) -> Stage1Result:
     """`fmrilm demo` step: a small tokenizer on all embedded scans (2 subjects held out); prints held-out R²."""
-    args = Stage1Arguments(output_dir=str(Path(output_dir) / "stage1_tokenizer"), num_epochs=num_epochs, progress=False)
+    args = Stage1Arguments(
+        output_dir=str(Path(output_dir) / "stage1_tokenizer"), num_epochs=num_epochs, progress=False, log_epochs=False
+    )
     shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
     Path(args.output_dir, "metrics.jsonl").unlink(missing_ok=True)
     result = train_stage1(args)
