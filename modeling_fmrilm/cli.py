@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, load_embedded, load_scans
+from .training_stage1 import demo_stage1
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -47,13 +49,9 @@ def run_demo(args: argparse.Namespace) -> None:
     print(summarize_cohort(scans, extractor))
     extractor.save_pretrained(output_dir / "feature_extractor")
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
-    print("== Stage 1: neural tokenizer (small config, 2 subjects held out)")
-    from .training_stage1 import demo_stage1
-
-    demo_stage1(output_dir)
-    from .descriptors.corpus import demo_corpus
-
     demo_corpus(scans, output_dir / "descriptor_corpus")
+    print("== Stage 1: neural tokenizer (small config, 2 subjects held out, SigLIP on the descriptions)")
+    demo_stage1(output_dir, text_dataset=output_dir / "descriptor_corpus")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 

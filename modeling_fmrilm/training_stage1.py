@@ -427,10 +427,20 @@ def train_stage1(args: Stage1Arguments, scans: Sequence[FmriScan] | None = None)
     return Stage1Result(trained, extractor, train_subjects, validation_subjects, history, final_dir)
 
 
-def demo_stage1(output_dir: str | Path, num_epochs: int = 25) -> Stage1Result:
-    """`fmrilm demo` step: a small tokenizer on all embedded scans (2 subjects held out); prints held-out R²."""
+def demo_stage1(output_dir: str | Path, num_epochs: int = 25, text_dataset: str | Path | None = None) -> Stage1Result:
+    """`fmrilm demo` step: a small tokenizer on all embedded scans (2 subjects held out); prints held-out R².
+
+    With `text_dataset` (the descriptor corpus folder), the SigLIP loss aligns each window with its
+    scan's description, encoded by the frozen MiniLM sentence encoder.
+    """
     args = Stage1Arguments(
-        output_dir=str(Path(output_dir) / "stage1_tokenizer"), num_epochs=num_epochs, progress=False, log_epochs=False
+        output_dir=str(Path(output_dir) / "stage1_tokenizer"),
+        num_epochs=num_epochs,
+        progress=False,
+        log_epochs=False,
+        text_dataset=str(text_dataset) if text_dataset is not None else None,
+        # A light contrastive weight: at this scale, weight 1 halves the held-out R² (0.53 -> 0.27).
+        config_overrides={"contrastive_weight": 0.1},
     )
     shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)
     Path(args.output_dir, "metrics.jsonl").unlink(missing_ok=True)
@@ -446,6 +456,9 @@ def demo_stage1(output_dir: str | Path, num_epochs: int = 25) -> Stage1Result:
         f"codebook utilisation {last['validation_utilisation']:.2f}, perplexity {last['validation_perplexity']:.1f}; "
         f"saved to {result.final_dir}"
     )
+    if text_dataset is not None:
+        first, last = result.history[0]["train_contrastive_loss"], result.history[-1]["train_contrastive_loss"]
+        print(f"SigLIP fMRI-description loss (training): epoch 1 {first:.3f} -> epoch {len(result.history)} {last:.3f}")
     return result
 
 
