@@ -1,6 +1,6 @@
 """fmrilm: a Hugging Face-native implementation of fMRI-LM (Wei et al. 2025, arXiv 2511.21760)."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
@@ -11,9 +11,11 @@ __version__ = "0.1.0"
 
 AutoConfig.register(FmriTokenizerConfig.model_type, FmriTokenizerConfig, exist_ok=True)
 AutoModel.register(FmriTokenizerConfig, FmriTokenizerModel, exist_ok=True)
+AutoFeatureExtractor.register(FmriTokenizerConfig, FmriFeatureExtractor, exist_ok=True)
 # save_pretrained then writes auto_map and copies the code, for trust_remote_code=True loading.
 FmriTokenizerConfig.register_for_auto_class()
 FmriTokenizerModel.register_for_auto_class("AutoModel")
+FmriFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
 __all__ = [
     "FmriFeatureExtractor",

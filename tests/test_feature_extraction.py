@@ -1,5 +1,7 @@
 """FmriFeatureExtractor: resampling, robust z-score, windows, save/load, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,15 @@ def test_streaming_offsets_scan_index():
     assert len(batches) == 3
     scan_index = np.concatenate([b["scan_index"] for b in batches])
     np.testing.assert_array_equal(scan_index, np.repeat(np.arange(5), 2))
+
+
+def test_auto_feature_extractor_and_remote_code_files(tmp_path):
+    from transformers import AutoFeatureExtractor
+
+    extractor = FmriFeatureExtractor(num_rois=5, window_length=32)
+    extractor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoFeatureExtractor": "feature_extraction_fmrilm.FmriFeatureExtractor"}
+    assert (tmp_path / "feature_extraction_fmrilm.py").exists() and (tmp_path / "errors.py").exists()
+    loaded = AutoFeatureExtractor.from_pretrained(tmp_path)
+    assert type(loaded) is FmriFeatureExtractor and loaded.window_length == 32
