@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from modeling_fmrilm import FmriInputError, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm import FmriFeatureExtractor, FmriInputError, FmriTokenizerConfig, FmriTokenizerModel
 from modeling_fmrilm.modeling_fmri_tokenizer import (
     FmriVectorQuantizer,
     codebook_usage,
@@ -363,11 +363,15 @@ REMOTE_LOADER = textwrap.dedent(
     sys.meta_path.insert(0, Block())
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoModel
+    from transformers import AutoFeatureExtractor, AutoModel
     model = AutoModel.from_pretrained({folder!r}, trust_remote_code=True).eval()
+    extractor = AutoFeatureExtractor.from_pretrained({folder!r}, trust_remote_code=True)
     assert "modeling_fmrilm" not in sys.modules
-    assert not type(model).__module__.startswith("modeling_fmrilm"), type(model).__module__
+    for loaded in (model, extractor):
+        assert not type(loaded).__module__.startswith("modeling_fmrilm"), type(loaded).__module__
     x = load_file({inputs!r})["x"]
+    raw = extractor(x[0].numpy(), tr=2.0)["fmri_values"]
+    print(type(extractor).__name__, raw.shape)
     print(type(model).__name__, model.encode(x).tolist())
     """
 )
@@ -378,12 +382,13 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
 
     folder = tmp_path / "tok"
     model, x = trained_and_saved(folder)
+    FmriFeatureExtractor(num_rois=x.shape[1], window_length=x.shape[2], target_tr=2.0).save_pretrained(folder)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["auto_map"] == {
         "AutoConfig": "configuration_fmrilm.FmriTokenizerConfig",
         "AutoModel": "modeling_fmri_tokenizer.FmriTokenizerModel",
     }
-    for name in ("configuration_fmrilm.py", "modeling_fmri_tokenizer.py", "errors.py"):
+    for name in ("configuration_fmrilm.py", "modeling_fmri_tokenizer.py", "feature_extraction_fmrilm.py", "errors.py"):
         assert (folder / name).exists(), name
     save_file({"x": x}, tmp_path / "x.safetensors")
     script = REMOTE_LOADER.format(
@@ -394,6 +399,8 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
         [sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    name, codes = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    extractor_line, model_line = result.stdout.strip().splitlines()[-2:]
+    assert extractor_line == f"FmriFeatureExtractor (1, {x.shape[1]}, {x.shape[2]})"
+    name, codes = model_line.split(" ", 1)
     assert name == "FmriTokenizerModel"
     assert json.loads(codes) == model.encode(x).tolist()
