@@ -23,13 +23,11 @@ import os
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
+from peak_memory import run_with_peak_rss  # noqa: E402
 
 from modeling_fmrilm.descriptors import amplitude, connectivity, gradients, graph  # noqa: E402
 
@@ -127,12 +125,11 @@ def reference_one(x: np.ndarray, tangent, grad_ref) -> dict[str, np.ndarray]:
 def peak_rss_mb(n_scans: int) -> float:
     """Peak RSS (MB) of a fresh process streaming `n_scans` scans through the batched pipeline."""
     code = (
-        f"import resource, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import descriptors as b\n"
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import descriptors as b\n"
         "t, r = b.fit()\n"
-        f"[b.batched(c, t, r)['modularity'].sum() for c in b.chunks({n_scans})]\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        f"[b.batched(c, t, r)['modularity'].sum() for c in b.chunks({n_scans})]"
     )
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+    return run_with_peak_rss(code)[1]
 
 
 def main() -> None:

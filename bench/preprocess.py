@@ -13,8 +13,6 @@ and exits 0 either way.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -23,6 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy.interpolate import interp1d
+
+from peak_memory import run_with_peak_rss
 
 from modeling_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.io.nifti import read_nifti
@@ -117,13 +117,13 @@ def bench_extractor() -> float:
 
 
 STREAM = """
-import resource, sys
+import sys
 from modeling_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.io import iter_scans
 extractor = FmriFeatureExtractor(num_rois=94)
 files = sorted(__import__("pathlib").Path(sys.argv[1]).glob("*.npy"))[: int(sys.argv[2])]
 windows = sum(b["fmri_values"].shape[0] for b in extractor.iter_windows(iter_scans(files, tr=0.72), batch_size=32))
-print(windows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(windows)
 """
 
 
@@ -134,9 +134,7 @@ def bench_streaming(folder: Path) -> float:
         np.save(folder / f"scan{i:04d}.npy", (rng.standard_normal((94, 1200)) * 50 + 1e4).astype(np.float32))
     peaks = {}
     for n in (200, 2000):
-        result = subprocess.run([sys.executable, "-c", STREAM, str(folder), str(n)], capture_output=True, text=True, check=True)
-        windows, peak = result.stdout.split()
-        peaks[n] = float(peak)
+        windows, peaks[n] = run_with_peak_rss(STREAM, str(folder), str(n))
         print(f"    {n} scans -> {windows} windows, peak RSS {peaks[n]:.0f} MiB")
     return peaks[2000] / peaks[200]
 
