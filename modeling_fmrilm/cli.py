@@ -50,7 +50,7 @@ def run_demo(args: argparse.Namespace) -> None:
     extractor.save_pretrained(output_dir / "feature_extractor")
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
     demo_corpus(scans, output_dir / "descriptor_corpus")
-    print("== Stage 1: neural tokenizer (small config, 2 subjects held out, SigLIP on the descriptions)")
+    print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
     demo_stage1(output_dir, text_dataset=output_dir / "descriptor_corpus")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 

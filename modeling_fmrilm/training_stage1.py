@@ -49,6 +49,13 @@ class Stage1Arguments:
     key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
     cohorts: tuple[str, ...] = field(default=("hcp", "gw"), metadata={"help": "embedded cohorts to use"})
     validation_subjects: int = field(default=2, metadata={"help": "subjects held out for validation"})
+    split_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "dataset folder (e.g. the descriptor corpus) whose train/validation/test splits decide the "
+            "subjects: train on 'train', validate on 'validation', never see 'test'; overrides validation_subjects"
+        },
+    )
     # windows
     target_tr: float = 2.0
     window_length: int = 64
@@ -118,6 +125,38 @@ def split_by_subject(subjects: Sequence[str], n_validation: int, seed: int) -> t
     order = np.random.default_rng(seed).permutation(len(distinct))
     validation = sorted(distinct[i] for i in order[:n_validation])
     train = sorted(distinct[i] for i in order[n_validation:])
+    return train, validation
+
+
+def split_from_dataset(folder: str, subject_keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Train and validation subject keys taken from the splits of a dataset folder.
+
+    The folder (read with `datasets.load_dataset`) must have a `subject` column and may have a
+    `dataset` column; a scan matches a record by `dataset/subject` (or by subject alone when the
+    folder has no `dataset` column). Subjects of any other split (e.g. `test`) are left out, so
+    later stages can evaluate on subjects Stage 1 never saw.
+
+    Raises:
+        FmriInputError: a scan's subject is in no split, or the folder lacks the columns.
+    """
+    import datasets
+
+    loaded = datasets.load_dataset(folder)
+    split_of: dict[str, str] = {}
+    for split_name, split in loaded.items():
+        if "subject" not in split.column_names:
+            raise FmriInputError(f"{folder}: expected a 'subject' column in split {split_name!r}, found {split.column_names}")
+        datasets_column = split["dataset"] if "dataset" in split.column_names else [None] * len(split)
+        for dataset, subject in zip(datasets_column, split["subject"]):
+            split_of[f"{dataset}/{subject}" if dataset is not None else str(subject)] = split_name
+    by_key = {key: split_of.get(key, split_of.get(key.split("/", 1)[1])) for key in sorted(set(subject_keys))}
+    missing = [key for key, split in by_key.items() if split is None]
+    if missing:
+        raise FmriInputError(f"{folder}: subjects {missing[:10]} are in none of its splits {sorted(loaded)}")
+    train = [key for key, split in by_key.items() if split == "train"]
+    validation = [key for key, split in by_key.items() if split == "validation"]
+    if not train:
+        raise FmriInputError(f"{folder}: none of the scans' subjects is in its 'train' split")
     return train, validation
 
 
@@ -323,9 +362,11 @@ def train_stage1(args: Stage1Arguments, scans: Sequence[FmriScan] | None = None)
     extractor = FmriFeatureExtractor(
         num_rois=num_rois, target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
     )
-    train_subjects, validation_subjects = split_by_subject(
-        [subject_key(s) for s in scans], args.validation_subjects, args.seed
-    )
+    keys = [subject_key(s) for s in scans]
+    if args.split_dataset is not None:
+        train_subjects, validation_subjects = split_from_dataset(args.split_dataset, keys)
+    else:
+        train_subjects, validation_subjects = split_by_subject(keys, args.validation_subjects, args.seed)
     train_values, train_keys = windows_of(scans, train_subjects, extractor)
     validation_values, _ = windows_of(scans, validation_subjects, extractor)
     texts = text_table(args, train_subjects)
@@ -428,10 +469,12 @@ def train_stage1(args: Stage1Arguments, scans: Sequence[FmriScan] | None = None)
 
 
 def demo_stage1(output_dir: str | Path, num_epochs: int = 25, text_dataset: str | Path | None = None) -> Stage1Result:
-    """`fmrilm demo` step: a small tokenizer on all embedded scans (2 subjects held out); prints held-out R².
+    """`fmrilm demo` step: a small tokenizer on the embedded scans; prints held-out R².
 
-    With `text_dataset` (the descriptor corpus folder), the SigLIP loss aligns each window with its
-    scan's description, encoded by the frozen MiniLM sentence encoder.
+    Without `text_dataset`, 2 subjects are held out. With it (the descriptor corpus folder), the
+    corpus's subject splits are used (train / validation; its test subjects are never seen) and the
+    SigLIP loss aligns each window with its scan's description, encoded by the frozen MiniLM
+    sentence encoder.
     """
     args = Stage1Arguments(
         output_dir=str(Path(output_dir) / "stage1_tokenizer"),
@@ -439,6 +482,7 @@ def demo_stage1(output_dir: str | Path, num_epochs: int = 25, text_dataset: str 
         progress=False,
         log_epochs=False,
         text_dataset=str(text_dataset) if text_dataset is not None else None,
+        split_dataset=str(text_dataset) if text_dataset is not None else None,
         # A light contrastive weight: at this scale, weight 1 halves the held-out R² (0.53 -> 0.27).
         config_overrides={"contrastive_weight": 0.1},
     )
@@ -448,8 +492,9 @@ def demo_stage1(output_dir: str | Path, num_epochs: int = 25, text_dataset: str 
     last = result.history[-1]
     print(
         f"Stage 1 tokenizer: {result.model.config.num_codes} codes, {result.model.config.num_tokens} tokens per "
-        f"{args.window_length}-frame window; trained on {len(result.train_subjects)} subjects, held out "
+        f"{args.window_length}-frame window; trained on {len(result.train_subjects)} subjects, validated on "
         f"{', '.join(result.validation_subjects)}"
+        + ("; the corpus's test subjects are never seen" if args.split_dataset else "")
     )
     print(
         f"held-out reconstruction R2 {last['validation_r2']:.3f} (MSE {last['validation_mse']:.3f}); "
@@ -471,6 +516,7 @@ __all__ = [
     "reconstruction_r2",
     "save_final",
     "split_by_subject",
+    "split_from_dataset",
     "subject_key",
     "train_stage1",
     "windows_of",

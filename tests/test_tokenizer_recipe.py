@@ -175,3 +175,22 @@ def test_text_dataset_turns_on_the_contrastive_loss(tmp_path):
     Dataset.from_dict({"subject": list(texts), "text": list(texts.values())}).to_parquet(folder / "data" / "train-00000.parquet")
     with pytest.raises(FmriInputError, match="every training subject needs a text"):
         train_stage1(tiny_args(tmp_path / "run2", num_epochs=1, text_dataset=str(folder)), scans)
+
+
+def test_split_dataset_decides_the_subjects_and_hides_test(tmp_path):
+    """Stage 1 follows a corpus's subject splits: train on 'train', validate on 'validation', never see 'test'."""
+    from datasets import Dataset
+
+    scans = synthetic_scans(n_subjects=5)
+    folder = tmp_path / "corpus"
+    (folder / "data").mkdir(parents=True)
+    splits = {"train": ["s0", "s3"], "validation": ["s4"], "test": ["s1", "s2"]}
+    for name, subjects in splits.items():
+        rows = {"subject": subjects, "dataset": ["toy"] * len(subjects), "text": [f"scan of {s}" for s in subjects]}
+        Dataset.from_dict(rows).to_parquet(folder / "data" / f"{name}-00000.parquet")
+    result = train_stage1(tiny_args(tmp_path / "run", num_epochs=1, split_dataset=str(folder)), scans)
+    assert result.train_subjects == ["toy/s0", "toy/s3"]
+    assert result.validation_subjects == ["toy/s4"]
+
+    with pytest.raises(FmriInputError, match=r"subjects \['toy/s9'\] are in none of its splits"):
+        train_stage1(tiny_args(tmp_path / "run2", split_dataset=str(folder)), scans + synthetic_scans(10)[9:])
