@@ -78,7 +78,7 @@ def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
     held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
     assert numbers and numbers <= held
     card = (folder / "README.md").read_text()
-    assert "configs:" in card and "path: data/descriptors/train-*.parquet" in card and "density 0.2" in card
+    assert "configs:" in card and re.search(r"path: data/descriptors/train-\*-[0-9a-f]{12}\.parquet", card) and "density 0.2" in card
     assert not (folder / ".build").exists()
 
 
@@ -192,3 +192,29 @@ def test_cli_builds_from_a_folder_with_an_atlas_table(tmp_path):
     data = load_dataset(str(out))
     assert sum(len(split) for split in data.values()) == 8
     assert "--atlas-table" in (out / "README.md").read_text()
+
+
+def test_text_and_scan_ids_do_not_depend_on_where_files_live(tmp_path):
+    """The same scans read from two folders give the same records: no absolute path seeds the phrasing."""
+    # The corpus folders share a name, so this also needs load_dataset's cache to tell them apart.
+    texts = []
+    for place in ("a", "b/deeper"):
+        scans = make_scans()
+        for scan in scans:
+            scan.source = str(tmp_path / place / f"{scan.subject}_bold.npy")
+        out = tmp_path / place / "corpus"
+        build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        rows = load_dataset(str(out))["train"]
+        texts.append(list(zip(rows["scan"], rows["text"])))
+    assert texts[0] == texts[1]
+    assert texts[0][0][0].endswith("_bold.npy") and str(tmp_path) not in texts[0][0][0]
+
+
+def test_load_dataset_does_not_confuse_two_corpora_with_the_same_folder_name(tmp_path):
+    """`datasets` caches a local folder by its name and YAML; the content digest in the YAML keeps them apart."""
+    subjects = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}" / "corpus"
+        build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        subjects.append(load_dataset(str(out))["train"]["fc_mean"])
+    assert subjects[0] != subjects[1]

@@ -71,6 +71,13 @@ class ScanInfo:
     n_timepoints: int
     split: str = ""
 
+    @property
+    def key(self) -> str:
+        """Machine-independent scan id, `dataset/subject[/session]/file name`: the record's `scan`
+        column and the seed of its phrasing (an absolute path would change both between machines)."""
+        parts = [self.dataset, self.subject, self.session, Path(self.name).name]
+        return "/".join(part for part in parts if part)
+
 
 @dataclass
 class CorpusSummary:
@@ -231,7 +238,7 @@ def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: 
             "session": info.session,
             "dataset": info.dataset,
             "split": info.split,
-            "scan": info.name,
+            "scan": info.key,
             "atlas": reference.atlas,
             "tr": info.tr,
             "n_timepoints": info.n_timepoints,
@@ -240,7 +247,7 @@ def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: 
                 reference.network_pairs,
                 z["network_pair_fc"],
                 info.dataset,
-                info.name,
+                info.key,
                 DOMAINS,
                 reference.settings.seed,
             ),
@@ -256,12 +263,29 @@ def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: 
     return records
 
 
-def dataset_card(reference: CohortReference, split_sizes: dict[str, int], provenance: dict, command: str) -> str:
-    """README.md of the corpus: YAML `configs:` + features, provenance and how it was built."""
+def content_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of the parquet files in `folder` (sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.parquet")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def dataset_card(
+    reference: CohortReference, split_sizes: dict[str, int], provenance: dict, command: str, digest: str
+) -> str:
+    """README.md of the corpus: YAML `configs:` + features, provenance and how it was built.
+
+    The data files carry the first 12 hex digits of the content digest in their names, and the
+    YAML patterns name it: `datasets` keys its cache of a local folder on the YAML metadata only,
+    so two corpora with the same card would otherwise share one cache entry and `load_dataset`
+    would silently return the first one's rows for both.
+    """
     splits = [s for s in SPLITS if split_sizes.get(s)]
     yaml = ["---", "configs:", f"- config_name: {CONFIG_NAME}", "  default: true", "  data_files:"]
     for split in splits:
-        yaml += [f"  - split: {split}", f"    path: data/{CONFIG_NAME}/{split}-*.parquet"]
+        yaml += [f"  - split: {split}", f"    path: data/{CONFIG_NAME}/{split}-*-{digest[:12]}.parquet"]
     yaml += ["license: other", "tags:", "- fmri", "- neuroscience", "- fmrilm", "---", ""]
     settings = reference.settings
     body = [
@@ -298,6 +322,7 @@ def dataset_card(reference: CohortReference, split_sizes: dict[str, int], proven
         f"- covariance for partial/tangent: {settings.covariance_estimator}",
         f"- library versions: {json.dumps(provenance['libraries'])}",
         f"- reference: `cohort_reference.json` + `cohort_reference.npz` ({reference.version})",
+        f"- data files: sha256 {digest} (names and bytes of the parquet files, sorted)",
         "",
         "## How it was built",
         "",
@@ -386,7 +411,10 @@ def build_corpus(
                 pq.write_table(pa.Table.from_pylist(rows), temporary)
                 temporary.replace(staged / f"{split}-{k:05d}.parquet")
                 sizes[split] += len(rows)
-    (work / "README.md").write_text(dataset_card(reference, sizes, provenance, command))
+    digest = content_digest(staged)
+    for path in list(staged.glob("*.parquet")):
+        path.rename(path.with_name(f"{path.stem}-{digest[:12]}.parquet"))
+    (work / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
     final = output_dir / "data" / CONFIG_NAME
     if final.exists():
         shutil.rmtree(final)
