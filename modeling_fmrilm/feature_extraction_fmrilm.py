@@ -252,7 +252,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
 
     def _as_scans(self, fmri: Any, tr: float | Sequence[float] | None) -> list[tuple[str, np.ndarray, float]]:
         """Normalise the call's input into `(name, array, tr)` triples, validated."""
-        if isinstance(fmri, np.ndarray) and fmri.ndim == 3 or _is_tensor(fmri, 3):
+        if (isinstance(fmri, np.ndarray) and fmri.ndim == 3) or _is_tensor(fmri, 3):
             items: list[Any] = list(np.asarray(fmri))
         elif isinstance(fmri, (list, tuple)):
             items = list(fmri)
