@@ -16,7 +16,7 @@ import numpy as np
 from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, load_embedded, load_scans
-from .training_stage1 import demo_stage1
+from .training.stage1 import demo_stage1
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
     demo_corpus(scans, output_dir / "descriptor_corpus")
     print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
-    demo_stage1(output_dir, text_dataset=output_dir / "descriptor_corpus")
+    demo_stage1(output_dir, output_dir / "descriptor_corpus")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 

@@ -1,0 +1,205 @@
+"""What the stages share on top of `transformers.Trainer`: the cohort and its subject split, window
+datasets, checkpoint lookup, argument parsing and the atomic final save."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import HfArgumentParser, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..errors import FmriInputError
+from ..feature_extraction_fmrilm import FmriFeatureExtractor
+from ..io import FmriScan, load_embedded, load_scans
+from ..splits import MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
+
+
+def scan_subject_key(scan: FmriScan) -> str:
+    """The unit of splitting of a scan: `dataset/subject`."""
+    return subject_key(scan.dataset, scan.subject)
+
+
+def scan_text_key(scan: FmriScan) -> str:
+    """The key of a scan's text: `dataset/subject[/session]`."""
+    return text_key(scan.dataset, scan.subject, scan.session)
+
+
+def load_cohort(data_dir: str | None, tr: float | None = None, key: str | None = None, cohorts: Sequence[str] = ("hcp", "gw")) -> list[FmriScan]:
+    """The scans of `data_dir` (any folder the readers load) or, without one, the embedded cohorts."""
+    scans = load_scans(data_dir, tr=tr, key=key) if data_dir else load_embedded(tuple(cohorts))
+    counts = sorted({scan.n_rois for scan in scans})
+    if len(counts) > 1:
+        raise FmriInputError(f"{data_dir or 'embedded data'}: expected one ROI count for every scan, found {counts}")
+    return scans
+
+
+def cohort_split(
+    scans: Sequence[FmriScan], manifest: str | None, fractions: Sequence[float], seed: int
+) -> SubjectSplit:
+    """The one subject split of `scans`: from a manifest (a corpus folder or `splits.json`) when
+    given, else by the seeded hash of each `dataset/subject` (`modeling_fmrilm.splits`)."""
+    split = resolve_split([scan_subject_key(scan) for scan in scans], manifest, fractions, seed)
+    if not split.subjects("train"):
+        raise FmriInputError(f"subject split ({manifest or f'fractions {tuple(fractions)}, seed {seed}'}): no training subject")
+    return split
+
+
+def manifest_of(folder: str | None) -> str | None:
+    """`folder` when it holds a split manifest (e.g. the descriptor corpus), else `None`."""
+    return folder if folder is not None and (Path(folder) / MANIFEST_NAME).is_file() else None
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of the scans of some subjects: items `{"fmri_values": (n_rois, window_length), "text_index": int}`.
+
+    `text_index` points into the cohort-wide list of text keys (`dataset/subject[/session]`) that
+    the dataset was built with; `subject_keys[i]` is window `i`'s subject.
+    """
+
+    def __init__(self, fmri_values: torch.Tensor, subject_keys: list[str], text_index: torch.Tensor) -> None:
+        self.fmri_values = fmri_values
+        self.subject_keys = subject_keys
+        self.text_index = text_index
+
+    @classmethod
+    def from_scans(
+        cls, scans: Sequence[FmriScan], subjects: Sequence[str], extractor: FmriFeatureExtractor, text_keys: Sequence[str]
+    ) -> "WindowDataset":
+        """Every window of the scans whose `dataset/subject` is in `subjects`; `text_keys` lists the
+        text key of every scan of the cohort (the index that `text_index` refers to)."""
+        wanted = set(subjects)
+        chosen = [scan for scan in scans if scan_subject_key(scan) in wanted]
+        if not chosen:
+            return cls(torch.empty(0, extractor.num_rois or 0, extractor.window_length), [], torch.empty(0, dtype=torch.long))
+        features = extractor(chosen, return_tensors="pt")
+        sources = [chosen[i] for i in features["scan_index"].tolist()]
+        position = {key: i for i, key in enumerate(text_keys)}
+        text_index = torch.tensor([position[scan_text_key(s)] for s in sources], dtype=torch.long)
+        return cls(features["fmri_values"], [scan_subject_key(s) for s in sources], text_index)
+
+    def __len__(self) -> int:
+        return len(self.fmri_values)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"fmri_values": self.fmri_values[index], "text_index": self.text_index[index]}
+
+
+@dataclass
+class WindowCollator:
+    """Stacks window items into `fmri_values` `(batch, n_rois, window_length)` and, when a text table
+    `(n_text_keys, dim)` is given, adds each window's `text_embeds` `(batch, dim)`."""
+
+    text_embeds: torch.Tensor | None = None
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = {"fmri_values": torch.stack([item["fmri_values"] for item in items])}
+        if self.text_embeds is not None:
+            batch["text_embeds"] = self.text_embeds[torch.stack([item["text_index"] for item in items])]
+        return batch
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The highest `checkpoint-N` under `output_dir` that was written to the end.
+
+    Trainer writes `trainer_state.json` last, so a folder without it was interrupted mid-save and
+    is skipped (Trainer's own `get_last_checkpoint` would pick it and fail on resume).
+    """
+    folder = Path(output_dir)
+    steps = []
+    for child in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []:
+        suffix = child.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+            steps.append((int(suffix), str(child)))
+    return max(steps)[1] if steps else None
+
+
+def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: a folder, or `latest`/`true` for the last complete checkpoint
+    (`None` when there is none yet, so a first run and its restart share one command line)."""
+    if resume_from_checkpoint is None or resume_from_checkpoint.lower() in ("", "false", "no"):
+        return None
+    if resume_from_checkpoint.lower() in ("latest", "true", "yes"):
+        return last_complete_checkpoint(output_dir)
+    if not (Path(resume_from_checkpoint) / "trainer_state.json").is_file():
+        raise FmriInputError(
+            f"resume_from_checkpoint: expected a complete Trainer checkpoint folder (with trainer_state.json), "
+            f"found {resume_from_checkpoint}"
+        )
+    return resume_from_checkpoint
+
+
+def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[Callable[[Path], None]] = (), record: dict | None = None) -> Path:
+    """Save the trained model through Trainer's own path (which gathers FSDP2/ZeRO-3 shards) into a
+    staging folder, then rename it to `final_dir` on the main process: an interruption leaves the
+    previous folder or the new one, never half of one.
+
+    Every process must call this (the state-dict gathering is collective). `extra_savers` write
+    more into the staging folder (feature extractor, processor, tokenizer); `record` is written as
+    `training_record.json`.
+    """
+    final_dir = Path(final_dir)
+    staging = final_dir.with_name(f".{final_dir.name}-staging")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        for saver in extra_savers:
+            saver(staging)
+        if record is not None:
+            (staging / "training_record.json").write_text(json.dumps(record, indent=2, default=str))
+        previous = final_dir.with_name(f".{final_dir.name}-previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        if final_dir.exists():
+            os.replace(final_dir, previous)
+        os.replace(staging, final_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return final_dir
+
+
+def digests_across_processes(trainer: Trainer, tensor: torch.Tensor) -> list[str]:
+    """SHA-256 of `tensor`'s bytes on every process, in rank order (collective: every process calls it).
+
+    Used to check that state every rank must share (the EMA codebook) is bit-identical."""
+    digest = hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).digest()
+    local = torch.tensor(list(digest), dtype=torch.uint8, device=trainer.args.device)[None]
+    gathered = trainer.accelerator.gather(local) if trainer.accelerator.num_processes > 1 else local
+    return [bytes(row.tolist()).hex() for row in gathered.cpu()]
+
+
+def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parse dataclasses with `HfArgumentParser`: `--flag_name` and `--flag-name` both work; a single
+    `.json`/`.yaml` argument is read as a file of arguments."""
+    parser = HfArgumentParser(types)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(argv[0])
+    return parser.parse_args_into_dataclasses(argv)
+
+
+__all__ = [
+    "WindowCollator",
+    "WindowDataset",
+    "cohort_split",
+    "digests_across_processes",
+    "last_complete_checkpoint",
+    "load_cohort",
+    "manifest_of",
+    "parse_arguments",
+    "resolve_resume",
+    "save_final",
+    "scan_subject_key",
+    "scan_text_key",
+]

@@ -1,0 +1,406 @@
+"""Stage 1 on `transformers.Trainer`: the neural tokenizer `FmriTokenizerForPreTraining`.
+
+What the stage adds to Trainer: the window datasets of the subject split, a collator that attaches
+each window's descriptor-text embedding, and `Stage1Trainer`, which overrides two methods:
+
+- `compute_loss` passes the run-constant word-embedding matrix of the domain-confusion loss (one
+  device-resident tensor, not per-sample data a collator should copy every step) and accumulates
+  the loss components, codebook histogram and reconstruction sums of every batch;
+- `log` adds those accumulations, summed over processes, to Trainer's training and evaluation
+  logs (`reconstruction_loss`, `commitment_loss`, …, `utilisation`, `perplexity`, and for
+  evaluation `eval_r2`, `eval_mse`), so they reach the console, `trainer_state.json`, the
+  reporting integrations and `metric_for_best_model` alike. Trainer only logs the total loss.
+
+Mixed precision, gradient accumulation, DDP/FSDP2/DeepSpeed, checkpoint rotation, exact resume,
+evaluation and `push_to_hub` are Trainer's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+from ..configuration_fmrilm import FmriTokenizerConfig
+from ..errors import FmriInputError
+from ..feature_extraction_fmrilm import FmriFeatureExtractor
+from ..io import FmriScan
+from ..modeling_fmri_tokenizer import FmriTokenizerForPreTraining, FmriTokenizerModel, codebook_usage
+from ..splits import DEFAULT_FRACTIONS, SubjectSplit
+from .common import (
+    WindowCollator,
+    WindowDataset,
+    cohort_split,
+    digests_across_processes,
+    load_cohort,
+    manifest_of,
+    resolve_resume,
+    save_final,
+    scan_subject_key,
+    scan_text_key,
+)
+from .text import encode_texts, load_texts, word_embedding_matrix
+
+LOSS_COMPONENTS = ("reconstruction_loss", "commitment_loss", "contrastive_loss", "domain_loss")
+
+
+@dataclass
+class Stage1Arguments:
+    """Data, windows, model and optional losses of a Stage 1 run (optimisation: `Stage1TrainingArguments`)."""
+
+    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
+    tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
+    key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
+    cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
+    split_manifest: str | None = field(
+        default=None,
+        metadata={"help": "splits.json or a folder holding one (the descriptor corpus); default: the text "
+                  "dataset's manifest when it has one, else the seeded hash of dataset/subject"},
+    )
+    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS), metadata={"help": "train/validation/test fractions without a manifest"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the subject split without a manifest"})
+    target_tr: float = 2.0
+    window_length: int = 64
+    window_stride: int = 16
+    patch_length: int = 16
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_decoder_layers: int = 2
+    num_attention_heads: int = 4
+    num_codes: int = 128
+    code_dim: int | None = field(default=None, metadata={"help": "default 32, or the word-embedding width"})
+    ema_decay: float = field(default=0.9, metadata={"help": "codebook EMA decay (fast for short runs)"})
+    commitment_weight: float = 0.1
+    config_overrides: str | None = field(default=None, metadata={"help": 'more FmriTokenizerConfig fields as JSON, e.g. \'{"hidden_dropout_prob": 0.1}\''})
+    text_dataset: str | None = field(default=None, metadata={"help": "dataset folder with subject + text columns (the descriptor corpus): turns on the SigLIP loss"})
+    text_column: str = "text"
+    text_encoder: str | None = field(default=None, metadata={"help": "frozen AutoModel text encoder; default MiniLM"})
+    word_embeddings_model: str | None = field(default=None, metadata={"help": "LM whose input embeddings feed the domain-confusion loss"})
+
+    def overrides(self) -> dict[str, Any]:
+        """`config_overrides` parsed."""
+        if not self.config_overrides:
+            return {}
+        try:
+            value = json.loads(self.config_overrides)
+        except json.JSONDecodeError as error:
+            raise FmriInputError(f"config_overrides: expected a JSON object, found {self.config_overrides!r} ({error})") from None
+        if not isinstance(value, dict):
+            raise FmriInputError(f"config_overrides: expected a JSON object, found {self.config_overrides!r}")
+        return value
+
+
+@dataclass
+class Stage1TrainingArguments(TrainingArguments):
+    """`TrainingArguments` with defaults for the small tokenizer (every Trainer flag still works)."""
+
+    output_dir: str | None = field(default="outputs/stage1", metadata={"help": "checkpoints, logs and final/"})
+    num_train_epochs: float = field(default=30.0, metadata={"help": "training epochs"})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "windows per process and step"})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "windows per process in evaluation"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: float = field(default=20, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every head that is built is fed, so DDP needs no search"})
+
+
+@dataclass
+class Stage1Result:
+    """What `train_stage1` returns."""
+
+    model: FmriTokenizerForPreTraining
+    feature_extractor: FmriFeatureExtractor
+    split: SubjectSplit
+    trainer: "Stage1Trainer"
+    final_dir: Path
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Trainer's log history (training and evaluation entries)."""
+        return self.trainer.state.log_history
+
+    def last_eval(self) -> dict[str, float]:
+        """The last evaluation entry of the log history (empty without validation subjects)."""
+        return next((entry for entry in reversed(self.history) if "eval_r2" in entry), {})
+
+
+class _BatchSums:
+    """Sums over batches of the Stage 1 loss components, code counts and reconstruction errors."""
+
+    def __init__(self, num_codes: int) -> None:
+        self.num_codes = num_codes
+        self.reset()
+
+    def reset(self) -> None:
+        self.components: dict[str, float] = {}
+        self.batches = 0
+        self.code_counts = torch.zeros(self.num_codes, dtype=torch.float64)
+        self.squared_error = 0.0
+        self.total_variance = 0.0
+        self.values = 0
+
+    @torch.no_grad()
+    def add(self, output: Any, fmri_values: torch.Tensor) -> None:
+        for name in LOSS_COMPONENTS:
+            if output.get(name) is not None:
+                self.components[name] = self.components.get(name, 0.0) + float(output[name].detach())
+        self.batches += 1
+        self.code_counts += torch.bincount(output.codes.detach().reshape(-1).cpu(), minlength=self.num_codes).double()
+        target = fmri_values.detach().double()
+        self.squared_error += float((output.reconstruction.detach().double() - target).pow(2).sum())
+        self.total_variance += float((target - target.mean(dim=-1, keepdim=True)).pow(2).sum())
+        self.values += target.numel()
+
+    def flush(self, accelerator: Any, prefix: str) -> dict[str, float]:
+        """Means over the batches of every process since the last flush (collective: every process calls it)."""
+        names = list(LOSS_COMPONENTS)
+        scalars = torch.tensor(
+            [self.components.get(name, float("nan")) for name in names]
+            + [self.batches, self.squared_error, self.total_variance, self.values],
+            dtype=torch.float64,
+            device=accelerator.device,
+        )
+        counts = self.code_counts.to(accelerator.device)
+        if accelerator.num_processes > 1:
+            scalars = accelerator.reduce(scalars, reduction="sum")
+            counts = accelerator.reduce(counts, reduction="sum")
+        self.reset()
+        batches, squared_error, total_variance, values = scalars[len(names) :].tolist()
+        if batches == 0:
+            return {}
+        logs = {f"{prefix}{name}": value / batches for name, value in zip(names, scalars[: len(names)].tolist()) if not math.isnan(value)}
+        utilisation, perplexity = codebook_usage_from_counts(counts)
+        logs[f"{prefix}utilisation"] = utilisation
+        logs[f"{prefix}perplexity"] = perplexity
+        if prefix == "eval_":
+            logs["eval_r2"] = 1.0 - squared_error / max(total_variance, 1e-12)
+            logs["eval_mse"] = squared_error / max(values, 1.0)
+        return logs
+
+
+def codebook_usage_from_counts(counts: torch.Tensor) -> tuple[float, float]:
+    """Utilisation (fraction of codes used) and perplexity (`exp` entropy) of a code histogram."""
+    probabilities = counts / counts.sum().clamp_min(1.0)
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum()
+    return float((counts > 0).double().mean()), float(entropy.exp())
+
+
+class Stage1Trainer(Trainer):
+    """Trainer for `FmriTokenizerForPreTraining`; see the module docstring for its two overrides."""
+
+    def __init__(self, *args: Any, word_embeddings: torch.Tensor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.word_embeddings = word_embeddings
+        # The model takes no labels; evaluation must still compute the loss (and our metrics).
+        self.can_return_loss = True
+        num_codes = self.model.config.num_codes
+        self._sums = {"train": _BatchSums(num_codes), "eval": _BatchSums(num_codes)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.word_embeddings is not None:
+            if self.word_embeddings.device != self.args.device:
+                self.word_embeddings = self.word_embeddings.to(self.args.device)
+            inputs = {**inputs, "word_embeddings": self.word_embeddings}
+        outputs = model(**inputs)
+        self._sums["train" if model.training else "eval"].add(outputs, inputs["fmri_values"])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "eval_loss" in logs:
+            logs.update(self._sums["eval"].flush(self.accelerator, "eval_"))
+        elif "loss" in logs:
+            logs.update(self._sums["train"].flush(self.accelerator, ""))
+        super().log(logs, start_time)
+
+
+def build_config(args: Stage1Arguments, num_rois: int, text_dim: int | None, word_dim: int | None) -> FmriTokenizerConfig:
+    """The tokenizer config of a run: the named arguments, then `config_overrides`."""
+    code_dim = args.code_dim or word_dim or 32
+    if word_dim is not None and code_dim != word_dim:
+        raise FmriInputError(
+            f"code_dim: expected the word-embedding width {word_dim} of {args.word_embeddings_model}, found {code_dim}"
+        )
+    values = dict(
+        num_rois=num_rois,
+        window_length=args.window_length,
+        patch_length=args.patch_length,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_decoder_layers=args.num_decoder_layers,
+        num_attention_heads=args.num_attention_heads,
+        num_codes=args.num_codes,
+        code_dim=code_dim,
+        ema_decay=args.ema_decay,
+        commitment_weight=args.commitment_weight,
+        text_embed_dim=text_dim,
+        use_domain_confusion=word_dim is not None,
+    )
+    return FmriTokenizerConfig(**{**values, **args.overrides()})
+
+
+def text_table(args: Stage1Arguments, text_keys: Sequence[str]) -> torch.Tensor | None:
+    """Embeddings `(len(text_keys), dim)` of each scan's text, or `None` without `text_dataset`.
+
+    Raises:
+        FmriInputError: a scan of the training or validation subjects has no text.
+    """
+    if args.text_dataset is None:
+        return None
+    texts = load_texts(args.text_dataset, args.text_column)
+    missing = [key for key in text_keys if key not in texts]
+    if missing:
+        raise FmriInputError(
+            f"{args.text_dataset}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of "
+            f"{len(text_keys)}; keys are dataset/subject[/session]); every training and validation scan needs a text"
+        )
+    return encode_texts([texts[key] for key in text_keys], args.text_encoder)
+
+
+def train_stage1(
+    args: Stage1Arguments,
+    training_args: Stage1TrainingArguments,
+    scans: Sequence[FmriScan] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Stage1Result:
+    """Train the tokenizer on the training subjects of the split, evaluate on its validation
+    subjects (its test subjects are never read), and save `output_dir/final` atomically:
+    model, feature extractor and `training_record.json` (split, mixed precision, processes)."""
+    scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
+    extractor = FmriFeatureExtractor(
+        num_rois=scans[0].n_rois, target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
+    )
+    split = cohort_split(scans, args.split_manifest or manifest_of(args.text_dataset), args.split_fractions, args.split_seed)
+    seen = set(split.subjects("train")) | set(split.subjects("validation"))
+    text_keys = sorted({scan_text_key(scan) for scan in scans if scan_subject_key(scan) in seen})
+    train_data = WindowDataset.from_scans(scans, split.subjects("train"), extractor, text_keys)
+    validation_data = WindowDataset.from_scans(scans, split.subjects("validation"), extractor, text_keys)
+    if len(train_data) == 0:
+        raise FmriInputError("training subjects: their scans give no window; check window_length against the scans' length")
+    texts = text_table(args, text_keys)
+    words = word_embedding_matrix(args.word_embeddings_model) if args.word_embeddings_model else None
+    config = build_config(args, scans[0].n_rois, None if texts is None else texts.shape[1], None if words is None else words.shape[1])
+    if len(validation_data) == 0:
+        training_args.eval_strategy = "no"
+    set_seed(training_args.seed)  # the weights must not depend on the process or the run
+    model = FmriTokenizerForPreTraining(config)
+    trainer = Stage1Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_data,
+        eval_dataset=validation_data if len(validation_data) else None,
+        data_collator=WindowCollator(texts),
+        word_embeddings=words,
+        callbacks=list(callbacks),
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook)
+    if len(set(codebooks)) > 1:
+        raise RuntimeError(f"the codebook differs across processes after training (SHA-256 per rank: {codebooks})")
+    record = {
+        "stage": 1,
+        "arguments": asdict(args),
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "num_processes": trainer.accelerator.num_processes,
+        "codebook_sha256_per_process": codebooks,
+        "log_history": trainer.state.log_history,
+        "split": split.to_json(),
+        "train_windows": len(train_data),
+        "validation_windows": len(validation_data),
+    }
+    final_dir = save_final(trainer, Path(training_args.output_dir) / "final", [extractor.save_pretrained], record)
+    return Stage1Result(trainer.model.eval(), extractor, split, trainer, final_dir)
+
+
+def reconstruction_r2(target: torch.Tensor, prediction: torch.Tensor) -> float:
+    """`1 - SSE / SST` over all values, SST taken around each (window, ROI) series' own mean.
+
+    Args:
+        target, prediction: `(n_windows, n_rois, n_frames)`.
+    """
+    target = target.double()
+    residual = (target - prediction.double()).pow(2).sum()
+    total = (target - target.mean(dim=-1, keepdim=True)).pow(2).sum()
+    return float(1.0 - residual / total)
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: FmriTokenizerModel, fmri_values: torch.Tensor, batch_size: int = 64) -> dict[str, float]:
+    """Reconstruction R², MSE, codebook utilisation and perplexity of `model` on windows `(n, n_rois, n_frames)`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    codes, reconstructions = [], []
+    for batch in fmri_values.split(batch_size):
+        batch_codes = model.encode(batch.to(device))
+        codes.append(batch_codes.cpu())
+        reconstructions.append(model.decode(batch_codes).float().cpu())
+    model.train(was_training)
+    reconstruction = torch.cat(reconstructions)
+    utilisation, perplexity = codebook_usage(torch.cat(codes), model.config.num_codes)
+    return {
+        "r2": reconstruction_r2(fmri_values, reconstruction),
+        "mse": float((fmri_values - reconstruction).pow(2).mean()),
+        "utilisation": float(utilisation),
+        "perplexity": float(perplexity),
+    }
+
+
+def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25) -> Stage1Result:
+    """`fmrilm demo` step: a small tokenizer on the embedded scans, on the corpus's subject split,
+    with the SigLIP loss aligning each window with its scan's description; prints held-out R²."""
+    run_dir = Path(output_dir) / "stage1_tokenizer"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = Stage1Arguments(
+        text_dataset=str(corpus),
+        # A light contrastive weight: at this scale, weight 1 halves the held-out R² (0.53 -> 0.27).
+        config_overrides=json.dumps({"contrastive_weight": 0.1}),
+    )
+    training_args = Stage1TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+    )
+    result = train_stage1(args, training_args)
+    config = result.model.config
+    last = result.last_eval()
+    print(
+        f"Stage 1 tokenizer: {config.num_codes} codes, {config.num_tokens} tokens per {args.window_length}-frame window; "
+        f"trained on {len(result.split.subjects('train'))} subjects, validated on "
+        f"{', '.join(result.split.subjects('validation'))}; the corpus's test subjects are never read"
+    )
+    print(
+        f"held-out reconstruction R2 {last['eval_r2']:.3f} (MSE {last['eval_mse']:.3f}); codebook utilisation "
+        f"{last['eval_utilisation']:.2f}, perplexity {last['eval_perplexity']:.1f}; saved to {result.final_dir}"
+    )
+    train_logs = [entry for entry in result.history if "contrastive_loss" in entry]
+    print(
+        f"SigLIP fMRI-description loss (training): epoch 1 {train_logs[0]['contrastive_loss']:.3f} -> "
+        f"epoch {len(train_logs)} {train_logs[-1]['contrastive_loss']:.3f}"
+    )
+    return result
+
+
+__all__ = [
+    "Stage1Arguments",
+    "Stage1Result",
+    "Stage1Trainer",
+    "Stage1TrainingArguments",
+    "build_config",
+    "demo_stage1",
+    "evaluate_tokenizer",
+    "reconstruction_r2",
+    "train_stage1",
+]
