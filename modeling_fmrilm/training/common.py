@@ -177,6 +177,58 @@ def digests_across_processes(trainer: Trainer, tensor: torch.Tensor) -> list[str
     return [bytes(row.tolist()).hex() for row in gathered.cpu()]
 
 
+class BatchSums:
+    """Named float64 sums over batches (fixed names and sizes), summed over processes on `reduce`."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = dict(sizes)
+        self.reset()
+
+    def reset(self) -> None:
+        self.values = {name: torch.zeros(size, dtype=torch.float64) for name, size in self.sizes.items()}
+
+    @torch.no_grad()
+    def add(self, **values: torch.Tensor | float) -> None:
+        for name, value in values.items():
+            self.values[name] += torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
+
+    def reduce(self, accelerator: Any) -> dict[str, torch.Tensor]:
+        """The sums of every process since the last call (collective: every process calls it), then reset."""
+        flat = torch.cat([self.values[name] for name in self.sizes]).to(accelerator.device)
+        if accelerator.num_processes > 1:
+            flat = accelerator.reduce(flat, reduction="sum")
+        self.reset()
+        return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values()))))
+
+
+class SumLoggingTrainer(Trainer):
+    """A Trainer whose `compute_loss` adds per-batch sums (`self.sums["train"|"eval"].add(...)`) and
+    whose `log` turns them into metrics (`summarize`) in the training and evaluation logs.
+
+    Trainer logs only the total loss; these metrics (loss components, codebook use, per-objective
+    losses) then reach the console, `trainer_state.json`, the reporting integrations and
+    `metric_for_best_model` alike. The model takes no labels, so evaluation is told to compute the
+    loss anyway (`can_return_loss`).
+    """
+
+    sum_sizes: dict[str, int] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_return_loss = True
+        self.sums = {"train": BatchSums(self.sum_sizes), "eval": BatchSums(self.sum_sizes)}
+
+    def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        """Metrics from the reduced sums; `prefix` is `""` for training logs and `"eval_"` for evaluation."""
+        raise NotImplementedError
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
+        if mode is not None:
+            logs.update(self.summarize(self.sums[mode].reduce(self.accelerator), "eval_" if mode == "eval" else ""))
+        super().log(logs, start_time)
+
+
 def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse dataclasses with `HfArgumentParser`: `--flag_name` and `--flag-name` both work; a single
     `.json`/`.yaml` argument is read as a file of arguments."""
@@ -190,6 +242,8 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 
 __all__ = [
+    "BatchSums",
+    "SumLoggingTrainer",
     "WindowCollator",
     "WindowDataset",
     "cohort_split",

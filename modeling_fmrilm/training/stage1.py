@@ -1,15 +1,12 @@
 """Stage 1 on `transformers.Trainer`: the neural tokenizer `FmriTokenizerForPreTraining`.
 
 What the stage adds to Trainer: the window datasets of the subject split, a collator that attaches
-each window's descriptor-text embedding, and `Stage1Trainer`, which overrides two methods:
-
-- `compute_loss` passes the run-constant word-embedding matrix of the domain-confusion loss (one
-  device-resident tensor, not per-sample data a collator should copy every step) and accumulates
-  the loss components, codebook histogram and reconstruction sums of every batch;
-- `log` adds those accumulations, summed over processes, to Trainer's training and evaluation
-  logs (`reconstruction_loss`, `commitment_loss`, …, `utilisation`, `perplexity`, and for
-  evaluation `eval_r2`, `eval_mse`), so they reach the console, `trainer_state.json`, the
-  reporting integrations and `metric_for_best_model` alike. Trainer only logs the total loss.
+each window's descriptor-text embedding, and `Stage1Trainer`, whose `compute_loss` passes the
+run-constant word-embedding matrix of the domain-confusion loss (one device-resident tensor, not
+per-sample data a collator should copy every step) and adds the loss components, codebook
+histogram and reconstruction sums of every batch to the logs (`SumLoggingTrainer`:
+`reconstruction_loss`, `commitment_loss`, …, `utilisation`, `perplexity`, and for evaluation
+`eval_r2`, `eval_mse`).
 
 Mixed precision, gradient accumulation, DDP/FSDP2/DeepSpeed, checkpoint rotation, exact resume,
 evaluation and `push_to_hub` are Trainer's.
@@ -18,7 +15,6 @@ evaluation and `push_to_hub` are Trainer's.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 from ..configuration_fmrilm import FmriTokenizerConfig
@@ -36,6 +32,7 @@ from ..io import FmriScan
 from ..modeling_fmri_tokenizer import FmriTokenizerForPreTraining, FmriTokenizerModel, codebook_usage
 from ..splits import DEFAULT_FRACTIONS, SubjectSplit
 from .common import (
+    SumLoggingTrainer,
     WindowCollator,
     WindowDataset,
     cohort_split,
@@ -139,60 +136,6 @@ class Stage1Result:
         return next((entry for entry in reversed(self.history) if "eval_r2" in entry), {})
 
 
-class _BatchSums:
-    """Sums over batches of the Stage 1 loss components, code counts and reconstruction errors."""
-
-    def __init__(self, num_codes: int) -> None:
-        self.num_codes = num_codes
-        self.reset()
-
-    def reset(self) -> None:
-        self.components: dict[str, float] = {}
-        self.batches = 0
-        self.code_counts = torch.zeros(self.num_codes, dtype=torch.float64)
-        self.squared_error = 0.0
-        self.total_variance = 0.0
-        self.values = 0
-
-    @torch.no_grad()
-    def add(self, output: Any, fmri_values: torch.Tensor) -> None:
-        for name in LOSS_COMPONENTS:
-            if output.get(name) is not None:
-                self.components[name] = self.components.get(name, 0.0) + float(output[name].detach())
-        self.batches += 1
-        self.code_counts += torch.bincount(output.codes.detach().reshape(-1).cpu(), minlength=self.num_codes).double()
-        target = fmri_values.detach().double()
-        self.squared_error += float((output.reconstruction.detach().double() - target).pow(2).sum())
-        self.total_variance += float((target - target.mean(dim=-1, keepdim=True)).pow(2).sum())
-        self.values += target.numel()
-
-    def flush(self, accelerator: Any, prefix: str) -> dict[str, float]:
-        """Means over the batches of every process since the last flush (collective: every process calls it)."""
-        names = list(LOSS_COMPONENTS)
-        scalars = torch.tensor(
-            [self.components.get(name, float("nan")) for name in names]
-            + [self.batches, self.squared_error, self.total_variance, self.values],
-            dtype=torch.float64,
-            device=accelerator.device,
-        )
-        counts = self.code_counts.to(accelerator.device)
-        if accelerator.num_processes > 1:
-            scalars = accelerator.reduce(scalars, reduction="sum")
-            counts = accelerator.reduce(counts, reduction="sum")
-        self.reset()
-        batches, squared_error, total_variance, values = scalars[len(names) :].tolist()
-        if batches == 0:
-            return {}
-        logs = {f"{prefix}{name}": value / batches for name, value in zip(names, scalars[: len(names)].tolist()) if not math.isnan(value)}
-        utilisation, perplexity = codebook_usage_from_counts(counts)
-        logs[f"{prefix}utilisation"] = utilisation
-        logs[f"{prefix}perplexity"] = perplexity
-        if prefix == "eval_":
-            logs["eval_r2"] = 1.0 - squared_error / max(total_variance, 1e-12)
-            logs["eval_mse"] = squared_error / max(values, 1.0)
-        return logs
-
-
 def codebook_usage_from_counts(counts: torch.Tensor) -> tuple[float, float]:
     """Utilisation (fraction of codes used) and perplexity (`exp` entropy) of a code histogram."""
     probabilities = counts / counts.sum().clamp_min(1.0)
@@ -200,16 +143,20 @@ def codebook_usage_from_counts(counts: torch.Tensor) -> tuple[float, float]:
     return float((counts > 0).double().mean()), float(entropy.exp())
 
 
-class Stage1Trainer(Trainer):
-    """Trainer for `FmriTokenizerForPreTraining`; see the module docstring for its two overrides."""
+class Stage1Trainer(SumLoggingTrainer):
+    """Trainer for `FmriTokenizerForPreTraining`; see the module docstring for what it overrides."""
 
     def __init__(self, *args: Any, word_embeddings: torch.Tensor | None = None, **kwargs: Any) -> None:
+        self.sum_sizes = {
+            **{name: 1 for name in LOSS_COMPONENTS},
+            "batches": 1,
+            "squared_error": 1,
+            "total_variance": 1,
+            "values": 1,
+            "code_counts": kwargs["model"].config.num_codes,
+        }
         super().__init__(*args, **kwargs)
         self.word_embeddings = word_embeddings
-        # The model takes no labels; evaluation must still compute the loss (and our metrics).
-        self.can_return_loss = True
-        num_codes = self.model.config.num_codes
-        self._sums = {"train": _BatchSums(num_codes), "eval": _BatchSums(num_codes)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.word_embeddings is not None:
@@ -217,15 +164,31 @@ class Stage1Trainer(Trainer):
                 self.word_embeddings = self.word_embeddings.to(self.args.device)
             inputs = {**inputs, "word_embeddings": self.word_embeddings}
         outputs = model(**inputs)
-        self._sums["train" if model.training else "eval"].add(outputs, inputs["fmri_values"])
+        with torch.no_grad():
+            target = inputs["fmri_values"].double()
+            self.sums["train" if model.training else "eval"].add(
+                **{name: outputs[name] for name in LOSS_COMPONENTS if outputs.get(name) is not None},
+                batches=1,
+                squared_error=(outputs.reconstruction.double() - target).pow(2).sum(),
+                total_variance=(target - target.mean(dim=-1, keepdim=True)).pow(2).sum(),
+                values=target.numel(),
+                code_counts=torch.bincount(outputs.codes.reshape(-1), minlength=self.sum_sizes["code_counts"]),
+            )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "eval_loss" in logs:
-            logs.update(self._sums["eval"].flush(self.accelerator, "eval_"))
-        elif "loss" in logs:
-            logs.update(self._sums["train"].flush(self.accelerator, ""))
-        super().log(logs, start_time)
+    def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        batches = float(sums["batches"])
+        if batches == 0:
+            return {}
+        config = self.model.config
+        present = {"contrastive_loss": config.text_embed_dim is not None, "domain_loss": bool(getattr(config, "use_domain_confusion", False))}
+        logs = {f"{prefix}{name}": float(sums[name]) / batches for name in LOSS_COMPONENTS if present.get(name, True)}
+        utilisation, perplexity = codebook_usage_from_counts(sums["code_counts"])
+        logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = utilisation, perplexity
+        if prefix == "eval_":
+            logs["eval_r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
+            logs["eval_mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
+        return logs
 
 
 def build_config(args: Stage1Arguments, num_rois: int, text_dim: int | None, word_dim: int | None) -> FmriTokenizerConfig:
