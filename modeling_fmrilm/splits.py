@@ -36,6 +36,11 @@ def text_key(dataset: str, subject: str, session: str | None = None) -> str:
     return "/".join(part for part in (dataset, subject, session) if part)
 
 
+def subject_of(key: str) -> str:
+    """The `dataset/subject` part of a text key `dataset/subject[/session]`."""
+    return "/".join(key.split("/")[:2])
+
+
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6 or values[0] <= 0:
@@ -162,6 +167,7 @@ __all__ = [
     "resolve_split",
     "split_subjects",
     "subject_key",
+    "subject_of",
     "text_key",
     "write_manifest",
 ]

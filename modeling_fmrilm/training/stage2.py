@@ -1,0 +1,440 @@
+"""Stage 2 on `transformers.Trainer`: a causal LM learns fMRI tokens beside text (`FmriLMForCausalLM`).
+
+The Stage 1 tokenizer is frozen, so every window is encoded once by a `datasets.map` pass that
+stores its codes as a column (cached by `datasets` in `output_dir/cache`, keyed by the windows and
+the tokenizer's weights); training then runs on token ids alone. Three objectives, built from the
+scans and the descriptor corpus on the one subject split and weighted by the model config:
+
+- **F2T** `<fmri> codes </fmri> {prompt} {description}<eos>`: loss on the description only;
+- **F2F** `<fmri> codes(t) </fmri> <fmri> codes(t+1) </fmri>`: loss on the next window's codes
+  (the window that starts where window t ends);
+- **T2T** plain text (a text dataset, by default the corpus's training descriptions): loss on all.
+
+`Stage2Trainer.compute_loss` weights the objectives' token-mean losses and adds each objective's
+loss (and the next-window code accuracy) to the training and evaluation logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+from ..errors import FmriInputError
+from ..io import FmriScan
+from ..splits import DEFAULT_FRACTIONS, SubjectSplit, subject_of
+from .common import (
+    SumLoggingTrainer,
+    cohort_split,
+    load_cohort,
+    manifest_of,
+    resolve_resume,
+    save_final,
+    scan_subject_key,
+    scan_text_key,
+)
+from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
+from .text import load_texts
+
+OBJECTIVES = ("f2t", "f2f", "t2t")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Stage2Arguments:
+    """Inputs, objectives and the demo language model of a Stage 2 run (optimisation: `Stage2TrainingArguments`)."""
+
+    fmri_tokenizer: str | None = field(
+        default=None, metadata={"help": "trained Stage 1 folder; default (embedded data, one process): train the demo one into output_dir/stage1_tokenizer"}
+    )
+    corpus: str | None = field(
+        default=None, metadata={"help": "descriptor corpus folder (F2T descriptions, splits.json); default (embedded data): build it into output_dir/descriptor_corpus"}
+    )
+    base_model: str | None = field(
+        default=None, metadata={"help": "causal LM folder or Hub id; default: a small LM built from its config with a BPE tokenizer trained on the corpus"}
+    )
+    text_tokenizer: str | None = field(default=None, metadata={"help": "text tokenizer folder or id; default: the base model's"})
+    small_lm_kind: str = field(default="gpt2", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"})
+    small_lm_hidden_size: int = 64
+    small_lm_layers: int = 2
+    small_lm_heads: int = 4
+    small_lm_vocab_size: int = 2000
+    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
+    tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
+    key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
+    cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
+    split_manifest: str | None = field(default=None, metadata={"help": "splits.json or a folder with one; default: the corpus's"})
+    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    split_seed: int = 0
+    text_column: str = field(default="text", metadata={"help": "description column of the corpus"})
+    t2t_dataset: str | None = field(default=None, metadata={"help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"})
+    t2t_column: str = "text"
+    max_t2t_length: int = field(default=512, metadata={"help": "T2T texts are cut into pieces of at most this many tokens"})
+    description_prompt: str = field(default="\nDescription:", metadata={"help": "text between a scan's tokens and its description"})
+    f2t_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (1.0)"})
+    f2f_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (0.1)"})
+    t2t_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (0.5)"})
+
+
+@dataclass
+class Stage2TrainingArguments(TrainingArguments):
+    """`TrainingArguments` with defaults for the small demo LM (every Trainer flag still works)."""
+
+    output_dir: str | None = field(default="outputs/stage2", metadata={"help": "checkpoints, logs and final/"})
+    num_train_epochs: float = field(default=4.0, metadata={"help": "training epochs"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "sequences per process and step"})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "sequences per process in evaluation"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no logits (metrics are accumulated)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "the frozen tokenizer has no gradients; every LM weight is used"})
+
+
+@dataclass
+class Stage2Data:
+    """The token-id examples of a run and where they came from."""
+
+    train: Any
+    validation: Any
+    codes: Any
+    split: Any
+    texts: dict[str, str]
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names and bytes): the tokenizer part of the code cache's key."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def encode_windows(
+    fmri_tokenizer: torch.nn.Module, feature_extractor: Any, scans: Sequence[FmriScan], subjects: Sequence[str], cache_dir: Path, batch_size: int = 64
+):
+    """Every window of the scans of `subjects` as a `datasets.Dataset` with the tokenizer's codes.
+
+    Columns: `subject_key`, `text_key`, `window_start` (frame), `codes` (`num_tokens` ints). The
+    codes come from one `datasets.map` pass whose cache file is keyed by the windows and the
+    tokenizer weights, so a second run (or a resumed one) reads them instead of encoding again.
+    """
+    import datasets
+
+    wanted = set(subjects)
+    chosen = [scan for scan in scans if scan_subject_key(scan) in wanted]
+    if not chosen:
+        raise FmriInputError(f"subjects {sorted(wanted)[:5]}…: no scan of these subjects")
+    features = feature_extractor(chosen, return_tensors="np")
+    sources = [chosen[i] for i in features["scan_index"].tolist()]
+    values = features["fmri_values"].astype(np.float32)
+    windows = datasets.Dataset.from_dict(
+        {
+            "subject_key": [scan_subject_key(s) for s in sources],
+            "text_key": [scan_text_key(s) for s in sources],
+            "window_start": (features["window_index"] * feature_extractor.stride).tolist(),
+            "fmri_values": values,
+        }
+    )
+    key = hashlib.sha256(values.tobytes())
+    key.update(weights_digest(fmri_tokenizer).encode())
+    key.update(repr(sorted(windows["text_key"])).encode())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    device = next(fmri_tokenizer.parameters()).device
+
+    @torch.no_grad()
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        fmri_values = torch.as_tensor(np.asarray(batch["fmri_values"], dtype=np.float32), device=device)
+        return {"codes": fmri_tokenizer.encode(fmri_values).cpu().tolist()}
+
+    return windows.map(
+        encode,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=["fmri_values"],
+        cache_file_name=str(cache_dir / f"codes-{key.hexdigest()[:24]}.arrow"),
+        desc="encoding windows",
+    )
+
+
+class ExampleBuilder:
+    """Token-id examples of the three objectives for one model config and text tokenizer."""
+
+    def __init__(self, config: Any, tokenizer: Any, prompt: str, max_t2t_length: int) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        self.max_t2t_length = max_t2t_length
+        self.max_positions = getattr(config.text_config, "max_position_embeddings", None) or getattr(config.text_config, "n_positions", None)
+
+    def scan_tokens(self, codes: Sequence[int]) -> list[int]:
+        """`<fmri>` + the code tokens + `</fmri>`."""
+        first = self.config.first_code_token_id
+        return [self.config.fmri_start_token_id, *(first + int(c) for c in codes), self.config.fmri_end_token_id]
+
+    def _checked(self, example: dict[str, Any], what: str) -> dict[str, Any]:
+        if self.max_positions is not None and len(example["input_ids"]) > self.max_positions:
+            raise FmriInputError(
+                f"{what}: {len(example['input_ids'])} tokens, more than the language model's {self.max_positions} positions; "
+                "use a model with more positions or shorter windows"
+            )
+        return example
+
+    def f2t(self, codes: Sequence[int], description: str, name: str) -> dict[str, Any]:
+        context = self.scan_tokens(codes) + self.prompt_ids
+        target = self.tokenizer(" " + description.strip(), add_special_tokens=False)["input_ids"] + self.eos
+        example = {"input_ids": context + target, "labels": [IGNORE_INDEX] * len(context) + target, "objective": 0}
+        return self._checked(example, f"F2T example of {name}")
+
+    def f2f(self, codes: Sequence[int], next_codes: Sequence[int], name: str) -> dict[str, Any]:
+        context, following = self.scan_tokens(codes), self.scan_tokens(next_codes)
+        labels = [IGNORE_INDEX] * (len(context) + 1) + following[1:-1] + [IGNORE_INDEX]
+        return self._checked({"input_ids": context + following, "labels": labels, "objective": 1}, f"F2F example of {name}")
+
+    def t2t(self, text: str) -> list[dict[str, Any]]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + self.eos
+        pieces = [ids[start : start + self.max_t2t_length] for start in range(0, len(ids), self.max_t2t_length)]
+        return [{"input_ids": piece, "labels": list(piece), "objective": 2} for piece in pieces if len(piece) > 1]
+
+    def scan_examples(self, codes_table: Any, texts: dict[str, str], window_length: int) -> list[dict[str, Any]]:
+        """F2T for every window and F2F for every window whose successor (starting where it ends) exists."""
+        rows = codes_table.to_dict()
+        by_start = {(key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"]))}
+        examples = []
+        for i, (key, start, codes) in enumerate(zip(rows["text_key"], rows["window_start"], rows["codes"])):
+            name = f"{key} window at frame {start}"
+            examples.append(self.f2t(codes, texts[key], name))
+            following = by_start.get((key, start + window_length))
+            if following is not None:
+                examples.append(self.f2f(codes, rows["codes"][following], name))
+        return examples
+
+
+@dataclass
+class Stage2Collator:
+    """Pads examples to the longest in the batch: `input_ids` (pad id), `labels` (-100),
+    `attention_mask`, and `objective` (0 F2T, 1 F2F, 2 T2T) per sequence."""
+
+    pad_token_id: int
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(item["input_ids"]) for item in items)
+        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(item["input_ids"])
+            labels[row, :n] = torch.as_tensor(item["labels"])
+            attention_mask[row, :n] = 1
+        objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
+
+
+class Stage2Trainer(SumLoggingTrainer):
+    """Trainer for `FmriLMForCausalLM` on the three objectives: `compute_loss` is
+    `Σ_o weight_o × token-mean loss_o` over the objectives present in the batch, with each
+    objective's loss and the next-window code accuracy in the logs."""
+
+    sum_sizes = {**{f"{o}_loss_sum": 1 for o in OBJECTIVES}, **{f"{o}_tokens": 1 for o in OBJECTIVES}, "f2f_correct": 1}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels, objective = inputs["labels"], inputs["objective"]
+        forward = {k: v for k, v in inputs.items() if k not in ("labels", "objective")}
+        outputs = model(**forward)
+        logits = outputs.logits[:, :-1].float()
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none") * mask
+        config = self.model.config
+        weights = {"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight}
+        loss = logits.new_zeros(())
+        sums: dict[str, torch.Tensor] = {}
+        for index, name in enumerate(OBJECTIVES):
+            rows = objective == index
+            tokens = mask[rows].sum()
+            total = token_loss[rows].sum()
+            loss = loss + weights[name] * total / tokens.clamp_min(1)
+            sums[f"{name}_loss_sum"], sums[f"{name}_tokens"] = total.detach(), tokens
+        f2f_rows = objective == OBJECTIVES.index("f2f")
+        sums["f2f_correct"] = ((logits[f2f_rows].argmax(-1) == targets[f2f_rows]) & mask[f2f_rows]).sum()
+        self.sums["train" if model.training else "eval"].add(**sums)
+        return (loss, outputs) if return_outputs else loss
+
+    def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        logs = {
+            f"{prefix}{name}_loss": float(sums[f"{name}_loss_sum"]) / float(sums[f"{name}_tokens"])
+            for name in OBJECTIVES
+            if float(sums[f"{name}_tokens"]) > 0
+        }
+        if float(sums["f2f_tokens"]) > 0:
+            logs[f"{prefix}f2f_accuracy"] = float(sums["f2f_correct"]) / float(sums["f2f_tokens"])
+        return logs
+
+
+def texts_of(texts: dict[str, str], split: SubjectSplit, name: str) -> list[str]:
+    """The texts (in key order) of the scans whose subject is in split `name`."""
+    return [text for key, text in sorted(texts.items()) if split.of(subject_of(key)) == name]
+
+
+def t2t_texts(args: Stage2Arguments, corpus_texts: dict[str, str], split: SubjectSplit) -> list[str]:
+    """Texts of the T2T objective: the `t2t_dataset`'s train split, or the corpus's training descriptions."""
+    if args.t2t_dataset is None:
+        return texts_of(corpus_texts, split, "train")
+    import datasets
+
+    loaded = datasets.load_dataset(args.t2t_dataset)
+    split = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+    if args.t2t_column not in split.column_names:
+        raise FmriInputError(f"{args.t2t_dataset}: expected a {args.t2t_column!r} column, found {split.column_names}")
+    return [text for text in split[args.t2t_column] if text]
+
+
+def prepare_prerequisites(args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan]) -> None:
+    """Fill in `corpus` and `fmri_tokenizer` when a demo run (embedded data) left them out, by
+    building the corpus and training the small Stage 1 tokenizer into the output folder."""
+    if args.corpus is not None and args.fmri_tokenizer is not None:
+        return
+    if args.data_dir is not None or training_args.world_size > 1:
+        raise FmriInputError(
+            "corpus/fmri_tokenizer: expected --corpus (datasets_scripts/build_descriptor_corpus.py) and --fmri_tokenizer "
+            "(recipes/stage1_tokenizer.py) for your own data or a multi-process run; only a one-process run on the embedded data builds them"
+        )
+    output_dir = Path(training_args.output_dir)
+    if args.corpus is None:
+        from ..descriptors.corpus import demo_corpus
+
+        args.corpus = str(output_dir / "descriptor_corpus")
+        if not (Path(args.corpus) / "README.md").is_file():
+            demo_corpus(scans, args.corpus)
+    if args.fmri_tokenizer is None:
+        from .stage1 import demo_stage1
+
+        args.fmri_tokenizer = str(output_dir / "stage1_tokenizer" / "final")
+        if not Path(args.fmri_tokenizer).is_dir():
+            demo_stage1(output_dir, args.corpus)
+
+
+def build_stage2_data(
+    args: Stage2Arguments, model: Any, processor: Any, scans: Sequence[FmriScan], split: SubjectSplit, texts: dict[str, str], cache_dir: Path
+) -> Stage2Data:
+    """The cached window codes and the training/validation examples of the split's subjects."""
+    import datasets
+
+    train_subjects, validation_subjects = split.subjects("train"), split.subjects("validation")
+    seen = {scan_text_key(scan) for scan in scans if scan_subject_key(scan) in set(train_subjects) | set(validation_subjects)}
+    missing = sorted(seen - set(texts))
+    if missing:
+        raise FmriInputError(f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})")
+    builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
+    window_length = processor.feature_extractor.window_length
+    codes = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, train_subjects + validation_subjects, cache_dir)
+    train_codes = codes.filter(lambda key: key in set(train_subjects), input_columns="subject_key")
+    train = builder.scan_examples(train_codes, texts, window_length)
+    for text in t2t_texts(args, texts, split):
+        train.extend(builder.t2t(text))
+    validation = []
+    if validation_subjects:
+        validation_codes = codes.filter(lambda key: key in set(validation_subjects), input_columns="subject_key")
+        validation = builder.scan_examples(validation_codes, texts, window_length)
+        validation += [example for text in texts_of(texts, split, "validation") for example in builder.t2t(text)]
+    return Stage2Data(
+        datasets.Dataset.from_list(train), datasets.Dataset.from_list(validation) if validation else None, codes, split, texts
+    )
+
+
+def load_parts(args: Stage2Arguments, training_args: Stage2TrainingArguments, texts_for_bpe: Sequence[str]):
+    """`FmriLMForCausalLM.from_parts` on the Stage 1 folder and the base (or a newly built small) LM."""
+    from ..modeling_fmrilm import FmriLMForCausalLM
+
+    base_model = args.base_model
+    if base_model is None:
+        base_model = str(Path(training_args.output_dir) / "language_model")
+        with training_args.main_process_first(desc="building the small language model"):
+            if not (Path(base_model) / "config.json").is_file():
+                build_small_language_model(
+                    texts_for_bpe, base_model, args.small_lm_kind, args.small_lm_vocab_size, args.small_lm_hidden_size,
+                    args.small_lm_layers, args.small_lm_heads, seed=training_args.seed,
+                )  # fmt: skip
+    model, processor = FmriLMForCausalLM.from_parts(args.fmri_tokenizer, base_model, args.text_tokenizer)
+    for name in ("f2t_loss_weight", "f2f_loss_weight", "t2t_loss_weight"):
+        if getattr(args, name) is not None:
+            setattr(model.config, name, float(getattr(args, name)))
+    return model, processor
+
+
+@dataclass
+class Stage2Result:
+    """What `train_stage2` returns."""
+
+    model: Any
+    processor: Any
+    data: Stage2Data
+    trainer: Stage2Trainer
+    final_dir: Path
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.trainer.state.log_history
+
+
+def train_stage2(
+    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None = None
+) -> Stage2Result:
+    """Train the fMRI-language model on the training subjects (validation subjects evaluated, test
+    subjects never read) and save `output_dir/final` (model + processor) atomically."""
+    scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
+    prepare_prerequisites(args, training_args, scans)
+    set_seed(training_args.seed)
+    split = cohort_split(scans, args.split_manifest or manifest_of(args.corpus), args.split_fractions, args.split_seed)
+    texts = load_texts(args.corpus, args.text_column)
+    model, processor = load_parts(args, training_args, texts_of(texts, split, "train"))
+    data = build_stage2_data(args, model, processor, scans, split, texts, Path(training_args.output_dir) / "cache")
+    if data.validation is None:
+        training_args.eval_strategy = "no"
+    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
+    trainer = Stage2Trainer(
+        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.validation, data_collator=Stage2Collator(pad)
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    record = {
+        "stage": 2,
+        "arguments": asdict(args),
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "num_processes": trainer.accelerator.num_processes,
+        "split": data.split.to_json(),
+        "examples": {"train": len(data.train), "validation": 0 if data.validation is None else len(data.validation)},
+        "log_history": trainer.state.log_history,
+    }
+    final_dir = save_final(trainer, Path(training_args.output_dir) / "final", [processor.save_pretrained], record)
+    return Stage2Result(trainer.model.eval(), processor, data, trainer, final_dir)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "ExampleBuilder",
+    "Stage2Arguments",
+    "Stage2Collator",
+    "Stage2Result",
+    "Stage2Trainer",
+    "Stage2TrainingArguments",
+    "encode_windows",
+    "train_stage2",
+]
