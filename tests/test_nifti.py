@@ -204,7 +204,7 @@ def test_interior_censoring_is_rejected_or_interpolated(files):
         (np.ones(39, bool), "reject", "boolean sample_mask of 40 entries"),
         (np.array([7]), "reject", "keeps 1 of 40 frames"),
         (np.arange(40.0), "reject", "integer indices or a boolean mask"),
-        (np.arange(40), "drop", r"censoring: expected one of \('reject', 'interpolate'\)"),
+        (None, "drop", r"censoring: expected one of \('reject', 'interpolate'\)"),
     ],
 )
 def test_bad_sample_masks_are_named(files, sample_mask, censoring, pattern):

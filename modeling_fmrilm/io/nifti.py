@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import parse_entities, sidecar_tr, subject_and_session
-from .censoring import censored_mask, check_gaps, fill_censored, kept_frames
+from .censoring import CENSORING, censored_mask, check_gaps, fill_censored, kept_frames
 from .scan import FmriScan
 
 try:  # ISA-L's inflate is a drop-in for zlib's, 3-4x faster
@@ -253,7 +253,7 @@ def confound_matrix(confounds: Any, n_volumes: int, source: str) -> np.ndarray:
         source = str(confounds)
         try:
             frame = pd.read_csv(confounds, sep="\t" if str(confounds).endswith(".tsv") else ",")
-        except (OSError, ValueError, pd.errors.ParserError) as error:
+        except (OSError, ValueError) as error:  # pandas parse errors are ValueErrors
             raise FmriInputError(f"{source}: expected a table of confound regressors, found an unreadable file ({error})") from None
     elif isinstance(confounds, pd.DataFrame):
         frame = confounds
@@ -331,6 +331,8 @@ def read_nifti(
         `censored` records the mask over the acquired frames (`None` without a mask); `extra`
         holds the BIDS entities and the atlas label values.
     """
+    if censoring not in CENSORING:
+        raise FmriInputError(f"censoring: expected one of {CENSORING}, found {censoring!r}")
     path = None if isinstance(img, nib.spatialimages.SpatialImage) else Path(img)
     name = str(path) if path is not None else "img"
     image = load_image(img)
