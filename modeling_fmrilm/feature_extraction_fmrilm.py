@@ -7,8 +7,10 @@ A scan is a float array `(n_rois, n_timepoints)` (ROI-major) sampled every `tr` 
 extractor turns a batch of scans into windows `(n_windows, n_rois, window_length)`:
 
 1. validate (finite, no constant ROI, ROI count, enough time points),
-2. resample every scan to `target_tr` by linear interpolation on the scan's own time grid (no
-   extrapolation: the last output frame is the last input instant that the new grid reaches),
+2. resample every scan to `target_tr` (`resample_method`): `"antialias"` (default) low-pass
+   filters below the new Nyquist frequency while resampling, `"linear"` interpolates linearly as
+   the paper does (and aliases when downsampling); either way frames lie at `k * target_tr` up to
+   the last input instant, with no extrapolation (`resampled_length`),
 3. robust z-score per ROI per scan: `(x - median) / max(IQR, iqr_floor)`,
 4. cut windows of `window_length` frames every `window_stride` frames.
 
@@ -28,6 +30,16 @@ from transformers import BatchFeature, FeatureExtractionMixin
 from .errors import FmriInputError
 
 PAD_STRATEGIES = (None, "interpolate")
+RESAMPLE_METHODS = ("antialias", "linear")
+# A saved feature-extractor config without `resample_method` predates the option; it was made (and
+# its checkpoint trained) with linear interpolation, the paper's method.
+LEGACY_RESAMPLE_METHOD = "linear"
+# Low-pass design of the anti-aliased resampler, in periods of the slower of the two grids: the
+# defaults of `scipy.signal.resample_poly` (Kaiser window, beta 5, 10 periods each side).
+ANTIALIAS_HALF_WIDTH = 10
+ANTIALIAS_KAISER_BETA = 5.0
+# Output frames per matrix product of the anti-aliased resampler (bounds its dense weight block).
+ANTIALIAS_BLOCK = 64
 
 
 def validate_fmri(
@@ -49,16 +61,27 @@ def validate_fmri(
         require_tr: raise when `tr` is missing.
 
     Raises:
-        FmriInputError: not 2-D, ROI-count mismatch (saying which axis looks like time), too few
-            time points, NaN/inf, a constant ROI, a missing or non-positive TR.
+        FmriInputError: ragged rows, not 2-D, not real numbers (complex values are rejected, not
+            cast), ROI-count mismatch (saying which axis looks like time), too few time points,
+            NaN/inf, a constant ROI, a missing or non-positive TR.
     """
-    array = np.asarray(data)
+    try:
+        array = np.asarray(data)
+    except ValueError as error:  # numpy refuses nested sequences of unequal lengths
+        raise FmriInputError(
+            f"{name}: expected a 2-D array (n_rois, n_timepoints), found ragged rows of unequal length ({error})"
+        ) from None
     if array.ndim != 2:
         raise FmriInputError(
             f"{name}: expected a 2-D array (n_rois, n_timepoints), found shape {array.shape}"
         )
     if not np.issubdtype(array.dtype, np.number):
         raise FmriInputError(f"{name}: expected numbers, found dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise FmriInputError(
+            f"{name}: expected real BOLD values, found complex dtype {array.dtype} (casting would drop the "
+            "imaginary part); pass the magnitude or the real part explicitly"
+        )
     n_rois, n_time = array.shape
     if num_rois is not None and n_rois != num_rois:
         hint = ""
@@ -99,37 +122,119 @@ def validate_fmri(
     return array
 
 
+def resampled_length(n_timepoints: int, tr: float, target_tr: float) -> int:
+    """Frames on the new grid: every `k * target_tr` not later than the last input instant.
+
+    `n_out = floor((n - 1) * tr / target_tr) + 1`, the same for every method: the output spans the
+    input's duration, with no extrapolation past its last frame.
+    """
+    return int(np.floor((n_timepoints - 1) * tr / target_tr + 1e-9)) + 1
+
+
 def resample_indices(n_timepoints: int, tr: float, target_tr: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear-interpolation plan from a grid of `n_timepoints` every `tr` s to one every `target_tr` s.
 
-    Returns `(left, weight)`, each `(n_out,)`: output frame `k` at time `k * target_tr` is
-    `x[left] * (1 - weight) + x[left + 1] * weight`. `n_out = floor((n - 1) * tr / target_tr) + 1`.
+    Returns `(left, weight)`, each `(n_out,)` (`n_out` from `resampled_length`): output frame `k`
+    at time `k * target_tr` is `x[left] * (1 - weight) + x[left + 1] * weight`.
     """
-    duration = (n_timepoints - 1) * tr
-    n_out = int(np.floor(duration / target_tr + 1e-9)) + 1
+    n_out = resampled_length(n_timepoints, tr, target_tr)
     position = np.arange(n_out, dtype=np.float64) * (target_tr / tr)
     left = np.minimum(np.floor(position).astype(np.int64), n_timepoints - 2)
     weight = (position - left).astype(np.float32)
     return left, weight
 
 
-def resample(data: np.ndarray, tr: float, target_tr: float) -> np.ndarray:
-    """Resample `(..., n_timepoints)` sampled every `tr` s to every `target_tr` s (linear)."""
+def antialias_plan(n_timepoints: int, tr: float, target_tr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed-sinc plan from a grid every `tr` s to one every `target_tr` s (anti-aliased).
+
+    The kernel is a low-pass at the Nyquist frequency of the slower grid, `1 / (2 max(tr,
+    target_tr))` Hz, windowed by a Kaiser window (beta 5) of `ANTIALIAS_HALF_WIDTH` slower periods
+    each side: the filter `scipy.signal.resample_poly` designs, evaluated in continuous time so that
+    any ratio of TRs works. Each output frame's weights are normalised to sum to 1 (unit gain at 0 Hz).
+
+    Returns `(taps, weights)`, each `(n_out, n_taps)`: output frame `k` is
+    `sum_j weights[k, j] * x[taps[k, j]]`. Near the ends `taps` runs past the input (below 0 or
+    beyond `n_timepoints - 1`): the caller extends the series there (see `resample`).
+    """
+    n_out = resampled_length(n_timepoints, tr, target_tr)
+    period = max(tr, target_tr)
+    half_width = ANTIALIAS_HALF_WIDTH * period  # seconds
+    reach = int(np.ceil(half_width / tr))  # input frames each side
+    position = np.arange(n_out, dtype=np.float64) * (target_tr / tr)
+    taps = np.floor(position).astype(np.int64)[:, None] + np.arange(1 - reach, reach + 1)
+    lag = (position[:, None] - taps) * tr  # seconds between output instant and tap
+    window = np.i0(ANTIALIAS_KAISER_BETA * np.sqrt(np.clip(1 - (lag / half_width) ** 2, 0, None)))
+    weights = np.sinc(lag / period) * window * (np.abs(lag) <= half_width)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return taps, weights
+
+
+def resample(data: np.ndarray, tr: float, target_tr: float, method: str = "antialias") -> np.ndarray:
+    """Resample `(..., n_timepoints)` sampled every `tr` s to every `target_tr` s.
+
+    Args:
+        data: array, time on the last axis.
+        tr, target_tr: seconds between input and output frames.
+        method: `"antialias"` (default) low-pass filters below the new Nyquist frequency while it
+            interpolates (a windowed sinc, see `antialias_plan`), so that power above it is removed
+            instead of folding back into the band; the series is extended past each end by odd
+            reflection about the end frame (`scipy.signal.resample_poly`'s `padtype="antireflect"`),
+            which keeps level and slope continuous. `"linear"` interpolates between the two
+            neighbouring frames, as the paper does; downsampling this way aliases.
+
+    Returns:
+        `(..., n_out)` with `n_out = resampled_length(n_timepoints, tr, target_tr)` frames at
+        `k * target_tr`; `data` itself when the TRs are equal.
+    """
+    if method not in RESAMPLE_METHODS:
+        raise FmriInputError(f"method: expected one of {RESAMPLE_METHODS}, found {method!r}")
     if np.isclose(tr, target_tr):
         return data
-    left, weight = resample_indices(data.shape[-1], tr, target_tr)
-    lower = np.take(data, left, axis=-1)
-    out = np.take(data, left + 1, axis=-1)
-    out -= lower
-    out *= weight
-    out += lower
-    return out
+    if method == "linear":
+        left, weight = resample_indices(data.shape[-1], tr, target_tr)
+        lower = np.take(data, left, axis=-1)
+        out = np.take(data, left + 1, axis=-1)
+        out -= lower
+        out *= weight
+        out += lower
+        return out
+    return _antialias(data, tr, target_tr)
+
+
+def _antialias(data: np.ndarray, tr: float, target_tr: float) -> np.ndarray:
+    """The anti-aliased resampling of `resample`, as one matrix product per block of output frames.
+
+    Each block of `ANTIALIAS_BLOCK` output frames reads a contiguous span of the (mean-removed,
+    reflected) input, so its weights form a small dense matrix: BLAS does the work, and memory stays
+    at one copy of the input whatever the scan length.
+    """
+    dtype = np.result_type(data.dtype, np.float32)
+    n_timepoints = data.shape[-1]
+    taps, weights = antialias_plan(n_timepoints, tr, target_tr)
+    reach = max(-int(taps.min()), int(taps.max()) - n_timepoints + 1, 0)
+    taps = taps + reach  # index the extended series
+    flat = data.reshape(-1, n_timepoints).astype(dtype, copy=False)
+    mean = flat.mean(axis=1, keepdims=True)  # removed so the sums stay small in float32
+    extended = np.pad(flat - mean, ((0, 0), (reach, reach)), mode="reflect", reflect_type="odd")
+    out = np.empty((flat.shape[0], taps.shape[0]), dtype=dtype)
+    for start in range(0, taps.shape[0], ANTIALIAS_BLOCK):
+        block_taps = taps[start : start + ANTIALIAS_BLOCK]
+        first = block_taps[0, 0]
+        matrix = np.zeros((block_taps[-1, -1] + 1 - first, block_taps.shape[0]), dtype=dtype)
+        matrix[block_taps - first, np.arange(block_taps.shape[0])[:, None]] = weights[start : start + ANTIALIAS_BLOCK]
+        out[:, start : start + ANTIALIAS_BLOCK] = extended[:, first : first + matrix.shape[0]] @ matrix
+    out += mean
+    return out.reshape(data.shape[:-1] + (taps.shape[0],))
 
 
 def stretch(data: np.ndarray, length: int) -> np.ndarray:
-    """Linearly interpolate `(..., n)` onto `length` evenly spaced points spanning the same interval."""
+    """Linearly interpolate `(..., n)` onto `length` evenly spaced points spanning the same interval.
+
+    Used to bring a scan shorter than one window up to the window (`pad_strategy="interpolate"`, as
+    the paper does); this only upsamples, so linear interpolation cannot alias.
+    """
     n = data.shape[-1]
-    return resample(data, 1.0, (n - 1) / (length - 1)) if n != length else data
+    return resample(data, 1.0, (n - 1) / (length - 1), method="linear") if n != length else data
 
 
 def robust_zscore(data: np.ndarray, iqr_floor: float = 1e-6) -> np.ndarray:
@@ -190,6 +295,11 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
         pad_strategy (`str`, *optional*): what to do with a scan shorter than one window after
             resampling. `None` raises `FmriInputError`; `"interpolate"` stretches it to
             `window_length` frames (as the paper does).
+        resample_method (`str`, defaults to `"antialias"`): how scans reach `target_tr` (see
+            `resample`): `"antialias"` low-pass filters below the new Nyquist frequency while
+            resampling; `"linear"` is the paper's plain linear interpolation, which folds power above
+            that frequency back into the band. A saved config without this key was made before the
+            option existed and loads as `"linear"`, the preprocessing its checkpoint was trained with.
 
     Calling it returns a `BatchFeature` with `fmri_values` `(n_windows, n_rois, window_length)`,
     `scan_index` `(n_windows,)` (position of the source scan in the input list) and
@@ -208,6 +318,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
         normalization: str = "robust",
         iqr_floor: float = 1e-6,
         pad_strategy: str | None = None,
+        resample_method: str = "antialias",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -223,6 +334,8 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
             )
         if pad_strategy not in PAD_STRATEGIES:
             raise FmriInputError(f"pad_strategy: expected one of {PAD_STRATEGIES}, found {pad_strategy!r}")
+        if resample_method not in RESAMPLE_METHODS:
+            raise FmriInputError(f"resample_method: expected one of {RESAMPLE_METHODS}, found {resample_method!r}")
         self.num_rois = num_rois
         self.target_tr = float(target_tr)
         self.window_length = int(window_length)
@@ -231,6 +344,17 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
         self.normalization = normalization
         self.iqr_floor = float(iqr_floor)
         self.pad_strategy = pad_strategy
+        self.resample_method = resample_method
+
+    @classmethod
+    def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """Build from a saved config; one without `resample_method` loads as `"linear"`.
+
+        Such a config was written before the option existed, by an extractor that always
+        interpolated linearly, so its checkpoint keeps the preprocessing it was trained with. A
+        `resample_method` keyword still overrides it.
+        """
+        return super().from_dict({"resample_method": LEGACY_RESAMPLE_METHOD, **feature_extractor_dict}, **kwargs)
 
     @property
     def stride(self) -> int:
@@ -287,7 +411,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
 
     def preprocess(self, data: np.ndarray, tr: float) -> np.ndarray:
         """Resample, (stretch if asked) and normalise `(..., n_rois, n_timepoints)` sampled at `tr`."""
-        data = resample(data, tr, self.target_tr)
+        data = resample(data, tr, self.target_tr, method=self.resample_method)
         if data.shape[-1] < self.window_length:
             data = stretch(data, self.window_length)
         return self.normalize(data)
@@ -370,4 +494,13 @@ def _is_tensor(value: Any, ndim: int | None = None) -> bool:
     return isinstance(value, torch.Tensor) and (ndim is None or value.ndim == ndim)
 
 
-__all__ = ["FmriFeatureExtractor", "quantiles", "resample", "robust_zscore", "validate_fmri", "window_starts"]
+__all__ = [
+    "RESAMPLE_METHODS",
+    "FmriFeatureExtractor",
+    "quantiles",
+    "resample",
+    "resampled_length",
+    "robust_zscore",
+    "validate_fmri",
+    "window_starts",
+]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.interpolate import interp1d
+from scipy.signal import resample_poly
 
 from modeling_fmrilm import FmriFeatureExtractor, FmriInputError
-from modeling_fmrilm.feature_extraction_fmrilm import resample, robust_zscore
+from modeling_fmrilm.feature_extraction_fmrilm import resample, resampled_length, robust_zscore
 from modeling_fmrilm.io import FmriScan
 
 
@@ -19,21 +20,72 @@ def sinusoids(n_rois: int, n_time: int, tr: float, seed: int = 0) -> np.ndarray:
     return (np.sin(2 * np.pi * freqs * t) * 5 + 100 + rng.standard_normal((n_rois, n_time))).astype(np.float32)
 
 
-def test_resampling_matches_scipy_interp1d():
+def test_linear_resampling_matches_scipy_interp1d():
     data = sinusoids(5, 1200, 0.72)
-    out = resample(data, 0.72, 2.0)
+    out = resample(data, 0.72, 2.0, method="linear")
     expected_frames = int(np.floor(1199 * 0.72 / 2.0)) + 1
     assert out.shape == (5, expected_frames) == (5, 432)
     reference = interp1d(np.arange(1200) * 0.72, data, axis=1)(np.arange(expected_frames) * 2.0)
     np.testing.assert_allclose(out, reference, atol=1e-4)
 
 
-def test_upsampling_matches_scipy_interp1d():
+def test_linear_upsampling_matches_scipy_interp1d():
     data = sinusoids(3, 100, 3.0)
-    out = resample(data, 3.0, 2.0)
+    out = resample(data, 3.0, 2.0, method="linear")
     reference = interp1d(np.arange(100) * 3.0, data, axis=1)(np.arange(out.shape[1]) * 2.0)
     assert out.shape[1] == 149
     np.testing.assert_allclose(out, reference, atol=1e-4)
+
+
+IN_BAND = (0.02, 0.05, 0.1)  # Hz, below the 0.25 Hz Nyquist frequency of TR 2.0 s
+ABOVE_NYQUIST = 0.35  # Hz; sampled every 2.0 s it folds back to |0.35 - 0.5| = 0.15 Hz
+ALIAS = 0.15
+
+
+def amplitudes(signal: np.ndarray, tr: float, freqs) -> np.ndarray:
+    """Amplitude of each frequency in `signal` (1-D), by a joint least-squares fit of sines and cosines."""
+    t = np.arange(signal.shape[-1]) * tr
+    design = np.column_stack([np.ones_like(t)] + [f(2 * np.pi * q * t) for q in freqs for f in (np.sin, np.cos)])
+    coefs = np.linalg.lstsq(design, signal, rcond=None)[0][1:]
+    return np.hypot(coefs[0::2], coefs[1::2])
+
+
+def test_antialias_matches_resample_poly_and_removes_the_alias():
+    tr, target_tr = 0.72, 2.0  # resample_poly's up/down: 2.0 / 0.72 = 50 / 18
+    t = np.arange(1200) * tr
+    amps = np.array([1.0, 2.0, 0.5])
+    in_band = sum(a * np.sin(2 * np.pi * f * t + a) for a, f in zip(amps, IN_BAND))
+    signal = (100 + in_band + np.sin(2 * np.pi * ABOVE_NYQUIST * t)).astype(np.float32)
+    out = resample(signal, tr, target_tr)
+    assert out.shape == (resampled_length(1200, tr, target_tr),) == (432,)  # no frame lost at the edges
+    # resample_poly applies the same Kaiser low-pass; its per-phase gain at 0 Hz is off by ~1e-5, so
+    # compare without the offset. Edges included: both extend the series by odd reflection.
+    reference = resample_poly(signal.astype(np.float64) - 100, 18, 50, padtype="antireflect")
+    np.testing.assert_allclose(out - 100, reference, atol=2e-4)
+    found = amplitudes(out, target_tr, IN_BAND + (ALIAS,))
+    np.testing.assert_allclose(found[:3], amps, rtol=0.02)  # in band within 2%
+    assert 20 * np.log10(found[3] / 1.0) <= -20  # above Nyquist: attenuated by at least 20 dB
+    # the paper's linear interpolation folds it back almost whole (the reason for the default)
+    aliased = amplitudes(resample(signal, tr, target_tr, method="linear"), target_tr, IN_BAND + (ALIAS,))
+    assert aliased[3] > 0.7
+
+
+@pytest.mark.parametrize("n,tr,target_tr", [(1200, 0.72, 2.0), (100, 3.0, 2.0), (7, 2.5, 2.0), (2, 0.72, 2.0), (355, 2.0, 2.0)])
+def test_both_methods_share_the_length_rule(n, tr, target_tr):
+    data = sinusoids(3, n, tr)
+    expected = int(np.floor((n - 1) * tr / target_tr + 1e-9)) + 1
+    for method in ("antialias", "linear"):
+        out = resample(data, tr, target_tr, method=method)
+        assert out.shape == (3, expected) and np.isfinite(out).all()
+    with pytest.raises(FmriInputError, match=r"method: expected one of \('antialias', 'linear'\), found 'cubic'"):
+        resample(data, tr, target_tr, method="cubic")
+
+
+def test_antialias_is_vectorised_over_scans_and_rois():
+    data = sinusoids(20, 300, 0.72).reshape(4, 5, 300)
+    out = resample(data, 0.72, 2.0)
+    assert out.shape == (4, 5, 108)
+    np.testing.assert_allclose(out[2], resample(data[2], 0.72, 2.0), atol=1e-4)
 
 
 def test_robust_zscore_matches_numpy_median_and_iqr():
@@ -130,10 +182,40 @@ def test_bad_input_errors():
         extractor(good, tr=-1.0)
     with pytest.raises(FmriInputError, match="window_length"):
         FmriFeatureExtractor(window_length=1)
+    with pytest.raises(FmriInputError, match=r"fmri\[0\]: expected real BOLD values, found complex dtype complex64"):
+        extractor(good + 1j * good, tr=2.0)
+    with pytest.raises(FmriInputError, match=r"fmri\[0\]: .*found ragged rows"):
+        extractor([[[1.0, 2.0], [3.0]]], tr=2.0)
+
+
+def test_extractor_resamples_with_its_method():
+    data = sinusoids(3, 600, 0.72)
+    for method in ("antialias", "linear"):
+        extractor = FmriFeatureExtractor(window_length=100, resample_method=method)
+        expected = robust_zscore(resample(data, 0.72, 2.0, method=method))[:, :100]
+        np.testing.assert_allclose(extractor(data, tr=0.72)["fmri_values"][0], expected, atol=1e-5)
+    with pytest.raises(FmriInputError, match="resample_method: expected one of"):
+        FmriFeatureExtractor(resample_method="sinc")
+
+
+def test_resample_method_defaults_new_and_legacy_configs(tmp_path):
+    assert FmriFeatureExtractor().resample_method == "antialias"
+    FmriFeatureExtractor(window_length=32).save_pretrained(tmp_path)
+    assert FmriFeatureExtractor.from_pretrained(tmp_path).resample_method == "antialias"
+    # a config saved before the option existed was made, and its checkpoint trained, with linear
+    config = tmp_path / "preprocessor_config.json"
+    saved = json.loads(config.read_text())
+    del saved["resample_method"]
+    config.write_text(json.dumps(saved))
+    assert FmriFeatureExtractor.from_pretrained(tmp_path).resample_method == "linear"
+    assert FmriFeatureExtractor.from_pretrained(tmp_path, resample_method="antialias").resample_method == "antialias"
+    assert FmriFeatureExtractor.from_dict({"window_length": 32}).resample_method == "linear"
 
 
 def test_save_and_load_round_trip(tmp_path):
-    extractor = FmriFeatureExtractor(num_rois=5, target_tr=1.5, window_length=32, window_stride=8, pad_strategy="interpolate")
+    extractor = FmriFeatureExtractor(
+        num_rois=5, target_tr=1.5, window_length=32, window_stride=8, pad_strategy="interpolate", resample_method="linear"
+    )
     extractor.save_pretrained(tmp_path)
     loaded = FmriFeatureExtractor.from_pretrained(tmp_path)
     assert loaded.to_dict() == extractor.to_dict()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from nilearn.interfaces.fmriprep import load_confounds
 from nilearn.maskers import NiftiLabelsMasker
+from scipy.interpolate import CubicSpline
 
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.io.nifti import find_fmriprep_bold, iter_fmriprep, read_nifti
@@ -72,7 +73,9 @@ def test_confounds_match_masker_with_confounds(files, tmp_path):
     scan = read_nifti(bold, atlas, confounds=path, sample_mask=np.arange(2, N_TIME))
     reference = masker_reference(bold, atlas, confounds=regressors.to_numpy(), sample_mask=np.arange(2, N_TIME))
     np.testing.assert_allclose(scan.data, reference.T, atol=1e-3)
-    assert scan.extra["n_censored"] == 2
+    # two leading frames censored: the series is shorter, not gapped, and the record says so
+    np.testing.assert_array_equal(np.flatnonzero(scan.censored), [0, 1])
+    assert scan.censored.shape == (N_TIME,) and not scan.interpolated.any()
     kept = regressors.to_numpy()[2:]
     kept = kept - kept.mean(axis=0)
     residual = scan.data - scan.data.mean(axis=1, keepdims=True)
@@ -161,11 +164,70 @@ def test_fmriprep_tree_with_confounds_and_scrubbing(tmp_path, files):
     assert [b.parent.parent.name for b in bolds] == ["sub-01", "sub-02"]
     strategy = ("motion", "wm_csf", "scrub")
     kwargs = {"motion": "basic", "scrub": 0, "fd_threshold": 0.5, "std_dvars_threshold": 100}
-    scans = list(iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs))
+    with pytest.raises(FmriInputError, match=r"sub-01_task-rest.*2 of 40 frames \(5\.0%\) censored.*frames \[5, 20\]"):
+        next(iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs))
+    scans = list(iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs, censoring="interpolate"))
     assert [s.subject for s in scans] == ["01", "02"]
-    assert scans[0].data.shape == (9, N_TIME - 2) and scans[0].extra["n_censored"] == 2
+    assert scans[0].data.shape == (9, N_TIME)  # evenly sampled: the two scrubbed frames are filled in
+    np.testing.assert_array_equal(np.flatnonzero(scans[0].censored), [5, 20])
+    np.testing.assert_array_equal(np.flatnonzero(scans[0].interpolated), [5, 20])
     confounds, sample_mask = load_confounds(str(bolds[0]), strategy=strategy, **kwargs)
     reference = masker_reference(bolds[0], atlas, confounds=confounds, sample_mask=sample_mask)
-    np.testing.assert_allclose(scans[0].data, reference.T, atol=1e-3)
+    np.testing.assert_allclose(scans[0].data[:, sample_mask], reference.T, atol=1e-3)
     with pytest.raises(FmriInputError, match="space-T1w"):
         find_fmriprep_bold(root, space="T1w")
+
+
+def test_interior_censoring_is_rejected_or_interpolated(files):
+    bold, atlas = files
+    keep = np.setdiff1d(np.arange(N_TIME), [10, 11, 25, 39])  # three inside, one at the end
+    with pytest.raises(FmriInputError, match=r"bold\.nii\.gz: 4 of 40 frames \(10\.0%\) censored.*3 inside .*\[10, 11, 25\]"):
+        read_nifti(bold, atlas, sample_mask=keep)
+    scan = read_nifti(bold, atlas, sample_mask=keep, censoring="interpolate")
+    assert scan.data.shape == (9, N_TIME - 1)  # the trailing censored frame shortens, the inner ones are filled
+    np.testing.assert_array_equal(np.flatnonzero(scan.censored), [10, 11, 25, 39])
+    np.testing.assert_array_equal(np.flatnonzero(scan.interpolated), [10, 11, 25])
+    reference = masker_reference(bold, atlas, sample_mask=keep).T  # kept frames only
+    np.testing.assert_allclose(scan.data[:, keep], reference, atol=1e-4)
+    spline = CubicSpline(keep, reference, axis=1)([10, 11, 25])  # as nilearn.signal.clean interpolates
+    np.testing.assert_allclose(scan.data[:, [10, 11, 25]], spline, atol=1e-4)
+    as_boolean = read_nifti(bold, atlas, sample_mask=np.isin(np.arange(N_TIME), keep), censoring="interpolate")
+    np.testing.assert_array_equal(as_boolean.data, scan.data)
+    assert scan.metadata()["n_censored"] == 4 and scan.metadata()["n_interpolated"] == 3
+
+
+@pytest.mark.parametrize(
+    "sample_mask,censoring,pattern",
+    [
+        (np.array([0, 5, 40]), "reject", r"indices \[40\] are outside the 40 frames"),
+        (np.array([3, 2, 5]), "reject", "strictly increasing"),
+        (np.ones(39, bool), "reject", "boolean sample_mask of 40 entries"),
+        (np.array([7]), "reject", "keeps 1 of 40 frames"),
+        (np.arange(40.0), "reject", "integer indices or a boolean mask"),
+        (None, "drop", r"censoring: expected one of \('reject', 'interpolate'\)"),
+    ],
+)
+def test_bad_sample_masks_are_named(files, sample_mask, censoring, pattern):
+    bold, atlas = files
+    with pytest.raises(FmriInputError, match=pattern):
+        read_nifti(bold, atlas, sample_mask=sample_mask, censoring=censoring)
+
+
+def test_confound_nan_is_an_error_except_the_first_row_of_derivatives(files, tmp_path):
+    bold, atlas = files
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.standard_normal((N_TIME, 3)), columns=["trans_x", "trans_x_derivative1", "csf"])
+    frame.loc[0, "trans_x_derivative1"] = np.nan  # n/a by design in fMRIPrep's file
+    path = tmp_path / "confounds.tsv"
+    frame.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    scan = read_nifti(bold, atlas, confounds=path)
+    filled = frame.copy()
+    filled.loc[0, "trans_x_derivative1"] = filled.loc[1, "trans_x_derivative1"]  # nilearn's rule
+    np.testing.assert_allclose(scan.data, masker_reference(bold, atlas, confounds=filled.to_numpy()).T, atol=1e-3)
+    frame.loc[6, "csf"] = np.nan
+    frame.loc[3, "trans_x_derivative1"] = np.nan
+    frame.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(FmriInputError, match=r"confounds\.tsv: .*NaN/inf in columns \['trans_x_derivative1 \(1 rows\)', 'csf \(1 rows\)'\]"):
+        read_nifti(bold, atlas, confounds=path)
+    with pytest.raises(FmriInputError, match="expected 40 rows of confounds"):
+        read_nifti(bold, atlas, confounds=rng.standard_normal((N_TIME - 1, 2)))

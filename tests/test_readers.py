@@ -92,24 +92,6 @@ def test_roi_count_mismatch_names_both_axes_and_suggests_transpose(tmp_path, sca
     assert "transpose" in message and "looks like time" in message
 
 
-@pytest.mark.parametrize(
-    "corrupt,pattern",
-    [
-        (lambda a: a.__setitem__((3, 10), np.nan), r"NaN/inf in 1 ROI\(s\) \(ROI indices \[3\]"),
-        (lambda a: a.__setitem__((2, 5), np.inf), r"NaN/inf .*\[2\]"),
-        (lambda a: a.__setitem__(4, 1.0), r"1 constant ROI\(s\) \(indices \[4\]\)"),
-    ],
-)
-def test_bad_values_are_named(tmp_path, scan_array, corrupt, pattern):
-    bad = scan_array.copy()
-    corrupt(bad)
-    np.save(tmp_path / "g.npy", bad)
-    with pytest.raises(FmriInputError, match=pattern) as error:
-        read_array_file(tmp_path / "g.npy", tr=2.0)
-    assert "g.npy" in str(error.value)
-    assert isinstance(error.value, ValueError)
-
-
 def test_folder_reading_and_bids_entities(tmp_path, scan_array):
     for subject in ("01", "02", "03"):
         folder = tmp_path / f"sub-{subject}" / "func"

@@ -1,6 +1,6 @@
 """Readers that turn files into `FmriScan` records (DESIGN.md §3)."""
 
-from .bids import parse_entities, sidecar_tr
+from .bids import applicable_sidecars, bids_metadata, parse_entities, sidecar_tr
 from .embedded import AtlasTable, aal2_table, load_embedded
 from .nifti import LabelAverager, find_fmriprep_bold, iter_fmriprep, read_nifti
 from .readers import find_scan_files, iter_scans, load_scans, read_array_file
@@ -11,6 +11,8 @@ __all__ = [
     "FmriScan",
     "LabelAverager",
     "aal2_table",
+    "applicable_sidecars",
+    "bids_metadata",
     "find_fmriprep_bold",
     "find_scan_files",
     "iter_fmriprep",

@@ -10,7 +10,13 @@ the result against `NiftiLabelsMasker` directly.
 
 The atlas must be on the image's grid: a shape or affine mismatch is an error (resample it first
 with `nilearn.image.resample_to_img(atlas, img, interpolation="nearest")`), never a silent
-resampling.
+resampling. A file that cannot be read (truncated or corrupt gzip, not a NIfTI header, fewer data
+bytes than the header's shape needs) is an `FmriInputError` naming it.
+
+Censoring: a `sample_mask` (given, or from fMRIPrep's confounds when scrubbing) never leaves hidden
+gaps; see `modeling_fmrilm.io.censoring` and the `censoring` argument of `read_nifti`. Confounds
+must be finite, except the first row of fMRIPrep's `*_derivative1*` columns, which is n/a by design
+and takes the second row's value, as `nilearn.interfaces.fmriprep.load_confounds` does.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import gzip
 from functools import reduce
 from operator import mul
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ import numpy as np
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import parse_entities, sidecar_tr, subject_and_session
+from .censoring import CENSORING, censored_mask, check_gaps, fill_censored, kept_frames
 from .scan import FmriScan
 
 try:  # ISA-L's inflate is a drop-in for zlib's, 3-4x faster
@@ -38,6 +45,15 @@ except ImportError:  # pragma: no cover - isal is a dependency, zlib is the fall
 ImageLike = str | Path | nib.Nifti1Image
 LabelsLike = Mapping[int, str] | Sequence[str] | str | Path | None
 _TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+# What nibabel, gzip and zlib/ISA-L raise for a file that is not a readable NIfTI.
+_UNREADABLE = (
+    OSError,
+    EOFError,
+    ValueError,
+    _zlib.error,
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+)
 
 
 def load_image(img: ImageLike) -> nib.Nifti1Image:
@@ -48,9 +64,25 @@ def load_image(img: ImageLike) -> nib.Nifti1Image:
     if not path.is_file():
         raise FmriInputError(f"{path}: NIfTI file not found")
     if path.name.endswith(".gz"):
-        with open(path, "rb") as handle:
-            return nib.Nifti1Image.from_bytes(gunzip(handle.read()))
-    return nib.load(path)
+        compressed = path.read_bytes()
+        try:
+            raw = gunzip(compressed)
+        except _UNREADABLE as error:
+            raise FmriInputError(
+                f"{path}: expected a complete gzip-compressed NIfTI file, found a truncated or corrupt gzip stream "
+                f"({len(compressed)} bytes; {type(error).__name__}: {error})"
+            ) from None
+        return _parse_image(lambda: nib.Nifti1Image.from_bytes(raw), path)
+    return _parse_image(lambda: nib.load(path), path)
+
+
+def _parse_image(parse: Callable[[], nib.Nifti1Image], path: Path) -> nib.Nifti1Image:
+    try:
+        return parse()
+    except _UNREADABLE as error:
+        raise FmriInputError(
+            f"{path}: expected a NIfTI-1/2 image, found content nibabel cannot read as one ({type(error).__name__}: {error})"
+        ) from None
 
 
 def gunzip(compressed: bytes) -> bytes:
@@ -62,8 +94,22 @@ def gunzip(compressed: bytes) -> bytes:
     return raw
 
 
-def image_data(image: nib.Nifti1Image) -> np.ndarray:
-    """The voxel array of `image`, scaled; without a copy when the image was read from bytes."""
+def image_data(image: nib.Nifti1Image, name: str = "img") -> np.ndarray:
+    """The voxel array of `image`, scaled; without a copy when the image was read from bytes.
+
+    Raises:
+        FmriInputError: the file holds fewer data bytes than the header's shape and dtype need.
+    """
+    try:
+        return _image_data(image)
+    except _UNREADABLE as error:
+        raise FmriInputError(
+            f"{name}: expected {image.shape} voxels of {image.get_data_dtype()} as the header says, found a "
+            f"truncated data block ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _image_data(image: nib.Nifti1Image) -> np.ndarray:
     proxy = image.dataobj
     buffer = getattr(getattr(proxy, "file_like", None), "getbuffer", None)
     if buffer is None or not nib.is_proxy(proxy):
@@ -146,7 +192,7 @@ class LabelAverager:
     def __init__(self, atlas_img: ImageLike, background_label: int = 0) -> None:
         atlas = load_image(atlas_img)
         self.name = str(atlas_img) if not isinstance(atlas_img, nib.spatialimages.SpatialImage) else "atlas_img"
-        values = image_data(atlas)
+        values = image_data(atlas, self.name)
         if values.ndim == 4 and values.shape[3] == 1:
             values = values[..., 0]
         if values.ndim != 3:
@@ -188,6 +234,55 @@ class LabelAverager:
         return (sums / self.counts).T.astype(np.float32)
 
 
+def confound_matrix(confounds: Any, n_volumes: int, source: str) -> np.ndarray:
+    """Regressors `(n_volumes, n_confounds)` float64 from a TSV/CSV path, a DataFrame or an array.
+
+    The first row of fMRIPrep's derivative columns (`*_derivative1*`) is n/a by design (a
+    derivative has no value at the first frame): like `nilearn.interfaces.fmriprep.load_confounds`,
+    it takes the second row's value. Any other NaN/inf is an error naming the columns.
+
+    Args:
+        confounds: path (`.tsv` tab-separated, else comma-separated, with a header), DataFrame, or
+            array `(n_volumes,)` / `(n_volumes, n_confounds)`.
+        n_volumes: frames of the image.
+        source: how errors name the confounds when they are not a path.
+    """
+    import pandas as pd
+
+    if isinstance(confounds, (str, Path)):
+        source = str(confounds)
+        try:
+            frame = pd.read_csv(confounds, sep="\t" if str(confounds).endswith(".tsv") else ",")
+        except (OSError, ValueError) as error:  # pandas parse errors are ValueErrors
+            raise FmriInputError(f"{source}: expected a table of confound regressors, found an unreadable file ({error})") from None
+    elif isinstance(confounds, pd.DataFrame):
+        frame = confounds
+    else:
+        array = np.asarray(confounds)
+        array = array[:, None] if array.ndim == 1 else array
+        if array.ndim != 2:
+            raise FmriInputError(f"{source}: expected confounds (n_volumes, n_confounds), found shape {array.shape}")
+        frame = pd.DataFrame(array, columns=[f"column {i}" for i in range(array.shape[1])])
+    non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise FmriInputError(f"{source}: expected numeric confound columns, found non-numeric columns {non_numeric[:10]}")
+    if len(frame) != n_volumes:
+        raise FmriInputError(f"{source}: expected {n_volumes} rows of confounds (one per frame), found {len(frame)}")
+    values = frame.to_numpy(dtype=np.float64, copy=True)
+    bad = ~np.isfinite(values)
+    by_design = bad[0] & np.array(["derivative1" in str(c) for c in frame.columns]) & (len(frame) > 1)
+    values[0, by_design] = values[1, by_design]
+    bad[0, by_design] = False
+    if bad.any():
+        columns = [f"{frame.columns[c]} ({bad[:, c].sum()} rows)" for c in np.flatnonzero(bad.any(axis=0))]
+        raise FmriInputError(
+            f"{source}: expected finite confounds, found NaN/inf in columns {columns[:10]}; only the first row of "
+            "fMRIPrep's *_derivative1* columns may be n/a (select regressors with "
+            "nilearn.interfaces.fmriprep.load_confounds, or fill them yourself)"
+        )
+    return values
+
+
 def read_nifti(
     img: ImageLike,
     atlas_img: ImageLike | LabelAverager,
@@ -195,6 +290,7 @@ def read_nifti(
     tr: float | None = None,
     confounds: Any = None,
     sample_mask: np.ndarray | None = None,
+    censoring: str = "reject",
     confound_strategy: Sequence[str] = ("motion", "high_pass", "wm_csf"),
     confound_kwargs: Mapping[str, Any] | None = None,
     standardize: str | None = None,
@@ -212,20 +308,31 @@ def read_nifti(
         labels: names for the labels: `{value: name}`, names in label order, or a TSV/CSV with
             columns `index` (or `label`) and `name`. Atlas values missing from the table (or table
             entries missing from the atlas) raise `FmriInputError`.
-        tr: seconds; else the JSON sidecar's `RepetitionTime`; else the header's time zoom.
+        tr: seconds; else `RepetitionTime` from the BIDS JSON metadata (inheritance principle);
+            else the header's time zoom.
         confounds: `None`; `"fmriprep"` to load them from the fMRIPrep derivatives next to `img`
             with `nilearn.interfaces.fmriprep.load_confounds(img, confound_strategy, **confound_kwargs)`
             (which also gives `sample_mask` when scrubbing); or an array/DataFrame/TSV path of
-            regressors `(t, n_confounds)`.
-        sample_mask: indices of the volumes to keep (as nilearn takes it).
+            regressors `(t, n_confounds)` (see `confound_matrix` for NaN).
+        sample_mask: frames to keep, as indices (nilearn's convention) or a boolean mask; when
+            given it takes precedence over the one fMRIPrep's confounds give.
+        censoring: what to do with censored frames inside the series (frames censored at the start
+            or end only shorten it): `"reject"` (default) raises `FmriInputError` naming the scan and
+            the censored fraction; `"interpolate"` regresses the confounds on the kept frames, as
+            nilearn does, then fills the censored frames by a cubic spline through the cleaned kept
+            frames (Power et al. 2014), so the series stays evenly sampled.
         standardize: passed to `nilearn.signal.clean` (`None` keeps the signal's scale).
         detrend: passed to `nilearn.signal.clean`.
         subject, session: ids; default from BIDS entities of the file name.
         dataset, atlas: metadata for the record.
 
     Returns:
-        `FmriScan` `(n_labels, t_kept)` float32, `extra` holding BIDS entities and censoring.
+        `FmriScan` `(n_labels, t)` float32: `t` runs from the first to the last kept frame, and
+        `censored` records the mask over the acquired frames (`None` without a mask); `extra`
+        holds the BIDS entities and the atlas label values.
     """
+    if censoring not in CENSORING:
+        raise FmriInputError(f"censoring: expected one of {CENSORING}, found {censoring!r}")
     path = None if isinstance(img, nib.spatialimages.SpatialImage) else Path(img)
     name = str(path) if path is not None else "img"
     image = load_image(img)
@@ -234,31 +341,35 @@ def read_nifti(
     averager = atlas_img if isinstance(atlas_img, LabelAverager) else LabelAverager(atlas_img)
     averager.check_grid(image, name)
     resolved_tr = resolve_tr(image, path, tr)
-    signals = averager.transform(image_data(image))
-    if confounds == "fmriprep":
+    n_volumes = image.shape[3]
+    if isinstance(confounds, str) and confounds == "fmriprep":
         if path is None:
             raise FmriInputError("confounds='fmriprep' needs img as a path inside fMRIPrep derivatives")
         from nilearn.interfaces.fmriprep import load_confounds
 
         confounds, found_mask = load_confounds(str(path), strategy=tuple(confound_strategy), **(confound_kwargs or {}))
+        confounds = confound_matrix(confounds, n_volumes, f"{name} (fMRIPrep confounds)")
         sample_mask = found_mask if sample_mask is None else sample_mask
-    elif isinstance(confounds, (str, Path)):
-        import pandas as pd
-
-        confounds = pd.read_csv(confounds, sep="\t").fillna(0.0)
-    n_volumes = signals.shape[1]
-    if confounds is not None or sample_mask is not None or standardize or detrend:
+    elif confounds is not None:
+        confounds = confound_matrix(confounds, n_volumes, "confounds")
+    kept = kept_frames(sample_mask, n_volumes, name) if sample_mask is not None else None
+    if kept is not None:
+        check_gaps(kept, n_volumes, censoring, name)
+    signals = averager.transform(image_data(image, name))
+    if confounds is not None or kept is not None or standardize or detrend:
         from nilearn.signal import clean
 
         signals = clean(
             signals.T,
-            confounds=np.asarray(confounds, dtype=np.float64) if confounds is not None else None,
-            sample_mask=sample_mask,
+            confounds=confounds,
+            sample_mask=kept,
             t_r=resolved_tr,
             standardize=standardize,
             detrend=detrend,
             standardize_confounds=True,
         ).T.astype(np.float32)
+    if kept is not None:
+        signals = fill_censored(signals, kept)
     names = _label_names(averager.labels, labels, averager.name)
     array = validate_fmri(signals, name, tr=resolved_tr)
     default_subject, default_session = subject_and_session(path) if path is not None else ("unknown", None)
@@ -272,12 +383,8 @@ def read_nifti(
         atlas=atlas or averager.name,
         roi_names=names,
         source=name,
-        extra={
-            "bids": entities,
-            "n_volumes": n_volumes,
-            "n_censored": n_volumes - array.shape[1],
-            "label_values": averager.labels.tolist(),
-        },
+        censored=censored_mask(kept, n_volumes) if kept is not None else None,
+        extra={"bids": entities, "label_values": averager.labels.tolist()},
     )
 
 

@@ -4,13 +4,19 @@ Every reader returns an `FmriScan` whose array is ROI-major float32 `(n_rois, n_
 Table files follow nilearn's convention (time rows, ROI columns) and are transposed here, at the
 boundary; binary arrays are taken as ROI-major unless `time_major=True`.
 
-The repetition time comes from, in order: the `tr` argument, the file's JSON sidecar
-(`RepetitionTime`), the file itself (a `tr`/`TR` entry of a .mat/.npz, an attribute of the .h5
+A file its library cannot parse (empty, truncated, corrupt, pickled objects, ragged rows, text
+cells) is an `FmriInputError` naming the file, what was found and what was expected; so are
+complex, non-numeric and non-finite values (`validate_fmri`).
+
+The repetition time comes from, in order: the `tr` argument, the BIDS JSON metadata
+(`RepetitionTime`, by the inheritance principle), the file itself (a `tr`/`TR` entry of a .mat/.npz, an attribute of the .h5
 dataset); otherwise `FmriInputError`.
 """
 
 from __future__ import annotations
 
+import csv
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,12 @@ def _choose(keys: Sequence[str], key: str | None, path: Path, what: str) -> str:
     )
 
 
+def _unreadable(path: Path, kind: str, error: BaseException) -> FmriInputError:
+    """The error for a file its library cannot parse: truncated, corrupt or of another format."""
+    found = "an empty file (0 bytes)" if path.stat().st_size == 0 else "a truncated or corrupt file"
+    return FmriInputError(f"{path}: expected a readable {kind}, found {found} ({type(error).__name__}: {error})")
+
+
 def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
     import scipy.io
 
@@ -49,44 +61,117 @@ def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
         content = scipy.io.loadmat(path)
     except NotImplementedError:  # MATLAB v7.3 files are HDF5
         return _read_h5(path, key)
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, scipy.io.matlab.MatReadError) as error:
+        raise _unreadable(path, "MATLAB .mat file", error) from None
     keys = [k for k in content if not k.startswith("__")]
     chosen = _choose(keys, key, path, "variable")
     tr = next((float(np.squeeze(content[k])) for k in _TR_KEYS if k in content), None)
     return content[chosen], tr
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            return np.load(handle, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as error:
+        raise FmriInputError(f"{path}: expected a numeric NumPy .npy array, found {_npy_problem(path, error)}") from None
+
+
+def _npy_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a .npy file numpy refused, in terms of its header."""
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = read_header[version](handle)
+            offset = handle.tell()
+    except (OSError, EOFError, ValueError, KeyError) as header_error:
+        return f"no readable .npy header ({type(header_error).__name__}: {header_error})"
+    if dtype.hasobject:
+        return f"an array of Python objects (dtype {dtype}, shape {shape}), which is never unpickled"
+    needed = int(np.prod(shape)) * dtype.itemsize
+    if size - offset < needed:
+        return (
+            f"{size - offset} data bytes where the header's shape {shape} of {dtype} needs {needed}: "
+            "the file is truncated"
+        )
+    return f"content numpy cannot read ({type(error).__name__}: {error})"
+
+
 def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
-    with np.load(path, allow_pickle=False) as content:
-        chosen = _choose(list(content.files), key, path, "array")
-        tr = next((float(content[k]) for k in _TR_KEYS if k in content.files), None)
-        return content[chosen], tr
+    try:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as content:
+            chosen = _choose(list(content.files), key, path, "array")
+            tr = next((float(content[k]) for k in _TR_KEYS if k in content.files), None)
+            return content[chosen], tr
+    except FmriInputError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise _unreadable(path, "NumPy .npz archive of numeric arrays", error) from None
 
 
 def _read_h5(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
     import h5py
 
-    with h5py.File(path, "r") as handle:
-        datasets: list[str] = []
-        handle.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
-        chosen = _choose(datasets, key, path, "dataset")
-        dataset = handle[chosen]
-        tr = next((float(dataset.attrs[k]) for k in _TR_KEYS if k in dataset.attrs), None)
-        if tr is None:
-            tr = next((float(handle.attrs[k]) for k in _TR_KEYS if k in handle.attrs), None)
-        return dataset[()], tr
+    try:
+        with h5py.File(path, "r") as handle:
+            datasets: list[str] = []
+            handle.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
+            chosen = _choose(datasets, key, path, "dataset")
+            dataset = handle[chosen]
+            tr = next((float(dataset.attrs[k]) for k in _TR_KEYS if k in dataset.attrs), None)
+            if tr is None:
+                tr = next((float(handle.attrs[k]) for k in _TR_KEYS if k in handle.attrs), None)
+            return dataset[()], tr
+    except FmriInputError:
+        raise
+    except (OSError, KeyError, ValueError) as error:
+        raise _unreadable(path, "HDF5 file", error) from None
 
 
 def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Time rows x ROI columns with a header row; ragged rows and text cells are named."""
     import pandas as pd
 
-    frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-    non_numeric = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
-    if non_numeric:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        frame = pd.read_csv(path, sep=sep)
+    except pd.errors.EmptyDataError as error:
+        raise _unreadable(path, "table of time rows x ROI columns with a header row", error) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        _check_ragged(path, sep)
+        raise _unreadable(path, "table of time rows x ROI columns with a header row", error) from None
+    if frame.isna().to_numpy().any():
+        _check_ragged(path, sep)  # pandas pads short rows with NaN
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        column = frame[text[0]]
+        row = int(np.flatnonzero(pd.to_numeric(column, errors="coerce").isna() & column.notna())[0])
         raise FmriInputError(
-            f"{path}: expected numeric ROI columns (time rows, as nilearn writes them), "
-            f"found non-numeric columns {non_numeric[:5]}"
+            f"{path}: expected numbers in every cell (time rows x ROI columns, as nilearn writes them), found text "
+            f"in {len(text)} column(s) {[str(c) for c in text[:5]]} (first: {column.iloc[row]!r} in column "
+            f"{text[0]!r}, line {row + 2})"
         )
     return frame.to_numpy().T, [str(c) for c in frame.columns]
+
+
+def _check_ragged(path: Path, sep: str) -> None:
+    """Raise naming the lines whose field count differs from the header's (a diagnosis: error path only)."""
+    with open(path, newline="", errors="replace") as handle:
+        counts = [(line, len(fields)) for line, fields in enumerate(csv.reader(handle, delimiter=sep), 1) if fields]
+    if not counts:
+        return
+    expected = counts[0][1]
+    ragged = [(line, n) for line, n in counts if n != expected]
+    if ragged:
+        listed = ", ".join(f"line {line}: {n}" for line, n in ragged[:5])
+        raise FmriInputError(
+            f"{path}: expected {expected} fields on every line (as in the header), found {len(ragged)} ragged row(s) "
+            f"({listed}{', …' if len(ragged) > 5 else ''})"
+        )
 
 
 def read_array_file(
@@ -126,7 +211,7 @@ def read_array_file(
     if suffix == ".mat":
         data, file_tr = _read_mat(path, key)
     elif suffix == ".npy":
-        data = np.load(path, allow_pickle=False)
+        data = _read_npy(path)
     elif suffix == ".npz":
         data, file_tr = _read_npz(path, key)
     elif suffix in (".h5", ".hdf5"):

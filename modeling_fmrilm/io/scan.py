@@ -21,7 +21,11 @@ class FmriScan:
         atlas: name of the parcellation.
         roi_names: one name per ROI, or `None`.
         source: the file it was read from, or `None`.
-        extra: further metadata (BIDS entities, censored volumes, ...).
+        censored: boolean `(n_acquired,)` over the acquired frames, True for each frame a sample
+            mask censored; `None` when no mask was applied. `data` then covers the acquired frames
+            from the first to the last uncensored one, and the censored frames inside that span
+            hold interpolated values (`interpolated`); see `modeling_fmrilm.io.censoring`.
+        extra: further metadata (BIDS entities, ...).
     """
 
     data: np.ndarray
@@ -32,6 +36,7 @@ class FmriScan:
     atlas: str = "unknown"
     roi_names: list[str] | None = None
     source: str | None = None
+    censored: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,6 +54,14 @@ class FmriScan:
     def n_timepoints(self) -> int:
         return int(self.data.shape[1])
 
+    @property
+    def interpolated(self) -> np.ndarray:
+        """Boolean `(n_timepoints,)`: True for each frame of `data` filled in for a censored frame."""
+        if self.censored is None:
+            return np.zeros(self.n_timepoints, dtype=bool)
+        first = int(np.argmin(self.censored))  # the first kept frame
+        return self.censored[first : first + self.n_timepoints]
+
     def metadata(self) -> dict[str, Any]:
         """Everything but the array, as plain values (for datasets and JSON)."""
         return {
@@ -60,5 +73,7 @@ class FmriScan:
             "n_rois": self.n_rois,
             "n_timepoints": self.n_timepoints,
             "source": self.source,
+            "n_censored": int(self.censored.sum()) if self.censored is not None else 0,
+            "n_interpolated": int(self.interpolated.sum()),
             **self.extra,
         }
