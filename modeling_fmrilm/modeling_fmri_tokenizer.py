@@ -556,3 +556,4 @@ __all__ = [
     "grad_reverse",
     "spherical_kmeans",
 ]
+FmriTokenizerForPreTraining = FmriTokenizerModel  # DEV SHIM

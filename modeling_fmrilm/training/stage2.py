@@ -16,6 +16,7 @@ loss (and the next-window code accuracy) to the training and evaluation logs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -75,6 +76,9 @@ class Stage2Arguments:
     split_manifest: str | None = field(default=None, metadata={"help": "splits.json or a folder with one; default: the corpus's"})
     split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     split_seed: int = 0
+    window_stride: int | None = field(
+        default=None, metadata={"help": "frames between the windows read for training; default: the window length (consecutive windows, each once)"}
+    )
     text_column: str = field(default="text", metadata={"help": "description column of the corpus"})
     t2t_dataset: str | None = field(default=None, metadata={"help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"})
     t2t_column: str = "text"
@@ -345,7 +349,9 @@ def build_stage2_data(
         raise FmriInputError(f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})")
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
     window_length = processor.feature_extractor.window_length
-    codes = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, train_subjects + validation_subjects, cache_dir)
+    extractor = copy.deepcopy(processor.feature_extractor)
+    extractor.window_stride = args.window_stride or window_length
+    codes = encode_windows(model.fmri_tokenizer, extractor, scans, train_subjects + validation_subjects, cache_dir)
     train_codes = codes.filter(lambda key: key in set(train_subjects), input_columns="subject_key")
     train = builder.scan_examples(train_codes, texts, window_length)
     for text in t2t_texts(args, texts, split):
