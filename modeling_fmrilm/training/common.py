@@ -207,8 +207,10 @@ class SumLoggingTrainer(Trainer):
 
     Trainer logs only the total loss; these metrics (loss components, codebook use, per-objective
     losses) then reach the console, `trainer_state.json`, the reporting integrations and
-    `metric_for_best_model` alike. The model takes no labels, so evaluation is told to compute the
-    loss anyway (`can_return_loss`).
+    `metric_for_best_model` alike. Evaluation is told to compute the loss even where the model
+    takes no labels (`can_return_loss`), and Trainer is told that `compute_loss` normalises its
+    own loss (`model_accepts_loss_kwargs = False`: no token-count rescaling, plain division by the
+    gradient-accumulation steps).
     """
 
     sum_sizes: dict[str, int] = {}
@@ -216,6 +218,7 @@ class SumLoggingTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.can_return_loss = True
+        self.model_accepts_loss_kwargs = False
         self.sums = {"train": BatchSums(self.sum_sizes), "eval": BatchSums(self.sum_sizes)}
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:

@@ -253,33 +253,38 @@ class Stage2Collator:
 
 
 class Stage2Trainer(SumLoggingTrainer):
-    """Trainer for `FmriLMForCausalLM` on the three objectives: `compute_loss` is
-    `Σ_o weight_o × token-mean loss_o` over the objectives present in the batch, with each
-    objective's loss and the next-window code accuracy in the logs."""
+    """Trainer for `FmriLMForCausalLM` on the three objectives.
+
+    `compute_loss` is `Σ_o weight_o × (loss summed over objective o's target tokens) / (those
+    tokens in the batch of every process)`, times the number of processes because DDP averages
+    gradients: a run on N processes takes the step of one process on the N-fold batch. Each
+    objective's loss and the next-window code accuracy go to the logs.
+    """
 
     sum_sizes = {**{f"{o}_loss_sum": 1 for o in OBJECTIVES}, **{f"{o}_tokens": 1 for o in OBJECTIVES}, "f2f_correct": 1}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, objective = inputs["labels"], inputs["objective"]
-        forward = {k: v for k, v in inputs.items() if k not in ("labels", "objective")}
-        outputs = model(**forward)
+        outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "objective")})
         logits = outputs.logits[:, :-1].float()
         targets = labels[:, 1:]
         mask = targets != IGNORE_INDEX
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none") * mask
+        rows = torch.stack([objective == index for index in range(len(OBJECTIVES))])  # (objectives, batch)
+        totals = (rows.to(token_loss.dtype) @ token_loss.sum(1))  # loss summed per objective
+        tokens = rows.to(token_loss.dtype) @ mask.sum(1).to(token_loss.dtype)
+        processes = self.accelerator.num_processes
+        global_tokens = self.accelerator.reduce(tokens.detach(), reduction="sum") if processes > 1 else tokens
         config = self.model.config
-        weights = {"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight}
-        loss = logits.new_zeros(())
-        sums: dict[str, torch.Tensor] = {}
-        for index, name in enumerate(OBJECTIVES):
-            rows = objective == index
-            tokens = mask[rows].sum()
-            total = token_loss[rows].sum()
-            loss = loss + weights[name] * total / tokens.clamp_min(1)
-            sums[f"{name}_loss_sum"], sums[f"{name}_tokens"] = total.detach(), tokens
-        f2f_rows = objective == OBJECTIVES.index("f2f")
-        sums["f2f_correct"] = ((logits[f2f_rows].argmax(-1) == targets[f2f_rows]) & mask[f2f_rows]).sum()
-        self.sums["train" if model.training else "eval"].add(**sums)
+        weights = totals.new_tensor([config.f2t_loss_weight, config.f2f_loss_weight, config.t2t_loss_weight])
+        loss = processes * (weights * totals / global_tokens.clamp_min(1)).sum()
+        f2f = rows[OBJECTIVES.index("f2f")]
+        correct = ((logits[f2f].argmax(-1) == targets[f2f]) & mask[f2f]).sum()
+        self.sums["train" if model.training else "eval"].add(
+            **{f"{name}_loss_sum": totals[i] for i, name in enumerate(OBJECTIVES)},
+            **{f"{name}_tokens": tokens[i] for i, name in enumerate(OBJECTIVES)},
+            f2f_correct=correct,
+        )
         return (loss, outputs) if return_outputs else loss
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
