@@ -24,6 +24,7 @@ from transformers import BatchFeature, ProcessorMixin
 
 from .configuration_fmrilm import FMRI_END_TOKEN, FMRI_PAD_TOKEN, FMRI_START_TOKEN
 from .errors import FmriInputError
+from .feature_extraction_fmrilm import per_scan_trs
 
 FMRI_TOKEN_PATTERN = re.compile(r"<fmri_\d{5}>|<fmri>|</fmri>|<fmri_pad>")
 """Every fMRI token string: the code tokens and the three specials."""
@@ -183,12 +184,7 @@ class FmriProcessor(ProcessorMixin):
 
     def _scan_windows(self, scans: list[Any], tr: float | Sequence[float | None] | None) -> np.ndarray:
         """First `windows_per_scan` windows of each scan, `(n_scans * windows_per_scan, n_rois, window_length)`."""
-        if tr is None or np.isscalar(tr):
-            trs = [tr] * len(scans)
-        else:
-            trs = list(tr)
-            if len(trs) != len(scans):
-                raise FmriInputError(f"tr: expected {len(scans)} values (one per scan), found {len(trs)}")
+        trs = per_scan_trs(tr, len(scans))
         scans = [self._read_scan(scan, scan_tr) if isinstance(scan, (str, os.PathLike)) else scan for scan, scan_tr in zip(scans, trs)]
         features = self.feature_extractor(scans, tr=trs)
         wanted = self.windows_per_scan

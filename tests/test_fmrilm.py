@@ -7,10 +7,6 @@ tiny Qwen3 (untied head, padded vocabulary that already holds them), built from 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import sysconfig
-import textwrap
 
 import datasets
 import numpy as np
@@ -30,6 +26,7 @@ from transformers import (
 )
 
 import tiny_lm
+from remote_code import run_without_package
 from modeling_fmrilm import FmriInputError, FmriLMConfig, FmriLMForCausalLM, FmriProcessor
 from modeling_fmrilm.configuration_fmrilm import fmri_code_tokens
 from modeling_fmrilm.modeling_fmrilm import code_embeddings
@@ -278,41 +275,41 @@ def test_auto_classes_and_save_load_give_identical_logits(kind, tmp_path):
             torch.testing.assert_close(loaded(**reloaded_inputs).logits, expected, rtol=0, atol=0)
 
 
-REMOTE_LOADER = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    sys.path.insert(0, {site!r})
+def test_half_precision_loading_keeps_the_fmri_tokenizer_in_float32(tmp_path):
+    model, processor = tiny_lm.build("qwen3")
+    model.save_pretrained(tmp_path)
+    loaded = FmriLMForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.language_model.dtype == torch.bfloat16 and loaded.fmri_tokenizer.dtype == torch.float32
+    fmri_values = prompt_inputs(processor)["fmri_values"]
+    assert torch.equal(loaded.fmri_to_token_ids(fmri_values), model.fmri_to_token_ids(fmri_values))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as Trainer runs bf16 mixed precision
+        assert torch.equal(model.fmri_to_token_ids(fmri_values), loaded.fmri_to_token_ids(fmri_values))
 
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_fmrilm":
-                raise ImportError("modeling_fmrilm is blocked in this test")
 
-    sys.meta_path.insert(0, Block())
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoProcessor
+REMOTE_LOADER = """
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoProcessor
 
-    scans = np.load({scans!r})
-    logits = {{}}
-    for kind in ("gpt2", "qwen3"):
-        folder = {folder!r} + "/" + kind
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-        inputs = processor(text=["<fmri> Describe this scan:", "Compare <fmri> with <fmri>:"], fmri=list(scans),
-                           tr=2.0, return_tensors="pt", padding_side="left")
-        with torch.no_grad():
-            logits[kind] = model(**inputs).logits.contiguous()
-        print(kind, type(model).__module__, type(processor).__module__)
-    try:
-        processor(text="<fmri>", fmri={scans!r}, tr=2.0)
-    except ValueError as error:
-        print("path:", type(error).__name__, str(error).split(":")[1].strip())
-    assert "modeling_fmrilm" not in sys.modules
-    save_file(logits, {output!r})
-    """
-)
+scans = np.load({scans!r})
+logits = {{}}
+for kind in ("gpt2", "qwen3"):
+    folder = {folder!r} + "/" + kind
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = processor(text=["<fmri> Describe this scan:", "Compare <fmri> with <fmri>:"], fmri=list(scans),
+                       tr=2.0, return_tensors="pt", padding_side="left")
+    with torch.no_grad():
+        logits[kind] = model(**inputs).logits.contiguous()
+    print(kind, type(model).__module__, type(processor).__module__)
+try:
+    processor(text="<fmri>", fmri={scans!r}, tr=2.0)
+except ValueError as error:
+    print("path:", type(error).__name__, str(error).split(":")[1].strip())
+assert "modeling_fmrilm" not in sys.modules
+save_file(logits, {output!r})
+"""
 
 
 def test_trust_remote_code_load_without_the_package(tmp_path):
@@ -337,15 +334,9 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
                  "feature_extraction_fmrilm.py", "errors.py"):
         assert (tmp_path / "gpt2" / name).exists(), name
     script = REMOTE_LOADER.format(
-        site=sysconfig.get_paths()["purelib"],
-        folder=str(tmp_path),
-        scans=str(tmp_path / "scans.npy"),
-        output=str(tmp_path / "logits.safetensors"),
+        folder=str(tmp_path), scans=str(tmp_path / "scans.npy"), output=str(tmp_path / "logits.safetensors")
     )
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
-    )
+    result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     for kind, line in zip(tiny_lm.LM_KINDS, lines[-3:-1]):
@@ -407,6 +398,7 @@ def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
         report_to=[],
         use_cpu=True,
         disable_tqdm=True,
+        gradient_checkpointing=kind == "qwen3",
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
     trainer.train()
