@@ -226,6 +226,18 @@ def test_online_fmri_values_and_precomputed_codes_give_the_same_logits(kind):
         torch.testing.assert_close(model(**{**inputs, "fmri_values": stacked}).logits, online.logits, rtol=0, atol=0)
 
 
+def test_training_path_compiles_as_one_graph():
+    # Qwen3: GPT-2's own loss lookup logs a warning that breaks a full graph, with or without the wrapper.
+    model, processor = tiny_lm.build("qwen3")
+    inputs = prompt_inputs(processor)
+    ids = with_codes_written(model, inputs)
+    model.train()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on any graph break
+    loss = compiled(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss
+    loss.backward()
+    torch.testing.assert_close(loss, model(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss)
+
+
 def test_placeholder_count_mismatch_names_both_counts():
     model, processor = tiny_lm.build("gpt2")
     inputs = processor(text="<fmri> Describe:", fmri=tiny_lm.scan(1), tr=2.0, return_tensors="pt")
