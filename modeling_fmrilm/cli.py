@@ -17,6 +17,7 @@ from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, load_embedded, load_scans
 from .training.stage1 import demo_stage1
+from .training.stage2 import demo_stage2
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -51,7 +52,9 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
     demo_corpus(scans, output_dir / "descriptor_corpus")
     print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
-    demo_stage1(output_dir, output_dir / "descriptor_corpus")
+    stage1 = demo_stage1(output_dir, output_dir / "descriptor_corpus")
+    print("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
+    demo_stage2(output_dir, output_dir / "descriptor_corpus", stage1.final_dir, scans)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 

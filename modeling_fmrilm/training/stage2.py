@@ -438,6 +438,42 @@ def train_stage2(
     return Stage2Result(trainer.model.eval(), processor, data, trainer, final_dir)
 
 
+
+
+@torch.no_grad()
+def describe_scan(model: Any, processor: Any, scan: FmriScan, prompt: str = "\nDescription:", max_new_tokens: int = 160) -> str:
+    """Greedy description of one scan by a Stage 2 model: the processor expands `<fmri>` and the LM continues the prompt."""
+    batch = processor(text=[f"<fmri>{prompt}"], fmri=[scan], return_tensors="pt").to(model.device)
+    generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+
+
+def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str | Path, scans: Sequence[FmriScan], num_epochs: int = 12) -> Stage2Result:
+    """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
+    split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
+    run_dir = Path(output_dir) / "stage2_lm"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
+    training_args = Stage2TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+    )
+    result = train_stage2(args, training_args, scans)
+    config = result.model.config
+    first, last = (
+        next(entry for entry in order if "eval_f2t_loss" in entry) for order in (result.history, reversed(result.history))
+    )
+    print(
+        f"Stage 2: {config.text_config.model_type} LM ({sum(p.numel() for p in result.model.language_model.parameters()) / 1e6:.1f}M "
+        f"parameters) + {config.num_codes} fMRI tokens; {len(result.data.train)} training sequences; held-out losses "
+        + ", ".join(f"{name} {first[f'eval_{name}_loss']:.2f} -> {last[f'eval_{name}_loss']:.2f}" for name in OBJECTIVES)
+        + f"; next-window code accuracy {last['eval_f2f_accuracy']:.3f}; saved to {result.final_dir}"
+    )
+    test_scan = next(scan for scan in scans if result.data.split.of(scan_subject_key(scan)) == "test")
+    print(f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}")
+    print(f"its descriptor text:\n  {result.data.texts[scan_text_key(test_scan)]}")
+    return result
+
+
 __all__ = [
     "OBJECTIVES",
     "ExampleBuilder",
@@ -446,6 +482,8 @@ __all__ = [
     "Stage2Result",
     "Stage2Trainer",
     "Stage2TrainingArguments",
+    "demo_stage2",
+    "describe_scan",
     "encode_windows",
     "train_stage2",
 ]
