@@ -113,15 +113,21 @@ def spherical_kmeans(
         start = torch.randint(n, (num_clusters,), generator=generator, device="cpu")
     centroids = vectors[start.to(vectors.device)].clone()
     for _ in range(num_iters):
-        similarity, assignment = (vectors @ centroids.T).max(dim=1)
+        similarity, assignment = _nearest(vectors, centroids)
         counts = code_counts(assignment, num_clusters).to(vectors.dtype)
         sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
         centroids = torch.where((counts > 0)[:, None], F.normalize(sums, dim=-1), centroids)
         empty = (counts == 0).nonzero().squeeze(1)
         if 0 < len(empty) <= n:
             centroids[empty] = vectors[similarity.topk(len(empty), largest=False).indices]
-    assignment = (vectors @ centroids.T).argmax(dim=1)
-    return centroids, code_counts(assignment, num_clusters).to(vectors.dtype)
+    return centroids, code_counts(_nearest(vectors, centroids)[1], num_clusters).to(vectors.dtype)
+
+
+def _nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Highest cosine similarity and its centroid for each unit vector, `chunk` vectors at a time
+    (k-means runs on several times `num_codes` vectors: the full similarity matrix would not fit)."""
+    best = [(part @ centroids.T).max(dim=1) for part in vectors.split(chunk)]
+    return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
 
 
 def initial_codebook(num_codes: int, code_dim: int) -> torch.Tensor:

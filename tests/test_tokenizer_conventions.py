@@ -204,6 +204,7 @@ def test_bfloat16_round_trip_through_from_pretrained(tmp_path):
 # -- torch.export / torch.compile -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_and_fullgraph_compile_in_eval_give_the_eager_outputs():
     model = trained(tiny_model(**DEEP))
     x = windows(batch=3, seed=9)
