@@ -457,6 +457,7 @@ class FmriTokenizerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.kmeans_vectors_used)
             init.zeros_(module.last_restart_count)
             module._initialized_seen = False
+            module._kmeans_vectors.clear()
         elif isinstance(module, FmriTokenizerForPreTraining) and module.logit_scale is not None:
             # SigLIP's starting temperature (10) and bias (-10).
             init.constant_(module.logit_scale, torch.log(torch.tensor(10.0)).item())
@@ -741,6 +742,7 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
         fmri_values: torch.Tensor,
         output_attentions: bool | None = None,
         output_hidden_states: bool | int | list[int] | None = None,
+        return_loss: bool = True,
         return_dict: bool | None = None,
     ) -> FmriTokenizerOutput | tuple:
         r"""Tokenize and reconstruct windows; reconstruction + commitment loss.
@@ -754,6 +756,9 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
             output_hidden_states (`bool`, `int` or `list[int]`, *optional*): return the encoder's and
                 decoder's hidden states (or those at the given indices); defaults to
                 `config.output_hidden_states`.
+            return_loss (`bool`, defaults to `True`): fill `loss`; `False` leaves it `None` (the component
+                losses stay). transformers' `Trainer` reads this default to report an evaluation loss
+                for a model without labels.
             return_dict (`bool`, *optional*): return a tuple when `False`; defaults to `config.return_dict`.
 
         Returns:
@@ -771,7 +776,7 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
         reconstruction_loss = F.mse_loss(reconstruction.float(), fmri_values.float())
         utilisation, perplexity = codebook_usage(codes.detach(), self.config.num_codes)
         output = FmriTokenizerOutput(
-            loss=reconstruction_loss + self.config.commitment_weight * commitment,
+            loss=reconstruction_loss + self.config.commitment_weight * commitment if return_loss else None,
             reconstruction_loss=reconstruction_loss,
             commitment_loss=commitment,
             reconstruction=reconstruction,
@@ -890,6 +895,7 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
         word_embeddings: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | int | list[int] | None = None,
+        return_loss: bool = True,
         return_dict: bool | None = None,
     ) -> FmriTokenizerForPreTrainingOutput | tuple:
         r"""Tokenize, reconstruct and compute the Stage 1 losses.
@@ -901,7 +907,7 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
                 config has `text_embed_dim`.
             word_embeddings (`torch.FloatTensor` of shape `(vocab_size, code_dim)`): the language
                 model's input embedding matrix; required exactly when `use_domain_confusion`.
-            output_attentions, output_hidden_states, return_dict: as in [`FmriTokenizerModel.forward`].
+            output_attentions, output_hidden_states, return_loss, return_dict: as in [`FmriTokenizerModel.forward`].
 
         Returns:
             [`FmriTokenizerForPreTrainingOutput`]. In training mode the call also updates the codebook.
@@ -922,7 +928,7 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
             domain = self.domain_loss(outputs.code_vectors.reshape(-1, config.code_dim), word_embeddings)
             loss = loss + config.domain_weight * domain
         output = FmriTokenizerForPreTrainingOutput(
-            loss=loss,
+            loss=loss if return_loss else None,
             contrastive_loss=contrastive,
             domain_loss=domain,
             pooled_features=pooled,

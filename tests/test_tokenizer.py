@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers.utils import can_return_loss, find_labels
 
 from modeling_fmrilm import (
     FmriFeatureExtractor,
@@ -220,6 +222,18 @@ def test_head_inputs_are_required_exactly_when_the_head_is_built():
         bare(windows(), text_embeds=torch.randn(4, 5))
     with pytest.raises(FmriInputError, match=r"word_embeddings: given, but the config has use_domain_confusion=False"):
         bare(windows(), word_embeddings=torch.randn(30, 8))
+
+
+@pytest.mark.parametrize("model_class", [FmriTokenizerModel, FmriTokenizerForPreTraining])
+def test_loss_without_labels_as_trainer_expects(model_class):
+    """Trainer reports an evaluation loss for a label-free model whose forward defaults `return_loss=True`,
+    and divides the loss by the accumulation steps when forward takes no `**kwargs`."""
+    assert can_return_loss(model_class) and find_labels(model_class) == []
+    assert not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(model_class.forward).parameters.values())
+    model = model_class(tiny_config()).eval()
+    with_loss, without = model(windows()), model(windows(), return_loss=False)
+    assert with_loss.loss is not None and without.loss is None
+    torch.testing.assert_close(without.reconstruction_loss, with_loss.reconstruction_loss)
 
 
 @pytest.mark.parametrize("model_class", [FmriTokenizerModel, FmriTokenizerForPreTraining])
