@@ -460,10 +460,10 @@ class FmriTokenizerPreTrainedModel(PreTrainedModel):
             module._kmeans_vectors.clear()
         elif isinstance(module, FmriTokenizerForPreTraining) and module.logit_scale is not None:
             # SigLIP's starting temperature (10) and bias (-10).
-            init.constant_(module.logit_scale, torch.log(torch.tensor(10.0)).item())
+            init.constant_(module.logit_scale, math.log(10.0))
             init.constant_(module.logit_bias, -10.0)
 
-    def save_pretrained(self, *args, **kwargs):
+    def save_pretrained(self, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, recording both Auto classes in `auto_map` when registered.
 
         `register_for_auto_class` records only the class being saved; a checkpoint of either
