@@ -951,4 +951,3 @@ __all__ = [
     "grad_reverse",
     "spherical_kmeans",
 ]
-FmriTokenizerForPreTraining = FmriTokenizerModel  # DEV SHIM

@@ -35,7 +35,7 @@ TINY_MODEL = [
     "--num_codes", "8", "--code_dim", "8", "--warmup_steps", "0", "--disable_tqdm", "true",
 ]  # fmt: skip
 # Deterministic codebook for step-by-step comparisons: no k-means start, no random restarts.
-EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_threshold": 0.0})
+EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_min_usage": 0.0})
 
 
 def synthetic_scans(n_subjects: int = 4, n_rois: int = 6, n_frames: int = 48, seed: int = 0, dataset: str = "toy") -> list[FmriScan]:

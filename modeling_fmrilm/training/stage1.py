@@ -154,6 +154,7 @@ class Stage1Trainer(SumLoggingTrainer):
             "total_variance": 1,
             "values": 1,
             "code_counts": kwargs["model"].config.num_codes,
+            "restarts": 1,
         }
         super().__init__(*args, **kwargs)
         self.word_embeddings = word_embeddings
@@ -173,6 +174,7 @@ class Stage1Trainer(SumLoggingTrainer):
                 total_variance=(target - target.mean(dim=-1, keepdim=True)).pow(2).sum(),
                 values=target.numel(),
                 code_counts=torch.bincount(outputs.codes.reshape(-1), minlength=self.sum_sizes["code_counts"]),
+                restarts=self.model.base_model.quantizer.last_restart_count if model.training else 0,
             )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -185,6 +187,8 @@ class Stage1Trainer(SumLoggingTrainer):
         logs = {f"{prefix}{name}": float(sums[name]) / batches for name in LOSS_COMPONENTS if present.get(name, True)}
         utilisation, perplexity = codebook_usage_from_counts(sums["code_counts"])
         logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = utilisation, perplexity
+        if not prefix:  # codes restarted per step, as a fraction of the codebook (rank 0's count: the restarts are broadcast)
+            logs["restart_rate"] = float(sums["restarts"]) / self.accelerator.num_processes / batches / config.num_codes
         if prefix == "eval_":
             logs["eval_r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
             logs["eval_mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
@@ -271,7 +275,7 @@ def train_stage1(
         callbacks=list(callbacks),
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
-    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook)
+    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook.weight)
     if len(set(codebooks)) > 1:
         raise RuntimeError(f"the codebook differs across processes after training (SHA-256 per rank: {codebooks})")
     record = {
