@@ -1,19 +1,51 @@
-"""The `fmrilm` console script.
+"""The `fmrilm` console script: every step of the package from one command.
 
-`fmrilm demo` runs the package's main job on the embedded data (see README); `fmrilm preprocess`
-summarises what the feature extractor makes of any folder of scans.
+    fmrilm demo                              all three stages on the embedded data (README)
+    fmrilm preprocess my_scans/ --tr 2.0     what the feature extractor makes of a folder of scans
+    fmrilm build-corpus --output-dir corpus  the descriptor corpus (datasets_scripts/build_descriptor_corpus.py)
+    fmrilm train stage1|stage2|stage3 ...    a stage's recipe (recipes/), in this process or under a launcher
+    fmrilm evaluate --model DIR ...          the model beside the majority and connectivity baselines
+    fmrilm ask --model DIR --scan FILE "question"   one answer (or --chat: a conversation)
+    fmrilm export --model DIR --output DIR   a Hub-ready folder with a model card
+    fmrilm push --folder DIR --repo-id ORG/NAME     upload it (or a corpus, --repo-type dataset)
+    fmrilm app --model DIR                   a page on 127.0.0.1 to ask about an uploaded scan
+
+A mistake in the input (a bad or missing file, a wrong flag) ends with one line on stderr naming
+it, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .io import FmriScan, load_scans
+from .io import FmriScan, iter_scans
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout holding `recipes/` and `datasets_scripts/` (an editable install's source folder)."""
+RECIPES = {"stage1": "recipes/stage1_tokenizer.py", "stage2": "recipes/stage2_align.py", "stage3": "recipes/stage3_instruct.py"}
+CORPUS_SCRIPT = "datasets_scripts/build_descriptor_corpus.py"
+LAUNCHERS = ("python", "accelerate", "torchrun")
+EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -35,6 +67,20 @@ def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor)
     return "\n".join(lines)
 
 
+def load_script(relative: str) -> ModuleType:
+    """A script of the source checkout (`recipes/…`, `datasets_scripts/…`) imported from its path."""
+    path = SOURCE_ROOT / relative
+    if not path.is_file():
+        raise FmriInputError(
+            f"{relative}: not found in {SOURCE_ROOT}; the recipes and dataset scripts live in a source checkout "
+            "(install it with pip install -e .)"
+        )
+    spec = importlib.util.spec_from_file_location(f"fmrilm_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_demo(args: argparse.Namespace) -> None:
     """The main job on the embedded data (`modeling_fmrilm.demo`)."""
     from .demo import run_demo as demo
@@ -44,19 +90,123 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def run_preprocess(args: argparse.Namespace) -> None:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    scans = load_scans(inputs, tr=args.tr, key=args.key)
+    scans = list(tqdm(iter_scans(inputs, tr=args.tr, key=args.key), desc="reading scans", unit="scan", leave=False))
     extractor = FmriFeatureExtractor(
         target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
     )
     print(summarize_cohort(scans, extractor))
 
 
+def run_build_corpus(args: argparse.Namespace) -> None:
+    load_script(CORPUS_SCRIPT).main(args.argv)
+
+
+def launch_command(stage: str, launcher: str, argv: Sequence[str], config_file: str | None, num_processes: int | None) -> list[str]:
+    """The command line that runs a stage's recipe under `accelerate launch` or `torchrun`."""
+    recipe = str(SOURCE_ROOT / RECIPES[stage])
+    if launcher == "accelerate":
+        options = ["--config_file", config_file] if config_file else []
+        options += ["--num_processes", str(num_processes)] if num_processes else []
+        return [sys.executable, "-m", "accelerate.commands.launch", *options, recipe, *argv]
+    if config_file:
+        raise FmriInputError("--config-file: an Accelerate config needs --launcher accelerate")
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes or 1), recipe, *argv]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """A stage's recipe: its `main(argv)` in this process, or the recipe under a multi-process launcher."""
+    if args.launcher == "python":
+        if args.config_file or args.num_processes:
+            raise FmriInputError("--config-file/--num-processes: need --launcher accelerate or torchrun")
+        load_script(RECIPES[args.stage]).main(args.recipe_args)
+        return 0
+    load_script(RECIPES[args.stage])  # fails early, with the message above, where the recipe is missing
+    command = launch_command(args.stage, args.launcher, args.recipe_args, args.config_file, args.num_processes)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(command, env=environment).returncode
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    try:
+        from .tasks.evaluate import evaluate_main
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith(f"{__package__}.tasks"):
+            raise
+        raise FmriInputError(
+            "fmrilm evaluate: the evaluation engine (modeling_fmrilm.tasks.evaluate) is not part of this installation"
+        ) from None
+    evaluate_main(args.argv)
+
+
+def run_ask(args: argparse.Namespace) -> None:
+    from .ask import Conversation, load_model, read_scan
+
+    if not args.question and not args.chat:
+        raise FmriInputError('question: expected a question ("Is this participant a control?") or --chat')
+    model, processor = load_model(args.model, args.trust_remote_code)
+    scan = read_scan(args.scan, args.tr, args.atlas, args.atlas_labels, args.key, processor.feature_extractor.num_rois)
+    conversation = Conversation(model, processor, scan, args.chat_template, args.max_new_tokens)
+    if args.question:
+        print(conversation.ask(args.question), flush=True)
+    if not args.chat:
+        return
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Questions about {Path(args.scan).name}, one per line (empty line or Ctrl-D to end).", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or (interactive and not line.strip()):
+            break
+        if line.strip():
+            print(conversation.ask(line), flush=True)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from .export import export_model
+
+    summary = export_model(
+        args.model, args.output, args.evaluation, args.repo_id, args.atlas, args.training_data, args.license, args.overwrite
+    )
+    print(f"exported to {summary.folder}: {', '.join(summary.files)}")
+    if not summary.evaluated:
+        print("the model card says 'not evaluated': pass --evaluation evaluation.json (written by fmrilm evaluate)")
+    if summary.unrecorded:
+        print(f"the model card says 'not recorded' {summary.unrecorded} time(s): pass --atlas / --training-data")
+    print(f"publish it with: fmrilm push --folder {summary.folder} --repo-id {args.repo_id or 'ORG/NAME'}")
+
+
+def run_push(args: argparse.Namespace) -> None:
+    from .hub import push_folder
+
+    print(f"published to {push_folder(args.folder, args.repo_id, args.repo_type, private=args.private)}")
+
+
+def run_app(args: argparse.Namespace) -> None:
+    from .app import serve
+
+    serve(args.model, args.corpus, args.atlas, args.port, args.max_new_tokens, args.chat_template, args.trust_remote_code)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--max-new-tokens`, `--chat-template`, `--trust-remote-code` (ask and app)."""
+    from .ask import DEFAULT_MAX_NEW_TOKENS
+
+    parser.add_argument("--model", required=True, help="fMRI-language model folder (a run's final/, an export) or Hub id")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="longest answer in tokens")
+    parser.add_argument("--chat-template", action="store_true", help="prompt through the processor's chat template")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code instead of this package's")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fmrilm", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="fmrilm", description=__doc__.splitlines()[0], epilog="fmrilm COMMAND --help tells more.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = commands.add_parser("demo", help="run the main job on the embedded data")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.set_defaults(func=run_demo)
+
     pre = commands.add_parser("preprocess", help="summarise windows made from a folder or files")
     pre.add_argument("inputs", nargs="+", help="a folder of scans or scan files")
     pre.add_argument("--tr", type=float, default=None, help="repetition time when files carry none")
@@ -65,12 +215,86 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--window-length", type=int, default=160)
     pre.add_argument("--window-stride", type=int, default=None)
     pre.set_defaults(func=run_preprocess)
+
+    corpus = commands.add_parser(
+        "build-corpus", add_help=False, help=f"build the descriptor corpus (flags: those of {CORPUS_SCRIPT}; --help lists them)"
+    )
+    corpus.set_defaults(func=run_build_corpus, passthrough=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a stage with its recipe",
+        description="Run a stage's recipe. Flags after the stage go to the recipe (fmrilm train stage1 --help lists them); "
+        "launcher flags come before it: fmrilm train --launcher accelerate --config-file recipes/configs/ddp.yaml stage2 --output_dir out",
+    )
+    train.add_argument("--launcher", choices=LAUNCHERS, default="python", help="python: this process; accelerate/torchrun: several processes")
+    train.add_argument("--config-file", default=None, help="Accelerate config (recipes/configs/*.yaml), with --launcher accelerate")
+    train.add_argument("--num-processes", type=int, default=None, help="processes to launch")
+    train.add_argument("stage", choices=list(RECIPES), help="stage1 tokenizer, stage2 alignment, stage3 instruction tuning")
+    train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="the recipe's flags (TrainingArguments and the stage's own)")
+    train.set_defaults(func=run_train)
+
+    evaluate = commands.add_parser("evaluate", add_help=False, help="evaluate a model beside the baselines (--help lists the flags)")
+    evaluate.set_defaults(func=run_evaluate, passthrough=True)
+
+    ask = commands.add_parser("ask", help="ask a model about a scan", description="Ask an fMRI-language model about one scan.")
+    _model_arguments(ask)
+    ask.add_argument("--scan", required=True, help="scan file: .mat/.npy/.npz/.h5/.tsv/.csv, or NIfTI with --atlas")
+    ask.add_argument("--tr", type=float, default=None, help="repetition time in seconds when the file carries none")
+    ask.add_argument("--atlas", default=None, help="label atlas image on the NIfTI scan's grid")
+    ask.add_argument("--atlas-labels", default=None, help="label table of the atlas (TSV/CSV with index and name)")
+    ask.add_argument("--key", default=None, help="variable/array/dataset holding the time series")
+    ask.add_argument("--chat", action="store_true", help="then read further questions from stdin, one per line")
+    ask.add_argument("question", nargs="?", default=None, help="the question")
+    ask.set_defaults(func=run_ask)
+
+    export = commands.add_parser("export", help="write a Hub-ready model folder with its model card")
+    export.add_argument("--model", required=True, help="a Stage 2/3 run's final/ folder")
+    export.add_argument("--output", required=True, help="the folder to write")
+    export.add_argument("--evaluation", default=None, help="evaluation.json written by fmrilm evaluate (the card's table)")
+    export.add_argument("--repo-id", default=None, help="ORG/NAME it will be pushed to (the card's examples)")
+    export.add_argument("--atlas", default=None, help="atlas name, when the training record does not give it")
+    export.add_argument("--training-data", default=None, help="training data in words, instead of the record's")
+    export.add_argument("--license", default="apache-2.0", help="licence of the weights (Hub licence id)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.set_defaults(func=run_export)
+
+    push = commands.add_parser("push", help="upload an exported folder (or a corpus) to the Hugging Face Hub")
+    push.add_argument("--folder", required=True)
+    push.add_argument("--repo-id", required=True, help="ORG/NAME")
+    push.add_argument("--repo-type", choices=["model", "dataset"], default="model", help="dataset for a descriptor corpus")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=run_push)
+
+    app = commands.add_parser("app", help="serve a page on 127.0.0.1 to ask about uploaded scans (needs fmrilm[app])")
+    _model_arguments(app)
+    app.add_argument("--corpus", default=None, help="descriptor corpus folder: describe scans against its cohort reference")
+    app.add_argument("--atlas", default=None, help="default label atlas for NIfTI uploads")
+    app.add_argument("--port", type=int, default=7860)
+    app.set_defaults(func=run_app)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Entry point of the console script; exits 2 with one line on stderr for a user mistake."""
+    from huggingface_hub.errors import HFValidationError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = extra
+    try:
+        status = args.func(args)
+    except (FmriInputError, OSError, HFValidationError) as error:
+        message = " ".join(str(error).split())
+        print(f"fmrilm {args.command}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        print(f"fmrilm {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

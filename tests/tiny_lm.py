@@ -44,13 +44,15 @@ def language_model(kind: str, vocab_size: int, seed: int = 0, tie: bool | None =
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def fmri_tokenizer(seed: int = 0, code_dim: int = 8, num_codes: int = 12) -> FmriTokenizerModel:
+def fmri_tokenizer(
+    seed: int = 0, code_dim: int = 8, num_codes: int = 12, num_rois: int = NUM_ROIS, window_length: int = WINDOW_LENGTH, patch_length: int = PATCH_LENGTH
+) -> FmriTokenizerModel:
     """A tiny Stage 1 tokenizer whose codebook was initialised by k-means on random windows."""
     torch.manual_seed(seed)
     config = FmriTokenizerConfig(
-        num_rois=NUM_ROIS,
-        window_length=WINDOW_LENGTH,
-        patch_length=PATCH_LENGTH,
+        num_rois=num_rois,
+        window_length=window_length,
+        patch_length=patch_length,
         hidden_size=16,
         num_hidden_layers=1,
         num_decoder_layers=1,
@@ -60,12 +62,12 @@ def fmri_tokenizer(seed: int = 0, code_dim: int = 8, num_codes: int = 12) -> Fmr
         domain_hidden_size=8,
     )
     model = FmriTokenizerModel(config)
-    model(torch.randn(8, NUM_ROIS, WINDOW_LENGTH))  # k-means initialisation + one EMA step
+    model(torch.randn(8, num_rois, window_length))  # k-means initialisation + one EMA step
     return model.eval()
 
 
-def feature_extractor() -> FmriFeatureExtractor:
-    return FmriFeatureExtractor(num_rois=NUM_ROIS, window_length=WINDOW_LENGTH, target_tr=2.0)
+def feature_extractor(num_rois: int = NUM_ROIS, window_length: int = WINDOW_LENGTH) -> FmriFeatureExtractor:
+    return FmriFeatureExtractor(num_rois=num_rois, window_length=window_length, target_tr=2.0)
 
 
 def scan(seed: int, n_timepoints: int = 40) -> np.ndarray:
@@ -73,15 +75,19 @@ def scan(seed: int, n_timepoints: int = 40) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((NUM_ROIS, n_timepoints)).astype(np.float32)
 
 
-def build(kind: str, seed: int = 0, windows_per_scan: int = 1, tie: bool | None = None, code_dim: int = 8):
-    """`(model, processor)` from `FmriLMForCausalLM.from_parts` with a tiny LM of `kind`."""
+def build(
+    kind: str, seed: int = 0, windows_per_scan: int = 1, tie: bool | None = None, code_dim: int = 8,
+    num_rois: int = NUM_ROIS, window_length: int = WINDOW_LENGTH, patch_length: int = PATCH_LENGTH,
+):  # fmt: skip
+    """`(model, processor)` from `FmriLMForCausalLM.from_parts` with a tiny LM of `kind` (by default for
+    `NUM_ROIS` ROIs and `WINDOW_LENGTH`-frame windows in patches of `PATCH_LENGTH`)."""
     tokenizer = text_tokenizer()
     lm = language_model(kind, len(tokenizer), seed=seed, tie=tie)
     return FmriLMForCausalLM.from_parts(
-        fmri_tokenizer(seed, code_dim=code_dim),
+        fmri_tokenizer(seed, code_dim=code_dim, num_rois=num_rois, window_length=window_length, patch_length=patch_length),
         lm,
         text_tokenizer=tokenizer,
-        feature_extractor=feature_extractor(),
+        feature_extractor=feature_extractor(num_rois, window_length),
         windows_per_scan=windows_per_scan,
     )
 

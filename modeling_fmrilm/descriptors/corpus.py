@@ -427,13 +427,10 @@ def build_corpus(
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False, api=None) -> str:
-    """Publish a corpus folder as a Hub dataset repo with `huggingface_hub` (`api`: an `HfApi`)."""
-    from huggingface_hub import HfApi
+    """Publish a corpus folder as a Hub dataset repo (`modeling_fmrilm.hub.push_folder`; `api`: an `HfApi`)."""
+    from ..hub import push_folder
 
-    api = api or HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
-    return f"https://huggingface.co/datasets/{repo_id}"
+    return push_folder(folder, repo_id, "dataset", token=token, private=private, api=api)
 
 
 def demo_corpus(scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None) -> CorpusSummary:

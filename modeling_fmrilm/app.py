@@ -1,0 +1,203 @@
+"""`fmrilm app`: a page on this machine (127.0.0.1 only) to ask a trained fMRI-language model about a scan.
+
+Gradio, an optional extra: `pip install "fmrilm[app]"`. Upload a scan (a 4-D NIfTI image with its
+label atlas, or a parcellated .mat/.npy/.npz/.h5/.tsv/.csv), see the windows the model reads,
+the functional connectivity matrix and, when the app has a descriptor corpus (`--corpus`), the
+scan's descriptor text against that corpus's cohort reference; then ask questions
+(`modeling_fmrilm.ask.Conversation`). A file the readers reject shows their message on the page.
+Telemetry is off: Gradio's analytics and version check are disabled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ask import DEFAULT_MAX_NEW_TOKENS, Conversation, load_model, read_scan
+from .errors import FmriInputError
+from .figures import connectivity_figure, windows_figure
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+NO_SCAN = "Upload a scan to begin."
+INSTALL_HINT = 'the app needs Gradio and matplotlib: pip install "fmrilm[app]"'
+
+
+def _gradio() -> Any:
+    """Gradio, imported with its telemetry off (or a clear error naming the extra to install)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError as error:
+        raise FmriInputError(f"fmrilm app: {INSTALL_HINT} ({error})") from None
+    return gradio
+
+
+def _shown(message: str, *paths: str | None) -> str:
+    """`message` with upload paths (Gradio's temporary folders) shortened to the file names."""
+    for path in paths:
+        if path:
+            message = message.replace(str(path), Path(path).name)
+    return message
+
+
+@dataclass
+class ScanView:
+    """What the page shows of an uploaded scan."""
+
+    scan: Any
+    status: str
+    windows: Any = None
+    connectivity: Any = None
+    description: str = ""
+
+
+class AskApp:
+    """The ask flow behind the page: scan upload -> figures and description -> questions and answers.
+
+    Args:
+        model, processor: from `modeling_fmrilm.ask.load_model`.
+        corpus: descriptor corpus folder (with `cohort_reference.json`) to describe scans against.
+        atlas: default label atlas for NIfTI uploads (the page can upload another).
+        max_new_tokens: longest answer in tokens.
+        chat_template: prompts through the processor's chat template.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        corpus: str | Path | None = None,
+        atlas: str | Path | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        chat_template: bool = False,
+    ) -> None:
+        self.model, self.processor = model, processor
+        self.reference = None
+        if corpus is not None:
+            from .descriptors.reference import CohortReference
+
+            self.reference = CohortReference.load(corpus)
+        self.atlas = atlas
+        self.max_new_tokens = max_new_tokens
+        self.chat_template = chat_template
+
+    def view(self, scan_path: str | None, atlas_path: str | None = None, tr: float | None = None) -> ScanView:
+        """Read the upload and build what the page shows; reader errors become the status line."""
+        if not scan_path:
+            return ScanView(None, NO_SCAN)
+        extractor = self.processor.feature_extractor
+        try:
+            scan = read_scan(scan_path, tr=tr or None, atlas=atlas_path or self.atlas, num_rois=extractor.num_rois)
+            windows = extractor([scan])["fmri_values"]
+        except FmriInputError as error:
+            return ScanView(None, f"**Could not read this scan.** {_shown(str(error), scan_path, atlas_path)}")
+        read = self.processor.windows_per_scan
+        if len(windows) < read:
+            return ScanView(None, f"**This scan is too short.** The model reads {read} window(s); it gives {len(windows)}.")
+        name = Path(scan_path).name
+        status = (
+            f"**{name}**: {scan.n_rois} ROIs × {scan.n_timepoints} frames at TR {scan.tr:g} s → {len(windows)} window(s) of "
+            f"{extractor.window_length} frames at TR {extractor.target_tr:g} s; the model reads the first {read}."
+        )
+        return ScanView(
+            scan,
+            status,
+            windows_figure(windows, read, extractor.target_tr, f"{name}: windows after preprocessing"),
+            connectivity_figure(scan.data, scan.roi_names, f"{name}: functional connectivity"),
+            self.describe(scan, scan_path),
+        )
+
+    def describe(self, scan: Any, scan_path: str) -> str:
+        """The scan's descriptor text against the corpus's cohort reference (or why there is none)."""
+        if self.reference is None:
+            return "*No descriptor text: start the app with `--corpus DIR` (a descriptor corpus) to describe scans against its cohort.*"
+        from .descriptors.new_scan import describe_new_scan
+
+        try:
+            return describe_new_scan(scan, self.reference)
+        except FmriInputError as error:
+            return f"*No descriptor text for this scan:* {_shown(str(error), scan_path)}"
+
+    def answer(self, question: str, turns: list[tuple[str, str]] | None, scan: Any) -> tuple[list[tuple[str, str]], str]:
+        """`(turns with the new answer, status)`; problems (no scan, empty question, too long) go to the status."""
+        turns = list(turns or [])
+        if scan is None:
+            return turns, NO_SCAN
+        conversation = Conversation(self.model, self.processor, scan, self.chat_template, self.max_new_tokens, turns)
+        try:
+            conversation.ask(question)
+        except FmriInputError as error:
+            return turns, f"**Could not answer.** {error}"
+        return conversation.turns, ""
+
+    def blocks(self) -> Any:
+        """The Gradio page."""
+        gr = _gradio()
+        with gr.Blocks(title="fmrilm: ask about a scan", analytics_enabled=False) as page:
+            gr.Markdown(
+                "# Ask an fMRI-language model about a scan\n"
+                f"Model: `{self.model.config.text_config.model_type}` language model with {self.model.config.num_codes} fMRI "
+                f"tokens; scans of {self.processor.feature_extractor.num_rois} ROIs."
+            )
+            scan_state = gr.State(None)
+            turns_state = gr.State([])
+            with gr.Row():
+                scan_file = gr.File(label="Scan: NIfTI (with an atlas), .mat, .npy, .npz, .h5, .tsv, .csv", elem_id="scan-file")
+                atlas_file = gr.File(label="Label atlas for a NIfTI scan (.nii/.nii.gz on its grid)", elem_id="atlas-file")
+                tr = gr.Number(label="TR in seconds (when the file carries none)", value=None, elem_id="tr")
+            status = gr.Markdown(NO_SCAN, elem_id="scan-status")
+            windows_plot = gr.Plot(label="Windows", show_label=False, elem_id="windows-plot")
+            with gr.Row():
+                connectivity_plot = gr.Plot(label="Functional connectivity", show_label=False, elem_id="fc-plot")
+                description = gr.Markdown(elem_id="description")
+            chat = gr.Chatbot(label="Conversation about the scan", elem_id="chat")
+            with gr.Row():
+                question = gr.Textbox(label="Question", placeholder="Is this participant a control or a patient?", elem_id="question", scale=4)
+                ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1)
+            ask_status = gr.Markdown(elem_id="ask-status")
+
+            def show(scan_path: str | None, atlas_path: str | None, tr_value: float | None):
+                shown = self.view(scan_path, atlas_path, tr_value)
+                return shown.scan, [], [], shown.status, shown.windows, shown.connectivity, shown.description
+
+            def reply(text: str, turns: list[tuple[str, str]], scan: Any):
+                turns, problem = self.answer(text, turns, scan)
+                messages = [{"role": role, "content": content} for q, a in turns for role, content in (("user", q), ("assistant", a.strip() or "(empty answer)"))]
+                return turns, messages, "" if not problem else text, problem
+
+            outputs = [scan_state, turns_state, chat, status, windows_plot, connectivity_plot, description]
+            for trigger in (scan_file.change, atlas_file.change, tr.submit):
+                trigger(show, [scan_file, atlas_file, tr], outputs)
+            for trigger in (ask.click, question.submit):
+                trigger(reply, [question, turns_state, scan_state], [turns_state, chat, question, ask_status])
+        return page
+
+
+def serve(
+    model: str | Path,
+    corpus: str | Path | None = None,
+    atlas: str | Path | None = None,
+    port: int | None = DEFAULT_PORT,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    chat_template: bool = False,
+    trust_remote_code: bool = False,
+    block: bool = True,
+) -> tuple[Any, str]:
+    """Load `model` and serve the page on 127.0.0.1 (never another interface).
+
+    Returns `(page, local URL)`; with `block=False` the server runs in a background thread until
+    `page.close()`.
+    """
+    _gradio()
+    app = AskApp(*load_model(model, trust_remote_code), corpus=corpus, atlas=atlas, max_new_tokens=max_new_tokens, chat_template=chat_template)
+    page = app.blocks().queue(max_size=16)
+    _, url, _ = page.launch(
+        server_name=HOST, server_port=port, share=False, inbrowser=False, show_error=False, prevent_thread_lock=not block, quiet=not block
+    )
+    return page, url
+
+
+__all__ = ["AskApp", "HOST", "ScanView", "serve"]

@@ -1,0 +1,168 @@
+"""Asking a trained fMRI-language model about one scan (`fmrilm ask`, `fmrilm app`).
+
+A `Conversation` holds a model, its processor, one scan and the turns so far. Each question is
+put after the scan in the Stage 3 instruction layout (`modeling_fmrilm.tasks` trains on it):
+
+    <fmri>
+    ### Question: {question 1}
+    ### Answer:{answer 1}
+    ### Question: {question 2}
+    ### Answer:
+
+or, with `chat_template=True`, as user/assistant turns rendered by the processor's chat template
+(the scan is a `{"type": "fmri"}` part of the first user turn). The answer is the model's greedy
+continuation up to its end-of-text token or the first line break.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_fmrilm import FMRI_START_TOKEN, FmriLMConfig
+from .errors import FmriInputError
+from .feature_extraction_fmrilm import validate_fmri
+from .io import FmriScan, read_array_file, read_nifti
+from .io.readers import NIFTI_SUFFIXES
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+def load_model(model: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """An `FmriLMForCausalLM` (eval mode) and its `FmriProcessor` from a folder or a Hub id.
+
+    The classes are this package's (importing it registers them with the Auto classes);
+    `trust_remote_code=True` runs the checkpoint's own copy of the code instead.
+
+    Raises:
+        FmriInputError: a local path that is not a model folder, or a checkpoint that is not an
+            fMRI-language model (a Stage 1 tokenizer, a plain LM).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
+
+    import modeling_fmrilm  # noqa: F401  (registers the Auto classes)
+
+    path = Path(model)
+    if (path.exists() or path.is_absolute() or str(model).startswith(".")) and not (path / "config.json").is_file():
+        found = "a file" if path.is_file() else "a folder without config.json" if path.is_dir() else "no such folder"
+        raise FmriInputError(
+            f"{model}: expected an fMRI-language model folder (a Stage 2/3 run's final/ or an `fmrilm export` folder) "
+            f"or a Hub id, found {found}"
+        )
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    if config.model_type != FmriLMConfig.model_type:
+        raise FmriInputError(
+            f"{model}: expected an fMRI-language model (model_type {FmriLMConfig.model_type!r}), found model_type "
+            f"{config.model_type!r}"
+        )
+    loaded = AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
+    processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    return loaded, processor
+
+
+def read_scan(
+    path: str | Path,
+    tr: float | None = None,
+    atlas: str | Path | None = None,
+    atlas_labels: str | Path | None = None,
+    key: str | None = None,
+    num_rois: int | None = None,
+) -> FmriScan:
+    """One scan from any file the readers take: a parcellated array file (.mat/.npy/.npz/.h5/.tsv/.csv)
+    or a 4-D NIfTI image parcellated with `atlas` (a label image on its grid).
+
+    Args:
+        tr: seconds between frames when the file (or its JSON sidecar) carries none.
+        atlas, atlas_labels: label image and optional label table, for NIfTI images.
+        key: variable/array/dataset holding the time series in a .mat/.npz/.h5 with several.
+        num_rois: the ROI count the model expects; another count is an error naming both axes.
+
+    Raises:
+        FmriInputError: the file's problem, named (see `modeling_fmrilm.io`), or a NIfTI image
+            without an atlas.
+    """
+    if str(path).endswith(NIFTI_SUFFIXES):
+        if atlas is None:
+            raise FmriInputError(
+                f"{path}: a NIfTI image needs a label atlas on its grid to be parcellated into ROIs (--atlas ATLAS.nii.gz)"
+            )
+        scan = read_nifti(path, atlas, labels=atlas_labels, tr=tr)
+        validate_fmri(scan.data, str(path), num_rois=num_rois, tr=scan.tr)
+        return scan
+    return read_array_file(path, tr=tr, key=key, num_rois=num_rois)
+
+
+def max_positions(model: Any) -> int | None:
+    """Positions the language model can attend over (`None` when its config states no limit)."""
+    text_config = model.config.text_config
+    return getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
+
+
+@dataclass
+class Conversation:
+    """Questions about one scan, answered greedily by an fMRI-language model (see module docstring).
+
+    Attributes:
+        model, processor: from `load_model`.
+        scan: the scan the conversation is about.
+        chat_template: render the prompt with the processor's chat template.
+        max_new_tokens: longest answer, in tokens.
+        turns: `(question, answer)` pairs so far; answers as generated (with their leading space).
+    """
+
+    model: Any
+    processor: Any
+    scan: FmriScan
+    chat_template: bool = False
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def prompt(self, question: str) -> str:
+        """The whole prompt for `question` after the turns so far, with one `<fmri>` marker."""
+        if not self.chat_template:
+            answered = "".join(f"### Question: {q}\n### Answer:{a}\n" for q, a in self.turns)
+            return f"{FMRI_START_TOKEN}\n{answered}### Question: {question}\n### Answer:"
+        messages: list[dict[str, Any]] = []
+        for i, (q, a) in enumerate([*self.turns, (question, None)]):
+            content = [{"type": "fmri"}] if i == 0 else []
+            messages.append({"role": "user", "content": [*content, {"type": "text", "text": q}]})
+            if a is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": a.strip()}]})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @torch.no_grad()
+    def ask(self, question: str) -> str:
+        """The model's answer to `question` (stripped); the turn is kept for the next question.
+
+        Raises:
+            FmriInputError: an empty question, or a conversation longer than the model's positions.
+        """
+        question = question.strip()
+        if not question:
+            raise FmriInputError("question: expected a question about the scan, found an empty text")
+        batch = self.processor(text=[self.prompt(question)], fmri=[self.scan], return_tensors="pt").to(self.model.device)
+        length, limit = batch["input_ids"].shape[1], max_positions(self.model)
+        if limit is not None and length + self.max_new_tokens > limit:
+            raise FmriInputError(
+                f"question: the prompt holds {length} tokens (the scan's {self.processor.placeholders_per_scan} and "
+                f"{len(self.turns)} earlier turn(s)); with {self.max_new_tokens} new tokens it exceeds the model's "
+                f"{limit} positions: start a new conversation or ask for fewer new tokens"
+            )
+        tokenizer = self.processor.tokenizer
+        generated = self.model.generate(
+            **batch,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            stop_strings="\n",
+            tokenizer=tokenizer,
+        )
+        answer = self.processor.decode(generated[0, length:], skip_special_tokens=True).split("\n")[0]
+        self.turns.append((question, answer))
+        return answer.strip()
+
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "load_model", "max_positions", "read_scan"]

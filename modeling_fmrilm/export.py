@@ -1,0 +1,114 @@
+"""`fmrilm export`: a trained fMRI-language model as a folder ready for the Hugging Face Hub.
+
+The folder holds what `AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` and
+`AutoProcessor.from_pretrained(folder, trust_remote_code=True)` need where fmrilm is not installed:
+safetensors weights, the configuration / modeling / feature-extraction / processing files (remote
+code), the processor and text tokenizer files, and a README.md model card
+(`modeling_fmrilm.model_card`). It is written into a staging folder beside the destination and
+renamed into place, so an interrupted export leaves the previous folder or the new one, never a
+mix. Nothing pickled is copied (Trainer's `training_args.bin` stays behind), nor the training
+record (it lists subject ids); the card summarises it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FmriInputError
+from .model_card import NOT_RECORDED, read_json, render_model_card
+
+REMOTE_CODE_FILES = (
+    "configuration_fmrilm.py",
+    "modeling_fmrilm.py",
+    "modeling_fmri_tokenizer.py",
+    "feature_extraction_fmrilm.py",
+    "processing_fmrilm.py",
+    "errors.py",
+)
+RECORD_NAME = "training_record.json"
+
+
+@dataclass
+class ExportSummary:
+    """What `export_model` wrote."""
+
+    folder: Path
+    files: list[str]
+    evaluated: bool
+    unrecorded: int
+    """How many card fields say `not recorded` (no training record, or an atlas it does not name)."""
+
+
+def replace_folder(staging: Path, destination: Path) -> None:
+    """Move the finished `staging` folder to `destination`, replacing what was there (one rename each)."""
+    previous = destination.with_name(f".{destination.name}-previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if destination.exists():
+        os.replace(destination, previous)
+    os.replace(staging, destination)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def export_model(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    evaluation: str | Path | None = None,
+    repo_id: str | None = None,
+    atlas: str | None = None,
+    training_data: str | None = None,
+    license: str = "apache-2.0",
+    overwrite: bool = False,
+) -> ExportSummary:
+    """Write the Hub-ready folder of the model in `model_dir` (a Stage 2/3 run's `final/`) to `output_dir`.
+
+    Args:
+        model_dir: folder with the model and its processor (`processor_config.json`).
+        output_dir: the folder to write; an existing non-empty one needs `overwrite=True`.
+        evaluation: the JSON `fmrilm evaluate` wrote, for the card's evaluation table.
+        repo_id: `ORG/NAME` the folder is meant for (the card's examples use it).
+        atlas, training_data: fill or override what the training record says.
+        license: the weights' licence (Hub licence id).
+
+    Raises:
+        FmriInputError: `model_dir` holds no fMRI-language model or no processor, `output_dir`
+            exists (without `overwrite`), or `evaluation` is not an evaluation JSON.
+    """
+    from .ask import load_model
+
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    if not (model_dir / "processor_config.json").is_file():
+        raise FmriInputError(
+            f"{model_dir}: expected a model folder with its processor (processor_config.json), as a training run's final/ holds it; "
+            "Trainer's checkpoint-N folders hold no processor"
+        )
+    if output_dir.resolve() == model_dir.resolve():
+        raise FmriInputError(f"{output_dir}: the export folder must differ from the model folder")
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise FmriInputError(f"{output_dir}: already exists and is not empty; choose another folder or pass --overwrite")
+    evaluation_content = read_json(evaluation, "an evaluation JSON of `fmrilm evaluate`") if evaluation else None
+    record = read_json(model_dir / RECORD_NAME, "the training record") if (model_dir / RECORD_NAME).is_file() else None
+    model, processor = load_model(model_dir)
+    card = render_model_card(
+        model, processor, record, evaluation_content, str(evaluation), repo_id=repo_id, atlas=atlas, training_data=training_data, license=license
+    )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f".{output_dir.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        missing = [name for name in REMOTE_CODE_FILES if not (staging / name).is_file()]
+        if missing or not any(staging.glob("*.safetensors")):
+            raise FmriInputError(f"{staging}: the saved model lacks {missing or 'safetensors weights'}; the folder would not load as remote code")
+        replace_folder(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = sorted(p.name for p in output_dir.iterdir())
+    return ExportSummary(output_dir, files, evaluation_content is not None, card.count(NOT_RECORDED))
+
+
+__all__ = ["REMOTE_CODE_FILES", "ExportSummary", "export_model", "replace_folder"]
