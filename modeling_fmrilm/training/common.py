@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import HfArgumentParser, Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import FmriInputError
@@ -201,6 +202,13 @@ class BatchSums:
         return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values()))))
 
 
+class ProgressBars(ProgressCallback):
+    """Trainer's progress bars without the log dictionaries printed under them."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        return None
+
+
 class SumLoggingTrainer(Trainer):
     """A Trainer whose `compute_loss` adds per-batch sums (`self.sums["train"|"eval"].add(...)`) and
     whose `log` turns them into metrics (`summarize`) in the training and evaluation logs.
@@ -215,8 +223,12 @@ class SumLoggingTrainer(Trainer):
 
     sum_sizes: dict[str, int] = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, console_logs: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not console_logs:  # progress bars only: the logs still reach trainer_state.json and the integrations
+            self.remove_callback(PrinterCallback)
+            self.remove_callback(ProgressCallback)
+            self.add_callback(ProgressBars())
         self.can_return_loss = True
         self.model_accepts_loss_kwargs = False
         self.sums = {"train": BatchSums(self.sum_sizes), "eval": BatchSums(self.sum_sizes)}
@@ -246,6 +258,7 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 __all__ = [
     "BatchSums",
+    "ProgressBars",
     "SumLoggingTrainer",
     "WindowCollator",
     "WindowDataset",

@@ -243,6 +243,7 @@ def train_stage1(
     training_args: Stage1TrainingArguments,
     scans: Sequence[FmriScan] | None = None,
     callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage1Result:
     """Train the tokenizer on the training subjects of the split, evaluate on its validation
     subjects (its test subjects are never read), and save `output_dir/final` atomically:
@@ -273,6 +274,7 @@ def train_stage1(
         data_collator=WindowCollator(texts),
         word_embeddings=words,
         callbacks=list(callbacks),
+        console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
     codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook.weight)
@@ -338,9 +340,9 @@ def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25
         config_overrides=json.dumps({"contrastive_weight": 0.1}),
     )
     training_args = Stage1TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
     )
-    result = train_stage1(args, training_args)
+    result = train_stage1(args, training_args, console_logs=False)
     config = result.model.config
     last = result.last_eval()
     print(

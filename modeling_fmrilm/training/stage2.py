@@ -407,7 +407,11 @@ class Stage2Result:
 
 
 def train_stage2(
-    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None = None
+    args: Stage2Arguments,
+    training_args: Stage2TrainingArguments,
+    scans: Sequence[FmriScan] | None = None,
+    callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage2Result:
     """Train the fMRI-language model on the training subjects (validation subjects evaluated, test
     subjects never read) and save `output_dir/final` (model + processor) atomically."""
@@ -422,7 +426,13 @@ def train_stage2(
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
     trainer = Stage2Trainer(
-        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.validation, data_collator=Stage2Collator(pad)
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=Stage2Collator(pad),
+        callbacks=list(callbacks),
+        console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
     record = {
@@ -455,9 +465,9 @@ def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str 
     shutil.rmtree(run_dir, ignore_errors=True)
     args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
     training_args = Stage2TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
     )
-    result = train_stage2(args, training_args, scans)
+    result = train_stage2(args, training_args, scans, console_logs=False)
     config = result.model.config
     first, last = (
         next(entry for entry in order if "eval_f2t_loss" in entry) for order in (result.history, reversed(result.history))
