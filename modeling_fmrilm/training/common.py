@@ -152,6 +152,8 @@ def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[C
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:  # checkpoints may be sharded; the final folder holds the whole model
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         for saver in extra_savers:
