@@ -108,34 +108,75 @@ class WindowCollator:
         return batch
 
 
+def _readable_state(folder: Path) -> bool:
+    """Whether `folder/trainer_state.json` exists and parses (Trainer writes it last in a checkpoint)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     """The highest `checkpoint-N` under `output_dir` that was written to the end.
 
-    Trainer writes `trainer_state.json` last, so a folder without it was interrupted mid-save and
-    is skipped (Trainer's own `get_last_checkpoint` would pick it and fail on resume).
+    Trainer writes `trainer_state.json` last, so a folder without a readable one was interrupted
+    mid-save and is skipped (Trainer's own `get_last_checkpoint` would pick it and fail on resume).
     """
     folder = Path(output_dir)
     steps = []
     for child in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []:
         suffix = child.name.rsplit("-", 1)[-1]
-        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+        if suffix.isdigit() and _readable_state(child):
             steps.append((int(suffix), str(child)))
     return max(steps)[1] if steps else None
 
 
+def check_checkpoint(folder: str | Path) -> None:
+    """Check that every file a resume reads is whole, cheaply: safetensors headers against the file
+    size, the zip directory of `.pt`/`.pth` files, the JSON files.
+
+    Raises:
+        FmriInputError: naming the first truncated or corrupt file and what was wrong.
+    """
+    import zipfile
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if not _readable_state(folder):
+        raise FmriInputError(f"{folder / 'trainer_state.json'}: expected the JSON Trainer writes last in a checkpoint; missing or unreadable")
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as handle:
+                    keys = list(handle.keys())
+                    if keys:
+                        handle.get_slice(keys[-1])
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path) as archive:
+                    archive.infolist()
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except Exception as error:  # noqa: BLE001 - every reader's own error becomes one that names the file
+            raise FmriInputError(f"{path}: truncated or corrupt checkpoint file ({type(error).__name__}: {error})") from None
+
+
 def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
     """`--resume_from_checkpoint`: a folder, or `latest`/`true` for the last complete checkpoint
-    (`None` when there is none yet, so a first run and its restart share one command line)."""
+    (`None` when there is none yet, so a first run and its restart share one command line).
+    The chosen checkpoint is checked (`check_checkpoint`) before Trainer reads it."""
     if resume_from_checkpoint is None or resume_from_checkpoint.lower() in ("", "false", "no"):
         return None
     if resume_from_checkpoint.lower() in ("latest", "true", "yes"):
-        return last_complete_checkpoint(output_dir)
-    if not (Path(resume_from_checkpoint) / "trainer_state.json").is_file():
-        raise FmriInputError(
-            f"resume_from_checkpoint: expected a complete Trainer checkpoint folder (with trainer_state.json), "
-            f"found {resume_from_checkpoint}"
-        )
-    return resume_from_checkpoint
+        chosen = last_complete_checkpoint(output_dir)
+    else:
+        chosen = resume_from_checkpoint
+        if not Path(chosen).is_dir():
+            raise FmriInputError(f"resume_from_checkpoint: expected a Trainer checkpoint folder, found no folder {chosen}")
+    if chosen is not None:
+        check_checkpoint(chosen)
+    return chosen
 
 
 def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[Callable[[Path], None]] = (), record: dict | None = None) -> Path:
@@ -266,6 +307,7 @@ __all__ = [
     "WindowDataset",
     "cohort_split",
     "digests_across_processes",
+    "check_checkpoint",
     "last_complete_checkpoint",
     "load_cohort",
     "manifest_of",
