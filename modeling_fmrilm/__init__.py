@@ -25,3 +25,23 @@ __all__ = [
     "FmriTokenizerOutput",
     "__version__",
 ]
+
+# -- Stage 2/3: the fMRI-language model and its processor ------------------------------------
+from transformers import AutoModelForCausalLM, AutoProcessor  # noqa: E402
+
+from .configuration_fmrilm import FmriLMConfig  # noqa: E402
+from .modeling_fmrilm import FmriLMForCausalLM  # noqa: E402
+from .processing_fmrilm import FmriProcessor  # noqa: E402
+
+AutoConfig.register(FmriLMConfig.model_type, FmriLMConfig, exist_ok=True)
+AutoModel.register(FmriLMConfig, FmriLMForCausalLM, exist_ok=True)
+AutoModelForCausalLM.register(FmriLMConfig, FmriLMForCausalLM, exist_ok=True)
+AutoFeatureExtractor.register(FmriLMConfig, FmriFeatureExtractor, exist_ok=True)
+AutoProcessor.register(FmriLMConfig, FmriProcessor, exist_ok=True)
+# auto_map gets AutoConfig, AutoModelForCausalLM and (FmriLMConfig.to_dict) AutoModel; the
+# processor's files and its AutoProcessor entry are saved by the processor.
+FmriLMConfig.register_for_auto_class()
+FmriLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+FmriProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ += ["FmriLMConfig", "FmriLMForCausalLM", "FmriProcessor"]

@@ -194,3 +194,178 @@ class FmriTokenizerConfig(PretrainedConfig):
 
 
 __all__ = ["FmriTokenizerConfig"]
+
+
+# -- Stage 2/3: the fMRI-language model ------------------------------------------------------
+
+from transformers import AutoConfig, PreTrainedConfig  # noqa: E402 (this section is appended to the Stage 1 one)
+from transformers.configuration_utils import SubConfigSpec  # noqa: E402
+
+FMRI_START_TOKEN = "<fmri>"
+FMRI_END_TOKEN = "</fmri>"
+FMRI_PAD_TOKEN = "<fmri_pad>"
+FMRI_CODE_TOKEN_FORMAT = "<fmri_{:05d}>"
+MAX_FMRI_CODES = 100_000  # five digits in the code token strings
+
+
+def fmri_code_tokens(num_codes: int) -> list[str]:
+    """The text tokens of the fMRI codes, `<fmri_00000>` … `<fmri_{num_codes-1:05d}>`, in code order."""
+    return [FMRI_CODE_TOKEN_FORMAT.format(code) for code in range(num_codes)]
+
+
+class FmriLMConfig(PreTrainedConfig):
+    r"""Configuration of [`FmriLMForCausalLM`]: a causal language model that reads and writes fMRI tokens.
+
+    A composite configuration (as LLaVA's): the frozen Stage 1 tokenizer's
+    [`FmriTokenizerConfig`] and the text model's configuration (any causal LM: GPT-2, Qwen3,
+    Llama, …), plus where the fMRI tokens sit in the unified vocabulary. The vocabulary holds the
+    text tokens, one token per code (`<fmri_00000>` … with ids `first_code_token_id` …
+    `first_code_token_id + num_codes - 1`) and the three specials `<fmri>`, `</fmri>` and
+    `<fmri_pad>` (the placeholder that the model overwrites with the code tokens of a scan).
+
+    Args:
+        fmri_tokenizer_config (`FmriTokenizerConfig` or `dict`, *optional*): the Stage 1 tokenizer;
+            defaults to `FmriTokenizerConfig()` (the paper's 450 ROIs, 8192 codes).
+        text_config (`PreTrainedConfig` or `dict`, *optional*): the causal LM's configuration; a
+            dict names its `model_type` (default `"gpt2"`). Its `vocab_size` must cover every fMRI id.
+        first_code_token_id (`int`, *optional*): id of `<fmri_00000>`; code `c` is token
+            `first_code_token_id + c`.
+        fmri_start_token_id (`int`, *optional*): id of `<fmri>`.
+        fmri_end_token_id (`int`, *optional*): id of `</fmri>`.
+        fmri_pad_token_id (`int`, *optional*): id of `<fmri_pad>`.
+            The four ids are given together or not at all; when none is given, the fMRI tokens are
+            placed after the text vocabulary (codes first, then `<fmri>`, `</fmri>`, `<fmri_pad>`)
+            and `text_config.vocab_size` grows by `num_codes + 3`.
+        windows_per_scan (`int`, defaults to 1): windows of each scan the model reads (the
+            paper reads the first one); a scan takes `windows_per_scan * fmri_tokenizer_config.num_tokens`
+            placeholders.
+        f2t_loss_weight (`float`, defaults to 1.0): Stage 2 weight of describing a scan (fMRI → text).
+        f2f_loss_weight (`float`, defaults to 0.1): Stage 2 weight of predicting the next window's
+            tokens (fMRI → fMRI).
+        t2t_loss_weight (`float`, defaults to 0.5): Stage 2 weight of plain text (text → text).
+        tie_word_embeddings (`bool`): read from `text_config` (the tie lives in the language model);
+            recorded here because peft and transformers read it from the top-level config.
+
+    Raises:
+        FmriInputError: an id outside the text vocabulary, ids that overlap or are only partly
+            given, a code range that does not fit, `windows_per_scan` < 1, a negative loss weight.
+    """
+
+    model_type = "fmrilm"
+    sub_configs_defaults = {
+        "fmri_tokenizer_config": SubConfigSpec(config_class=FmriTokenizerConfig),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),
+    }
+
+    fmri_tokenizer_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    first_code_token_id: int | None = None
+    fmri_start_token_id: int | None = None
+    fmri_end_token_id: int | None = None
+    fmri_pad_token_id: int | None = None
+    windows_per_scan: int = 1
+    f2t_loss_weight: float = 1.0
+    f2f_loss_weight: float = 0.1
+    t2t_loss_weight: float = 0.5
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        # A Stage 1 config loaded from a folder carries that folder's auto_map; it is not this model's.
+        self.fmri_tokenizer_config.__dict__.pop("auto_map", None)
+        vocab_size = getattr(self.text_config, "vocab_size", None)
+        self._require(
+            isinstance(vocab_size, int) and vocab_size > 0,
+            "text_config",
+            "a causal language model config with a positive integer vocab_size",
+            vocab_size,
+        )
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        ids = self.special_token_ids
+        if all(value is None for value in ids.values()) and self.first_code_token_id is None:
+            num_codes = self.fmri_tokenizer_config.num_codes
+            self.first_code_token_id = vocab_size
+            self.fmri_start_token_id, self.fmri_end_token_id, self.fmri_pad_token_id = (
+                vocab_size + num_codes + i for i in range(3)
+            )
+            self.text_config.vocab_size = vocab_size + num_codes + 3
+        self.check_token_layout()
+        self._require(
+            isinstance(self.windows_per_scan, int) and not isinstance(self.windows_per_scan, bool) and self.windows_per_scan > 0,
+            "windows_per_scan",
+            "a positive integer",
+            self.windows_per_scan,
+        )
+        for field in ("f2t_loss_weight", "f2f_loss_weight", "t2t_loss_weight"):
+            value = getattr(self, field)
+            self._require(isinstance(value, (int, float)) and value >= 0, field, "a non-negative number", value)
+            setattr(self, field, float(value))
+
+    @staticmethod
+    def _require(condition: bool, field: str, expectation: str, value: Any) -> None:
+        if not condition:
+            raise FmriInputError(f"FmriLMConfig.{field}: expected {expectation}, found {value!r}")
+
+    @property
+    def special_token_ids(self) -> dict[str, int | None]:
+        """`{"fmri_start_token_id": …, "fmri_end_token_id": …, "fmri_pad_token_id": …}`."""
+        return {
+            "fmri_start_token_id": self.fmri_start_token_id,
+            "fmri_end_token_id": self.fmri_end_token_id,
+            "fmri_pad_token_id": self.fmri_pad_token_id,
+        }
+
+    @property
+    def num_codes(self) -> int:
+        """Codebook size of the fMRI tokenizer (= number of code tokens)."""
+        return self.fmri_tokenizer_config.num_codes
+
+    @property
+    def code_token_ids(self) -> range:
+        """Ids of the code tokens, `<fmri_00000>` first."""
+        return range(self.first_code_token_id, self.first_code_token_id + self.num_codes)
+
+    def check_token_layout(self) -> None:
+        """Check that the fMRI ids are integers inside `text_config.vocab_size` and do not overlap.
+
+        Raises:
+            FmriInputError: naming the field, what was expected and what was found.
+        """
+        vocab_size = self.text_config.vocab_size
+        named = {"first_code_token_id": self.first_code_token_id, **self.special_token_ids}
+        for field, value in named.items():
+            self._require(
+                isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size,
+                field,
+                f"an integer token id in [0, text_config.vocab_size={vocab_size}) (give all four fMRI ids or none)",
+                value,
+            )
+        self._require(
+            self.num_codes <= MAX_FMRI_CODES,
+            "fmri_tokenizer_config.num_codes",
+            f"at most {MAX_FMRI_CODES} codes (five-digit code tokens)",
+            self.num_codes,
+        )
+        codes = self.code_token_ids
+        self._require(
+            codes.stop <= vocab_size,
+            "first_code_token_id",
+            f"a code range [{codes.start}, {codes.stop}) of num_codes={self.num_codes} ids inside "
+            f"text_config.vocab_size={vocab_size}",
+            self.first_code_token_id,
+        )
+        specials = self.special_token_ids
+        self._require(len(set(specials.values())) == 3, "fmri_start_token_id", "three distinct special ids", specials)
+        for field, value in specials.items():
+            self._require(value not in codes, field, f"an id outside the code range [{codes.start}, {codes.stop})", value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialisable dict; the one model class also serves `AutoModel` in `auto_map`."""
+        output = super().to_dict()
+        auto_map = output.get("auto_map")
+        if auto_map and "AutoModelForCausalLM" in auto_map:
+            auto_map.setdefault("AutoModel", auto_map["AutoModelForCausalLM"])
+        return output
+
+
+__all__ += ["FmriLMConfig", "fmri_code_tokens"]

@@ -131,6 +131,20 @@ def resampled_length(n_timepoints: int, tr: float, target_tr: float) -> int:
     return int(np.floor((n_timepoints - 1) * tr / target_tr + 1e-9)) + 1
 
 
+def per_scan_trs(tr: float | Sequence[float | None] | None, n_scans: int) -> list[float | None]:
+    """One repetition time (or `None`: the scan's own `.tr`) per scan, from one for all or one per scan.
+
+    Raises:
+        FmriInputError: a sequence whose length is not `n_scans`.
+    """
+    if tr is None or np.isscalar(tr):
+        return [tr] * n_scans
+    trs = list(tr)
+    if len(trs) != n_scans:
+        raise FmriInputError(f"tr: expected {n_scans} values (one per scan), found {len(trs)}")
+    return trs
+
+
 def resample_indices(n_timepoints: int, tr: float, target_tr: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear-interpolation plan from a grid of `n_timepoints` every `tr` s to one every `target_tr` s.
 
@@ -384,13 +398,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
             items = [fmri]
         if not items:
             raise FmriInputError("fmri: expected at least one scan, found an empty list")
-        trs: list[float | None]
-        if tr is None or np.isscalar(tr):
-            trs = [tr] * len(items)
-        else:
-            trs = list(tr)
-            if len(trs) != len(items):
-                raise FmriInputError(f"tr: expected {len(items)} values (one per scan), found {len(trs)}")
+        trs = per_scan_trs(tr, len(items))
         scans = []
         for i, (item, scan_tr) in enumerate(zip(items, trs)):
             data = getattr(item, "data", item)
@@ -497,6 +505,7 @@ def _is_tensor(value: Any, ndim: int | None = None) -> bool:
 __all__ = [
     "RESAMPLE_METHODS",
     "FmriFeatureExtractor",
+    "per_scan_trs",
     "quantiles",
     "resample",
     "resampled_length",
