@@ -11,6 +11,7 @@ defined for a test set (ROC AUC with one class present, Pearson r of a constant 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,7 +52,9 @@ def _pearson(y_true: np.ndarray, values: np.ndarray, undefined: dict[str, str]) 
     if _constant(values) or _constant(y_true):
         undefined["pearson_r"] = "constant prediction" if _constant(values) else "constant targets"
         return None
-    return float(r_regression(values[:, None], y_true)[0])
+    # centred here, not inside r_regression, whose `sum(x²) - n·mean²` cancels for near-constant predictions
+    centred = values - values.mean()
+    return float(r_regression(centred[:, None], y_true - y_true.mean(), center=False)[0])
 
 
 def score_predictions(
@@ -89,7 +92,9 @@ def score_predictions(
         values = bins.expected_value(probabilities) if values is None else np.asarray(values, dtype=np.float64)
     predicted = probabilities.argmax(axis=1) if probabilities is not None else bins.transform(values)  # type: ignore[union-attr]
     result["accuracy"] = float(accuracy_score(labels, predicted))
-    result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
+    with warnings.catch_warnings():  # a predicted class absent from the test set is expected with few test subjects
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
     if probabilities is not None:
         result["roc_auc"] = _roc_auc(labels, np.asarray(probabilities, dtype=np.float64), task.n_classes, undefined)
     else:

@@ -155,6 +155,29 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
         "Please state whether this participant's {score} is {options}.",
         "For this scan, is the participant's {score} {options} than typical for the cohort?",
     ),
+    "age_band": (
+        "In which age band is this participant: {options}?",
+        "How old is the participant ({options})?",
+        "Which age range fits this scan best: {options}?",
+        "Estimate the participant's age band from this scan ({options}).",
+        "Based on this resting-state scan, what is the age range: {options}?",
+        "Classify the participant's age into {options}.",
+        "What age group does this participant belong to, {options}?",
+        "Predict the age band of the participant: {options}.",
+        "Tell me the participant's age range ({options}).",
+        "Which of {options} is the participant's age band?",
+        "Assign this participant to an age band: {options}.",
+        "From this fMRI recording, how old is the subject ({options})?",
+        "Age band of the participant ({options})?",
+        "Would you place this participant in the age band {options}?",
+        "Determine the age range of the scanned individual: {options}.",
+        "Given this brain activity, which age band is most likely ({options})?",
+        "Please state the participant's age band, {options}.",
+        "What is the age range of this subject: {options}?",
+        "Choose the participant's age band among {options}.",
+        "Judge the participant's age from the scan ({options}).",
+        "Which age bracket does this scan come from, {options}?",
+    ),
 }
 """Paraphrase pools of the single and multi paradigms, by question family (`Task.question`)."""
 
@@ -189,6 +212,7 @@ STATEMENTS: dict[str, str] = {
     "cohort": " This scan comes from the{label} cohort.",
     "network_pair": " Coupling between the {a} and {b} networks is{label} relative to the cohort.",
     "score": " The participant's {score} is{label} relative to the cohort.",
+    "age_band": " The participant's age band is{label}.",
 }
 """The open-ended answer of each question family; `{label}` is the label word (leading space included)."""
 
