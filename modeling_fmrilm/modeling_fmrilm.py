@@ -125,9 +125,24 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         config.fmri_tokenizer_config = fmri_tokenizer.config
         self.language_model = language_model
         self.fmri_tokenizer = fmri_tokenizer
-        self.fmri_tokenizer.requires_grad_(False)
         self.post_init()
+        self.freeze_fmri_tokenizer()
+
+    def freeze_fmri_tokenizer(self) -> None:
+        """Eval mode and `requires_grad=False` for every parameter of `fmri_tokenizer` (done on build and load)."""
+        self.fmri_tokenizer.requires_grad_(False)
         self.fmri_tokenizer.eval()
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, then the fMRI tokenizer is frozen again.
+
+        Loading replaces the parameters built in `__init__` with new ones that require gradients;
+        a frozen part that requires them would enter the optimizer and trip DDP's unused-parameter check.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_fmri_tokenizer()
+        return loaded
 
     def train(self, mode: bool = True) -> FmriLMForCausalLM:
         """Set train/eval mode on the language model; the frozen fMRI tokenizer stays in eval mode."""

@@ -226,6 +226,18 @@ def test_online_fmri_values_and_precomputed_codes_give_the_same_logits(kind):
         torch.testing.assert_close(model(**{**inputs, "fmri_values": stacked}).logits, online.logits, rtol=0, atol=0)
 
 
+def test_training_path_compiles_as_one_graph():
+    # Qwen3: GPT-2's own loss lookup logs a warning that breaks a full graph, with or without the wrapper.
+    model, processor = tiny_lm.build("qwen3")
+    inputs = prompt_inputs(processor)
+    ids = with_codes_written(model, inputs)
+    model.train()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on any graph break
+    loss = compiled(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss
+    loss.backward()
+    torch.testing.assert_close(loss, model(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss)
+
+
 def test_placeholder_count_mismatch_names_both_counts():
     model, processor = tiny_lm.build("gpt2")
     inputs = processor(text="<fmri> Describe:", fmri=tiny_lm.scan(1), tr=2.0, return_tensors="pt")
@@ -270,6 +282,8 @@ def test_auto_classes_and_save_load_give_identical_logits(kind, tmp_path):
     for auto in (AutoModelForCausalLM, AutoModel):
         loaded = auto.from_pretrained(tmp_path)
         assert type(loaded) is FmriLMForCausalLM and not loaded.training and not loaded.fmri_tokenizer.training
+        assert not any(p.requires_grad for p in loaded.fmri_tokenizer.parameters())
+        assert all(p.requires_grad for p in loaded.language_model.parameters())
         assert (loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight) == (kind == "gpt2")
         with torch.no_grad():
             torch.testing.assert_close(loaded(**reloaded_inputs).logits, expected, rtol=0, atol=0)
@@ -373,7 +387,9 @@ def test_greedy_generate_with_cache_equals_without(kind):
 
 @KINDS
 def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
-    model, processor = tiny_lm.build(kind)
+    built, processor = tiny_lm.build(kind)
+    built.save_pretrained(tmp_path / "model")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # the loaded model, as a recipe gets it
     prompts = [f"<fmri> Scan {i}: global efficiency is elevated." for i in range(4)]
     rows = [processor(text=prompt, fmri=tiny_lm.scan(i), tr=2.0) for i, prompt in enumerate(prompts)]
     dataset = datasets.Dataset.from_dict(
@@ -389,7 +405,7 @@ def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
     embeddings_before = model.get_input_embeddings().weight.detach().clone()
     codebook = model.fmri_tokenizer.quantizer.codebook.clone()
     args = TrainingArguments(
-        output_dir=str(tmp_path),
+        output_dir=str(tmp_path / "run"),
         max_steps=3,
         per_device_train_batch_size=2,
         learning_rate=1e-2,
@@ -398,11 +414,14 @@ def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
         report_to=[],
         use_cpu=True,
         disable_tqdm=True,
-        gradient_checkpointing=kind == "qwen3",
+        activation_checkpointing=kind == "qwen3",
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
     trainer.train()
     assert calls[0] == 3  # one encoding per step: fmri_values reached forward
+    assert model.is_activation_checkpointing == (kind == "qwen3")
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized and not any(id(p) in optimized for p in model.fmri_tokenizer.parameters())
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert not torch.equal(model.get_input_embeddings().weight.detach(), embeddings_before)
@@ -414,7 +433,13 @@ def test_peft_lora_with_trainable_fmri_rows_saves_reloads_and_merges(kind, tmp_p
     model, processor = tiny_lm.build(kind)
     model.save_pretrained(tmp_path / "base")
     fmri_rows = list(model.config.code_token_ids) + list(model.config.special_token_ids.values())
-    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS[kind], trainable_token_indices=fmri_rows)
+    peft_config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=LORA_TARGETS[kind],
+        fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
+        trainable_token_indices=fmri_rows,
+    )
     peft_model = get_peft_model(model, peft_config)
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
     assert any("trainable_tokens_delta" in name for name in trainable) and any("lora_B" in name for name in trainable)
