@@ -24,7 +24,7 @@ from modeling_fmrilm.tasks import (
     most_varied,
     synthetic_task_data,
 )
-from modeling_fmrilm.tasks.baselines import TimeSeries, fit_predict, pearson_fc_features
+from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.splitting import stratified_split
 from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, ar1_filter, embedded_structure
 
@@ -104,12 +104,12 @@ def test_each_subject_has_its_own_autocorrelation(structure):
 def test_connectivity_baselines_separate_a_strong_effect_and_sit_at_chance_without_one(structure):
     for effect, check in ((0.6, lambda accuracy: accuracy > 0.9), (0.0, lambda accuracy: abs(accuracy - 0.5) < 0.15)):
         cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=100, n_timepoints=200, group_effect=effect, score_effect=0.0, seed=5), structure=structure)
-        fc, series = pearson_fc_features(cohort.scans), TimeSeries(cohort.scans)
+        inputs = BaselineInputs(cohort.scans)
         for name in ("brainmarks_fc", "tangent_fc"):
             accuracies = []
             for seed in range(2):
                 train, test = stratified_split(cohort.group, 0.3, seed)
-                output = fit_predict(name, "classification", 2, cohort.group[train], train, test, fc, series, seed)
+                output = fit_predict(name, "classification", 2, cohort.group[train], inputs.split(train, test), seed)
                 accuracies.append((output.probabilities.argmax(1) == cohort.group[test]).mean())
             assert check(np.mean(accuracies)), (name, effect, accuracies)
 
@@ -126,14 +126,13 @@ def test_pearson_features_are_nilearns_upper_triangle(structure):
 def test_small_training_splits_get_a_note_not_a_crash():
     rng = np.random.default_rng(0)
     scans = [FmriScan(rng.standard_normal((5, 40)).astype(np.float32), 2.0, f"s{i}") for i in range(9)]
-    fc, series = pearson_fc_features(scans), TimeSeries(scans)
-    train, test = np.arange(7), np.array([7, 8])
-    unseen = fit_predict("brainmarks_fc", "classification", 3, np.array([0, 0, 0, 1, 1, 1, 0]), train, test, fc, series, 0)
+    split = BaselineInputs(scans).split(np.arange(7), np.array([7, 8]))
+    unseen = fit_predict("brainmarks_fc", "classification", 3, np.array([0, 0, 0, 1, 1, 1, 0]), split, 0)
     assert unseen.probabilities.shape == (2, 3) and unseen.probabilities[:, 2].tolist() == [0, 0]  # class 2 not in training
     np.testing.assert_allclose(unseen.probabilities.sum(1), 1)
-    single = fit_predict("tangent_fc", "classification", 3, np.array([0, 0, 0, 0, 0, 1, 2]), train, test, fc, series, 0)
+    single = fit_predict("tangent_fc", "classification", 3, np.array([0, 0, 0, 0, 0, 1, 2]), split, 0)
     assert any("C fixed to 1" in note for note in single.notes) and single.probabilities.shape == (2, 3)
-    one_class = fit_predict("tangent_fc", "classification", 2, np.zeros(5, int), np.arange(5), np.array([5, 6]), fc, series, 0)
+    one_class = fit_predict("tangent_fc", "classification", 2, np.zeros(5, int), BaselineInputs(scans).split(np.arange(5), np.array([5, 6])), 0)
     assert one_class.probabilities.tolist() == [[1, 0], [1, 0]] and "one class" in one_class.notes[0]
 
 

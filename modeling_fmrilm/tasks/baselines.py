@@ -7,8 +7,9 @@
   (10 Cs, 5 stratified shuffle splits of 20%, selected on balanced accuracy); ridge (`RidgeCV`,
   efficient leave-one-out over a log grid of alphas, after the same scaler) for continuous targets.
 - `tangent_fc`: tangent-space FC from nilearn's `ConnectivityMeasure(kind="tangent")` (Ledoit-Wolf
-  covariances; the geometric mean fitted on the training split only, inside the pipeline) +
-  `LogisticRegressionCV` with 5-fold stratified inner cross-validation, or `RidgeCV`.
+  covariances; the geometric mean fitted on the split's training items only, once per split and
+  shared by the tasks of that split) + `LogisticRegressionCV` with 5-fold stratified inner
+  cross-validation, or `RidgeCV`.
 
 A training split too small for the inner cross-validation (a class with fewer training subjects
 than folds) gets as many folds as it allows; with a class of a single training subject the C is
@@ -62,14 +63,38 @@ def pearson_fc_features(scans: Sequence[FmriScan]) -> np.ndarray:
     return features
 
 
-class TimeSeries:
-    """Time-major series `(n_timepoints, n_rois)` of scans (nilearn's layout), indexable by an index array."""
+class BaselineInputs:
+    """The baselines' inputs for every item: Pearson FC features and time-major series `(n_timepoints, n_rois)`
+    (nilearn's layout, transposed here at the boundary)."""
 
     def __init__(self, scans: Sequence[FmriScan]) -> None:
+        self.fc = pearson_fc_features(scans)
         self.series = [np.asarray(scan.data, dtype=np.float64).T for scan in scans]
 
-    def __getitem__(self, index: np.ndarray) -> list[np.ndarray]:
-        return [self.series[i] for i in index]
+    def split(self, train: np.ndarray, test: np.ndarray) -> "SplitFeatures":
+        return SplitFeatures(self, train, test)
+
+
+class SplitFeatures:
+    """Each baseline's training and test features on one split; the tangent space is fitted once on
+    the split's training items (nilearn `ConnectivityMeasure`) and shared by every task of the split."""
+
+    def __init__(self, inputs: BaselineInputs, train: np.ndarray, test: np.ndarray) -> None:
+        self.inputs, self.train, self.test = inputs, train, test
+        self._tangent: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name == "brainmarks_fc":
+            return self.inputs.fc[self.train], self.inputs.fc[self.test]
+        if name == "tangent_fc":
+            if self._tangent is None:
+                from nilearn.connectome import ConnectivityMeasure
+
+                measure = ConnectivityMeasure(kind="tangent", vectorize=True, discard_diagonal=True)
+                train_features = measure.fit_transform([self.inputs.series[i] for i in self.train])
+                self._tangent = (train_features, measure.transform([self.inputs.series[i] for i in self.test]))
+            return self._tangent
+        raise ValueError(f"baseline features: expected brainmarks_fc or tangent_fc, found {name!r}")
 
 
 def _classifier(y: np.ndarray, seed: int, protocol: str, notes: list[str]) -> Any:
@@ -95,61 +120,40 @@ def _classifier(y: np.ndarray, seed: int, protocol: str, notes: list[str]) -> An
     )
 
 
-def _full_probabilities(estimator: Any, probabilities: np.ndarray, n_classes: int) -> np.ndarray:
-    full = np.zeros((len(probabilities), n_classes))
-    full[:, estimator.classes_] = probabilities
-    return full
-
-
-def fit_predict(
-    name: str,
-    kind: str,
-    n_classes: int,
-    y_train: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    fc: np.ndarray,
-    series: TimeSeries,
-    seed: int,
-) -> BaselineOutput:
-    """Fit baseline `name` on the training items and predict the test items.
+def fit_predict(name: str, kind: str, n_classes: int, y_train: np.ndarray, features: SplitFeatures, seed: int) -> BaselineOutput:
+    """Fit baseline `name` on a split's training items and predict its test items.
 
     Args:
         name: one of `BASELINES`.
         kind: the task's kind (`classification` or `regression`).
         n_classes: classes of a classification.
-        y_train: training targets (class indices or scores).
-        train, test: item indices.
-        fc: `pearson_fc_features` of every item.
-        series: the items' time series (tangent space).
+        y_train: training targets (class indices or scores), in `features.train` order.
+        features: the split's features (`BaselineInputs.split`).
         seed: seeds the inner cross-validation splits.
     """
     notes: list[str] = []
+    n_test = len(features.test)
+    if name not in BASELINES:
+        raise ValueError(f"baseline: expected one of {BASELINES}, found {name!r}")
     if name == "majority":
         if kind == "regression":
-            return BaselineOutput(None, np.full(len(test), float(np.mean(y_train))), notes)
+            return BaselineOutput(None, np.full(n_test, float(np.mean(y_train))), notes)
         frequencies = np.bincount(y_train, minlength=n_classes) / len(y_train)
-        return BaselineOutput(np.tile(frequencies, (len(test), 1)), None, notes)
+        return BaselineOutput(np.tile(frequencies, (n_test, 1)), None, notes)
     if kind == "classification" and len(np.unique(y_train)) < 2:
         notes.append(f"{name}: one class in the training split; it is predicted for every test subject")
-        return BaselineOutput(np.tile(np.bincount(y_train, minlength=n_classes) / len(y_train), (len(test), 1)), None, notes)
-    if name == "brainmarks_fc":
-        head = RidgeCV(alphas=RIDGE_ALPHAS) if kind == "regression" else _classifier(y_train, seed, name, notes)
-        estimator = make_pipeline(StandardScaler(), head)
-        x_train, x_test = fc[train], fc[test]
-    elif name == "tangent_fc":
-        from nilearn.connectome import ConnectivityMeasure
-
-        head = RidgeCV(alphas=RIDGE_ALPHAS) if kind == "regression" else _classifier(y_train, seed, name, notes)
-        estimator = make_pipeline(ConnectivityMeasure(kind="tangent", vectorize=True, discard_diagonal=True), head)
-        x_train, x_test = series[train], series[test]
-    else:
-        raise ValueError(f"baseline: expected one of {BASELINES}, found {name!r}")
+        return BaselineOutput(np.tile(np.bincount(y_train, minlength=n_classes) / len(y_train), (n_test, 1)), None, notes)
+    head = RidgeCV(alphas=RIDGE_ALPHAS) if kind == "regression" else _classifier(y_train, seed, name, notes)
+    # Brainmarks standardises the FC features; the tangent vectors enter the model as they are
+    estimator = make_pipeline(StandardScaler(), head) if name == "brainmarks_fc" else head
+    x_train, x_test = features(name)
     estimator.fit(x_train, y_train)
     if kind == "regression":
         return BaselineOutput(None, np.asarray(estimator.predict(x_test), dtype=np.float64), notes)
-    probabilities = _full_probabilities(estimator[-1], estimator.predict_proba(x_test), n_classes)
+    classes = estimator[-1].classes_ if name == "brainmarks_fc" else estimator.classes_
+    probabilities = np.zeros((n_test, n_classes))
+    probabilities[:, classes] = estimator.predict_proba(x_test)
     return BaselineOutput(probabilities, None, notes)
 
 
-__all__ = ["BASELINES", "BaselineOutput", "TimeSeries", "fit_predict", "pearson_fc_features"]
+__all__ = ["BASELINES", "BaselineInputs", "BaselineOutput", "SplitFeatures", "fit_predict", "pearson_fc_features"]

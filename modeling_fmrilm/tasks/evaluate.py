@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..errors import FmriInputError
 from ..splits import SubjectSplit
-from .baselines import BASELINES, TimeSeries, fit_predict, pearson_fc_features
+from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData
 from .metrics import format_summary, metric_names, score_predictions, summarize
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
@@ -355,11 +355,12 @@ def _split(group: Sequence[TaskData], seed: int, settings: EvaluationSettings, s
     return stratified_split(strata, test_fraction or settings.test_fraction, seed, first.split_groups)
 
 
-def _baseline_runs(rows: _Rows, data: TaskData, features: tuple[np.ndarray, TimeSeries], train, test, seed: int, suffix: str = "") -> None:
+def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, suffix: str = "") -> None:
+    train, test = features.train, features.test
     bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
     y = data.targets
     for name in BASELINES:
-        output = fit_predict(name, data.task.kind, data.task.n_classes, y[train], train, test, *features, seed)
+        output = fit_predict(name, data.task.kind, data.task.n_classes, y[train], features, seed)
         metrics = score_predictions(data.task, y[test], output.probabilities, output.values, bins)
         rows.get(data, name + suffix).add(metrics, len(train), len(test), output.notes)
 
@@ -434,20 +435,21 @@ def evaluate(
     steps = tqdm(total=len(groups) * len(settings.seeds), desc="evaluating", disable=not progress)
     for group in groups:
         first = group[0]
-        features = (pearson_fc_features(first.scans), TimeSeries(first.scans))
+        inputs = BaselineInputs(first.scans)
         for seed in settings.seeds:
             train, test = _split(group, seed, settings, split)
+            features = inputs.split(train, test)
             for data in group:
-                _baseline_runs(rows, data, features, train, test, seed)
+                _baseline_runs(rows, data, features, seed)
             if scorer is not None:
                 _model_runs(rows, scorer, group, train, test, seed, settings)
             steps.update()
         if settings.n_resplits:
             fraction = len(test) / len(first.scans)
             for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
-                train, test = _split(group, 10_000 + r, settings, None, fraction)
+                features = inputs.split(*_split(group, 10_000 + r, settings, None, fraction))
                 for data in group:
-                    _baseline_runs(rows, data, features, train, test, 10_000 + r, f" ({settings.n_resplits} re-splits)")
+                    _baseline_runs(rows, data, features, 10_000 + r, f" ({settings.n_resplits} re-splits)")
     steps.close()
     ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
     reports = [d.report.to_json() for d in tasks if d.report is not None]
