@@ -1,7 +1,9 @@
 """`fmrilm demo` (`make demo`): the package's main job on the embedded data, stage by stage, on CPU.
 
-Descriptor corpus (with the one subject split) → Stage 1 tokenizer → Stage 2 fMRI-language model →
-a description of a held-out scan next to its descriptor text → figures in `output_dir/figures`.
+Descriptor corpus (with the one subject split) → Stage 1 tokenizer → Stage 2 fMRI-language model
+(a description of a held-out scan next to its descriptor text) → Stage 3 instruction tuning with
+LoRA and the evaluation table (the model beside the majority and connectivity baselines) → a
+question to the final model about a held-out scan → figures in `output_dir/figures`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def run_demo(output_dir: Path) -> None:
     from .cli import summarize_cohort
     from .training.stage1 import demo_stage1
     from .training.stage2 import demo_stage2
+    from .training.stage3 import demo_stage3
 
     import datasets
     from transformers.utils import logging as transformers_logging
@@ -40,13 +43,31 @@ def run_demo(output_dir: Path) -> None:
     stage1 = demo_stage1(output_dir, corpus)
     print("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
     stage2 = demo_stage2(output_dir, corpus, stage1.final_dir, scans)
+    print("== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines")
+    stage3 = demo_stage3(output_dir, stage2.final_dir, corpus)
+    ask_held_out(stage3, scans)
     print("== Figures")
-    for path in demo_figures(output_dir / "figures", scans, stage1, stage2):
+    for path in demo_figures(output_dir / "figures", scans, stage1, stage2, stage3):
         print(f"  {path}")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 
-def demo_figures(folder: Path, scans: Sequence[FmriScan], stage1: Any, stage2: Any) -> list[Path]:
+def ask_held_out(stage3: Any, scans: Sequence[FmriScan]) -> str:
+    """Ask the final model which cohort a test-split scan comes from; print question, answer and truth."""
+    from .training.common import scan_subject_key, scan_text_key
+    from .training.stage2 import describe_scan
+
+    from .tasks.evaluate import model_split
+
+    subjects = model_split(stage3.final_dir)  # the one split, as recorded with the final model
+    scan = next(s for s in scans if subjects.of(scan_subject_key(s)) == "test")
+    question = "Which cohort was this resting-state scan acquired in, HCP or gw?"
+    answer = describe_scan(stage3.model, stage3.processor, scan, f"\n### Question: {question}\n### Answer:", max_new_tokens=8)
+    print(f"asked about {scan_text_key(scan)} (test split): {question}\n  answer: {answer!r}; truth: {scan.dataset}")
+    return answer
+
+
+def demo_figures(folder: Path, scans: Sequence[FmriScan], stage1: Any, stage2: Any, stage3: Any) -> list[Path]:
     """The demo's PNGs: a test-split window and its reconstruction, codebook usage on the training
     windows, that scan's FC beside its description, and the stages' training curves."""
     import torch
@@ -74,10 +95,11 @@ def demo_figures(folder: Path, scans: Sequence[FmriScan], stage1: Any, stage2: A
         plot_codebook_usage(counts.numpy(), "Stage 1 codebook on the training windows", folder / "codebook_usage.png"),
         plot_fc_with_description(test_scan.data, aal2_table().systems, stage2.data.texts[name], name, folder / "fc_and_description.png"),
         plot_training_curves(
-            {"Stage 1 tokenizer": stage1.history, "Stage 2 fMRI-language model": stage2.history},
+            {"Stage 1 tokenizer": stage1.history, "Stage 2 fMRI-language model": stage2.history, "Stage 3 instruction tuning": stage3.history},
             {
                 "Stage 1 tokenizer": ["reconstruction_loss", "eval_reconstruction_loss", "contrastive_loss"],
                 "Stage 2 fMRI-language model": ["f2t_loss", "eval_f2t_loss", "f2f_loss", "eval_f2f_loss", "t2t_loss"],
+                "Stage 3 instruction tuning": [f"{prefix}{name}_loss" for name in stage3.task_names for prefix in ("", "eval_")],
             },
             folder / "training_curves.png",
         ),
