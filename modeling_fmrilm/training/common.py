@@ -9,14 +9,14 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, Trainer
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
 
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
@@ -245,6 +245,20 @@ class BatchSums:
         return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values()))))
 
 
+@dataclass
+class StageTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with what every stage shares (each stage sets its own sizes and rates)."""
+
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable weight is used, so DDP needs no search"})
+
+
 class ProgressBars(ProgressCallback):
     """Trainer's progress bars without the log dictionaries printed under them."""
 
@@ -302,6 +316,7 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 __all__ = [
     "BatchSums",
     "ProgressBars",
+    "StageTrainingArguments",
     "SumLoggingTrainer",
     "WindowCollator",
     "WindowDataset",

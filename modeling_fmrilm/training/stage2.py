@@ -27,15 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import DEFAULT_FRACTIONS, SubjectSplit, subject_of
 from .common import (
-    SumLoggingTrainer,
+    StageTrainingArguments,
     cohort_split,
     load_cohort,
     manifest_of,
@@ -91,7 +89,7 @@ class Stage2Arguments:
 
 
 @dataclass
-class Stage2TrainingArguments(TrainingArguments):
+class Stage2TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small demo LM (every Trainer flag still works)."""
 
     output_dir: str | None = field(default="outputs/stage2", metadata={"help": "checkpoints, logs and final/"})
@@ -101,14 +99,6 @@ class Stage2TrainingArguments(TrainingArguments):
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no logits (metrics are accumulated)"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "the frozen tokenizer has no gradients; every LM weight is used"})
 
 
 @dataclass

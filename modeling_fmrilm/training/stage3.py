@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..splits import SubjectSplit
-from .common import resolve_resume, save_final
+from .common import StageTrainingArguments, resolve_resume, save_final
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 
 TASK_SOURCES = ("cohort", "descriptors", "synthetic")
@@ -63,7 +62,7 @@ class Stage3Arguments:
 
 
 @dataclass
-class Stage3TrainingArguments(TrainingArguments):
+class Stage3TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small demo model (every Trainer flag still works)."""
 
     output_dir: str | None = field(default="outputs/stage3", metadata={"help": "checkpoints, adapter, final/ and the evaluation"})
@@ -73,14 +72,6 @@ class Stage3TrainingArguments(TrainingArguments):
     learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (LoRA); lower it for full fine-tuning"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate the loss on the validation subjects every epoch"})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no logits (metrics are accumulated)"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable weight is used"})
 
 
 def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
