@@ -11,18 +11,20 @@ Telemetry is off: Gradio's analytics and version check are disabled.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .ask import DEFAULT_MAX_NEW_TOKENS, Conversation, load_model, read_scan
 from .errors import FmriInputError
-from .figures import connectivity_figure, windows_figure
+from .figures import plot_fc_with_description, plot_windows
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 NO_SCAN = "Upload a scan to begin."
-INSTALL_HINT = 'the app needs Gradio and matplotlib: pip install "fmrilm[app]"'
+INSTALL_HINT = 'the app needs Gradio: pip install "fmrilm[app]"'
 
 
 def _gradio() -> Any:
@@ -33,6 +35,14 @@ def _gradio() -> Any:
     except ImportError as error:
         raise FmriInputError(f"fmrilm app: {INSTALL_HINT} ({error})") from None
     return gradio
+
+
+def _image(plot: Callable[[Path], Path]) -> Any:
+    """The PNG that `plot(path)` writes, as a PIL image (the temporary file is removed)."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="fmrilm-app-") as folder, Image.open(plot(Path(folder) / "figure.png")) as image:
+        return image.copy()
 
 
 def _shown(message: str, *paths: str | None) -> str:
@@ -102,12 +112,15 @@ class AskApp:
             f"**{name}**: {scan.n_rois} ROIs × {scan.n_timepoints} frames at TR {scan.tr:g} s → {len(windows)} window(s) of "
             f"{extractor.window_length} frames at TR {extractor.target_tr:g} s; the model reads the first {read}."
         )
+        description = self.describe(scan, scan_path)
+        same_atlas = self.reference is not None and self.reference.n_rois == scan.n_rois
+        networks = self.reference.roi_labels if same_atlas else ["ROIs"] * scan.n_rois
         return ScanView(
             scan,
             status,
-            windows_figure(windows, read, extractor.target_tr, f"{name}: windows after preprocessing"),
-            connectivity_figure(scan.data, scan.roi_names, f"{name}: functional connectivity"),
-            self.describe(scan, scan_path),
+            _image(lambda path: plot_windows(windows, read, extractor.target_tr, f"{name}: windows after preprocessing", path)),
+            _image(lambda path: plot_fc_with_description(scan.data, networks, description.strip("*"), name, path)),
+            description,
         )
 
     def describe(self, scan: Any, scan_path: str) -> str:
@@ -147,13 +160,12 @@ class AskApp:
             with gr.Row():
                 scan_file = gr.File(label="Scan: NIfTI (with an atlas), .mat, .npy, .npz, .h5, .tsv, .csv", elem_id="scan-file")
                 atlas_file = gr.File(label="Label atlas for a NIfTI scan (.nii/.nii.gz on its grid)", elem_id="atlas-file")
-                tr = gr.Number(label="TR in seconds (when the file carries none)", value=None, elem_id="tr")
+                tr = gr.Number(label="TR in seconds (0: the file's own)", value=0, minimum=0, elem_id="tr")
             status = gr.Markdown(NO_SCAN, elem_id="scan-status")
-            windows_plot = gr.Plot(label="Windows", show_label=False, elem_id="windows-plot")
-            with gr.Row():
-                connectivity_plot = gr.Plot(label="Functional connectivity", show_label=False, elem_id="fc-plot")
-                description = gr.Markdown(elem_id="description")
-            chat = gr.Chatbot(label="Conversation about the scan", elem_id="chat")
+            windows_plot = gr.Image(label="Windows the model reads", type="pil", interactive=False, elem_id="windows-plot")
+            connectivity_plot = gr.Image(label="Functional connectivity and description", type="pil", interactive=False, elem_id="fc-plot")
+            description = gr.Markdown(elem_id="description")
+            chat = gr.Chatbot(label="Conversation about the scan", render_markdown=False, elem_id="chat")
             with gr.Row():
                 question = gr.Textbox(label="Question", placeholder="Is this participant a control or a patient?", elem_id="question", scale=4)
                 ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1)

@@ -1,7 +1,8 @@
 """Asking a trained fMRI-language model about one scan (`fmrilm ask`, `fmrilm app`).
 
 A `Conversation` holds a model, its processor, one scan and the turns so far. Each question is
-put after the scan in the Stage 3 instruction layout (`modeling_fmrilm.tasks` trains on it):
+put after the scan in the Stage 3 instruction layout (`tasks.prompts.ScanBlock`, the layout the
+model was instruction-tuned on):
 
     <fmri>
     ### Question: {question 1}
@@ -22,11 +23,12 @@ from typing import Any
 
 import torch
 
-from .configuration_fmrilm import FMRI_START_TOKEN, FmriLMConfig
+from .configuration_fmrilm import FmriLMConfig
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import validate_fmri
 from .io import FmriScan, read_array_file, read_nifti
 from .io.readers import NIFTI_SUFFIXES
+from .tasks.prompts import Prompt, ScanBlock
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -122,16 +124,8 @@ class Conversation:
 
     def prompt(self, question: str) -> str:
         """The whole prompt for `question` after the turns so far, with one `<fmri>` marker."""
-        if not self.chat_template:
-            answered = "".join(f"### Question: {q}\n### Answer:{a}\n" for q, a in self.turns)
-            return f"{FMRI_START_TOKEN}\n{answered}### Question: {question}\n### Answer:"
-        messages: list[dict[str, Any]] = []
-        for i, (q, a) in enumerate([*self.turns, (question, None)]):
-            content = [{"type": "fmri"}] if i == 0 else []
-            messages.append({"role": "user", "content": [*content, {"type": "text", "text": q}]})
-            if a is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": a.strip()}]})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        block = ScanBlock(turns=[*self.turns, (question, None)])
+        return Prompt(shots=[], query=block).text(self.processor, self.chat_template)
 
     @torch.no_grad()
     def ask(self, question: str) -> str:

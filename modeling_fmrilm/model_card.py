@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
 from .errors import FmriInputError
 
 TEMPLATE_NAME = "model_card.md"
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
-PRIMARY_METRIC = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 FC_BASELINES = ("brainmarks_fc", "tangent_fc")
 STAGES = {1: "neural tokenizer", 2: "fMRI-text alignment", 3: "multi-task instruction tuning"}
 NOT_RECORDED = "not recorded"
@@ -53,66 +52,42 @@ def _number(value: float) -> str:
     return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
 
 
-def _summary(entry: dict[str, Any] | None) -> str:
-    """`0.712 ± 0.034` from an evaluation summary entry (`n/a` when never defined)."""
-    if not entry:
-        return ""
-    if entry.get("mean") is None:
-        return "n/a"
-    text = f"{entry['mean']:.3f}" + (f" ± {entry['std']:.3f}" if entry.get("std") is not None else "")
-    return text + (f" (n={entry['n']})" if entry.get("undefined") else "")
-
-
 def _without_paths(text: str) -> str:
     """`text` with absolute paths shortened to their last component (no local paths in a public card)."""
-    return re.sub(r"(?<![\w.])/[^\s,;()]+", lambda match: Path(match.group()).name, text)
+    return re.sub(r"(?<![\w.])/[^\s,;()|]+", lambda match: Path(match.group()).name, text)
 
 
-def evaluation_table(evaluation: dict[str, Any], source: str) -> dict[str, Any]:
-    """Template fields of the evaluation: table rows (strings), the split, the runs and notes.
+def evaluation_report(evaluation: dict[str, Any], source: str) -> Any:
+    """The `tasks.evaluate.EvaluationReport` of the JSON `fmrilm evaluate` wrote, without its label
+    reports (they name left-out subjects).
 
     Raises:
-        FmriInputError: `evaluation` is not the JSON `fmrilm evaluate` writes (a non-empty `rows`
-            list whose rows have `task`, `method` and `summary`).
+        FmriInputError: `evaluation` is not that JSON (settings and a non-empty list of rows).
     """
-    rows = evaluation.get("rows")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and {"task", "method", "summary"} <= set(r) for r in rows):
+    from .tasks.evaluate import EvaluationReport, EvaluationSettings, Row
+
+    row_fields = {item.name for item in dataclass_fields(Row)}
+    try:
+        settings = EvaluationSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in evaluation["settings"].items()})
+        rows = [Row(**{k: v for k, v in row.items() if k in row_fields}) for row in evaluation["rows"]]
+        if not rows:
+            raise KeyError("rows")
+    except (KeyError, TypeError, AttributeError) as error:
         raise FmriInputError(
-            f"{source}: expected the JSON `fmrilm evaluate` writes (a non-empty 'rows' list of rows with task, method and "
-            f"summary), found keys {sorted(evaluation)[:10]}"
-        )
+            f"{source}: expected the JSON `fmrilm evaluate` writes (settings and a non-empty list of rows), "
+            f"found keys {sorted(evaluation)[:10]} ({type(error).__name__}: {error})"
+        ) from None
+    return EvaluationReport(rows, settings, str(evaluation.get("split", "split not recorded")))
 
-    def primary(row: dict[str, Any]) -> float | None:
-        return (row["summary"].get(PRIMARY_METRIC.get(row.get("kind"), "balanced_accuracy")) or {}).get("mean")
 
-    table = []
-    for row in rows:
-        sizes = f"{round(sum(row['n_train']) / len(row['n_train']))}/{round(sum(row['n_test']) / len(row['n_test']))}" if row.get("n_test") else ""
-        cells = [str(row["task"]), str(row["method"]), "" if row.get("shots") is None else str(row["shots"]), row.get("paradigm") or "", sizes]
-        if row.get("skipped"):
-            table.append(cells + ["—"] * len(TABLE_METRICS) + ["", f"not run: {row['skipped']}"])
-            continue
-        delta = ""
-        baselines = [primary(r) for r in rows if r["task"] == row["task"] and r["method"] in FC_BASELINES and not r.get("skipped")]
-        baselines = [b for b in baselines if b is not None]
-        if str(row["method"]).startswith("fmrilm") and primary(row) is not None and baselines:
-            delta = f"{primary(row) - max(baselines):+.3f}"
-        table.append(cells + [_summary(row["summary"].get(metric)) for metric in TABLE_METRICS] + [delta, "; ".join(row.get("notes") or [])])
-    methods = {str(row["method"]) for row in rows}
-    notes = [f"`{name}` is missing from this evaluation: the comparison is incomplete." for name in FC_BASELINES if name not in methods]
-    if not any(method.startswith("fmrilm") for method in methods):
+def evaluation_fields(evaluation: dict[str, Any], source: str) -> dict[str, Any]:
+    """Template fields of the evaluation: its markdown table (as `fmrilm evaluate` prints it) and notes."""
+    report = evaluation_report(evaluation, source)
+    methods = {row.method for row in report.rows if not row.skipped}
+    notes = [f"`{name}` did not run in this evaluation: the comparison is incomplete." for name in FC_BASELINES if name not in methods]
+    if not any(row.is_model for row in report.rows):
         notes.append("No row of this model: the evaluation ran the baselines only.")
-    settings = evaluation.get("settings") or {}
-    seeds = settings.get("seeds") or []
-    runs = f"{len(seeds)} seed(s)" if seeds else "the recorded runs"
-    if settings.get("n_resplits"):
-        runs += f" (baselines also over {settings['n_resplits']} random re-splits)"
-    return {
-        "evaluation_rows": table,
-        "evaluation_notes": notes,
-        "evaluation_split": _without_paths(evaluation.get("split") or "split not recorded"),
-        "evaluation_runs": runs,
-    }
+    return {"evaluation_table": _without_paths(report.to_markdown()), "evaluation_notes": notes}
 
 
 def _split_counts(record: dict[str, Any]) -> tuple[Counter, Counter]:
@@ -249,7 +224,7 @@ def render_model_card(
     if training_data:
         fields["training_data"] = training_data
     if evaluation is not None:
-        fields.update(evaluation_table(evaluation, evaluation_source))
+        fields.update(evaluation_fields(evaluation, evaluation_source))
     base_model_id = fields.pop("base_model_id")
     card_data = ModelCardData(
         license=license,
@@ -269,10 +244,10 @@ def render_model_card(
         base_model_licence_note=base_model_id is not None,
         fmrilm_version=__version__,
         transformers_version=transformers.__version__,
-        evaluation_rows=fields.pop("evaluation_rows", None),
+        evaluation_table=fields.pop("evaluation_table", None),
         **fields,
     )
     return str(card)
 
 
-__all__ = ["evaluation_table", "preprocessing_fields", "read_json", "render_model_card", "template_path", "training_fields"]
+__all__ = ["evaluation_fields", "evaluation_report", "preprocessing_fields", "read_json", "render_model_card", "template_path", "training_fields"]

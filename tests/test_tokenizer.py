@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import subprocess
-import sys
-import sysconfig
-import textwrap
 
 import pytest
 import torch
@@ -27,6 +23,7 @@ from modeling_fmrilm.modeling_fmri_tokenizer import (
     grad_reverse,
     spherical_kmeans,
 )
+from remote_code import run_without_package
 from tokenizer_helpers import TINY, tiny_config, tiny_model, tiny_pretraining, unit, windows
 
 # -- configuration ---------------------------------------------------------------------------
@@ -457,17 +454,8 @@ def test_either_checkpoint_loads_into_the_tokenizer_model(tmp_path):
     assert torch.equal(with_heads.encode(x), expected) and with_heads.contrastive_projection is not None
 
 
-REMOTE_LOADER = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    sys.path.insert(0, {site!r})
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_fmrilm":
-                raise ImportError("modeling_fmrilm is blocked in this test")
-
-    sys.meta_path.insert(0, Block())
+REMOTE_LOADER = """
+    import sys
     import torch
     from safetensors.torch import load_file
     from transformers import AutoFeatureExtractor, AutoModel
@@ -483,8 +471,7 @@ REMOTE_LOADER = textwrap.dedent(
     assert pretraining.encode(x).tolist() == model.encode(x).tolist()
     print(type(extractor).__name__, raw.shape, type(pretraining).__name__)
     print(type(model).__name__, model.encode(x).tolist())
-    """
-)
+"""
 
 
 def test_trust_remote_code_load_without_the_package(tmp_path):
@@ -502,13 +489,7 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     for name in ("configuration_fmrilm.py", "modeling_fmri_tokenizer.py", "feature_extraction_fmrilm.py", "errors.py"):
         assert (folder / name).exists(), name
     save_file({"x": x}, tmp_path / "x.safetensors")
-    script = REMOTE_LOADER.format(
-        site=sysconfig.get_paths()["purelib"], folder=str(folder), inputs=str(tmp_path / "x.safetensors")
-    )
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_without_package(REMOTE_LOADER.format(folder=str(folder), inputs=str(tmp_path / "x.safetensors")), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     extractor_line, model_line = result.stdout.strip().splitlines()[-2:]
     assert extractor_line == f"FmriFeatureExtractor (1, {x.shape[1]}, {x.shape[2]}) FmriTokenizerForPreTraining"

@@ -138,7 +138,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, four_subjects):
     assert expected.keys() == found.keys()
     for name in expected:
         torch.testing.assert_close(found[name], expected[name], msg=name)
-    with pytest.raises(FmriInputError, match="complete Trainer checkpoint"):
+    with pytest.raises(FmriInputError, match="expected a Trainer checkpoint folder"):
         resolve_resume(str(tmp_path / "nowhere"), str(resumed))
 
 

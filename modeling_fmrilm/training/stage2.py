@@ -10,8 +10,9 @@ scans and the descriptor corpus on the one subject split and weighted by the mod
   (the window that starts where window t ends);
 - **T2T** plain text (a text dataset, by default the corpus's training descriptions): loss on all.
 
-`Stage2Trainer.compute_loss` weights the objectives' token-mean losses and adds each objective's
-loss (and the next-window code accuracy) to the training and evaluation logs.
+The loss (`training/objectives.py`) weights the objectives' token-mean losses, by the model
+config's weights (the paper's 1.0 / 0.1 / 0.5), and logs each objective's loss and token accuracy
+(`f2f_accuracy`: the next window's codes predicted right).
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import DEFAULT_FRACTIONS, SubjectSplit, subject_of
 from .common import (
-    SumLoggingTrainer,
+    StageTrainingArguments,
     cohort_split,
     load_cohort,
     manifest_of,
@@ -44,10 +43,10 @@ from .common import (
     scan_text_key,
 )
 from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
+from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 from .text import load_texts
 
 OBJECTIVES = ("f2t", "f2f", "t2t")
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -90,7 +89,7 @@ class Stage2Arguments:
 
 
 @dataclass
-class Stage2TrainingArguments(TrainingArguments):
+class Stage2TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small demo LM (every Trainer flag still works)."""
 
     output_dir: str | None = field(default="outputs/stage2", metadata={"help": "checkpoints, logs and final/"})
@@ -100,14 +99,6 @@ class Stage2TrainingArguments(TrainingArguments):
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no logits (metrics are accumulated)"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "the frozen tokenizer has no gradients; every LM weight is used"})
 
 
 @dataclass
@@ -231,73 +222,6 @@ class ExampleBuilder:
         return examples
 
 
-@dataclass
-class Stage2Collator:
-    """Pads examples to the longest in the batch: `input_ids` (pad id), `labels` (-100),
-    `attention_mask`, and `objective` (0 F2T, 1 F2F, 2 T2T) per sequence."""
-
-    pad_token_id: int
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(item["input_ids"]) for item in items)
-        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(item["input_ids"])
-            labels[row, :n] = torch.as_tensor(item["labels"])
-            attention_mask[row, :n] = 1
-        objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
-
-
-class Stage2Trainer(SumLoggingTrainer):
-    """Trainer for `FmriLMForCausalLM` on the three objectives.
-
-    `compute_loss` is `Σ_o weight_o × (loss summed over objective o's target tokens) / (those
-    tokens in the batch of every process)`, times the number of processes because DDP averages
-    gradients: a run on N processes takes the step of one process on the N-fold batch. Each
-    objective's loss and the next-window code accuracy go to the logs.
-    """
-
-    sum_sizes = {**{f"{o}_loss_sum": 1 for o in OBJECTIVES}, **{f"{o}_tokens": 1 for o in OBJECTIVES}, "f2f_correct": 1}
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels, objective = inputs["labels"], inputs["objective"]
-        outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "objective")})
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, 1:]
-        mask = targets != IGNORE_INDEX
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none") * mask
-        rows = torch.stack([objective == index for index in range(len(OBJECTIVES))])  # (objectives, batch)
-        totals = (rows.to(token_loss.dtype) @ token_loss.sum(1))  # loss summed per objective
-        tokens = rows.to(token_loss.dtype) @ mask.sum(1).to(token_loss.dtype)
-        processes = self.accelerator.num_processes
-        global_tokens = self.accelerator.reduce(tokens.detach(), reduction="sum") if processes > 1 else tokens
-        config = self.model.config
-        weights = totals.new_tensor([config.f2t_loss_weight, config.f2f_loss_weight, config.t2t_loss_weight])
-        loss = processes * (weights * totals / global_tokens.clamp_min(1)).sum()
-        f2f = rows[OBJECTIVES.index("f2f")]
-        correct = ((logits[f2f].argmax(-1) == targets[f2f]) & mask[f2f]).sum()
-        self.sums["train" if model.training else "eval"].add(
-            **{f"{name}_loss_sum": totals[i] for i, name in enumerate(OBJECTIVES)},
-            **{f"{name}_tokens": tokens[i] for i, name in enumerate(OBJECTIVES)},
-            f2f_correct=correct,
-        )
-        return (loss, outputs) if return_outputs else loss
-
-    def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
-        logs = {
-            f"{prefix}{name}_loss": float(sums[f"{name}_loss_sum"]) / float(sums[f"{name}_tokens"])
-            for name in OBJECTIVES
-            if float(sums[f"{name}_tokens"]) > 0
-        }
-        if float(sums["f2f_tokens"]) > 0:
-            logs[f"{prefix}f2f_accuracy"] = float(sums["f2f_correct"]) / float(sums["f2f_tokens"])
-        return logs
-
-
 def texts_of(texts: dict[str, str], split: SubjectSplit, name: str) -> list[str]:
     """The texts (in key order) of the scans whose subject is in split `name`."""
     return [text for key, text in sorted(texts.items()) if split.of(subject_of(key)) == name]
@@ -398,7 +322,7 @@ class Stage2Result:
     model: Any
     processor: Any
     data: Stage2Data
-    trainer: Stage2Trainer
+    trainer: ObjectiveTrainer
     final_dir: Path
 
     @property
@@ -407,7 +331,11 @@ class Stage2Result:
 
 
 def train_stage2(
-    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None = None
+    args: Stage2Arguments,
+    training_args: Stage2TrainingArguments,
+    scans: Sequence[FmriScan] | None = None,
+    callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage2Result:
     """Train the fMRI-language model on the training subjects (validation subjects evaluated, test
     subjects never read) and save `output_dir/final` (model + processor) atomically."""
@@ -421,8 +349,16 @@ def train_stage2(
     if data.validation is None:
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
-    trainer = Stage2Trainer(
-        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.validation, data_collator=Stage2Collator(pad)
+    config = model.config
+    trainer = ObjectiveTrainer(
+        model=model,
+        objectives={"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight},
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=ObjectiveCollator(pad),
+        callbacks=list(callbacks),
+        console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
     record = {
@@ -455,9 +391,9 @@ def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str 
     shutil.rmtree(run_dir, ignore_errors=True)
     args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
     training_args = Stage2TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
     )
-    result = train_stage2(args, training_args, scans)
+    result = train_stage2(args, training_args, scans, console_logs=False)
     config = result.model.config
     first, last = (
         next(entry for entry in order if "eval_f2t_loss" in entry) for order in (result.history, reversed(result.history))
@@ -478,9 +414,7 @@ __all__ = [
     "OBJECTIVES",
     "ExampleBuilder",
     "Stage2Arguments",
-    "Stage2Collator",
     "Stage2Result",
-    "Stage2Trainer",
     "Stage2TrainingArguments",
     "demo_stage2",
     "describe_scan",

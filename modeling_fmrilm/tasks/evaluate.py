@@ -1,0 +1,576 @@
+"""The evaluation engine (`fmrilm evaluate`): the model beside the majority and two connectivity baselines.
+
+For every task and seed, one split by subject (by family where known) stratified by label, or
+the pipeline's own subject split when a model was trained on it (its test subjects; validation
+subjects, which pick checkpoints, are never scored). On that split:
+
+- **model rows** (when a model is given): zero-shot and k-shot prompts (k label-balanced
+  in-context examples from the training subjects, never the evaluated subject or its family), in
+  the paradigms asked for (`single`, `multi`, `open`), scored by comparing the candidate answers'
+  log-likelihoods (`loglik`, default; ROC AUC from their softmax) or by the paper's greedy
+  generation constrained to the label tokens (`constrained`); regressions read out through bins
+  (edges fitted on the training subjects) and through a ridge probe on the pooled hidden states;
+- **baseline rows** on the same split: majority/mean, the Brainmarks FC protocol and tangent-space
+  FC (`baselines.py`), and the baselines again over `n_resplits` random stratified re-splits of
+  the same test fraction.
+
+Every figure is measured on test subjects and reported as mean ± std over seeds (or re-splits).
+Output: a markdown table (`EvaluationReport.to_markdown`) and a JSON file with every run
+(`EvaluationReport.save`); metrics come from scikit-learn, none from the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import FmriInputError
+from ..splits import SubjectSplit
+from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
+from .data import TaskData
+from .metrics import format_summary, metric_names, score_predictions, summarize
+from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
+from .registry import ScoreBins
+from .scoring import LabelScorer, PromptTooLong, softmax
+from .splitting import fixed_split, select_shots, strata_of, stratified_split
+
+SCORING = ("loglik", "constrained")
+PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
+"""The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
+METHOD_LABELS = {"majority": "majority / mean", "brainmarks_fc": "FC, Brainmarks protocol", "tangent_fc": "FC, tangent space"}
+
+
+@dataclass
+class EvaluationSettings:
+    """What the evaluation runs.
+
+    Attributes:
+        seeds: one split (unless fixed), paraphrase draw and shot draw per seed.
+        shots: k of the k-shot prompts (0 = zero-shot).
+        paradigms: of `prompts.PARADIGMS`.
+        scoring: of `SCORING`.
+        chat_template: render prompts with the processor's chat template instead of the paper's layout.
+        test_fraction: test share of the stratified splits (ignored with a fixed split).
+        n_resplits: random re-splits for the baselines (0 to skip).
+        probe: ridge probe on pooled hidden states for regressions.
+        multi_questions: questions per prompt in the `multi` paradigm.
+        batch_size: sequences per forward pass.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    shots: tuple[int, ...] = (0, 2, 4, 10)
+    paradigms: tuple[str, ...] = ("single",)
+    scoring: tuple[str, ...] = ("loglik",)
+    chat_template: bool = False
+    test_fraction: float = 0.25
+    n_resplits: int = 100
+    probe: bool = True
+    multi_questions: int = 3
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.paradigms if p not in PARADIGMS] + [s for s in self.scoring if s not in SCORING]
+        if unknown or not self.seeds or any(k < 0 for k in self.shots):
+            raise FmriInputError(
+                f"evaluation settings: expected paradigms in {PARADIGMS}, scoring in {SCORING}, at least one seed and k >= 0; "
+                f"found {unknown or (self.seeds, self.shots)}"
+            )
+
+
+@dataclass
+class Row:
+    """One line of the table: a method on a task, with every run (seed or re-split) kept."""
+
+    task: str
+    kind: str
+    method: str
+    shots: int | None = None
+    paradigm: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    n_train: list[int] = field(default_factory=list)
+    n_test: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.method, self.shots, self.paradigm)
+
+    @property
+    def is_model(self) -> bool:
+        return self.method.startswith("fmrilm")
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        names = TABLE_METRICS if self.kind == "regression" else TABLE_METRICS[:3]
+        return summarize(self.runs, names)
+
+    def add(self, metrics: dict[str, Any], n_train: int, n_test: int, notes: Sequence[str] = ()) -> None:
+        self.runs.append(metrics)
+        self.n_train.append(n_train)
+        self.n_test.append(n_test)
+        self.notes.extend(note for note in notes if note not in self.notes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary()}
+
+
+@dataclass
+class EvaluationReport:
+    """Rows in task order (baselines, re-splits, model rows), the settings and what labels left out."""
+
+    rows: list[Row]
+    settings: EvaluationSettings
+    split: str
+    label_reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self, task: str, method: str, shots: int | None = None, paradigm: str | None = None) -> Row:
+        return next(r for r in self.rows if r.key == (task, method, shots, paradigm))
+
+    def delta_vs_fc(self, row: Row) -> float | None:
+        """Model minus the better connectivity baseline (same splits) on the task's primary metric."""
+        metric = PRIMARY[row.kind]
+        model = row.summary()[metric]["mean"]
+        baselines = [r.summary()[metric]["mean"] for r in self.rows if r.task == row.task and r.method in ("brainmarks_fc", "tangent_fc")]
+        baselines = [b for b in baselines if b is not None]
+        if model is None or not baselines:
+            return None
+        return model - max(baselines)
+
+    def to_markdown(self) -> str:
+        header = ["task", "method", "k", "paradigm", "n train/test", *TABLE_METRICS, "Δ vs FC", "notes"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in self.rows:
+            if row.skipped:
+                cells = ["—"] * len(TABLE_METRICS) + ["", f"not run: {row.skipped}"]
+            else:
+                summary = row.summary()
+                cells = [format_summary(summary[m]) if m in summary else "" for m in TABLE_METRICS]
+                delta = self.delta_vs_fc(row) if row.is_model else None
+                cells += ["" if delta is None else f"{delta:+.3f}", "; ".join(row.notes)]
+            sizes = f"{int(np.mean(row.n_train))}/{int(np.mean(row.n_test))}" if row.n_test else ""
+            base, _, resplits = row.method.partition(" (")
+            label = METHOD_LABELS.get(base, base) + (f" ({resplits}" if resplits else "")
+            shots = "" if row.shots is None else str(row.shots)
+            lines.append("| " + " | ".join([row.task, label, shots, row.paradigm or "", sizes, *cells]) + " |")
+        runs = f"{len(self.settings.seeds)} seeds" + (f", baselines also over {self.settings.n_resplits} re-splits" if self.settings.n_resplits else "")
+        lines += [
+            "",
+            f"Mean ± std over {runs}; every figure on test subjects ({self.split}). Δ vs FC: model minus the better "
+            "connectivity baseline on the same splits (balanced accuracy; Pearson r for regressions); negative means the baseline is ahead.",
+        ]
+        for report in self.label_reports:
+            problems = {k: v for k, v in report.items() if k not in ("task", "source") and v}
+            if problems:
+                lines.append(f"Labels of {report['task']} ({report['source']}): left out {problems}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": asdict(self.settings),
+            "split": self.split,
+            "rows": [row.to_json() for row in self.rows],
+            "label_reports": self.label_reports,
+        }
+
+    def save(self, folder: str | Path, stem: str = "evaluation") -> tuple[Path, Path]:
+        """Write `<stem>.md` and `<stem>.json` atomically (temp file + rename)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for suffix, text in ((".md", self.to_markdown() + "\n"), (".json", json.dumps(self.to_json(), indent=1, default=_json_default))):
+            handle, temporary = tempfile.mkstemp(prefix=f".{stem}{suffix}-", dir=folder)
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            path = folder / f"{stem}{suffix}"
+            os.replace(temporary, path)
+            paths.append(path)
+        return paths[0], paths[1]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+# -- prompts of one task on one split ------------------------------------------------------------
+
+
+def item_labels(data: TaskData, bins: ScoreBins | None) -> np.ndarray:
+    """Class of every item: its class index, or (regression) its bin under the training bins."""
+    return bins.transform(data.targets) if bins is not None else data.targets.astype(np.int64)
+
+
+def _rng(seed: int, *parts: Any) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(str(part).encode()) for part in parts)])
+
+
+def build_prompts(
+    data: TaskData, labels: np.ndarray, train: np.ndarray, test: np.ndarray, k: int, seed: int, paradigm: str = "single"
+) -> list[tuple[Prompt, np.ndarray]]:
+    """The prompt of every test item and the indices of its in-context examples.
+
+    The examples are `select_shots` of the training items (label-balanced, never the item's own
+    subject or family); each block's question is a seeded paraphrase; the examples' answers are
+    their true labels (bins for a regression).
+    """
+    rng = _rng(seed, data.task.name, k, paradigm)
+    groups = data.split_groups
+    prompts = []
+    for i in test:
+        shots = select_shots(train, labels, k, rng, exclude_groups=[groups[i]], groups=groups) if k else np.empty(0, dtype=np.int64)
+        blocks = [
+            ScanBlock([(question_text(data.task, rng, paradigm=paradigm), answer_text(data.task, int(labels[j]), paradigm))], data.cohort_line(j), data.description)
+            for j in shots
+        ]
+        query = ScanBlock([(question_text(data.task, rng, paradigm=paradigm), None)], data.cohort_line(i), data.description)
+        prompts.append((Prompt(blocks, query, [data.scans[j] for j in shots] + [data.scans[i]]), shots))
+    return prompts
+
+
+def _probabilities(scorer: LabelScorer, contexts: list[list[int]], answers: list[str], scoring: str) -> np.ndarray:
+    if scoring == "loglik":
+        return softmax(scorer.loglikelihoods(contexts, answers))
+    return np.eye(len(answers))[scorer.constrained_choices(contexts, answers)]
+
+
+def model_predictions(
+    scorer: LabelScorer,
+    data: TaskData,
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    k: int,
+    seed: int,
+    paradigm: str,
+    scoring: str,
+    chat_template: bool = False,
+) -> np.ndarray:
+    """`(n_test, n_classes)` answer probabilities of the single or open paradigm."""
+    prompts = build_prompts(data, labels, train, test, k, seed, paradigm)
+    contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
+    return _probabilities(scorer, contexts, answer_texts(data.task, paradigm), scoring)
+
+
+def multi_predictions(
+    scorer: LabelScorer,
+    group: Sequence[TaskData],
+    labels: Sequence[np.ndarray],
+    train: np.ndarray,
+    test: np.ndarray,
+    k: int,
+    seed: int,
+    scoring: str,
+    chat_template: bool = False,
+) -> list[np.ndarray]:
+    """The `multi` paradigm: the tasks of `group` asked in turn about each test scan in one prompt.
+
+    Examples answer every question with their true labels; the query's earlier questions carry
+    the model's own answers (never the truth), so each answer sees only the scan, the examples
+    and the model's previous answers. Returns one `(n_test, n_classes)` array per task.
+    """
+    first = group[0]
+    rng = _rng(seed, "multi", *(d.task.name for d in group), k)
+    groups = first.split_groups
+    shots_of, questions_of = [], []
+    for i in test:
+        shots = select_shots(train, labels[0], k, rng, exclude_groups=[groups[i]], groups=groups) if k else np.empty(0, dtype=np.int64)
+        shots_of.append(shots)
+        questions_of.append([[question_text(d.task, rng) for d in group] for _ in range(len(shots) + 1)])
+    results, chosen = [], [[] for _ in test]
+    for t, data in enumerate(group):
+        contexts = []
+        for row, i in enumerate(test):
+            questions = questions_of[row]
+            blocks = [
+                ScanBlock([(questions[s][u], answer_text(d.task, int(labels[u][j]))) for u, d in enumerate(group)], first.cohort_line(j), first.description)
+                for s, j in enumerate(shots_of[row])
+            ]
+            turns = [(questions[-1][u], group[u].task.label_words[chosen[row][u]]) for u in range(t)] + [(questions[-1][t], None)]
+            prompt = Prompt(blocks, ScanBlock(turns, first.cohort_line(i), first.description), [first.scans[j] for j in shots_of[row]] + [first.scans[i]])
+            contexts.append(scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans))
+        probabilities = _probabilities(scorer, contexts, answer_texts(data.task), scoring)
+        for row in range(len(test)):
+            chosen[row].append(int(probabilities[row].argmax()))
+        results.append(probabilities)
+    return results
+
+
+def probe_predictions(scorer: LabelScorer, data: TaskData, labels: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int, chat_template: bool = False) -> np.ndarray:
+    """Ridge probe: zero-shot prompts of every item, pooled hidden states, `RidgeCV` fitted on the training items."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .baselines import RIDGE_ALPHAS
+
+    items = np.concatenate([train, test])
+    prompts = build_prompts(data, labels, train, items, 0, seed)
+    contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
+    features = scorer.pooled_hidden_states(contexts)
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(features[: len(train)], data.targets[train])
+    return probe.predict(features[len(train) :])
+
+
+# -- the engine ---------------------------------------------------------------------------------
+
+
+def _groups_by_subjects(tasks: Sequence[TaskData]) -> list[list[TaskData]]:
+    """Tasks on the same items (same scans, same order) together: they share splits and the multi paradigm."""
+    groups: dict[tuple, list[TaskData]] = {}
+    for data in tasks:
+        groups.setdefault((tuple(data.subject_keys), tuple(id(s) for s in data.scans)), []).append(data)
+    return list(groups.values())
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.rows: dict[tuple, Row] = {}
+
+    def get(self, data: TaskData, method: str, shots: int | None = None, paradigm: str | None = None) -> Row:
+        key = (data.task.name, method, shots, paradigm)
+        if key not in self.rows:
+            self.rows[key] = Row(data.task.name, data.task.kind, method, shots, paradigm)
+        return self.rows[key]
+
+
+def _split(group: Sequence[TaskData], seed: int, settings: EvaluationSettings, split: SubjectSplit | None, test_fraction: float | None = None):
+    first = group[0]
+    if split is not None and test_fraction is None:
+        return fixed_split(first.subject_keys, split)
+    strata = strata_of(first.targets, first.task.kind == "regression")
+    return stratified_split(strata, test_fraction or settings.test_fraction, seed, first.split_groups)
+
+
+def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, suffix: str = "") -> None:
+    train, test = features.train, features.test
+    bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
+    y = data.targets
+    for name in BASELINES:
+        output = fit_predict(name, data.task.kind, data.task.n_classes, y[train], features, seed)
+        metrics = score_predictions(data.task, y[test], output.probabilities, output.values, bins)
+        rows.get(data, name + suffix).add(metrics, len(train), len(test), output.notes)
+
+
+def _model_runs(
+    rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings
+) -> None:
+    bins = [ScoreBins.fit(d.targets[train]) if d.task.kind == "regression" else None for d in group]
+    labels = [item_labels(d, b) for d, b in zip(group, bins)]
+    for scoring in settings.scoring:
+        method = f"fmrilm {scoring}"
+        for k in settings.shots:
+            for paradigm in settings.paradigms:
+                if paradigm == "multi" and len(group) < 2:
+                    continue
+                step = settings.multi_questions if paradigm == "multi" else 1
+                for offset in range(0, len(group), step):
+                    chunk = list(group[offset : offset + step])
+                    chunk_rows = [rows.get(d, method, k, paradigm) for d in chunk]
+                    if any(r.skipped for r in chunk_rows):
+                        continue
+                    try:
+                        if paradigm == "multi":
+                            results = multi_predictions(scorer, chunk, labels[offset : offset + len(chunk)], train, test, k, seed, scoring, settings.chat_template)
+                        else:
+                            results = [model_predictions(scorer, chunk[0], labels[offset], train, test, k, seed, paradigm, scoring, settings.chat_template)]
+                    except (PromptTooLong, FmriInputError) as error:
+                        for r in chunk_rows:
+                            r.skipped = str(error)
+                        continue
+                    for u, (data, probabilities) in enumerate(zip(chunk, results)):
+                        metrics = score_predictions(data.task, data.targets[test], probabilities, None, bins[offset + u])
+                        chunk_rows[u].add(metrics, len(train), len(test))
+    if settings.probe:
+        for data, b, lab in zip(group, bins, labels):
+            if data.task.kind != "regression":
+                continue
+            row = rows.get(data, "fmrilm ridge probe", 0, "single")
+            if row.skipped:
+                continue
+            try:
+                values = probe_predictions(scorer, data, lab, train, test, seed, settings.chat_template)
+            except PromptTooLong as error:
+                row.skipped = str(error)
+                continue
+            row.add(score_predictions(data.task, data.targets[test], None, values, b), len(train), len(test))
+
+
+def evaluate(
+    tasks: Sequence[TaskData],
+    model: Any = None,
+    processor: Any = None,
+    settings: EvaluationSettings = EvaluationSettings(),
+    split: SubjectSplit | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Run the model (if given) and the baselines on every task (see the module docstring).
+
+    Args:
+        tasks: the tasks' items (`data.py` builders).
+        model, processor: an `FmriLMForCausalLM` (or a peft model around one) and its processor;
+            `None`: baselines only.
+        settings: seeds, shots, paradigms, scoring, re-splits.
+        split: the subject split the model was trained on (its manifest): its test subjects are
+            scored, for every seed; `None`: a stratified split per seed.
+    """
+    if (model is None) != (processor is None):
+        raise FmriInputError("model/processor: give both (model rows) or neither (baselines only)")
+    scorer = LabelScorer(model, processor, settings.batch_size) if model is not None else None
+    rows = _Rows()
+    groups = _groups_by_subjects(tasks)
+    steps = tqdm(total=len(groups) * len(settings.seeds), desc="evaluating", disable=not progress)
+    for group in groups:
+        first = group[0]
+        inputs = BaselineInputs(first.scans)
+        for seed in settings.seeds:
+            train, test = _split(group, seed, settings, split)
+            features = inputs.split(train, test)
+            for data in group:
+                _baseline_runs(rows, data, features, seed)
+            if scorer is not None:
+                _model_runs(rows, scorer, group, train, test, seed, settings)
+            steps.update()
+        if settings.n_resplits:
+            fraction = len(test) / len(first.scans)
+            for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
+                features = inputs.split(*_split(group, 10_000 + r, settings, None, fraction))
+                for data in group:
+                    _baseline_runs(rows, data, features, 10_000 + r, f" ({settings.n_resplits} re-splits)")
+    steps.close()
+    ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
+    reports = [d.report.to_json() for d in tasks if d.report is not None]
+    split_text = f"the subject split of {split.source}" if split is not None and split.source else "the model's subject split" if split is not None else "stratified splits by subject, one per seed"
+    return EvaluationReport(ordered, settings, split_text, reports)
+
+
+def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) -> tuple:
+    """Task, then the baselines (same splits, then re-splits), then the model rows by scoring, k, paradigm."""
+    base, _, resplits = row.method.partition(" (")
+    if not row.is_model:
+        return (task_names.index(row.task), 0, bool(resplits), BASELINES.index(base), 0, 0)
+    scoring = SCORING.index(base.split()[-1]) if base.split()[-1] in SCORING else len(SCORING)
+    return (task_names.index(row.task), 1, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"), 0)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def model_split(model_dir: str | Path) -> SubjectSplit | None:
+    """The subject split a model was trained on, from its `training_record.json` (written by the training stages)."""
+    path = Path(model_dir) / "training_record.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if "split" not in record:
+        return None
+    split = record["split"]
+    return SubjectSplit(dict(split["subjects"]), int(split["seed"]), tuple(split["fractions"]), str(path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmrilm evaluate", description="The model beside the majority and connectivity baselines, on test subjects.")
+    parser.add_argument("--model", default=None, help="FmriLMForCausalLM folder (model + processor); none: baselines only")
+    parser.add_argument("--tasks", nargs="+", default=["cohort", "descriptors", "synthetic"], choices=["cohort", "descriptors", "synthetic"], help="offline tasks")
+    parser.add_argument("--corpus", default=None, help="descriptor corpus of the embedded data; default: built into OUTPUT_DIR/descriptor_corpus")
+    parser.add_argument("--pairs", nargs="*", default=None, help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied")
+    parser.add_argument("--max_pairs", type=int, default=3)
+    parser.add_argument("--synthetic_subjects", type=int, default=200)
+    parser.add_argument("--group_effect", type=float, default=0.2)
+    parser.add_argument("--score_effect", type=float, default=0.2)
+    parser.add_argument("--synthetic_seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--shots", nargs="+", type=int, default=[0, 2, 4, 10])
+    parser.add_argument("--paradigms", nargs="+", default=["single"], choices=list(PARADIGMS))
+    parser.add_argument("--scoring", nargs="+", default=["loglik"], choices=list(SCORING))
+    parser.add_argument("--chat_template", action="store_true", help="render prompts with the processor's chat template")
+    parser.add_argument("--test_fraction", type=float, default=0.25)
+    parser.add_argument("--n_resplits", type=int, default=100)
+    parser.add_argument("--split_manifest", default=None, help="splits.json (or a folder with one); default: the model's training split")
+    parser.add_argument("--output_dir", default="outputs/evaluation")
+    return parser
+
+
+def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
+    """The offline tasks named by `--tasks`: the embedded cohort, descriptor questions, the synthetic cohort."""
+    from ..io import load_embedded
+    from .data import cohort_task_data, descriptor_task_data, most_varied, synthetic_task_data
+    from .synthetic import SyntheticSettings, make_synthetic_cohort
+
+    tasks: list[TaskData] = []
+    embedded = load_embedded() if {"cohort", "descriptors"} & set(args.tasks) else []
+    if "cohort" in args.tasks:
+        tasks.append(cohort_task_data(embedded))
+    if "descriptors" in args.tasks:
+        corpus = args.corpus
+        if corpus is None:
+            from ..descriptors.corpus import demo_corpus
+
+            corpus = str(Path(args.output_dir) / "descriptor_corpus")
+            if not (Path(corpus) / "README.md").is_file():
+                demo_corpus(embedded, corpus)
+        pairs = descriptor_task_data(corpus, embedded, args.pairs)
+        tasks.extend(pairs if args.pairs else most_varied(pairs, args.max_pairs))
+    if "synthetic" in args.tasks:
+        settings = SyntheticSettings(
+            n_subjects=args.synthetic_subjects, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
+        )
+        tasks.extend(synthetic_task_data(make_synthetic_cohort(settings)))
+    return tasks
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> EvaluationReport:
+    """`fmrilm evaluate`: parse the flags, run `evaluate`, print the table, write `evaluation.md`/`.json`."""
+    args = build_parser().parse_args(argv)
+    model = processor = None
+    split = None
+    if args.model is not None:
+        from transformers import AutoModelForCausalLM, AutoProcessor
+
+        import modeling_fmrilm  # noqa: F401  (registers the Auto classes)
+
+        model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+        processor = AutoProcessor.from_pretrained(args.model)
+        split = model_split(args.model)
+    if args.split_manifest is not None:
+        from ..splits import read_manifest
+
+        split = read_manifest(args.split_manifest)
+    settings = EvaluationSettings(
+        seeds=tuple(args.seeds), shots=tuple(args.shots), paradigms=tuple(args.paradigms), scoring=tuple(args.scoring),
+        chat_template=args.chat_template, test_fraction=args.test_fraction, n_resplits=args.n_resplits,
+    )  # fmt: skip
+    report = evaluate(offline_tasks(args), model, processor, settings, split)
+    markdown, record = report.save(args.output_dir)
+    print(report.to_markdown())
+    print(f"written: {markdown}, {record}")
+    return report
+
+
+__all__ = [
+    "SCORING",
+    "EvaluationReport",
+    "EvaluationSettings",
+    "Row",
+    "build_prompts",
+    "evaluate",
+    "evaluate_main",
+    "model_predictions",
+    "model_split",
+    "multi_predictions",
+    "offline_tasks",
+    "probe_predictions",
+]
