@@ -33,8 +33,8 @@ from .tasks.prompts import Prompt, ScanBlock
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
-def load_model(model: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """An `FmriLMForCausalLM` (eval mode) and its `FmriProcessor` from a folder or a Hub id.
+def load_processor(model: str | Path, trust_remote_code: bool = False) -> Any:
+    """The `FmriProcessor` of an fMRI-language model folder or Hub id (quick: no weights are read).
 
     The classes are this package's (importing it registers them with the Auto classes);
     `trust_remote_code=True` runs the checkpoint's own copy of the code instead.
@@ -43,7 +43,7 @@ def load_model(model: str | Path, trust_remote_code: bool = False) -> tuple[Any,
         FmriInputError: a local path that is not a model folder, or a checkpoint that is not an
             fMRI-language model (a Stage 1 tokenizer, a plain LM).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
 
     import modeling_fmrilm  # noqa: F401  (registers the Auto classes)
 
@@ -60,9 +60,16 @@ def load_model(model: str | Path, trust_remote_code: bool = False) -> tuple[Any,
             f"{model}: expected an fMRI-language model (model_type {FmriLMConfig.model_type!r}), found model_type "
             f"{config.model_type!r}"
         )
-    loaded = AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
-    processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-    return loaded, processor
+    return AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def load_model(model: str | Path, trust_remote_code: bool = False, processor: Any = None) -> tuple[Any, Any]:
+    """An `FmriLMForCausalLM` (eval mode) and its `FmriProcessor` (`processor`, when already
+    loaded with `load_processor`, is reused) from a folder or a Hub id."""
+    from transformers import AutoModelForCausalLM
+
+    processor = processor if processor is not None else load_processor(model, trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval(), processor
 
 
 def read_scan(
@@ -159,4 +166,4 @@ class Conversation:
         return answer.strip()
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "load_model", "max_positions", "read_scan"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "load_model", "load_processor", "max_positions", "read_scan"]

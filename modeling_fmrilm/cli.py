@@ -90,7 +90,7 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def run_preprocess(args: argparse.Namespace) -> None:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    scans = list(tqdm(iter_scans(inputs, tr=args.tr, key=args.key), desc="reading scans", unit="scan", leave=False))
+    scans = list(tqdm(iter_scans(inputs, tr=args.tr, key=args.key), desc="reading scans", unit="scan", leave=False, delay=1.0))
     extractor = FmriFeatureExtractor(
         target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
     )
@@ -139,12 +139,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_ask(args: argparse.Namespace) -> None:
-    from .ask import Conversation, load_model, read_scan
+    from .ask import Conversation, load_model, load_processor, read_scan
 
     if not args.question and not args.chat:
         raise FmriInputError('question: expected a question ("Is this participant a control?") or --chat')
-    model, processor = load_model(args.model, args.trust_remote_code)
+    processor = load_processor(args.model, args.trust_remote_code)  # the scan is checked before the weights load
     scan = read_scan(args.scan, args.tr, args.atlas, args.atlas_labels, args.key, processor.feature_extractor.num_rois)
+    model, processor = load_model(args.model, args.trust_remote_code, processor)
     conversation = Conversation(model, processor, scan, args.chat_template, args.max_new_tokens)
     if args.question:
         print(conversation.ask(args.question), flush=True)
