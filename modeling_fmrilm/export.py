@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FmriInputError
-from .model_card import NOT_RECORDED, read_json, render_model_card
+from .model_card import NOT_RECORDED, RECORD_NAME, read_json, render_model_card
 
 REMOTE_CODE_FILES = (
     "configuration_fmrilm.py",
@@ -28,7 +28,6 @@ REMOTE_CODE_FILES = (
     "processing_fmrilm.py",
     "errors.py",
 )
-RECORD_NAME = "training_record.json"
 
 
 @dataclass

@@ -24,6 +24,7 @@ TEMPLATE_NAME = "model_card.md"
 FC_BASELINES = ("brainmarks_fc", "tangent_fc")
 STAGES = {1: "neural tokenizer", 2: "fMRI-text alignment", 3: "multi-task instruction tuning"}
 NOT_RECORDED = "not recorded"
+RECORD_NAME = "training_record.json"
 
 
 def template_path() -> Path:
@@ -131,18 +132,18 @@ def training_fields(record: dict[str, Any] | None, language_model: str) -> dict[
     steps = max((entry.get("step", 0) for entry in history), default=0)
     epochs = max((entry.get("epoch", 0) for entry in history), default=0)
     stage = record.get("stage")
+    tasks = "; tasks (loss weights): " + ", ".join(f"{name} {weight:g}" for name, weight in record["tasks"].items()) if record.get("tasks") else ""
     stage_summary = (
         f"Stage {stage} of 3 ({STAGES.get(stage, 'unknown')}): {steps} optimisation steps, {epochs:g} epoch(s), "
-        f"{record.get('num_processes', 1)} process(es), mixed precision {record.get('mixed_precision', 'no')}; "
-        f"the Stage 1 tokenizer is frozen."
+        f"{record.get('num_processes', 1)} process(es), mixed precision {record.get('mixed_precision', 'no')}{tasks}; "
+        "the Stage 1 tokenizer is frozen."
     )
-    last_eval = next((entry for entry in reversed(history) if any(k.startswith("eval_") and k.endswith("_loss") and k != "eval_loss" for k in entry)), {})
-    final_losses = ", ".join(
-        f"{key[5:-5].upper()} {value:.3f}" for key, value in last_eval.items() if key.endswith("_loss") and key.startswith("eval_") and key != "eval_loss"
-    )
-    if "eval_f2f_accuracy" in last_eval:
-        final_losses += f"; next-window code accuracy {last_eval['eval_f2f_accuracy']:.3f}"
-    base = arguments.get("base_model")
+    def held_out(key: str) -> bool:
+        return key.startswith("eval_") and key != "eval_loss" and key.endswith(("_loss", "_accuracy"))
+
+    last_eval = next((entry for entry in reversed(history) if any(held_out(key) for key in entry)), {})
+    final_losses = ", ".join(f"{key[5:].replace('_', ' ')} {value:.3f}" for key, value in last_eval.items() if held_out(key))
+    base = base_model_of(record)
     hub_id = base if base and not Path(base).exists() and base.count("/") == 1 else None
     return {
         "atlas": atlas,
@@ -154,6 +155,16 @@ def training_fields(record: dict[str, Any] | None, language_model: str) -> dict[
         "base_model_id": hub_id,
         "final_losses": final_losses,
     }
+
+
+def base_model_of(record: dict[str, Any]) -> str | None:
+    """The causal LM a run started from: Stage 2's `base_model`, found for a Stage 3 run through the
+    record of the Stage 2 folder it was given (`arguments.model`)."""
+    arguments = record.get("arguments") or {}
+    if "base_model" in arguments or not arguments.get("model"):
+        return arguments.get("base_model")
+    earlier = Path(arguments["model"]) / RECORD_NAME
+    return base_model_of(read_json(earlier, "the training record")) if earlier.is_file() else None
 
 
 def preprocessing_fields(model: Any, processor: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriProcessor, cli
 from modeling_fmrilm.export import REMOTE_CODE_FILES, export_model
 from modeling_fmrilm.hub import push_folder
+from modeling_fmrilm.model_card import training_fields
 from modeling_fmrilm.tasks.evaluate import EvaluationReport, EvaluationSettings, Row
 from remote_code import run_without_package
 
@@ -114,7 +115,7 @@ def test_model_card_is_filled_from_the_checkpoint_record_and_evaluation(trained,
         "| tokens | 24 per window (6 ROIs × 4 patch(es) of 4 frames), codebook 12 × 8",
         "train 3, validation 1, test 2 subjects",
         "read by fmrilm's readers from `cohort`: gw (3 subjects), hcp (3 subjects)",
-        "F2T 2.250, F2F 4.500, T2T 3.750; next-window code accuracy 0.125",
+        "f2t loss 2.250, f2f loss 4.500, t2t loss 3.750, f2f accuracy 0.125",
         "Stage 2 of 3 (fMRI-text alignment): 8 optimisation steps, 2 epoch(s)",
         'repo = "org/fmrilm-toy"',
         "Not a medical device",
@@ -192,3 +193,16 @@ def test_push_uploads_with_huggingface_hub_to_a_local_stand_in(trained, tmp_path
 def test_push_folder_checks_its_arguments(trained, repo_id, repo_type, message):
     with pytest.raises(FmriInputError, match=message):
         push_folder(trained[0], repo_id, repo_type, api=object())
+
+
+def test_stage3_record_names_its_tasks_and_the_stage2_base_model(tmp_path):
+    stage2 = tmp_path / "stage2" / "final"
+    stage2.mkdir(parents=True)
+    (stage2 / "training_record.json").write_text(json.dumps({"stage": 2, "arguments": {"base_model": "Qwen/Qwen3-0.6B", "corpus": None}}))
+    record = {"stage": 3, "arguments": {"model": str(stage2), "corpus": None}, "tasks": {"cohort": 1.0, "descriptors": 0.5},
+              "log_history": [{"eval_cohort_loss": 0.5, "eval_cohort_accuracy": 0.75, "epoch": 1.0, "step": 3}]}  # fmt: skip
+    fields = training_fields(record, "qwen3")
+    assert fields["base_model_id"] == "Qwen/Qwen3-0.6B" and fields["base_model"] == "`Qwen/Qwen3-0.6B`"
+    assert fields["stage_summary"].startswith("Stage 3 of 3 (multi-task instruction tuning): 3 optimisation steps, 1 epoch(s)")
+    assert "tasks (loss weights): cohort 1, descriptors 0.5" in fields["stage_summary"]
+    assert fields["final_losses"] == "cohort loss 0.500, cohort accuracy 0.750"
