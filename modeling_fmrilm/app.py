@@ -206,9 +206,10 @@ def serve(
     _gradio()
     app = AskApp(*load_model(model, trust_remote_code), corpus=corpus, atlas=atlas, max_new_tokens=max_new_tokens, chat_template=chat_template)
     page = app.blocks().queue(max_size=16)
-    _, url, _ = page.launch(
-        server_name=HOST, server_port=port, share=False, inbrowser=False, show_error=False, prevent_thread_lock=not block, quiet=not block
-    )
+    _, url, _ = page.launch(server_name=HOST, server_port=port, share=False, inbrowser=False, show_error=False, prevent_thread_lock=True, quiet=True)
+    if block:
+        print(f"fmrilm app: {url} (this machine only); Ctrl-C stops it", flush=True)
+        page.block_thread()
     return page, url
 
 
