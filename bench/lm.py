@@ -5,6 +5,9 @@
     bare LM on the very same token ids (target <= 1.10x), and the wrapper encoding `fmri_values`
     online, reported beside it.
 (b) Greedy `generate` tokens/s with and without the KV cache, and whether both give the same tokens.
+(c) After small Stage 2 runs on the embedded data (`bench/lm_quality.py`, one per seed): held-out
+    F2F next-window code accuracy against copy-the-current-window and most-frequent-code-per-ROI,
+    and held-out F2T loss with a scan's own tokens against another test subject's.
 
 Both for a GPT-2-shaped and a Qwen3-shaped LM (random weights, built from configs; small widths so
 that the CPU run takes about a minute), with the paper's layout: one window of 94 ROIs (the
@@ -19,11 +22,13 @@ TARGET line per target and exits 0 either way.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 from transformers import GPT2Config, Qwen3Config
 
+from lm_quality import print_targets, stage2_quality
 from modeling_fmrilm import FmriLMConfig, FmriLMForCausalLM, FmriTokenizerConfig
 
 NUM_ROIS, WINDOW_LENGTH = 94, 160
@@ -142,6 +147,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quality_seeds", type=int, nargs="*", default=[0, 1, 2], help="Stage 2 runs for (c); none to skip")
+    parser.add_argument("--stage1_epochs", type=int, default=25)
+    parser.add_argument("--stage2_epochs", type=int, default=12)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
@@ -160,6 +168,9 @@ def main() -> None:
         print(f"TARGET generate_cache_speedup_{kind}: ratio {speedup:.2f}x (target >= 1.00x) {verdict(speedup >= 1.0)}")
         same = bool(result["same_tokens"])
         print(f"TARGET generate_cache_same_tokens_{kind}: {'identical' if same else 'different'} (target identical) {verdict(same)}")
+    if args.quality_seeds:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        print_targets(stage2_quality(args.quality_seeds, args.stage1_epochs, args.stage2_epochs))
 
 
 if __name__ == "__main__":
