@@ -54,15 +54,14 @@ def run_demo(output_dir: Path) -> None:
 
 def ask_held_out(stage3: Any, scans: Sequence[FmriScan]) -> str:
     """Ask the final model which cohort a test-split scan comes from; print question, answer and truth."""
-    from .training.common import scan_subject_key, scan_text_key
-    from .training.stage2 import describe_scan
-
+    from .ask import Conversation
     from .tasks.evaluate import model_split
+    from .training.common import scan_subject_key, scan_text_key
 
     subjects = model_split(stage3.final_dir)  # the one split, as recorded with the final model
     scan = next(s for s in scans if subjects.of(scan_subject_key(s)) == "test")
     question = "Which cohort was this resting-state scan acquired in, HCP or gw?"
-    answer = describe_scan(stage3.model, stage3.processor, scan, f"\n### Question: {question}\n### Answer:", max_new_tokens=8)
+    answer = Conversation(stage3.model, stage3.processor, scan).ask(question)
     print(f"asked about {scan_text_key(scan)} (test split): {question}\n  answer: {answer!r}; truth: {scan.dataset}")
     return answer
 

@@ -12,11 +12,11 @@ record (it lists subject ids); the card summarises it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import replace_folder
 from .errors import FmriInputError
 from .model_card import NOT_RECORDED, RECORD_NAME, read_json, render_model_card
 
@@ -39,16 +39,6 @@ class ExportSummary:
     evaluated: bool
     unrecorded: int
     """How many card fields say `not recorded` (no training record, or an atlas it does not name)."""
-
-
-def replace_folder(staging: Path, destination: Path) -> None:
-    """Move the finished `staging` folder to `destination`, replacing what was there (one rename each)."""
-    previous = destination.with_name(f".{destination.name}-previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if destination.exists():
-        os.replace(destination, previous)
-    os.replace(staging, destination)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def export_model(
@@ -110,4 +100,4 @@ def export_model(
     return ExportSummary(output_dir, files, evaluation_content is not None, card.count(NOT_RECORDED))
 
 
-__all__ = ["REMOTE_CODE_FILES", "ExportSummary", "export_model", "replace_folder"]
+__all__ = ["REMOTE_CODE_FILES", "ExportSummary", "export_model"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
 
+from ..atomic import replace_folder
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
@@ -201,12 +201,7 @@ def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[C
             saver(staging)
         if record is not None:
             (staging / "training_record.json").write_text(json.dumps(record, indent=2, default=str))
-        previous = final_dir.with_name(f".{final_dir.name}-previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        if final_dir.exists():
-            os.replace(final_dir, previous)
-        os.replace(staging, final_dir)
-        shutil.rmtree(previous, ignore_errors=True)
+        replace_folder(staging, final_dir)
     trainer.accelerator.wait_for_everyone()
     return final_dir
 
