@@ -273,8 +273,8 @@ def demo_stage3(output_dir: str | Path, stage2_final: str | Path, corpus: str | 
     test subjects of the one split."""
     run_dir = Path(output_dir) / "stage3_instruct"
     shutil.rmtree(run_dir, ignore_errors=True)
-    # 20 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores.
-    args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus), eval_resplits=20)
+    # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores.
+    args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus), eval_resplits=10)
     training_args = Stage3TrainingArguments(output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning")
     result = train_stage3(args, training_args, console_logs=False)
     last = next(entry for entry in reversed(result.history) if "eval_loss" in entry)
