@@ -42,7 +42,17 @@ EXIT_USER_ERROR = 2
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+    """An argument parser whose usage errors are one line on stderr (exit status 2), and whose long
+    options take both spellings (`--output-dir` and `--output_dir`), as the recipes' do."""
+
+    def add_argument(self, *names: str, **kwargs):  # type: ignore[override]
+        spellings = [*names]
+        for name in names:
+            if name.startswith("--"):
+                for other in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                    if other not in spellings:
+                        spellings.append(other)
+        return super().add_argument(*spellings, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -191,3 +191,10 @@ def test_preprocess_summarises_a_folder(tmp_path, capsys):
     status, out, err = run(["preprocess", str(tmp_path), "--tr", "2", "--window-length", "16", "--window-stride", "8"], capsys)
     assert status == 0, err
     assert "2 scans -> fmri_values (8, 6, 16)" in out  # 4 windows of 16 frames every 8 in 40 frames, per scan
+
+
+def test_long_options_take_both_spellings():
+    parser = cli.build_parser()
+    dashed = parser.parse_args(["export", "--model", "m", "--output", "o", "--repo-id", "org/name", "--training-data", "HCP"])
+    underscored = parser.parse_args(["export", "--model", "m", "--output", "o", "--repo_id", "org/name", "--training_data", "HCP"])
+    assert vars(dashed) == vars(underscored) and dashed.repo_id == "org/name"
