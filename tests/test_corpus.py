@@ -1,12 +1,18 @@
 """Text bands and templates; the corpus dataset folder (splits, resume, push, bad input)."""
 
+import importlib.metadata
+import importlib.util
+import json
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from datasets import load_dataset
 
+from modeling_fmrilm import splits
 from modeling_fmrilm.descriptors import corpus, reference, text
 from modeling_fmrilm.descriptors.corpus import build_corpus, push_to_hub
 from modeling_fmrilm.descriptors.reference import DescriptorSettings
@@ -15,7 +21,8 @@ from modeling_fmrilm.io import FmriScan
 
 N_ROIS = 16
 LABELS = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
-SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2)
+SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2, seed=4)
+FRACTIONS = (0.5, 0.25, 0.25)  # with seed 4, the 8 subjects of make_scans split 5 / 2 / 1
 
 
 def make_scans(n_subjects=8, seed=0):
@@ -59,7 +66,7 @@ def test_text_is_deterministic_and_states_only_record_numbers():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     return folder, summary
 
 
@@ -67,12 +74,18 @@ def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
     folder, summary = built
     data = load_dataset(str(folder))
     assert set(data) == {"train", "validation", "test"}
-    assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 4, "validation": 2, "test": 2}
-    subjects = {split: {(r["dataset"], r["subject"]) for r in data[split]} for split in data}
-    assert not subjects["train"] & subjects["validation"] and not subjects["train"] & subjects["test"]
-    assert not subjects["validation"] & subjects["test"]
-    for column in ("subject", "dataset", "split", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
+    assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 5, "validation": 2, "test": 1}
+    expected = splits.split_subjects([splits.subject_key(s.dataset, s.subject) for s in make_scans()], FRACTIONS, SETTINGS.seed)
+    assert splits.read_manifest(folder) == expected
+    for split in data:
+        assert {splits.subject_key(r["dataset"], r["subject"]) for r in data[split]} == set(expected.subjects(split))
+        assert data[split]["text_key"] == [splits.text_key(r["dataset"], r["subject"], r["session"]) for r in data[split]]
+    for column in ("subject", "session", "dataset", "split", "text_key", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
         assert column in data["train"].column_names
+    provenance = json.loads(data["train"][0]["provenance"])
+    assert provenance["settings"]["target_tr"] == 2.0 and provenance["split"] == {"seed": 4, "fractions": list(FRACTIONS), "manifest": "splits.json"}
+    assert provenance["graph"]["louvain"] == f"scikit-network {importlib.metadata.version('scikit-network')}"
+    assert provenance["graph"]["components"] == data["train"][0]["graph_components"] >= 1
     record = data["test"][0]
     numbers = set(re.findall(r"[-+]?\d+\.\d+", record["text"]))
     held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
@@ -108,11 +121,11 @@ def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "shard_features", failing)
     with pytest.raises(InterruptedError):
-        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     assert not (tmp_path / "data").exists() and len(list((tmp_path / ".build" / "raw").glob("*.npz"))) == 1
     calls.clear()
     fail[0] = False
-    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     assert summary.reused_shards == 1 and len(calls) == 2
     assert sum(summary.split_sizes.values()) == 8
 
@@ -130,7 +143,7 @@ def test_push_to_hub_uploads_the_folder(built, tmp_path):
     api = LocalApi()
     assert push_to_hub(folder, "org/descriptors", api=api).endswith("datasets/org/descriptors")
     assert api.created == ("org/descriptors", "dataset")
-    assert len(load_dataset(str(tmp_path / "org" / "descriptors"))["train"]) == 4
+    assert len(load_dataset(str(tmp_path / "org" / "descriptors"))["train"]) == 5
 
 
 def test_push_to_hub_calls_huggingface_hub(built, monkeypatch):
@@ -160,20 +173,25 @@ def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
     with pytest.raises(FmriInputError, match=message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
-    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), skip_bad=True, progress=False)
+    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=FRACTIONS, skip_bad=True, progress=False)
     assert len(summary.skipped) == 1 and "bad_scan.npy" in summary.skipped[0]
     assert sum(summary.split_sizes.values()) == 7
 
 
+def load_script():
+    """datasets_scripts/build_descriptor_corpus.py as a module (registered, as its dataclass needs)."""
+    if "build_descriptor_corpus" not in sys.modules:
+        path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
+        spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["build_descriptor_corpus"]
+
+
 def test_cli_builds_from_a_folder_with_an_atlas_table(tmp_path):
     import csv
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
-    spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     main, read_network_labels = script.main, script.read_network_labels
 
     folder = tmp_path / "scans"
@@ -203,7 +221,7 @@ def test_text_and_scan_ids_do_not_depend_on_where_files_live(tmp_path):
         for scan in scans:
             scan.source = str(tmp_path / place / f"{scan.subject}_bold.npy")
         out = tmp_path / place / "corpus"
-        build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         rows = load_dataset(str(out))["train"]
         texts.append(list(zip(rows["scan"], rows["text"])))
     assert texts[0] == texts[1]
@@ -215,6 +233,6 @@ def test_load_dataset_does_not_confuse_two_corpora_with_the_same_folder_name(tmp
     subjects = []
     for seed in (0, 1):
         out = tmp_path / f"run{seed}" / "corpus"
-        build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         subjects.append(load_dataset(str(out))["train"]["fc_mean"])
     assert subjects[0] != subjects[1]

@@ -8,7 +8,11 @@ It is saved beside the corpus as `cohort_reference.json` (settings, names, norms
 place new scans on the same scale.
 
 `compute_features(x, tr, reference)` measures a batch `(n_scans, n_rois, n_t)` of scans that share
-length and TR; scans of different shapes are grouped by the caller (`corpus.py`).
+length and TR; scans of different shapes are grouped by the caller (`corpus.py`). Every series is
+first resampled to `settings.target_tr` (default 2.0 s, the model's TR) with the feature
+extractor's `resample`, so the descriptors see what the model sees and scans of a multi-site
+cohort (TR 0.72 s and 2.0 s) are measured on one time grid: their text does not encode the site's
+TR.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FmriInputError
-from ..feature_extraction_fmrilm import validate_fmri
+from ..feature_extraction_fmrilm import resample, validate_fmri
 from . import amplitude, connectivity, gradients, graph, ica, temporal
 
-REFERENCE_VERSION = "fmrilm-descriptors/1"
+REFERENCE_VERSION = "fmrilm-descriptors/2"  # 2: features at the target TR, compiled graph code
 POOLED = "__all__"
 
 # The 23 described scalars (DESIGN.md §1/§6), by domain, in text order.
@@ -72,6 +76,7 @@ VECTORS = {
 class DescriptorSettings:
     """Every choice that shapes the descriptors (recorded in the reference and the dataset card)."""
 
+    target_tr: float = 2.0
     density: float = 0.1
     gradient_sparsity: float = 0.9
     gradient_kernel: str = "normalized_angle"
@@ -170,27 +175,39 @@ class CohortReference:
             )
 
 
-def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings: DescriptorSettings) -> np.ndarray:
-    """Check one scan for the descriptors: finite, no constant ROI, ROI count, long enough for the band.
+def at_target_tr(x: np.ndarray, tr: float, settings: DescriptorSettings) -> np.ndarray:
+    """`(..., n_t)` sampled every `tr` s, resampled to `settings.target_tr`, as float64."""
+    return np.asarray(resample(np.asarray(x, dtype=np.float64), float(tr), settings.target_tr), dtype=np.float64)
 
-    Raises `FmriInputError` naming the scan. Returns float32 `(n_rois, n_t)`.
+
+def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings: DescriptorSettings) -> np.ndarray:
+    """Check one scan for the descriptors: finite, no constant ROI, ROI count, and, once resampled
+    to the target TR, long enough for the ALFF band and DFA.
+
+    Raises `FmriInputError` naming the scan. Returns float32 `(n_rois, n_t)` (at the scan's TR).
     """
     array = validate_fmri(data, name, num_rois=n_rois, tr=tr, require_tr=True)
-    amplitude.check_band(name, array.shape[1], tr, settings.alff_band)
-    temporal.dfa_scales(array.shape[1])
+    n_target = at_target_tr(array[:1], tr, settings).shape[-1]
+    amplitude.check_band(f"{name} (at TR {settings.target_tr} s)", n_target, settings.target_tr, settings.alff_band)
+    try:
+        temporal.dfa_scales(n_target)
+    except FmriInputError as error:
+        raise FmriInputError(f"{name} (at TR {settings.target_tr} s): {error}") from None
     return array
 
 
 def fit_structure(
-    batches: Iterable[np.ndarray], roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings
+    batches: Iterable[tuple[np.ndarray, float]], roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings
 ) -> CohortReference:
-    """Fit the tangent mean, gradient reference and group ICA on batches `(n, n_rois, n_t)`.
+    """Fit the tangent mean, gradient reference and group ICA on batches `(n, n_rois, n_t)` + their TR.
 
-    The caller passes at most `settings.max_fit_scans` scans (all of a small cohort); the ICA
-    uses a seeded subset of at most `settings.max_fit_frames` frames.
+    Each batch is resampled to the target TR first. The caller passes at most
+    `settings.max_fit_scans` scans (all of a small cohort); the ICA uses a seeded subset of at
+    most `settings.max_fit_frames` frames.
     """
     covariances, fc_sum, n_scans, frames = [], 0.0, 0, []
-    for batch in batches:
+    for batch, tr in batches:
+        batch = at_target_tr(batch, tr, settings)
         z = connectivity.standardize(batch)
         covariances.append(connectivity.covariance(z, settings.covariance_estimator))
         fc_sum = fc_sum + connectivity.correlation(batch).sum(axis=0)
@@ -220,12 +237,16 @@ def fit_structure(
 def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> dict[str, np.ndarray]:
     """Every descriptor of a batch `(n, n_rois, n_t)` of scans sharing length and TR.
 
-    Returns `(n,)` arrays for each name in `SCALARS` and `(n, m)` arrays for each in `VECTORS`.
+    The series are resampled from `tr` to the reference's target TR first (module docstring).
+
+    Returns `(n,)` arrays for each name in `SCALARS` and `(n, m)` arrays for each in `VECTORS`,
+    and `graph_components` `(n,)` (connected components of the thresholded graph).
     """
     settings, labels = reference.settings, reference.roi_labels
     if x.shape[1] != reference.n_rois:
         raise FmriInputError(f"descriptors: expected {reference.n_rois} ROIs (the reference), found batch shape {x.shape}")
-    x = np.asarray(x, dtype=np.float64)
+    x = at_target_tr(x, tr, settings)
+    tr = settings.target_tr
     z = connectivity.standardize(x)
     fc = connectivity.correlation(x)
     covariance = connectivity.covariance(z, settings.covariance_estimator)
@@ -267,31 +288,70 @@ def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> di
     return features
 
 
-def fit_norms(
-    features: dict[str, np.ndarray], datasets: Sequence[str], min_scans: int
-) -> dict[str, dict[str, dict[str, list[float] | float]]]:
-    """Mean and SD (ddof 1) of every scalar and network pair, per dataset with `min_scans` or more scans, and pooled.
+NORMED = [*SCALARS, "network_pair_fc"]
 
-    Args:
-        features: `(n,)` scalar and `(n, P)` `network_pair_fc` arrays of the fitting scans.
-        datasets: dataset of each fitting scan.
+
+class CohortNorms:
+    """Mean and SD (ddof 1) of every scalar and network pair, per dataset and pooled, streamed.
+
+    `add` takes the features of any number of training scans at a time; the running count, mean
+    and sum of squared deviations of each batch are combined with Chan et al.'s (1979) pairwise
+    update, so memory does not grow with the cohort. NaN entries (a within-network pair of a
+    one-ROI network) are left out of their element's statistics.
     """
-    datasets = np.asarray(datasets)
-    groups = {POOLED: np.ones(len(datasets), dtype=bool)}
-    groups.update({name: datasets == name for name in np.unique(datasets) if (datasets == name).sum() >= min_scans})
-    norms = {}
-    for group, mask in groups.items():
-        if mask.sum() < 2:
-            raise FmriInputError(f"cohort norms: expected at least 2 training scans, found {int(mask.sum())}")
-        norms[group] = {
-            name: {
-                "mean": np.nanmean(features[name][mask], axis=0).tolist(),
-                "sd": np.nanstd(features[name][mask], axis=0, ddof=1).tolist(),
-            }
-            for name in [*SCALARS, "network_pair_fc"]
-        }
-        norms[group]["n_scans"] = int(mask.sum())
-    return norms
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.n_scans: dict[str, int] = {}
+
+    def add(self, features: dict[str, np.ndarray], datasets: Sequence[str]) -> None:
+        datasets = np.asarray(datasets)
+        masks = {POOLED: np.ones(len(datasets), dtype=bool)}
+        masks.update({name: datasets == name for name in np.unique(datasets)})
+        for group, mask in masks.items():
+            self.n_scans[group] = self.n_scans.get(group, 0) + int(mask.sum())
+            stats = self.groups.setdefault(group, {})
+            for name in NORMED:
+                values = np.asarray(features[name], dtype=np.float64)[mask]
+                count = (~np.isnan(values)).sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.nansum(values, axis=0) / count
+                squares = np.nansum((values - mean) ** 2, axis=0)
+                stats[name] = combine_moments(stats.get(name), (count, mean, squares))
+
+    def norms(self, min_scans: int) -> dict[str, dict[str, dict[str, list[float] | float]]]:
+        """`{group: {name: {"mean", "sd"}, "n_scans"}}` for the pooled cohort and each dataset with
+        `min_scans` or more scans."""
+        result = {}
+        for group, stats in self.groups.items():
+            n_scans = self.n_scans[group]
+            if group != POOLED and n_scans < min_scans:
+                continue
+            if n_scans < 2:
+                raise FmriInputError(f"cohort norms: expected at least 2 training scans, found {n_scans}")
+            result[group] = {}
+            for name, (count, mean, squares) in stats.items():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    sd = np.sqrt(squares / (count - 1))
+                result[group][name] = {"mean": np.where(count > 0, mean, np.nan).tolist(), "sd": np.where(count > 1, sd, np.nan).tolist()}
+            result[group]["n_scans"] = n_scans
+        return result
+
+
+def combine_moments(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray] | None, second: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and sum of squared deviations of two samples together (Chan et al. 1979)."""
+    if first is None:
+        return second
+    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = first, second
+    total = n_a + n_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.where(n_b > 0, mean_b, 0.0) - np.where(n_a > 0, mean_a, 0.0)
+        share = np.where(total > 0, n_b / total, 0.0)
+        mean = np.where(n_a > 0, mean_a, 0.0) + delta * share
+        m2 = np.where(n_a > 0, m2_a, 0.0) + np.where(n_b > 0, m2_b, 0.0) + delta**2 * n_a * share
+    return total, mean, m2
 
 
 def zscores(features: dict[str, np.ndarray], dataset: str, reference: CohortReference) -> dict[str, np.ndarray]:
@@ -301,7 +361,7 @@ def zscores(features: dict[str, np.ndarray], dataset: str, reference: CohortRefe
     """
     norms = reference.norms.get(dataset, reference.norms[POOLED])
     result = {}
-    for name in [*SCALARS, "network_pair_fc"]:
+    for name in NORMED:
         mean, sd = np.asarray(norms[name]["mean"]), np.asarray(norms[name]["sd"])
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where(sd > 0, (features[name] - mean) / np.where(sd > 0, sd, 1.0), 0.0)
