@@ -86,6 +86,12 @@ def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
     assert provenance["settings"]["target_tr"] == 2.0 and provenance["split"] == {"seed": 4, "fractions": list(FRACTIONS), "manifest": "splits.json"}
     assert provenance["graph"]["louvain"] == f"scikit-network {importlib.metadata.version('scikit-network')}"
     assert provenance["graph"]["components"] == data["train"][0]["graph_components"] >= 1
+    # at density 0.2 these toy graphs fall apart: efficiencies as defined, and the record says so
+    rows = [row for split in data.values() for row in split]
+    disconnected = [row for row in rows if row["graph_components"] > 1]
+    assert disconnected and all(json.loads(row["provenance"])["graph"]["connected"] is False for row in disconnected)
+    assert "add 0 to global and local efficiency" in json.loads(disconnected[0]["provenance"])["graph"]["unreachable_pairs"]
+    assert all(np.isfinite(row[name]) for row in rows for name in reference.SCALARS)
     record = data["test"][0]
     numbers = set(re.findall(r"[-+]?\d+\.\d+", record["text"]))
     held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
@@ -236,3 +242,106 @@ def test_load_dataset_does_not_confuse_two_corpora_with_the_same_folder_name(tmp
         build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         subjects.append(load_dataset(str(out))["train"]["fc_mean"])
     assert subjects[0] != subjects[1]
+
+
+def folder_files(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_three_shares_merged_equal_one_build_file_for_file(tmp_path, monkeypatch):
+    """prepare + 3 shares (one interrupted and resumed) + merge writes the same files as one build."""
+    scans = make_scans()
+    options = dict(fractions=FRACTIONS, shard_size=2, progress=False)
+    build_corpus(scans, tmp_path / "one", LABELS, "toy", SETTINGS, command="build", **options)
+
+    out = tmp_path / "shared"
+    plan = corpus.prepare(scans, out, LABELS, "toy", SETTINGS, FRACTIONS, shard_size=2, progress=False)
+    assert len(plan.shards) == 4  # share 0 of 3 holds shards 0 and 3
+    calls, real = [], corpus.shard_features
+
+    def killed_on_second_shard(items, ref):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise InterruptedError("killed")
+        return real(items, ref)
+
+    monkeypatch.setattr(corpus, "shard_features", killed_on_second_shard)
+    with pytest.raises(InterruptedError):
+        corpus.build_shards(scans, out, shard_index=0, num_shards=3, progress=False)
+    assert sorted(p.name for p in (out / ".build" / "raw").glob("*.npz")) == ["shard-00000.npz"]
+    with pytest.raises(FmriInputError, match=r"3 missing \(\[1, 2, 3\]\)"):
+        corpus.merge(out, "build", progress=False)
+    monkeypatch.setattr(corpus, "shard_features", real)
+    assert corpus.build_shards(scans, out, shard_index=0, num_shards=3, progress=False) == 1  # resumed: shard 0 kept
+    for index in (2, 1):
+        assert corpus.build_shards(scans, out, shard_index=index, num_shards=3, progress=False) == 0
+    corpus.merge(out, "build", progress=False)
+    merged, single = folder_files(out), folder_files(tmp_path / "one")
+    assert sorted(merged) == sorted(single) and "splits.json" in merged and "cohort_reference.npz" in merged
+    assert all(merged[name] == single[name] for name in single)
+
+
+def test_share_refuses_other_settings_and_changed_scans(tmp_path):
+    scans = make_scans()
+    corpus.prepare(scans, tmp_path, LABELS, "toy", SETTINGS, FRACTIONS, shard_size=4, progress=False)
+    other = corpus.corpus_config(LABELS, "toy", DescriptorSettings(n_ica_components=4, density=0.3, seed=4), 4)
+    with pytest.raises(FmriInputError, match="prepared with other settings"):
+        corpus.build_shards(scans, tmp_path, 0, 2, progress=False, expected_config=other)
+    scans[0].source = "renamed.npy"
+    with pytest.raises(FmriInputError, match="renamed.npy: expected .* the source changed"):
+        corpus.build_shards(scans, tmp_path, 0, 2, progress=False)
+    with pytest.raises(FmriInputError, match="shard_index"):
+        corpus.build_shards(scans, tmp_path, 2, 2, progress=False)
+
+
+def test_split_manifest_keeps_the_assignment_of_a_grown_cohort(tmp_path):
+    first = tmp_path / "first"
+    build_corpus(make_scans(), first, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
+    manifest = json.loads((first / "splits.json").read_text())
+    moved = next(key for key, split in manifest["subjects"].items() if split == "train")
+    manifest["subjects"][moved] = "test"  # a hand-made assignment the hash would not give
+    (first / "splits.json").write_text(json.dumps(manifest))
+    grown = make_scans(n_subjects=12)
+    build_corpus(grown, tmp_path / "grown", LABELS, "toy", SETTINGS, fractions=(0.8, 0.1, 0.1), split_manifest=first, progress=False)
+    result = splits.read_manifest(tmp_path / "grown")
+    assert result.seed == 4 and result.fractions == FRACTIONS  # the manifest's, not the call's
+    assert all(result.assignment[key] == split for key, split in manifest["subjects"].items())
+    for scan in grown[8:]:
+        key = splits.subject_key(scan.dataset, scan.subject)
+        assert result.assignment[key] == splits.assign_split(key, FRACTIONS, seed=4)
+    tests = load_dataset(str(tmp_path / "grown"), split="test")
+    assert moved in {splits.subject_key(d, s) for d, s in zip(tests["dataset"], tests["subject"])}
+
+
+def test_demo_corpus_splits_the_embedded_subjects_6_3_3(tmp_path):
+    from modeling_fmrilm.io import load_embedded
+
+    summary = corpus.demo_corpus(load_embedded(), tmp_path)
+    assert summary.split_sizes == {"train": 6, "validation": 3, "test": 3}
+    test_datasets = {key.split("/")[0] for key in splits.read_manifest(tmp_path).subjects("test")}
+    assert test_datasets == {"hcp", "gw"}
+
+
+def test_cli_shares_accept_both_flag_spellings(tmp_path):
+    script = load_script()
+    assert script.parse_args(["--output_dir", "a", "--shard-size", "5"]).shard_size == 5
+    assert script.parse_args(["--output-dir", "a", "--num_proc", "3", "--fractions", "0.6", "0.2", "0.2"]).fractions == [0.6, 0.2, 0.2]
+    with pytest.raises(FmriInputError, match="both or neither"):
+        script.parse_args(["--output-dir", "a", "--shard-index", "0"])
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for scan in make_scans():
+        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
+    table = tmp_path / "atlas.tsv"
+    table.write_text("network\n" + "\n".join(LABELS) + "\n")
+    common = ["--scans", str(folder), "--tr", "2.0", "--atlas_table", str(table), "--output-dir", str(tmp_path / "out"),
+              "--n-ica-components", "4", "--density", "0.2", "--seed", "4", "--shard_size", "3"]
+    script.main([*common, "--fit-reference-only"])
+    for index in ("0", "1"):
+        script.main([*common, "--shard_index", index, "--num-shards", "2"])
+    with pytest.raises(FmriInputError, match="prepared with other settings"):
+        script.main([*common[:-6], "--shard_size", "3", "--merge"])  # without --density 0.2 etc.
+    script.main([*common, "--merge"])
+    data = load_dataset(str(tmp_path / "out"))
+    assert sum(len(split) for split in data.values()) == 8
+    assert "--merge" in (tmp_path / "out" / "README.md").read_text()
