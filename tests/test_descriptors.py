@@ -53,6 +53,20 @@ def test_tangent_matches_nilearn_on_embedded(embedded):
     tangent = connectivity.TangentSpace().fit(covariances)
     np.testing.assert_allclose(tangent.mean, measure.mean_, atol=1e-9)
     np.testing.assert_allclose(tangent.transform(covariances), reference, atol=1e-8)
+    np.testing.assert_allclose(tangent.distance(covariances), np.linalg.norm(reference, axis=(1, 2)), rtol=1e-9)
+
+
+def test_cholesky_precision_and_batched_ledoit_wolf_match_numpy_and_sklearn():
+    from sklearn.covariance import LedoitWolf
+
+    x = synthetic(n_scans=2, n_rois=20, n_t=60)
+    shrunk = connectivity.covariance(x)
+    for scan, matrix in zip(x, shrunk):
+        np.testing.assert_allclose(matrix, LedoitWolf().fit(scan.T).covariance_, atol=1e-12)
+    np.testing.assert_allclose(connectivity.precision(shrunk), np.linalg.inv(shrunk), rtol=1e-9, atol=1e-12)
+    singular = np.stack([shrunk[0], np.ones((20, 20))])
+    with pytest.raises(FmriInputError, match="covariance 1 of the batch is not positive definite"):
+        connectivity.precision(singular)
 
 
 def test_network_pair_fc_against_loop():
@@ -346,3 +360,19 @@ def test_descriptors_at_the_target_tr_do_not_encode_the_acquisition_tr(monkeypat
     native = mean_z_shift()
     temporal_descriptors = ("falff", "autocorrelation", "ica_spectral_ratio", "ica_variability", "ica_autocorrelation")
     assert min(native[name] for name in temporal_descriptors) > 2
+
+
+def test_frame_sample_streams_a_seeded_uniform_subset():
+    rows = np.arange(1000, dtype=np.float64)[:, None]
+    whole = reference.FrameSample(100, seed=3)
+    whole.add(rows)
+    streamed = reference.FrameSample(100, seed=3)
+    for start in range(0, 1000, 70):
+        streamed.add(rows[start : start + 70])
+        assert streamed.count == min(100, start + 70) and streamed.rows.shape == (100, 1)
+    np.testing.assert_array_equal(streamed.frames, whole.frames)  # same keys, same smallest 100
+    assert len(whole.frames) == 100 and (np.diff(whole.frames[:, 0]) > 0).all()  # distinct, in order
+    assert 300 < whole.frames.mean() < 700
+    small = reference.FrameSample(100, seed=3)
+    small.add(rows[:60])
+    np.testing.assert_array_equal(small.frames, rows[:60])  # below the bound: every row, in order

@@ -215,23 +215,30 @@ def survey(
     return infos, skipped
 
 
-def _grouped(
-    items: Sequence[tuple[int, np.ndarray, float]], batch_size: int = FEATURE_BATCH
+def _batches(
+    items: Iterable[tuple[int, np.ndarray, float]], batch_size: int = FEATURE_BATCH
 ) -> Iterator[tuple[list[int], np.ndarray, float]]:
-    """Group `(row, data, tr)` by length and TR, in batches of at most `batch_size`: yields rows, stacked `(n, R, T)`, TR."""
-    groups: dict[tuple[int, float], list[int]] = {}
-    for position, (_, data, tr) in enumerate(items):
-        groups.setdefault((data.shape[1], tr), []).append(position)
-    for (_, tr), positions in groups.items():
-        for start in range(0, len(positions), batch_size):
-            chosen = positions[start : start + batch_size]
-            yield [items[p][0] for p in chosen], np.stack([items[p][1] for p in chosen]), tr
+    """Group `(row, data (R, T), tr)` by length and TR into batches of `batch_size`, each yielded as
+    soon as it is full (the partial ones at the end): rows, stacked `(n, R, T)`, TR. Streams: at most
+    one partial batch per (length, TR) is held."""
+    pending: dict[tuple[int, float], list[tuple[int, np.ndarray]]] = {}
+
+    def stacked(group: list[tuple[int, np.ndarray]], tr: float) -> tuple[list[int], np.ndarray, float]:
+        return [row for row, _ in group], np.stack([data for _, data in group]), tr
+
+    for row, data, tr in items:
+        shape = (data.shape[-1], tr)
+        pending.setdefault(shape, []).append((row, data))
+        if len(pending[shape]) == batch_size:
+            yield stacked(pending.pop(shape), tr)
+    for (_, tr), group in pending.items():
+        yield stacked(group, tr)
 
 
 def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: CohortReference) -> dict[str, np.ndarray]:
     """Features of one shard `[(row, data (R, T), tr), ...]`, rows ordered as given."""
     out: dict[str, np.ndarray] = {}
-    for rows, batch, tr in _grouped(items):
+    for rows, batch, tr in _batches(items):
         features = compute_features(batch, tr, reference)
         for name, values in features.items():
             if name not in out:
@@ -260,9 +267,9 @@ def _fit_reference(source: ScanSource, plan: BuildPlan, settings: DescriptorSett
     train = [info.index for info in plan.infos if info.split == "train"]
     rng = np.random.default_rng(settings.seed)
     chosen = rng.choice(train, min(len(train), settings.max_fit_scans), replace=False).tolist() if train else []
-    items = [(0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, chosen)]
+    items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, chosen))
     config = plan.config
-    return fit_structure(((batch, tr) for _, batch, tr in _grouped(items)), config["roi_labels"], config["atlas"], settings)
+    return fit_structure(((batch, tr) for _, batch, tr in _batches(items)), config["roi_labels"], config["atlas"], settings)
 
 
 def prepare(

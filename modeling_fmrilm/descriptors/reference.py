@@ -196,34 +196,72 @@ def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings:
     return array
 
 
+class FrameSample:
+    """A seeded uniform sample of at most `size` rows from rows added batch by batch.
+
+    Bottom-k sampling: every row draws a random key and the `size` rows with the smallest keys
+    stay. They live in one buffer of `size` rows, allocated at the first `add` (untouched pages
+    cost no memory) and overwritten in place, so a cohort of any size holds at most `size` rows
+    plus the batch being added. `frames` returns them in the order they were added.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.rng = size, np.random.default_rng(seed)
+        self.count, self.seen = 0, 0
+        self.rows: np.ndarray | None = None
+        self.keys, self.order = np.empty(size), np.empty(size, dtype=np.int64)
+
+    def add(self, rows: np.ndarray) -> None:
+        keys, order = self.rng.random(len(rows)), self.seen + np.arange(len(rows))
+        self.seen += len(rows)
+        if self.rows is None:
+            self.rows = np.empty((self.size, rows.shape[1]), dtype=rows.dtype)
+        take = min(self.size - self.count, len(rows))
+        end = self.count + take
+        self.rows[self.count : end], self.keys[self.count : end], self.order[self.count : end] = rows[:take], keys[:take], order[:take]
+        self.count = end
+        rows, keys, order = rows[take:], keys[take:], order[take:]
+        if len(rows):
+            kept = np.argpartition(np.concatenate([self.keys, keys]), self.size - 1)[: self.size]
+            entering = kept[kept >= self.size] - self.size
+            leaving = np.setdiff1d(np.arange(self.size), kept[kept < self.size])
+            self.rows[leaving], self.keys[leaving], self.order[leaving] = rows[entering], keys[entering], order[entering]
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The sampled rows `(min(size, rows added), width)`, in the order they were added."""
+        return self.rows[: self.count][np.argsort(self.order[: self.count])]
+
+
 def fit_structure(
     batches: Iterable[tuple[np.ndarray, float]], roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings
 ) -> CohortReference:
     """Fit the tangent mean, gradient reference and group ICA on batches `(n, n_rois, n_t)` + their TR.
 
     Each batch is resampled to the target TR first. The caller passes at most
-    `settings.max_fit_scans` scans (all of a small cohort); the ICA uses a seeded subset of at
-    most `settings.max_fit_frames` frames.
+    `settings.max_fit_scans` scans (all of a small cohort). The ICA fits on all their frames, or,
+    beyond `settings.max_fit_frames`, on a seeded uniform subset of that many, drawn while the
+    batches stream (`FrameSample`). The covariances are kept per batch, never concatenated.
     """
-    covariances, fc_sum, n_scans, frames = [], 0.0, 0, []
+    covariances, fc_sum, n_scans = [], 0.0, 0
+    frames = FrameSample(settings.max_fit_frames, settings.seed)
     for batch, tr in batches:
         batch = at_target_tr(batch, tr, settings)
         z = connectivity.standardize(batch)
-        covariances.append(connectivity.covariance(z, settings.covariance_estimator))
-        fc_sum = fc_sum + connectivity.correlation(batch).sum(axis=0)
+        fc = connectivity.covariance(z, "empirical")
+        covariances.append(connectivity.covariance(z, settings.covariance_estimator, empirical=fc))
+        fc_sum = fc_sum + fc.sum(axis=0)
+        frames.add(z.transpose(0, 2, 1).reshape(-1, batch.shape[1]))
         n_scans += batch.shape[0]
-        frames.append(z.transpose(0, 2, 1).reshape(-1, batch.shape[1]))
     if n_scans < 2:
         raise FmriInputError(f"cohort reference: expected at least 2 scans to fit on, found {n_scans}")
-    all_frames = np.concatenate(frames)
-    rng = np.random.default_rng(settings.seed)
-    if all_frames.shape[0] > settings.max_fit_frames:
-        all_frames = all_frames[np.sort(rng.choice(all_frames.shape[0], settings.max_fit_frames, replace=False))]
-    tangent = connectivity.TangentSpace().fit(np.concatenate(covariances))
+    tangent = connectivity.TangentSpace().fit(covariances)
+    del covariances  # the ICA below needs the memory more
     reference_gradients, _ = gradients.gradients(
         (fc_sum / n_scans)[None], settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel
     )
-    group_ica = ica.GroupICA(settings.n_ica_components, settings.seed).fit(all_frames)
+    sampled, frames = frames.frames, None
+    group_ica = ica.GroupICA(settings.n_ica_components, settings.seed).fit(sampled)
     return CohortReference(
         settings=settings,
         roi_labels=list(roi_labels),
@@ -248,20 +286,19 @@ def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> di
     x = at_target_tr(x, tr, settings)
     tr = settings.target_tr
     z = connectivity.standardize(x)
-    fc = connectivity.correlation(x)
-    covariance = connectivity.covariance(z, settings.covariance_estimator)
+    fc = connectivity.covariance(z, "empirical")  # Pearson r: every row of z has unit variance
+    covariance = connectivity.covariance(z, settings.covariance_estimator, empirical=fc)
     off = ~np.eye(x.shape[1], dtype=bool)
     _, member = connectivity.network_membership(labels)
     same_network = (member @ member.T > 0) & off
-    tangent = connectivity.TangentSpace(reference.tangent_mean).transform(covariance)
-    partial = connectivity.covariance_to_correlation(np.linalg.inv(covariance))
+    partial = connectivity.covariance_to_correlation(connectivity.precision(covariance))
     features: dict[str, np.ndarray] = {
         "fc_mean": fc[:, off].mean(axis=1),
         "fc_within": fc[:, same_network].mean(axis=1),
         "fc_between": fc[:, off & ~same_network].mean(axis=1),
         "network_pair_fc": connectivity.network_pair_fc(fc, labels),
         "partial_mean_abs": np.abs(partial[:, off]).mean(axis=1),
-        "tangent_deviation": np.linalg.norm(tangent, axis=(1, 2)),
+        "tangent_deviation": connectivity.TangentSpace(reference.tangent_mean).distance(covariance),
     }
     grads, _ = gradients.gradients(fc, settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel)
     features.update(gradients.gradient_summary(gradients.procrustes_align(grads, reference.gradient_reference), labels))
