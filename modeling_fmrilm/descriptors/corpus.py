@@ -67,7 +67,7 @@ from .reference import (
 )
 
 CONFIG_NAME = "descriptors"
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-network", "nilearn", "networkx", "pyarrow")
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-network", "nilearn", "pyarrow")
 WORK_DIR = ".build"
 PLAN_NAME = "plan.json"
 STRUCTURE = "structure"
