@@ -362,17 +362,20 @@ def test_descriptors_at_the_target_tr_do_not_encode_the_acquisition_tr(monkeypat
     assert min(native[name] for name in temporal_descriptors) > 2
 
 
-def test_frame_sample_streams_a_seeded_uniform_subset():
-    rows = np.arange(1000, dtype=np.float64)[:, None]
-    whole = reference.FrameSample(100, seed=3)
-    whole.add(rows)
-    streamed = reference.FrameSample(100, seed=3)
+def test_frame_selection_streams_the_seeded_subset_of_all_frames():
+    """Streamed batch by batch, the ICA's frames are those the whole stack would give:
+    `stack[sort(default_rng(seed).choice(total, size))]`, or every frame up to `size`."""
+    rows = np.arange(1000, dtype=np.float64)[:, None] * [1.0, -1.0]
+    streamed = reference.FrameSelection(1000, 100, seed=3)
     for start in range(0, 1000, 70):
         streamed.add(rows[start : start + 70])
-        assert streamed.count == min(100, start + 70) and streamed.rows.shape == (100, 1)
-    np.testing.assert_array_equal(streamed.frames, whole.frames)  # same keys, same smallest 100
-    assert len(whole.frames) == 100 and (np.diff(whole.frames[:, 0]) > 0).all()  # distinct, in order
-    assert 300 < whole.frames.mean() < 700
-    small = reference.FrameSample(100, seed=3)
-    small.add(rows[:60])
-    np.testing.assert_array_equal(small.frames, rows[:60])  # below the bound: every row, in order
+    expected = rows[np.sort(np.random.default_rng(3).choice(1000, 100, replace=False))]
+    np.testing.assert_array_equal(streamed.frames, expected)
+    assert streamed.rows.shape == (100, 2)
+    everything = reference.FrameSelection(60, 100, seed=3)
+    everything.add(rows[:60])
+    np.testing.assert_array_equal(everything.frames, rows[:60])
+    short = reference.FrameSelection(1000, 100, seed=3)
+    short.add(rows[:10])
+    with pytest.raises(FmriInputError, match="expected 1000 frames"):
+        short.frames

@@ -62,6 +62,7 @@ from .reference import (
     DescriptorSettings,
     compute_features,
     fit_structure,
+    target_length,
     validate_scan,
     zscores,
 )
@@ -264,12 +265,25 @@ def library_versions() -> dict[str, str]:
 
 
 def _fit_reference(source: ScanSource, plan: BuildPlan, settings: DescriptorSettings) -> CohortReference:
+    """Fit the structure on a seeded subset of the training scans, streamed in batches one (length,
+    TR) group after another (groups in order of first appearance, scans in source order), each
+    scan read once."""
     train = [info.index for info in plan.infos if info.split == "train"]
     rng = np.random.default_rng(settings.seed)
-    chosen = rng.choice(train, min(len(train), settings.max_fit_scans), replace=False).tolist() if train else []
-    items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, chosen))
+    chosen = set(rng.choice(train, min(len(train), settings.max_fit_scans), replace=False).tolist() if train else [])
+    groups: dict[tuple[int, float], list[int]] = {}
+    for info in plan.infos:
+        if info.index in chosen:
+            groups.setdefault((info.n_timepoints, info.tr), []).append(info.index)
+    n_frames = sum(len(indices) * target_length(n_t, tr, settings) for (n_t, tr), indices in groups.items())
+
+    def batches() -> Iterator[tuple[np.ndarray, float]]:
+        for indices in groups.values():
+            items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, indices))
+            yield from ((batch, tr) for _, batch, tr in _batches(items))
+
     config = plan.config
-    return fit_structure(((batch, tr) for _, batch, tr in _batches(items)), config["roi_labels"], config["atlas"], settings)
+    return fit_structure(batches(), config["roi_labels"], config["atlas"], settings, n_frames)
 
 
 def prepare(

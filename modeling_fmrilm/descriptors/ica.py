@@ -3,10 +3,7 @@
 `GroupICA.fit` runs scikit-learn `FastICA` (seeded) once on the cohort: the z-scored time series of
 its scans are concatenated along time `(total frames, n_rois)` (a seeded subset of frames when
 they exceed `max_frames`; FastICA treats frames as independent samples), giving temporally
-independent sources and a spatial mixing matrix `(n_rois, n_components)`. Whitening uses the
-`"eigh"` solver (eigendecomposition of the `n_rois x n_rois` covariance), which scikit-learn
-recommends when frames far outnumber ROIs: at 60,000 frames x 450 ROIs it needs 224 MB beside
-the data where the SVD solver needs 647 MB, and is 5x faster. Components are ordered
+independent sources and a spatial mixing matrix `(n_rois, n_components)`. Components are ordered
 by the variance they explain and signed so that their largest loading is positive.
 
 `GroupICA.dual_regression` describes any batch of scans the same way (Beckmann et al. 2009;
@@ -48,12 +45,7 @@ class GroupICA:
                 f"group ICA: expected more frames than ROIs, found {frames.shape[0]} frames x {frames.shape[1]} ROIs"
             )
         ica = FastICA(
-            n_components=self.n_components,
-            random_state=self.seed,
-            whiten="unit-variance",
-            whiten_solver="eigh",
-            max_iter=max_iter,
-            tol=1e-4,
+            n_components=self.n_components, random_state=self.seed, whiten="unit-variance", max_iter=max_iter, tol=1e-4
         )
         ica.fit(frames)
         mixing = ica.mixing_

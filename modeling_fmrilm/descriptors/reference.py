@@ -17,6 +17,7 @@ TR.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -180,6 +181,11 @@ def at_target_tr(x: np.ndarray, tr: float, settings: DescriptorSettings) -> np.n
     return np.asarray(resample(np.asarray(x, dtype=np.float64), float(tr), settings.target_tr), dtype=np.float64)
 
 
+def target_length(n_timepoints: int, tr: float, settings: DescriptorSettings) -> int:
+    """Frames of a scan of `n_timepoints` every `tr` s once resampled to the target TR."""
+    return at_target_tr(np.zeros((1, n_timepoints)), tr, settings).shape[-1]
+
+
 def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings: DescriptorSettings) -> np.ndarray:
     """Check one scan for the descriptors: finite, no constant ROI, ROI count, and, once resampled
     to the target TR, long enough for the ALFF band and DFA.
@@ -187,7 +193,7 @@ def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings:
     Raises `FmriInputError` naming the scan. Returns float32 `(n_rois, n_t)` (at the scan's TR).
     """
     array = validate_fmri(data, name, num_rois=n_rois, tr=tr, require_tr=True)
-    n_target = at_target_tr(array[:1], tr, settings).shape[-1]
+    n_target = target_length(array.shape[1], tr, settings)
     amplitude.check_band(f"{name} (at TR {settings.target_tr} s)", n_target, settings.target_tr, settings.alff_band)
     try:
         temporal.dfa_scales(n_target)
@@ -196,55 +202,71 @@ def validate_scan(data: np.ndarray, tr: float, name: str, n_rois: int, settings:
     return array
 
 
-class FrameSample:
-    """A seeded uniform sample of at most `size` rows from rows added batch by batch.
+def release_freed_memory() -> None:
+    """Hand the memory of freed temporaries back to the operating system (glibc `malloc_trim`).
 
-    Bottom-k sampling: every row draws a random key and the `size` rows with the smallest keys
-    stay. They live in one buffer of `size` rows, allocated at the first `add` (untouched pages
-    cost no memory) and overwritten in place, so a cohort of any size holds at most `size` rows
-    plus the batch being added. `frames` returns them in the order they were added.
+    After large arrays are freed glibc raises its mmap threshold, so later arrays of that size come
+    from the heap, whose freed pages stay resident: at 450 ROIs the reference fit's per-batch
+    covariances left ~400 MB resident under the group ICA's SVD (peak 1.76 GB; 1.38 GB trimmed).
+    A no-op where the C library is not glibc.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class FrameSelection:
+    """The frames the group ICA fits on, gathered while the batches stream.
+
+    Of `total` frames (all fitting scans at the target TR, in batch order) it keeps all, or beyond
+    `size` the seeded subset `sort(default_rng(seed).choice(total, size, replace=False))`: the
+    subset is drawn up front, so only the chosen rows are ever copied, into one buffer of at most
+    `size` rows.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.rng = size, np.random.default_rng(seed)
-        self.count, self.seen = 0, 0
+    def __init__(self, total: int, size: int, seed: int) -> None:
+        self.total = total
+        self.chosen = np.sort(np.random.default_rng(seed).choice(total, size, replace=False)) if total > size else np.arange(total)
         self.rows: np.ndarray | None = None
-        self.keys, self.order = np.empty(size), np.empty(size, dtype=np.int64)
+        self.seen = 0
 
     def add(self, rows: np.ndarray) -> None:
-        keys, order = self.rng.random(len(rows)), self.seen + np.arange(len(rows))
-        self.seen += len(rows)
+        """Take the chosen rows among the next `len(rows)` frames."""
         if self.rows is None:
-            self.rows = np.empty((self.size, rows.shape[1]), dtype=rows.dtype)
-        take = min(self.size - self.count, len(rows))
-        end = self.count + take
-        self.rows[self.count : end], self.keys[self.count : end], self.order[self.count : end] = rows[:take], keys[:take], order[:take]
-        self.count = end
-        rows, keys, order = rows[take:], keys[take:], order[take:]
-        if len(rows):
-            kept = np.argpartition(np.concatenate([self.keys, keys]), self.size - 1)[: self.size]
-            entering = kept[kept >= self.size] - self.size
-            leaving = np.setdiff1d(np.arange(self.size), kept[kept < self.size])
-            self.rows[leaving], self.keys[leaving], self.order[leaving] = rows[entering], keys[entering], order[entering]
+            self.rows = np.empty((len(self.chosen), rows.shape[1]), dtype=rows.dtype)
+        low, high = np.searchsorted(self.chosen, [self.seen, self.seen + len(rows)])
+        self.rows[low:high] = rows[self.chosen[low:high] - self.seen]
+        self.seen += len(rows)
 
     @property
     def frames(self) -> np.ndarray:
-        """The sampled rows `(min(size, rows added), width)`, in the order they were added."""
-        return self.rows[: self.count][np.argsort(self.order[: self.count])]
+        if self.seen != self.total or self.rows is None:
+            raise FmriInputError(f"cohort reference: expected {self.total} frames to fit the ICA on, found {self.seen}")
+        return self.rows
 
 
 def fit_structure(
-    batches: Iterable[tuple[np.ndarray, float]], roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings
+    batches: Iterable[tuple[np.ndarray, float]],
+    roi_labels: Sequence[str],
+    atlas: str,
+    settings: DescriptorSettings,
+    n_frames: int | None = None,
 ) -> CohortReference:
     """Fit the tangent mean, gradient reference and group ICA on batches `(n, n_rois, n_t)` + their TR.
 
     Each batch is resampled to the target TR first. The caller passes at most
     `settings.max_fit_scans` scans (all of a small cohort). The ICA fits on all their frames, or,
-    beyond `settings.max_fit_frames`, on a seeded uniform subset of that many, drawn while the
-    batches stream (`FrameSample`). The covariances are kept per batch, never concatenated.
+    beyond `settings.max_fit_frames`, on a seeded subset of that many (`FrameSelection`).
+    `n_frames`, the batches' total frames at the target TR, lets the batches stream (the corpus
+    passes it); without it they are held first to count them. The covariances are kept per batch,
+    never concatenated.
     """
+    if n_frames is None:
+        batches = list(batches)
+        n_frames = sum(len(batch) * target_length(batch.shape[-1], tr, settings) for batch, tr in batches)
     covariances, fc_sum, n_scans = [], 0.0, 0
-    frames = FrameSample(settings.max_fit_frames, settings.seed)
+    frames = FrameSelection(n_frames, settings.max_fit_frames, settings.seed)
     for batch, tr in batches:
         batch = at_target_tr(batch, tr, settings)
         z = connectivity.standardize(batch)
@@ -256,12 +278,12 @@ def fit_structure(
     if n_scans < 2:
         raise FmriInputError(f"cohort reference: expected at least 2 scans to fit on, found {n_scans}")
     tangent = connectivity.TangentSpace().fit(covariances)
-    del covariances  # the ICA below needs the memory more
+    del covariances
+    release_freed_memory()  # before the ICA's SVD, the step with the largest temporaries
     reference_gradients, _ = gradients.gradients(
         (fc_sum / n_scans)[None], settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel
     )
-    sampled, frames = frames.frames, None
-    group_ica = ica.GroupICA(settings.n_ica_components, settings.seed).fit(sampled)
+    group_ica = ica.GroupICA(settings.n_ica_components, settings.seed).fit(frames.frames)
     return CohortReference(
         settings=settings,
         roi_labels=list(roi_labels),
