@@ -379,3 +379,26 @@ def test_frame_selection_streams_the_seeded_subset_of_all_frames():
     short.add(rows[:10])
     with pytest.raises(FmriInputError, match="expected 1000 frames"):
         short.frames
+
+
+def test_cohort_norms_streamed_in_batches_equal_numpy_on_the_whole_cohort():
+    rng = np.random.default_rng(0)
+    features = {name: rng.normal(size=30) * 3 + 5 for name in reference.SCALARS}
+    features["network_pair_fc"] = rng.normal(size=(30, 4))
+    features["network_pair_fc"][:, 2] = np.nan  # a one-ROI network's within pair
+    datasets = np.array(["a"] * 12 + ["b"] * 8 + ["a"] * 8 + ["c"] * 2)
+    norms = reference.CohortNorms()
+    for start in range(0, 30, 7):
+        norms.add({name: values[start : start + 7] for name, values in features.items()}, datasets[start : start + 7])
+    result = norms.norms(min_scans=3)
+    assert set(result) == {reference.POOLED, "a", "b"}  # c has 2 scans, below min_scans
+    for group, mask in ((reference.POOLED, np.ones(30, bool)), ("a", datasets == "a"), ("b", datasets == "b")):
+        assert result[group]["n_scans"] == mask.sum()
+        for name in reference.NORMED:
+            values = features[name][mask]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                expected_mean, expected_sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0, ddof=1)
+            np.testing.assert_allclose(result[group][name]["mean"], expected_mean, rtol=1e-12)
+            np.testing.assert_allclose(result[group][name]["sd"], expected_sd, rtol=1e-12)
+    assert np.isnan(result["a"]["network_pair_fc"]["mean"][2])
