@@ -105,7 +105,8 @@ def read_network_labels(path: str | Path) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CorpusArguments:
-    (args,) = HfArgumentParser(CorpusArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(CorpusArguments, description=__doc__.splitlines()[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args
 
 
