@@ -273,8 +273,16 @@ def test_three_shares_merged_equal_one_build_file_for_file(tmp_path, monkeypatch
         corpus.merge(out, "build", progress=False)
     monkeypatch.setattr(corpus, "shard_features", real)
     assert corpus.build_shards(scans, out, shard_index=0, num_shards=3, progress=False) == 1  # resumed: shard 0 kept
-    for index in (2, 1):
-        assert corpus.build_shards(scans, out, shard_index=index, num_shards=3, progress=False) == 0
+    assert corpus.build_shards(scans, out, shard_index=2, num_shards=3, progress=False) == 0
+    read = []
+
+    def stream():  # a source that can only be iterated: share 1 reads up to its last scan, no further
+        for scan in scans:
+            read.append(scan.subject)
+            yield scan
+
+    assert corpus.build_shards(stream, out, shard_index=1, num_shards=3, progress=False) == 0
+    assert len(read) == 4  # shard 1 = scans 2 and 3
     corpus.merge(out, "build", progress=False)
     merged, single = folder_files(out), folder_files(tmp_path / "one")
     assert sorted(merged) == sorted(single) and "splits.json" in merged and "cohort_reference.npz" in merged

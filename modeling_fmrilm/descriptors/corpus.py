@@ -189,13 +189,18 @@ def _scans(source: ScanSource) -> Iterator[FmriScan]:
 
 def _selected(source: ScanSource, wanted: Iterable[int]) -> Iterator[tuple[int, FmriScan]]:
     """`(position, scan)` for the wanted positions in order: indexed in a sequence (a lazy one reads
-    only those files), filtered from a fresh iterator otherwise."""
+    only those files), filtered from a fresh iterator otherwise (which stops after the last one)."""
     wanted = sorted(set(wanted))
     if isinstance(source, Sequence):
         yield from ((index, source[index]) for index in wanted)
         return
     chosen = set(wanted)
-    yield from ((index, scan) for index, scan in enumerate(_scans(source)) if index in chosen)
+    for index, scan in enumerate(_scans(source) if chosen else ()):
+        if index in chosen:
+            chosen.discard(index)
+            yield index, scan
+            if not chosen:
+                return
 
 
 def survey(
