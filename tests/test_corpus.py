@@ -1,12 +1,18 @@
 """Text bands and templates; the corpus dataset folder (splits, resume, push, bad input)."""
 
+import importlib.metadata
+import importlib.util
+import json
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from datasets import load_dataset
 
+from modeling_fmrilm import splits
 from modeling_fmrilm.descriptors import corpus, reference, text
 from modeling_fmrilm.descriptors.corpus import build_corpus, push_to_hub
 from modeling_fmrilm.descriptors.reference import DescriptorSettings
@@ -15,7 +21,8 @@ from modeling_fmrilm.io import FmriScan
 
 N_ROIS = 16
 LABELS = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
-SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2)
+SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2, seed=4)
+FRACTIONS = (0.5, 0.25, 0.25)  # with seed 4, the 8 subjects of make_scans split 5 / 2 / 1
 
 
 def make_scans(n_subjects=8, seed=0):
@@ -59,7 +66,7 @@ def test_text_is_deterministic_and_states_only_record_numbers():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     return folder, summary
 
 
@@ -67,12 +74,24 @@ def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
     folder, summary = built
     data = load_dataset(str(folder))
     assert set(data) == {"train", "validation", "test"}
-    assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 4, "validation": 2, "test": 2}
-    subjects = {split: {(r["dataset"], r["subject"]) for r in data[split]} for split in data}
-    assert not subjects["train"] & subjects["validation"] and not subjects["train"] & subjects["test"]
-    assert not subjects["validation"] & subjects["test"]
-    for column in ("subject", "dataset", "split", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
+    assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 5, "validation": 2, "test": 1}
+    expected = splits.split_subjects([splits.subject_key(s.dataset, s.subject) for s in make_scans()], FRACTIONS, SETTINGS.seed)
+    assert splits.read_manifest(folder) == expected
+    for split in data:
+        assert {splits.subject_key(r["dataset"], r["subject"]) for r in data[split]} == set(expected.subjects(split))
+        assert data[split]["text_key"] == [splits.text_key(r["dataset"], r["subject"], r["session"]) for r in data[split]]
+    for column in ("subject", "session", "dataset", "split", "text_key", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
         assert column in data["train"].column_names
+    provenance = json.loads(data["train"][0]["provenance"])
+    assert provenance["settings"]["target_tr"] == 2.0 and provenance["split"] == {"seed": 4, "fractions": list(FRACTIONS), "manifest": "splits.json"}
+    assert provenance["graph"]["louvain"] == f"scikit-network {importlib.metadata.version('scikit-network')}"
+    assert provenance["graph"]["components"] == data["train"][0]["graph_components"] >= 1
+    # at density 0.2 these toy graphs fall apart: efficiencies as defined, and the record says so
+    rows = [row for split in data.values() for row in split]
+    disconnected = [row for row in rows if row["graph_components"] > 1]
+    assert disconnected and all(json.loads(row["provenance"])["graph"]["connected"] is False for row in disconnected)
+    assert "add 0 to global and local efficiency" in json.loads(disconnected[0]["provenance"])["graph"]["unreachable_pairs"]
+    assert all(np.isfinite(row[name]) for row in rows for name in reference.SCALARS)
     record = data["test"][0]
     numbers = set(re.findall(r"[-+]?\d+\.\d+", record["text"]))
     held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
@@ -108,11 +127,11 @@ def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "shard_features", failing)
     with pytest.raises(InterruptedError):
-        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     assert not (tmp_path / "data").exists() and len(list((tmp_path / ".build" / "raw").glob("*.npz"))) == 1
     calls.clear()
     fail[0] = False
-    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), shard_size=3, progress=False)
+    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
     assert summary.reused_shards == 1 and len(calls) == 2
     assert sum(summary.split_sizes.values()) == 8
 
@@ -130,7 +149,7 @@ def test_push_to_hub_uploads_the_folder(built, tmp_path):
     api = LocalApi()
     assert push_to_hub(folder, "org/descriptors", api=api).endswith("datasets/org/descriptors")
     assert api.created == ("org/descriptors", "dataset")
-    assert len(load_dataset(str(tmp_path / "org" / "descriptors"))["train"]) == 4
+    assert len(load_dataset(str(tmp_path / "org" / "descriptors"))["train"]) == 5
 
 
 def test_push_to_hub_calls_huggingface_hub(built, monkeypatch):
@@ -160,20 +179,25 @@ def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
     with pytest.raises(FmriInputError, match=message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
-    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), skip_bad=True, progress=False)
+    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=FRACTIONS, skip_bad=True, progress=False)
     assert len(summary.skipped) == 1 and "bad_scan.npy" in summary.skipped[0]
     assert sum(summary.split_sizes.values()) == 7
 
 
+def load_script():
+    """datasets_scripts/build_descriptor_corpus.py as a module (registered, as its dataclass needs)."""
+    if "build_descriptor_corpus" not in sys.modules:
+        path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
+        spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["build_descriptor_corpus"]
+
+
 def test_cli_builds_from_a_folder_with_an_atlas_table(tmp_path):
     import csv
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
-    spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     main, read_network_labels = script.main, script.read_network_labels
 
     folder = tmp_path / "scans"
@@ -203,7 +227,7 @@ def test_text_and_scan_ids_do_not_depend_on_where_files_live(tmp_path):
         for scan in scans:
             scan.source = str(tmp_path / place / f"{scan.subject}_bold.npy")
         out = tmp_path / place / "corpus"
-        build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         rows = load_dataset(str(out))["train"]
         texts.append(list(zip(rows["scan"], rows["text"])))
     assert texts[0] == texts[1]
@@ -215,6 +239,117 @@ def test_load_dataset_does_not_confuse_two_corpora_with_the_same_folder_name(tmp
     subjects = []
     for seed in (0, 1):
         out = tmp_path / f"run{seed}" / "corpus"
-        build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=(0.5, 0.25, 0.25), progress=False)
+        build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         subjects.append(load_dataset(str(out))["train"]["fc_mean"])
     assert subjects[0] != subjects[1]
+
+
+def folder_files(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_three_shares_merged_equal_one_build_file_for_file(tmp_path, monkeypatch):
+    """prepare + 3 shares (one interrupted and resumed) + merge writes the same files as one build."""
+    scans = make_scans()
+    options = dict(fractions=FRACTIONS, shard_size=2, progress=False)
+    build_corpus(scans, tmp_path / "one", LABELS, "toy", SETTINGS, command="build", **options)
+
+    out = tmp_path / "shared"
+    plan = corpus.prepare(scans, out, LABELS, "toy", SETTINGS, FRACTIONS, shard_size=2, progress=False)
+    assert len(plan.shards) == 4  # share 0 of 3 holds shards 0 and 3
+    calls, real = [], corpus.shard_features
+
+    def killed_on_second_shard(items, ref):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise InterruptedError("killed")
+        return real(items, ref)
+
+    monkeypatch.setattr(corpus, "shard_features", killed_on_second_shard)
+    with pytest.raises(InterruptedError):
+        corpus.build_shards(scans, out, shard_index=0, num_shards=3, progress=False)
+    assert sorted(p.name for p in (out / ".build" / "raw").glob("*.npz")) == ["shard-00000.npz"]
+    with pytest.raises(FmriInputError, match=r"3 missing \(\[1, 2, 3\]\)"):
+        corpus.merge(out, "build", progress=False)
+    monkeypatch.setattr(corpus, "shard_features", real)
+    assert corpus.build_shards(scans, out, shard_index=0, num_shards=3, progress=False) == 1  # resumed: shard 0 kept
+    assert corpus.build_shards(scans, out, shard_index=2, num_shards=3, progress=False) == 0
+    read = []
+
+    def stream():  # a source that can only be iterated: share 1 reads up to its last scan, no further
+        for scan in scans:
+            read.append(scan.subject)
+            yield scan
+
+    assert corpus.build_shards(stream, out, shard_index=1, num_shards=3, progress=False) == 0
+    assert len(read) == 4  # shard 1 = scans 2 and 3
+    corpus.merge(out, "build", progress=False)
+    merged, single = folder_files(out), folder_files(tmp_path / "one")
+    assert sorted(merged) == sorted(single) and "splits.json" in merged and "cohort_reference.npz" in merged
+    assert all(merged[name] == single[name] for name in single)
+
+
+def test_share_refuses_other_settings_and_changed_scans(tmp_path):
+    scans = make_scans()
+    corpus.prepare(scans, tmp_path, LABELS, "toy", SETTINGS, FRACTIONS, shard_size=4, progress=False)
+    other = corpus.corpus_config(LABELS, "toy", DescriptorSettings(n_ica_components=4, density=0.3, seed=4), 4)
+    with pytest.raises(FmriInputError, match="prepared with other settings"):
+        corpus.build_shards(scans, tmp_path, 0, 2, progress=False, expected_config=other)
+    scans[0].source = "renamed.npy"
+    with pytest.raises(FmriInputError, match="renamed.npy: expected .* the source changed"):
+        corpus.build_shards(scans, tmp_path, 0, 2, progress=False)
+    with pytest.raises(FmriInputError, match="shard_index"):
+        corpus.build_shards(scans, tmp_path, 2, 2, progress=False)
+
+
+def test_split_manifest_keeps_the_assignment_of_a_grown_cohort(tmp_path):
+    first = tmp_path / "first"
+    build_corpus(make_scans(), first, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
+    manifest = json.loads((first / "splits.json").read_text())
+    moved = next(key for key, split in manifest["subjects"].items() if split == "train")
+    manifest["subjects"][moved] = "test"  # a hand-made assignment the hash would not give
+    (first / "splits.json").write_text(json.dumps(manifest))
+    grown = make_scans(n_subjects=12)
+    build_corpus(grown, tmp_path / "grown", LABELS, "toy", SETTINGS, fractions=(0.8, 0.1, 0.1), split_manifest=first, progress=False)
+    result = splits.read_manifest(tmp_path / "grown")
+    assert result.seed == 4 and result.fractions == FRACTIONS  # the manifest's, not the call's
+    assert all(result.assignment[key] == split for key, split in manifest["subjects"].items())
+    for scan in grown[8:]:
+        key = splits.subject_key(scan.dataset, scan.subject)
+        assert result.assignment[key] == splits.assign_split(key, FRACTIONS, seed=4)
+    tests = load_dataset(str(tmp_path / "grown"), split="test")
+    assert moved in {splits.subject_key(d, s) for d, s in zip(tests["dataset"], tests["subject"])}
+
+
+def test_demo_corpus_splits_the_embedded_subjects_6_3_3(tmp_path):
+    from modeling_fmrilm.io import load_embedded
+
+    summary = corpus.demo_corpus(load_embedded(), tmp_path)
+    assert summary.split_sizes == {"train": 6, "validation": 3, "test": 3}
+    test_datasets = {key.split("/")[0] for key in splits.read_manifest(tmp_path).subjects("test")}
+    assert test_datasets == {"hcp", "gw"}
+
+
+def test_cli_shares_accept_both_flag_spellings(tmp_path):
+    script = load_script()
+    assert script.parse_args(["--output_dir", "a", "--shard-size", "5"]).shard_size == 5
+    assert script.parse_args(["--output-dir", "a", "--num_proc", "3", "--fractions", "0.6", "0.2", "0.2"]).fractions == [0.6, 0.2, 0.2]
+    with pytest.raises(FmriInputError, match="both or neither"):
+        script.parse_args(["--output-dir", "a", "--shard-index", "0"])
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for scan in make_scans():
+        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
+    table = tmp_path / "atlas.tsv"
+    table.write_text("network\n" + "\n".join(LABELS) + "\n")
+    common = ["--scans", str(folder), "--tr", "2.0", "--atlas_table", str(table), "--output-dir", str(tmp_path / "out"),
+              "--n-ica-components", "4", "--density", "0.2", "--seed", "4", "--shard_size", "3"]
+    script.main([*common, "--fit-reference-only"])
+    for index in ("0", "1"):
+        script.main([*common, "--shard_index", index, "--num-shards", "2"])
+    with pytest.raises(FmriInputError, match="prepared with other settings"):
+        script.main([*common[:-6], "--shard_size", "3", "--merge"])  # without --density 0.2 etc.
+    script.main([*common, "--merge"])
+    data = load_dataset(str(tmp_path / "out"))
+    assert sum(len(split) for split in data.values()) == 8
+    assert "--merge" in (tmp_path / "out" / "README.md").read_text()

@@ -5,7 +5,7 @@ One module per feature family, each a function over a batch `(n_scans, n_rois, n
 and the cohort reference), `text` (bands and templates), `corpus` (the dataset folder).
 """
 
-from .corpus import CorpusSummary, build_corpus, demo_corpus, push_to_hub
+from .corpus import CorpusSummary, build_corpus, build_shards, demo_corpus, merge, prepare, push_to_hub
 from .reference import CohortReference, DescriptorSettings, compute_features
 from .text import band, describe
 
@@ -15,8 +15,11 @@ __all__ = [
     "DescriptorSettings",
     "band",
     "build_corpus",
+    "build_shards",
     "compute_features",
     "demo_corpus",
     "describe",
+    "merge",
+    "prepare",
     "push_to_hub",
 ]

@@ -3,17 +3,29 @@
 Layout written to `output_dir`:
 
     README.md                               dataset card (YAML `configs:`, features, provenance)
+    splits.json                             the subject split (`modeling_fmrilm.splits` manifest)
     cohort_reference.json / .npz            the reference the z-scores are measured against
-    data/descriptors/{split}-NNNNN.parquet  one file per shard and split (train/validation/test)
+    data/descriptors/{split}-NNNNN-<digest>.parquet   one file per shard and split
 
-Scans stream through three passes over the source (survey/validation, reference fit on a seeded
-subset of the training subjects, features shard by shard), so memory is bounded by the shard size
-and the fit subset, not by the cohort. Work happens in `output_dir/.build/`: every finished
-feature shard is an `.npz` written atomically (temp + rename), so a rerun with the same inputs and
-settings resumes from the finished shards; the split files appear in `data/` only when all of
-them are written (one directory rename), so an interrupted build leaves no half-written split.
-Splits are made by subject within each dataset (seeded), and the reference (tangent mean,
-gradient reference, ICA mixing, per-dataset norms) is fitted on the training split only.
+Three steps, which `build_corpus` runs in a row in one process and which many processes or
+machines can run apart (`datasets_scripts/build_descriptor_corpus.py --fit-reference-only`,
+`--shard-index i --num-shards n`, `--merge`; a Slurm array job is one share per task):
+
+1. `prepare`: survey every scan once (validation), assign each `dataset/subject` to a split with
+   `modeling_fmrilm.splits` (seeded hash, or an existing manifest so a grown cohort keeps its
+   assignment), and fit the cohort structure (tangent mean, gradient reference, group ICA) on a
+   seeded subset of the training scans. Writes `.build/plan.json` and `.build/structure.*`.
+2. `build_shards`: the features of shard `k` (`shard_size` consecutive scans) for every `k` with
+   `k % num_shards == shard_index`, each written as `.build/raw/shard-k.npz` atomically (temp +
+   rename). A finished shard is never computed again, so an interrupted share resumes.
+3. `merge`: the per-dataset norms, streamed over the training scans' shards; the records
+   (z-scores, text); the parquet files, card, manifest and reference, staged in `.build/publish/`
+   and moved into place only when all are written, so an interrupted build leaves no half-written
+   split.
+
+Memory is bounded by the shard size and the reference-fit subset, not by the cohort. A rerun of
+`prepare` with other inputs or settings starts the work folder afresh; with the same ones it
+keeps the fitted structure and the finished shards.
 """
 
 from __future__ import annotations
@@ -24,10 +36,9 @@ import json
 import os
 import shutil
 import sys
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +48,33 @@ from tqdm.auto import tqdm
 
 from ..errors import FmriInputError
 from ..io import FmriScan
+from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, SubjectSplit, resolve_split, subject_key, text_key, write_manifest
+from . import graph
 from . import text as descriptor_text
 from .reference import (
     DESCRIBED,
     DOMAINS,
+    NORMED,
     SCALARS,
     VECTORS,
+    CohortNorms,
     CohortReference,
     DescriptorSettings,
     compute_features,
-    fit_norms,
     fit_structure,
+    target_length,
     validate_scan,
     zscores,
 )
 
-SPLITS = ("train", "validation", "test")
 CONFIG_NAME = "descriptors"
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "nilearn", "networkx", "pyarrow")
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-network", "nilearn", "pyarrow")
+WORK_DIR = ".build"
+PLAN_NAME = "plan.json"
+STRUCTURE = "structure"
+FEATURE_BATCH = 16  # scans per compute_features call: bounds memory at any shard size (26 MB per 450x450 stack)
+DEMO_FRACTIONS = (0.6, 0.2, 0.2)  # 12 embedded subjects, seed 0: 6 train, 3 validation, 3 test
+UNREACHABLE = "pairs without a path add 0 to global and local efficiency (1 / inf), as networkx defines them"
 ScanSource = Sequence[FmriScan] | Callable[[], Iterable[FmriScan]]
 
 
@@ -75,13 +95,22 @@ class ScanInfo:
     def key(self) -> str:
         """Machine-independent scan id, `dataset/subject[/session]/file name`: the record's `scan`
         column and the seed of its phrasing (an absolute path would change both between machines)."""
-        parts = [self.dataset, self.subject, self.session, Path(self.name).name]
-        return "/".join(part for part in parts if part)
+        return "/".join(part for part in (self.text_key, Path(self.name).name) if part)
+
+    @property
+    def text_key(self) -> str:
+        """`dataset/subject[/session]`: the key of this scan's text (`modeling_fmrilm.splits.text_key`)."""
+        return text_key(self.dataset, self.subject, self.session)
+
+    @property
+    def subject_key(self) -> str:
+        """`dataset/subject`: the unit of the split."""
+        return subject_key(self.dataset, self.subject)
 
 
 @dataclass
 class CorpusSummary:
-    """Result of `build_corpus`."""
+    """Result of `build_corpus` and `merge`."""
 
     folder: Path
     split_sizes: dict[str, int]
@@ -89,8 +118,89 @@ class CorpusSummary:
     reused_shards: int = 0
 
 
+def corpus_config(roi_labels: Sequence[str], atlas: str, settings: DescriptorSettings, shard_size: int) -> dict:
+    """Everything besides the scans that fixes the shards' contents (compared by shares and merge)."""
+    if shard_size < 1:
+        raise FmriInputError(f"shard_size: expected a positive number of scans, found {shard_size}")
+    config = {"atlas": atlas, "roi_labels": list(roi_labels), "settings": settings.to_dict(), "shard_size": int(shard_size)}
+    return json.loads(json.dumps(config))  # as a saved plan holds it (tuples become lists)
+
+
+@dataclass
+class BuildPlan:
+    """The surveyed scans, their split and the configuration: what every share and the merge agree on."""
+
+    infos: list[ScanInfo]
+    split: SubjectSplit
+    config: dict
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def shards(self) -> list[list[ScanInfo]]:
+        size = self.config["shard_size"]
+        return [self.infos[i : i + size] for i in range(0, len(self.infos), size)]
+
+    @property
+    def fingerprint(self) -> str:
+        state = {"scans": [asdict(i) for i in self.infos], "split": self.split.to_json(), "config": self.config}
+        return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+    def save(self, work: Path) -> None:
+        content = {
+            "fingerprint": self.fingerprint,
+            "config": self.config,
+            "split": self.split.to_json(),
+            "scans": [asdict(i) for i in self.infos],
+            "skipped": self.skipped,
+        }
+        temporary = work / f".{PLAN_NAME}.tmp"
+        temporary.write_text(json.dumps(content))
+        temporary.replace(work / PLAN_NAME)
+
+    @classmethod
+    def load(cls, work: Path, expected_config: dict | None = None) -> "BuildPlan":
+        """The plan in `work`; with `expected_config`, refuses one prepared with another configuration."""
+        path = work / PLAN_NAME
+        if not path.is_file():
+            raise FmriInputError(
+                f"{path}: no build plan there; fit the reference first (build_descriptor_corpus.py --fit-reference-only)"
+            )
+        content = json.loads(path.read_text())
+        split = content["split"]
+        plan = cls(
+            [ScanInfo(**info) for info in content["scans"]],
+            SubjectSplit(split["subjects"], split["seed"], tuple(split["fractions"])),
+            content["config"],
+            content["skipped"],
+        )
+        if expected_config is not None and plan.config != expected_config:
+            differing = sorted(k for k in expected_config if plan.config.get(k) != expected_config[k])
+            raise FmriInputError(
+                f"{path}: prepared with other {', '.join(differing)} than asked for now "
+                f"(prepared: {json.dumps({k: plan.config.get(k) for k in differing})[:500]}); "
+                "use the arguments of the preparation, or prepare again"
+            )
+        return plan
+
+
 def _scans(source: ScanSource) -> Iterator[FmriScan]:
     return iter(source() if callable(source) else source)
+
+
+def _selected(source: ScanSource, wanted: Iterable[int]) -> Iterator[tuple[int, FmriScan]]:
+    """`(position, scan)` for the wanted positions in order: indexed in a sequence (a lazy one reads
+    only those files), filtered from a fresh iterator otherwise (which stops after the last one)."""
+    wanted = sorted(set(wanted))
+    if isinstance(source, Sequence):
+        yield from ((index, source[index]) for index in wanted)
+        return
+    chosen = set(wanted)
+    for index, scan in enumerate(_scans(source) if chosen else ()):
+        if index in chosen:
+            chosen.discard(index)
+            yield index, scan
+            if not chosen:
+                return
 
 
 def survey(
@@ -111,41 +221,34 @@ def survey(
     return infos, skipped
 
 
-def assign_splits(infos: Sequence[ScanInfo], fractions: Sequence[float], seed: int) -> None:
-    """Set `info.split` by subject within each dataset (seeded permutation of sorted subject ids).
+def _batches(
+    items: Iterable[tuple[int, np.ndarray, float]], batch_size: int = FEATURE_BATCH
+) -> Iterator[tuple[list[int], np.ndarray, float]]:
+    """Group `(row, data (R, T), tr)` by length and TR into batches of `batch_size`, each yielded as
+    soon as it is full (the partial ones at the end): rows, stacked `(n, R, T)`, TR. Streams: at most
+    one partial batch per (length, TR) is held."""
+    pending: dict[tuple[int, float], list[tuple[int, np.ndarray]]] = {}
 
-    Each split gets `round(fraction * n_subjects)` subjects (at least one when the dataset has three
-    or more subjects); training gets the rest. A subject never appears in two splits.
-    """
-    for dataset in sorted({info.dataset for info in infos}):
-        subjects = sorted({info.subject for info in infos if info.dataset == dataset})
-        order = np.random.default_rng([seed, zlib.crc32(dataset.encode())]).permutation(len(subjects))
-        n = len(subjects)
-        held = [max(1, round(f * n)) if n >= 3 else 0 for f in fractions[1:]]
-        bounds = np.cumsum([n - sum(held), *held])
-        split_of = {subjects[i]: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, i in enumerate(order)}
-        for info in infos:
-            if info.dataset == dataset:
-                info.split = split_of[info.subject]
+    def stacked(group: list[tuple[int, np.ndarray]], tr: float) -> tuple[list[int], np.ndarray, float]:
+        return [row for row, _ in group], np.stack([data for _, data in group]), tr
 
-
-def _grouped(items: Sequence[tuple[int, np.ndarray, float]]) -> Iterator[tuple[list[int], np.ndarray, float]]:
-    """Group `(position, data, tr)` by shape and TR: yields positions, stacked `(n, R, T)`, TR."""
-    groups: dict[tuple[int, float], list[int]] = {}
-    for position, (_, data, tr) in enumerate(items):
-        groups.setdefault((data.shape[1], tr), []).append(position)
-    for (_, tr), positions in groups.items():
-        yield [items[p][0] for p in positions], np.stack([items[p][1] for p in positions]), tr
+    for row, data, tr in items:
+        shape = (data.shape[-1], tr)
+        pending.setdefault(shape, []).append((row, data))
+        if len(pending[shape]) == batch_size:
+            yield stacked(pending.pop(shape), tr)
+    for (_, tr), group in pending.items():
+        yield stacked(group, tr)
 
 
 def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: CohortReference) -> dict[str, np.ndarray]:
     """Features of one shard `[(row, data (R, T), tr), ...]`, rows ordered as given."""
     out: dict[str, np.ndarray] = {}
-    for rows, batch, tr in _grouped(items):
+    for rows, batch, tr in _batches(items):
         features = compute_features(batch, tr, reference)
         for name, values in features.items():
             if name not in out:
-                out[name] = np.zeros((len(items), *values.shape[1:]))
+                out[name] = np.zeros((len(items), *values.shape[1:]), dtype=values.dtype)
             out[name][rows] = values
     return out
 
@@ -157,9 +260,8 @@ def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     temporary.replace(path)
 
 
-def _fingerprint(infos: Sequence[ScanInfo], settings: DescriptorSettings, labels: Sequence[str], extra: dict) -> str:
-    state = {"scans": [vars(i) for i in infos], "settings": settings.to_dict(), "labels": list(labels), **extra}
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+def _raw_path(work: Path, shard: int) -> Path:
+    return work / "raw" / f"shard-{shard:05d}.npz"
 
 
 def library_versions() -> dict[str, str]:
@@ -167,77 +269,148 @@ def library_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in LIBRARIES}
 
 
-def _fit_reference(
-    source: ScanSource, infos: Sequence[ScanInfo], labels: Sequence[str], atlas: str, settings: DescriptorSettings
-) -> CohortReference:
-    train = [info.index for info in infos if info.split == "train"]
+def _fit_reference(source: ScanSource, plan: BuildPlan, settings: DescriptorSettings) -> CohortReference:
+    """Fit the structure on a seeded subset of the training scans, streamed in batches one (length,
+    TR) group after another (groups in order of first appearance, scans in source order), each
+    scan read once."""
+    train = [info.index for info in plan.infos if info.split == "train"]
     rng = np.random.default_rng(settings.seed)
-    chosen = set(rng.choice(train, min(len(train), settings.max_fit_scans), replace=False).tolist()) if train else set()
-    items = [(0, scan.data, float(scan.tr)) for i, scan in enumerate(_scans(source)) if i in chosen]
-    return fit_structure((batch for _, batch, _ in _grouped(items)), labels, atlas, settings)
+    chosen = set(rng.choice(train, min(len(train), settings.max_fit_scans), replace=False).tolist() if train else [])
+    groups: dict[tuple[int, float], list[int]] = {}
+    for info in plan.infos:
+        if info.index in chosen:
+            groups.setdefault((info.n_timepoints, info.tr), []).append(info.index)
+    n_frames = sum(len(indices) * target_length(n_t, tr, settings) for (n_t, tr), indices in groups.items())
+
+    def batches() -> Iterator[tuple[np.ndarray, float]]:
+        for indices in groups.values():
+            items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, indices))
+            yield from ((batch, tr) for _, batch, tr in _batches(items))
+
+    config = plan.config
+    return fit_structure(batches(), config["roi_labels"], config["atlas"], settings, n_frames)
 
 
-def _shards(infos: Sequence[ScanInfo], shard_size: int) -> list[list[ScanInfo]]:
-    return [list(infos[i : i + shard_size]) for i in range(0, len(infos), shard_size)]
-
-
-def _compute_shards(
+def prepare(
     source: ScanSource,
-    shards: list[list[ScanInfo]],
-    raw_dir: Path,
-    reference: CohortReference,
-    num_proc: int,
-    progress: bool,
+    output_dir: str | Path,
+    roi_labels: Sequence[str],
+    atlas: str,
+    settings: DescriptorSettings = DescriptorSettings(),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    split_manifest: str | Path | None = None,
+    shard_size: int = 64,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> BuildPlan:
+    """Step 1 (module docstring): survey, split and fit the cohort structure into `output_dir/.build`.
+
+    The split is `modeling_fmrilm.splits.resolve_split` of the `dataset/subject` keys with
+    `fractions` and `settings.seed`, or the assignment in `split_manifest` (a `splits.json` or a
+    corpus folder) extended by the same hash for subjects it does not list.
+    """
+    work = Path(output_dir) / WORK_DIR
+    infos, skipped = survey(source, len(roi_labels), settings, skip_bad, progress)
+    if not infos:
+        raise FmriInputError(f"descriptor corpus: no usable scans ({len(skipped)} skipped)")
+    split = resolve_split([info.subject_key for info in infos], split_manifest, fractions, settings.seed)
+    for info in infos:
+        info.split = split.of(info.subject_key)
+    plan = BuildPlan(infos, split, corpus_config(roi_labels, atlas, settings, shard_size), skipped)
+    if work.exists():
+        previous = json.loads((work / PLAN_NAME).read_text()) if (work / PLAN_NAME).is_file() else {}
+        if previous.get("fingerprint") != plan.fingerprint:
+            shutil.rmtree(work)
+    (work / "raw").mkdir(parents=True, exist_ok=True)
+    plan.save(work)
+    if not (work / f"{STRUCTURE}.json").exists():
+        _fit_reference(source, plan, settings).save(work, STRUCTURE)
+    return plan
+
+
+def build_shards(
+    source: ScanSource,
+    output_dir: str | Path,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    num_proc: int = 1,
+    progress: bool = True,
+    expected_config: dict | None = None,
 ) -> int:
-    """Compute every missing raw shard; returns how many finished shards were reused."""
-    todo = {k for k in range(len(shards)) if not (raw_dir / f"shard-{k:05d}.npz").exists()}
-    shard_of = {info.index: k for k, shard in enumerate(shards) for info in shard}
-    position = {info.index: row for shard in shards for row, info in enumerate(shard)}
+    """Step 2: compute the missing shards `k` with `k % num_shards == shard_index`; returns how many
+    of this share's shards were already finished (reused).
+
+    `source` must list the scans in the order `prepare` saw them (each scan's name is checked).
+    """
+    if not 0 <= shard_index < num_shards:
+        raise FmriInputError(f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}")
+    work = Path(output_dir) / WORK_DIR
+    plan = BuildPlan.load(work, expected_config)
+    reference = CohortReference.load(work, STRUCTURE)
+    shards = plan.shards
+    mine = [k for k in range(len(shards)) if k % num_shards == shard_index]
+    todo = [k for k in mine if not _raw_path(work, k).exists()]
+    info_at = {info.index: (k, row, info) for k in todo for row, info in enumerate(shards[k])}
     pending: dict[int, list[tuple[int, np.ndarray, float]]] = {k: [] for k in todo}
-    bar = tqdm(total=len(todo), desc="descriptor shards", disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"descriptor shards (share {shard_index}/{num_shards})", disable=not progress)
     executor = ProcessPoolExecutor(num_proc) if num_proc > 1 and len(todo) > 1 else None
     futures = {}
 
     def finish(k: int, features: dict[str, np.ndarray]) -> None:
-        _atomic_npz(raw_dir / f"shard-{k:05d}.npz", features)
+        _atomic_npz(_raw_path(work, k), features)
         bar.update()
 
     try:
-        if todo:
-            for index, scan in enumerate(_scans(source)):
-                k = shard_of.get(index)
-                if k not in pending:
-                    continue
-                pending[k].append((position[index], np.asarray(scan.data), float(scan.tr)))
-                if len(pending[k]) < len(shards[k]):
-                    continue
-                items = pending.pop(k)
-                if executor is None:
-                    finish(k, shard_features(items, reference))
-                    continue
-                futures[k] = executor.submit(shard_features, items, reference)
-                while len(futures) > 2 * num_proc:
-                    done = next(iter(futures))
-                    finish(done, futures.pop(done).result())
-            for k, future in futures.items():
-                finish(k, future.result())
+        for index, scan in _selected(source, info_at):
+            k, row, info = info_at[index]
+            if scan.name != info.name:
+                raise FmriInputError(
+                    f"{scan.name}: expected {info.name} at position {index} of the scans, as when the build was "
+                    f"prepared ({work / PLAN_NAME}); the source changed: prepare again"
+                )
+            pending[k].append((row, np.asarray(scan.data), float(scan.tr)))
+            if len(pending[k]) < len(shards[k]):
+                continue
+            items = pending.pop(k)
+            if executor is None:
+                finish(k, shard_features(items, reference))
+                continue
+            futures[k] = executor.submit(shard_features, items, reference)
+            while len(futures) > 2 * num_proc:
+                done = next(iter(futures))
+                finish(done, futures.pop(done).result())
+        for k, future in futures.items():
+            finish(k, future.result())
     finally:
         bar.close()
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-    return len(shards) - len(todo)
+    return len(mine) - len(todo)
 
 
-def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: CohortReference, provenance: str) -> list[dict]:
+def _provenance(plan: BuildPlan, reference: CohortReference) -> dict:
+    return {
+        "atlas": reference.atlas,
+        "settings": reference.settings.to_dict(),
+        "libraries": library_versions(),
+        "reference_version": reference.version,
+        "split": {"seed": plan.split.seed, "fractions": list(plan.split.fractions), "manifest": MANIFEST_NAME},
+        "graph": {**graph.library_versions(), "density": reference.settings.density, "unreachable_pairs": UNREACHABLE},
+    }
+
+
+def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: CohortReference, provenance: dict) -> list[dict]:
     records = []
     for row, info in enumerate(shard):
         values = {name: features[name][row] for name in features}
         z = zscores(values, info.dataset, reference)
+        components = int(values["graph_components"])
         record = {
             "subject": info.subject,
             "session": info.session,
             "dataset": info.dataset,
             "split": info.split,
+            "text_key": info.text_key,
             "scan": info.key,
             "atlas": reference.atlas,
             "tr": info.tr,
@@ -258,7 +431,9 @@ def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: 
         for name in VECTORS:
             record[name] = [float(v) for v in values[name]]
         record["z_network_pair_fc"] = [float(v) for v in z["network_pair_fc"]]
-        record["provenance"] = provenance
+        record["graph_components"] = components
+        scan_graph = {**provenance["graph"], "components": components, "connected": components == 1}
+        record["provenance"] = json.dumps({**provenance, "graph": scan_graph}, sort_keys=True)
         records.append(record)
     return records
 
@@ -288,6 +463,7 @@ def dataset_card(
         yaml += [f"  - split: {split}", f"    path: data/{CONFIG_NAME}/{split}-*-{digest[:12]}.parquet"]
     yaml += ["license: other", "tags:", "- fmri", "- neuroscience", "- fmrilm", "---", ""]
     settings = reference.settings
+    split_info, graph_info = provenance["split"], provenance["graph"]
     body = [
         "# fMRI descriptor corpus",
         "",
@@ -295,18 +471,24 @@ def dataset_card(
         "against a cohort reference fitted on the training split, and a text paragraph phrased from "
         "those z-scores (fmrilm, after fMRI-LM, Wei et al. 2025, arXiv 2511.21760).",
         "",
-        "## Splits (by subject, seeded; no subject in two splits)",
+        "## Splits",
+        "",
+        f"By subject: each `dataset/subject` goes to one split by a seeded hash of the key (seed "
+        f"{split_info['seed']}, fractions {split_info['fractions']}), so no subject is in two splits and a cohort "
+        f"that grows keeps every subject's split. The assignment is `{MANIFEST_NAME}` (`modeling_fmrilm.splits`).",
         "",
         *[f"- {s}: {split_sizes[s]} scans" for s in splits],
         "",
         "## Columns",
         "",
-        "- `subject`, `session`, `dataset`, `split`, `scan`, `atlas`, `tr`, `n_timepoints`; `text`: the description;",
+        "- `subject`, `session`, `dataset`, `split`, `text_key` (`dataset/subject[/session]`, the key of the text), "
+        "`scan`, `atlas`, `tr`, `n_timepoints` (as acquired); `text`: the description;",
         "- one column per scalar descriptor and `z_<name>` its z-score (rounded to 2 decimals, as printed): "
         + ", ".join(f"`{n}`" for n in SCALARS)
         + f" (the {len(DESCRIBED)} phrased in `text` are {', '.join(DESCRIBED)});",
         *[f"- `{n}`: list over {what}s" for n, what in VECTORS.items()],
-        "- `z_network_pair_fc`; `provenance`: JSON of the settings below.",
+        "- `z_network_pair_fc`; `graph_components`: connected components of the thresholded graph (1 when "
+        "connected); `provenance`: JSON of the settings below, with the scan's graph components.",
         "",
         f"Networks ({len(reference.networks)}): {', '.join(reference.networks)}. Network pairs, in list order: "
         f"{', '.join(reference.network_pairs)}.",
@@ -314,7 +496,11 @@ def dataset_card(
         "## Provenance",
         "",
         f"- atlas: {reference.atlas} ({reference.n_rois} ROIs)",
-        f"- graph: proportional threshold, density {settings.density}; Louvain seed {settings.seed}",
+        f"- every series resampled to TR {settings.target_tr} s (the model's TR) before any descriptor, with "
+        "`modeling_fmrilm.feature_extraction_fmrilm.resample`",
+        f"- graph: proportional threshold, density {settings.density}; Louvain {graph_info['louvain']} seed "
+        f"{settings.seed}; weighted shortest paths {graph_info['shortest_paths']} (scipy.sparse.csgraph); "
+        f"{graph_info['unreachable_pairs']}",
         f"- gradients: diffusion map, kernel {settings.gradient_kernel}, sparsity {settings.gradient_sparsity}, "
         f"{settings.n_gradients} gradients, Procrustes-aligned to the reference",
         f"- ICA: FastICA, {settings.n_ica_components} components, seed {settings.seed}",
@@ -336,94 +522,100 @@ def dataset_card(
     return "\n".join(yaml + body)
 
 
+def merge(
+    output_dir: str | Path,
+    command: str = "fmrilm descriptor corpus (Python API)",
+    progress: bool = True,
+    expected_config: dict | None = None,
+) -> CorpusSummary:
+    """Step 3: norms, records and the published folder, from a prepared build whose shards are all finished."""
+    output_dir = Path(output_dir)
+    work = output_dir / WORK_DIR
+    plan = BuildPlan.load(work, expected_config)
+    reference = CohortReference.load(work, STRUCTURE)
+    shards = plan.shards
+    missing = [k for k in range(len(shards)) if not _raw_path(work, k).exists()]
+    if missing:
+        raise FmriInputError(
+            f"{work / 'raw'}: expected {len(shards)} finished shards, {len(missing)} missing ({missing[:20]}); "
+            "shard k belongs to share k % num_shards: run those shares (--shard-index i --num-shards n) first"
+        )
+    norms = CohortNorms()
+    for k, shard in enumerate(shards):
+        train = np.array([info.split == "train" for info in shard])
+        if train.any():
+            with np.load(_raw_path(work, k), allow_pickle=False) as raw:
+                norms.add({name: raw[name][train] for name in NORMED}, [i.dataset for i in shard if i.split == "train"])
+    reference.norms = norms.norms(reference.settings.min_norm_scans)
+    provenance = _provenance(plan, reference)
+    publish = work / "publish"
+    if publish.exists():
+        shutil.rmtree(publish)
+    staged = publish / "data" / CONFIG_NAME
+    staged.mkdir(parents=True)
+    sizes = dict.fromkeys(SPLITS, 0)
+    for k, shard in enumerate(tqdm(shards, desc="records", disable=not progress)):
+        with np.load(_raw_path(work, k), allow_pickle=False) as raw:
+            records = _records(shard, {name: raw[name] for name in raw.files}, reference, provenance)
+        for split in SPLITS:
+            rows = [r for r in records if r["split"] == split]
+            if rows:
+                pq.write_table(pa.Table.from_pylist(rows), staged / f"{split}-{k:05d}.parquet")
+                sizes[split] += len(rows)
+    digest = content_digest(staged)
+    for path in list(staged.glob("*.parquet")):
+        path.rename(path.with_name(f"{path.stem}-{digest[:12]}.parquet"))
+    (publish / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
+    reference.save(publish)
+    write_manifest(publish, plan.split)
+    final = output_dir / "data" / CONFIG_NAME
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+    for name in ("cohort_reference.json", "cohort_reference.npz", MANIFEST_NAME, "README.md"):
+        os.replace(publish / name, output_dir / name)
+    shutil.rmtree(work)
+    return CorpusSummary(output_dir, sizes, plan.skipped)
+
+
 def build_corpus(
     source: ScanSource,
     output_dir: str | Path,
     roi_labels: Sequence[str],
     atlas: str,
     settings: DescriptorSettings = DescriptorSettings(),
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     shard_size: int = 64,
     num_proc: int = 1,
     skip_bad: bool = False,
     progress: bool = True,
     command: str = "fmrilm descriptor corpus (Python API)",
+    split_manifest: str | Path | None = None,
 ) -> CorpusSummary:
-    """Build (or resume) the corpus of `source` in `output_dir` (see module docstring).
+    """Build (or resume) the corpus of `source` in `output_dir`: `prepare`, `build_shards` of every
+    shard, `merge` (see the module docstring).
 
     Args:
-        source: a sequence of `FmriScan`, or a callable returning a fresh iterator over them
-            (re-read once per pass, in the same order).
+        source: a sequence of `FmriScan` (may be lazy: only the needed items are read), or a
+            callable returning a fresh iterator over them (re-read once per pass, in the same order).
         roi_labels: network of each ROI (its length is the expected ROI count).
         atlas: atlas name recorded with the corpus.
-        fractions: train/validation/test fractions of subjects per dataset.
+        settings: descriptor settings; `settings.seed` also seeds the subject split.
+        fractions: train/validation/test fractions of the subject split.
         shard_size: scans per shard (per parquet file and per unit of resumable work).
         num_proc: processes computing shards.
         skip_bad: report and skip bad scans instead of stopping at the first.
+        split_manifest: an existing `splits.json` (or corpus folder) whose assignment is kept.
 
     Raises:
         FmriInputError: a bad scan (named) without `skip_bad`, or too few scans to fit on.
     """
-    output_dir = Path(output_dir)
-    work = output_dir / ".build"
-    infos, skipped = survey(source, len(roi_labels), settings, skip_bad, progress)
-    if not infos:
-        raise FmriInputError(f"descriptor corpus: no usable scans ({len(skipped)} skipped)")
-    assign_splits(infos, fractions, settings.seed)
-    fingerprint = _fingerprint(infos, settings, roi_labels, {"atlas": atlas, "fractions": list(fractions), "shard_size": shard_size})
-    state_path = work / "state.json"
-    if work.exists() and (not state_path.exists() or json.loads(state_path.read_text()).get("fingerprint") != fingerprint):
-        shutil.rmtree(work)
-    raw_dir = work / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"fingerprint": fingerprint}))
-    if (work / "structure.json").exists():
-        reference = CohortReference.load(work, "structure")
-    else:
-        reference = _fit_reference(source, infos, roi_labels, atlas, settings)
-        reference.save(work, "structure")
-    shards = _shards(infos, shard_size)
-    reused = _compute_shards(source, shards, raw_dir, reference, num_proc, progress)
-    raw = [dict(np.load(raw_dir / f"shard-{k:05d}.npz", allow_pickle=False)) for k in range(len(shards))]
-    train = np.array([info.split == "train" for info in infos])
-    stacked = {name: np.concatenate([r[name] for r in raw])[train] for name in [*SCALARS, "network_pair_fc"]}
-    reference.norms = fit_norms(stacked, [i.dataset for i in infos if i.split == "train"], settings.min_norm_scans)
-    reference.save(work)
-    provenance = {
-        "atlas": atlas,
-        "settings": settings.to_dict(),
-        "libraries": library_versions(),
-        "reference_version": reference.version,
-        "fractions": list(fractions),
-    }
-    provenance_json = json.dumps(provenance, sort_keys=True)
-    staged = work / "data" / CONFIG_NAME
-    if staged.exists():
-        shutil.rmtree(staged)
-    staged.mkdir(parents=True)
-    sizes = dict.fromkeys(SPLITS, 0)
-    for k, (shard, features) in enumerate(zip(shards, raw)):
-        records = _records(shard, features, reference, provenance_json)
-        for split in SPLITS:
-            rows = [r for r in records if r["split"] == split]
-            if rows:
-                temporary = staged / f".{split}-{k:05d}.parquet.tmp"
-                pq.write_table(pa.Table.from_pylist(rows), temporary)
-                temporary.replace(staged / f"{split}-{k:05d}.parquet")
-                sizes[split] += len(rows)
-    digest = content_digest(staged)
-    for path in list(staged.glob("*.parquet")):
-        path.rename(path.with_name(f"{path.stem}-{digest[:12]}.parquet"))
-    (work / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
-    final = output_dir / "data" / CONFIG_NAME
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
-    for name in ("cohort_reference.json", "cohort_reference.npz", "README.md"):
-        os.replace(work / name, output_dir / name)
-    shutil.rmtree(work)
-    return CorpusSummary(output_dir, sizes, skipped, reused)
+    prepare(source, output_dir, roi_labels, atlas, settings, fractions, split_manifest, shard_size, skip_bad, progress)
+    reused = build_shards(source, output_dir, num_proc=num_proc, progress=progress)
+    summary = merge(output_dir, command, progress)
+    summary.reused_shards = reused
+    return summary
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False, api=None) -> str:
@@ -434,12 +626,16 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
 
 
 def demo_corpus(scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None) -> CorpusSummary:
-    """Build the corpus of the embedded scans and print its folder, split sizes and one description."""
+    """Build the corpus of the embedded scans and print its folder, split sizes and one description.
+
+    The split uses fractions (0.6, 0.2, 0.2) and seed 0: on the 12 embedded subjects, 6 train,
+    3 validation and 3 test, both cohorts in the test split.
+    """
     from ..io import aal2_table
 
     labels = list(roi_labels) if roi_labels is not None else aal2_table().systems
     print("== Descriptor corpus (features -> z-scores -> text)")
-    summary = build_corpus(scans, output_dir, labels, scans[0].atlas, progress=False, command="fmrilm demo")
+    summary = build_corpus(scans, output_dir, labels, scans[0].atlas, fractions=DEMO_FRACTIONS, progress=False, command="fmrilm demo")
     print(f"corpus written to {summary.folder}: " + ", ".join(f"{s} {n}" for s, n in summary.split_sizes.items()))
     first = sorted((summary.folder / "data" / CONFIG_NAME).glob("train-*.parquet"))[0]
     record = pq.read_table(first, columns=["subject", "dataset", "text"]).slice(0, 1).to_pylist()[0]
