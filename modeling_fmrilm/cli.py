@@ -85,8 +85,10 @@ def load_script(relative: str) -> ModuleType:
             f"{relative}: not found in {SOURCE_ROOT}; the recipes and dataset scripts live in a source checkout "
             "(install it with pip install -e .)"
         )
-    spec = importlib.util.spec_from_file_location(f"fmrilm_script_{path.stem}", path)
+    name = f"fmrilm_script_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses defined in the script look their module up there
     spec.loader.exec_module(module)
     return module
 

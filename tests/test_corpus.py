@@ -112,7 +112,13 @@ def test_reference_reused_to_describe_new_scans(built):
     z = reference.zscores({k: v[0] for k, v in features.items()}, scan.dataset, ref)
     assert features["global_efficiency"][0] == pytest.approx(row["global_efficiency"], rel=1e-9)
     assert float(z["modularity"]) == row["z_modularity"]
-    np.testing.assert_allclose(np.mean(data["z_fc_mean"]), 0.0, atol=0.01)
+    # the pooled norms are the training scans' own mean and SD; each record's z is against its dataset's norms (or the pooled)
+    pooled = ref.norms[reference.POOLED]["fc_mean"]
+    np.testing.assert_allclose(np.mean((np.array(data["fc_mean"]) - pooled["mean"]) / pooled["sd"]), 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.std(data["fc_mean"], ddof=1), pooled["sd"], rtol=1e-9)
+    for record in data:
+        norms = ref.norms.get(record["dataset"], ref.norms[reference.POOLED])["fc_mean"]
+        assert record["z_fc_mean"] == round((record["fc_mean"] - norms["mean"]) / norms["sd"], 2)
 
 
 def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
