@@ -19,7 +19,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 from modeling_fmrilm import FmriInputError, FmriTokenizerModel
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
-from modeling_fmrilm.training.common import last_complete_checkpoint, parse_arguments, resolve_resume
+from modeling_fmrilm.training.common import WindowDataset, last_complete_checkpoint, parse_arguments, resolve_resume
 from modeling_fmrilm.training.stage1 import (
     Stage1Arguments,
     Stage1TrainingArguments,
@@ -215,3 +215,43 @@ def test_accelerate_launch_uses_the_config_mixed_precision(tmp_path):
     assert len(set(record["codebook_sha256_per_process"])) == 1
     model = AutoModel.from_pretrained(tmp_path / "run" / "final")
     assert model.encode(torch.randn(2, 6, 16)).shape == (2, 24)
+
+
+def test_corpus_split_reaches_stage1_and_no_test_subject_is_trained_on(tmp_path):
+    """Build the descriptor corpus, train Stage 1 on it (its folder as the text dataset is enough):
+    the training windows come from its train subjects only, validation from its validation
+    subjects, and no window of a test subject is ever read."""
+    from modeling_fmrilm.descriptors.corpus import build_corpus
+    from modeling_fmrilm.descriptors.reference import DescriptorSettings
+    from modeling_fmrilm.splits import read_manifest
+
+    scans = [
+        FmriScan(np.cumsum(np.random.default_rng(i).standard_normal((16, 120)), axis=1).astype(np.float32) + 100, 2.0, f"s{i}", dataset=d)
+        for i, d in enumerate(["a"] * 5 + ["b"] * 5)
+    ]
+    corpus = tmp_path / "corpus"
+    labels = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
+    build_corpus(scans, corpus, labels, "toy", DescriptorSettings(n_ica_components=4, density=0.2), fractions=(0.5, 0.2, 0.3), progress=False)
+    split = read_manifest(corpus)
+    assert split.subjects("test") and split.subjects("validation")
+    args, training_args = parse(
+        [*TINY_MODEL, "--output_dir", str(tmp_path / "run"), "--text_dataset", str(corpus), "--num_train_epochs", "1",
+         "--config_overrides", EXACT, "--num_codes", "8"]
+    )  # fmt: skip
+    seen = []
+    original = WindowDataset.from_scans.__func__
+
+    def recording(cls, chosen_scans, subjects, extractor, text_keys):
+        seen.extend(subjects)
+        return original(cls, chosen_scans, subjects, extractor, text_keys)
+
+    WindowDataset.from_scans = classmethod(recording)
+    try:
+        result = train_stage1(args, training_args, scans=scans)
+    finally:
+        WindowDataset.from_scans = classmethod(original)
+    assert set(result.trainer.train_dataset.subject_keys) == set(split.subjects("train"))
+    assert set(result.trainer.eval_dataset.subject_keys) == set(split.subjects("validation"))
+    assert not set(seen) & set(split.subjects("test"))
+    record = json.loads((tmp_path / "run" / "final" / "training_record.json").read_text())
+    assert record["split"]["subjects"] == split.to_json()["subjects"]
