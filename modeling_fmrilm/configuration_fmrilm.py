@@ -21,7 +21,7 @@ def _check(condition: bool, field: str, expectation: str, value: Any) -> None:
 
 
 class FmriTokenizerConfig(PretrainedConfig):
-    r"""Configuration of the Stage 1 neural tokenizer [`FmriTokenizerModel`].
+    r"""Configuration of the Stage 1 neural tokenizer [`FmriTokenizerModel`] and [`FmriTokenizerForPreTraining`].
 
     A window `(num_rois, window_length)` is cut along time only into patches of `patch_length`
     frames, giving `num_rois * window_length // patch_length` tokens; each token becomes one of
@@ -46,20 +46,34 @@ class FmriTokenizerConfig(PretrainedConfig):
         code_dim (`int`, defaults to 128): dimension of a code vector; set it to the language
             model's hidden size so that code vectors can seed its embedding rows.
         commitment_weight (`float`, defaults to 0.25): weight of the commitment loss.
-        ema_decay (`float`, defaults to 0.99): decay of the quantiser's exponential moving averages.
-        dead_code_threshold (`float`, defaults to 1.0): a code whose EMA assignment count falls
-            below this is restarted from a random encoder output of the current batch; 0 disables.
+        ema_decay (`float`, defaults to 0.99): decay of the exponential moving averages that move the
+            code vectors.
+        dead_code_min_usage (`float`, defaults to 0.03): a code is restarted (moved onto an encoder
+            output of the current batch) when its usage over the last `dead_code_horizon` steps falls
+            below this fraction of the expected share (vectors per step / `num_codes`) and the current
+            batch does not use it; 0 disables restarts. At most
+            `ceil(num_codes / (dead_code_horizon * ln(1 / dead_code_min_usage)))` codes restart per
+            step (0.29% of the codes with the defaults), the least used first.
+        dead_code_horizon (`int`, defaults to 100): steps over which usage is judged (the time
+            constant of the usage average).
         kmeans_init (`bool`, defaults to `True`): initialise the codebook by spherical k-means on
-            the first training batch.
+            encoder outputs gathered over the first training steps.
+        kmeans_init_vectors_per_code (`int`, defaults to 4): the k-means initialisation waits until
+            it has gathered `kmeans_init_vectors_per_code * num_codes` encoder outputs (over all
+            processes); until then training runs the decoder on the unquantised vectors.
         kmeans_iters (`int`, defaults to 10): k-means iterations for that initialisation.
-        contrastive_weight (`float`, defaults to 1.0): weight of the SigLIP loss (used only when
-            `text_embeds` are given).
-        text_embed_dim (`int`, *optional*): dimension of the text embeddings for the SigLIP loss;
-            `None` disables the contrastive head.
-        domain_weight (`float`, defaults to 0.5): weight of the domain-confusion loss (used only when
-            `word_embeddings` are given), 0.5 as in the paper.
+        text_embed_dim (`int`, *optional*): dimension of the text embeddings of the SigLIP loss in
+            [`FmriTokenizerForPreTraining`]; `None` (default) builds no contrastive head.
+        contrastive_weight (`float`, defaults to 1.0): weight of the SigLIP loss.
+        use_domain_confusion (`bool`, defaults to `False`): build the domain classifier of
+            [`FmriTokenizerForPreTraining`] (fMRI code vectors vs the language model's word
+            embeddings, behind gradient reversal).
+        domain_weight (`float`, defaults to 0.5): weight of the domain-confusion loss, 0.5 as in the paper.
         domain_hidden_size (`int`, defaults to 256): width of the domain classifier.
         grl_lambda (`float`, defaults to 1.0): gradient-reversal scale.
+
+    Every field is checked when the config is built, so also when it is loaded: a `config.json`
+    that breaks a rule fails `from_pretrained` with the constructor's `FmriInputError`.
     """
 
     model_type = "fmri_tokenizer"
@@ -82,11 +96,14 @@ class FmriTokenizerConfig(PretrainedConfig):
         code_dim: int = 128,
         commitment_weight: float = 0.25,
         ema_decay: float = 0.99,
-        dead_code_threshold: float = 1.0,
+        dead_code_min_usage: float = 0.03,
+        dead_code_horizon: int = 100,
         kmeans_init: bool = True,
+        kmeans_init_vectors_per_code: int = 4,
         kmeans_iters: int = 10,
-        contrastive_weight: float = 1.0,
         text_embed_dim: int | None = None,
+        contrastive_weight: float = 1.0,
+        use_domain_confusion: bool = False,
         domain_weight: float = 0.5,
         domain_hidden_size: int = 256,
         grl_lambda: float = 1.0,
@@ -103,6 +120,8 @@ class FmriTokenizerConfig(PretrainedConfig):
             "num_codes": num_codes,
             "code_dim": code_dim,
             "domain_hidden_size": domain_hidden_size,
+            "dead_code_horizon": dead_code_horizon,
+            "kmeans_init_vectors_per_code": kmeans_init_vectors_per_code,
             "kmeans_iters": kmeans_iters,
         }
         for field, value in positive_ints.items():
@@ -129,11 +148,19 @@ class FmriTokenizerConfig(PretrainedConfig):
             "commitment_weight": commitment_weight,
             "contrastive_weight": contrastive_weight,
             "domain_weight": domain_weight,
-            "dead_code_threshold": dead_code_threshold,
             "grl_lambda": grl_lambda,
         }
         for field, value in nonnegative.items():
             _check(value >= 0, field, "a non-negative number", value)
+        _check(0.0 <= dead_code_min_usage < 1.0, "dead_code_min_usage", "a fraction in [0, 1)", dead_code_min_usage)
+        for field, value in {"kmeans_init": kmeans_init, "use_domain_confusion": use_domain_confusion}.items():
+            _check(isinstance(value, bool), field, "a bool", value)
+        _check(
+            "dead_code_threshold" not in kwargs,
+            "dead_code_threshold",
+            "no value: replaced by dead_code_min_usage (a fraction of the expected share) and dead_code_horizon",
+            kwargs.get("dead_code_threshold"),
+        )
         _check(layer_norm_eps > 0, "layer_norm_eps", "a positive number", layer_norm_eps)
         _check(initializer_range > 0, "initializer_range", "a positive number", initializer_range)
         _check(
@@ -158,11 +185,14 @@ class FmriTokenizerConfig(PretrainedConfig):
         self.code_dim = code_dim
         self.commitment_weight = float(commitment_weight)
         self.ema_decay = float(ema_decay)
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.kmeans_init = bool(kmeans_init)
+        self.dead_code_min_usage = float(dead_code_min_usage)
+        self.dead_code_horizon = dead_code_horizon
+        self.kmeans_init = kmeans_init
+        self.kmeans_init_vectors_per_code = kmeans_init_vectors_per_code
         self.kmeans_iters = kmeans_iters
-        self.contrastive_weight = float(contrastive_weight)
         self.text_embed_dim = text_embed_dim
+        self.contrastive_weight = float(contrastive_weight)
+        self.use_domain_confusion = use_domain_confusion
         self.domain_weight = float(domain_weight)
         self.domain_hidden_size = domain_hidden_size
         self.grl_lambda = float(grl_lambda)

@@ -410,7 +410,7 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         generator = torch.Generator().manual_seed(CODE_PROJECTION_SEED + 1)
         directions = torch.cat(
             [
-                code_embeddings(self.fmri_tokenizer.quantizer.codebook, hidden_size),
+                code_embeddings(self.fmri_tokenizer.quantizer.codebook.weight, hidden_size),
                 F.normalize(torch.randn(len(special_ids), hidden_size, generator=generator), dim=-1),
             ]
         )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -159,7 +159,7 @@ def test_fmri_rows_start_from_the_codebook_at_the_norm_of_the_text_rows(kind, co
         head_norms = head[new_rows].norm(dim=-1)
         torch.testing.assert_close(head_norms, torch.full_like(head_norms, head_rows.norm(dim=-1).mean().item()))
         torch.testing.assert_close(torch.nn.functional.normalize(head[codes], dim=-1), torch.nn.functional.normalize(embedding[codes], dim=-1))
-    codebook = fmri_tokenizer.quantizer.codebook
+    codebook = fmri_tokenizer.quantizer.codebook.weight
     rows = torch.nn.functional.normalize(embedding[codes], dim=-1)
     if code_dim == 32:  # the LM's width: the rows are the code vectors themselves, rescaled
         torch.testing.assert_close(rows, codebook)
@@ -183,7 +183,7 @@ def test_from_parts_loads_folders(tmp_path):
     assert processor.feature_extractor.target_tr == 1.5  # the Stage 1 folder's extractor
     assert processor.placeholders_per_scan == 2 * tiny_lm.TOKENS_PER_WINDOW and model.config.windows_per_scan == 2
     assert len(processor.tokenizer) == len(tiny_lm.text_tokenizer()) + 15
-    torch.testing.assert_close(model.fmri_tokenizer.quantizer.codebook, fmri_tokenizer.quantizer.codebook)
+    torch.testing.assert_close(model.fmri_tokenizer.quantizer.codebook.weight, fmri_tokenizer.quantizer.codebook.weight)
 
 
 def test_from_parts_errors_name_the_argument():
@@ -254,12 +254,12 @@ def test_fmri_tokenizer_stays_frozen_and_in_eval_mode():
     assert model.training and model.language_model.training
     assert not model.fmri_tokenizer.training and not any(m.training for m in model.fmri_tokenizer.modules())
     assert not any(p.requires_grad for p in model.fmri_tokenizer.parameters())
-    codebook = model.fmri_tokenizer.quantizer.codebook.clone()
+    codebook = model.fmri_tokenizer.quantizer.codebook.weight.clone()
     inputs = prompt_inputs(processor)
     model(**inputs, labels=inputs["input_ids"]).loss.backward()
     assert all(p.grad is None for p in model.fmri_tokenizer.parameters())
     assert model.get_input_embeddings().weight.grad is not None
-    assert torch.equal(model.fmri_tokenizer.quantizer.codebook, codebook)
+    assert torch.equal(model.fmri_tokenizer.quantizer.codebook.weight, codebook)
 
 
 # -- Hugging Face integration ----------------------------------------------------------------
@@ -403,7 +403,7 @@ def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
     ).with_format("torch")
     calls = count_encoder_calls(model)
     embeddings_before = model.get_input_embeddings().weight.detach().clone()
-    codebook = model.fmri_tokenizer.quantizer.codebook.clone()
+    codebook = model.fmri_tokenizer.quantizer.codebook.weight.clone()
     args = TrainingArguments(
         output_dir=str(tmp_path / "run"),
         max_steps=3,
@@ -425,7 +425,7 @@ def test_trainer_steps_with_fmri_values_reaching_forward(kind, tmp_path):
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert not torch.equal(model.get_input_embeddings().weight.detach(), embeddings_before)
-    assert torch.equal(model.fmri_tokenizer.quantizer.codebook, codebook) and not model.fmri_tokenizer.training
+    assert torch.equal(model.fmri_tokenizer.quantizer.codebook.weight, codebook) and not model.fmri_tokenizer.training
 
 
 @KINDS

@@ -35,7 +35,7 @@ TINY_MODEL = [
     "--num_codes", "8", "--code_dim", "8", "--warmup_steps", "0", "--disable_tqdm", "true",
 ]  # fmt: skip
 # Deterministic codebook for step-by-step comparisons: no k-means start, no random restarts.
-EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_threshold": 0.0})
+EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_min_usage": 0.0})
 
 
 def synthetic_scans(n_subjects: int = 4, n_rois: int = 6, n_frames: int = 48, seed: int = 0, dataset: str = "toy") -> list[FmriScan]:
@@ -138,7 +138,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, four_subjects):
     assert expected.keys() == found.keys()
     for name in expected:
         torch.testing.assert_close(found[name], expected[name], msg=name)
-    with pytest.raises(FmriInputError, match="complete Trainer checkpoint"):
+    with pytest.raises(FmriInputError, match="expected a Trainer checkpoint folder"):
         resolve_resume(str(tmp_path / "nowhere"), str(resumed))
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, GPT2Config, PreTrainedTokenizerFast, Qwen3Config
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from modeling_fmrilm import FmriFeatureExtractor, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm.training.language_model import END_OF_TEXT, small_language_model_config, train_bpe_tokenizer
 
 SENTENCES = [
     "Functional connectivity between the default mode and salience networks is markedly lower than the cohort.",
@@ -23,7 +23,7 @@ SENTENCES = [
     "### Question: What is the sex of this subject? ### Answer: Female",
     "Amplitude of low-frequency fluctuations is higher in occipital regions.",
 ]
-EOS = "<|endoftext|>"
+EOS = END_OF_TEXT
 NUM_ROIS, WINDOW_LENGTH, PATCH_LENGTH = 6, 16, 4  # 6 ROIs x 4 patches = 24 codes per window
 TOKENS_PER_WINDOW = NUM_ROIS * WINDOW_LENGTH // PATCH_LENGTH
 LM_KINDS = ("gpt2", "qwen3")
@@ -31,38 +31,14 @@ LM_KINDS = ("gpt2", "qwen3")
 
 def text_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `SENTENCES`, with `<|endoftext|>` as eos (GPT-2 style)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(SENTENCES, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS)
+    return train_bpe_tokenizer(SENTENCES, vocab_size)
 
 
 def language_model(kind: str, vocab_size: int, seed: int = 0, tie: bool | None = None) -> torch.nn.Module:
     """A 2-layer GPT-2 (tied head) or Qwen3 (untied head, vocabulary padded to a multiple of 128 as Qwen pads it)."""
     torch.manual_seed(seed)
-    if kind == "gpt2":
-        config = GPT2Config(
-            vocab_size=vocab_size, n_positions=256, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
-        )
-    elif kind == "qwen3":
-        config = Qwen3Config(
-            vocab_size=-(-vocab_size // 128) * 128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=256,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    else:
-        raise ValueError(kind)
+    padded = -(-vocab_size // 128) * 128 if kind == "qwen3" else vocab_size
+    config = small_language_model_config(kind, padded, hidden_size=32, num_layers=2, num_heads=2 if kind == "gpt2" else 4, max_positions=256)
     if tie is not None:
         config.tie_word_embeddings = tie
     return AutoModelForCausalLM.from_config(config).eval()

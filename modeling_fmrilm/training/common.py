@@ -9,13 +9,14 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
 
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
@@ -107,34 +108,75 @@ class WindowCollator:
         return batch
 
 
+def _readable_state(folder: Path) -> bool:
+    """Whether `folder/trainer_state.json` exists and parses (Trainer writes it last in a checkpoint)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     """The highest `checkpoint-N` under `output_dir` that was written to the end.
 
-    Trainer writes `trainer_state.json` last, so a folder without it was interrupted mid-save and
-    is skipped (Trainer's own `get_last_checkpoint` would pick it and fail on resume).
+    Trainer writes `trainer_state.json` last, so a folder without a readable one was interrupted
+    mid-save and is skipped (Trainer's own `get_last_checkpoint` would pick it and fail on resume).
     """
     folder = Path(output_dir)
     steps = []
     for child in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []:
         suffix = child.name.rsplit("-", 1)[-1]
-        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+        if suffix.isdigit() and _readable_state(child):
             steps.append((int(suffix), str(child)))
     return max(steps)[1] if steps else None
 
 
+def check_checkpoint(folder: str | Path) -> None:
+    """Check that every file a resume reads is whole, cheaply: safetensors headers against the file
+    size, the zip directory of `.pt`/`.pth` files, the JSON files.
+
+    Raises:
+        FmriInputError: naming the first truncated or corrupt file and what was wrong.
+    """
+    import zipfile
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if not _readable_state(folder):
+        raise FmriInputError(f"{folder / 'trainer_state.json'}: expected the JSON Trainer writes last in a checkpoint; missing or unreadable")
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as handle:
+                    keys = list(handle.keys())
+                    if keys:
+                        handle.get_slice(keys[-1])
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path) as archive:
+                    archive.infolist()
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except Exception as error:  # noqa: BLE001 - every reader's own error becomes one that names the file
+            raise FmriInputError(f"{path}: truncated or corrupt checkpoint file ({type(error).__name__}: {error})") from None
+
+
 def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
     """`--resume_from_checkpoint`: a folder, or `latest`/`true` for the last complete checkpoint
-    (`None` when there is none yet, so a first run and its restart share one command line)."""
+    (`None` when there is none yet, so a first run and its restart share one command line).
+    The chosen checkpoint is checked (`check_checkpoint`) before Trainer reads it."""
     if resume_from_checkpoint is None or resume_from_checkpoint.lower() in ("", "false", "no"):
         return None
     if resume_from_checkpoint.lower() in ("latest", "true", "yes"):
-        return last_complete_checkpoint(output_dir)
-    if not (Path(resume_from_checkpoint) / "trainer_state.json").is_file():
-        raise FmriInputError(
-            f"resume_from_checkpoint: expected a complete Trainer checkpoint folder (with trainer_state.json), "
-            f"found {resume_from_checkpoint}"
-        )
-    return resume_from_checkpoint
+        chosen = last_complete_checkpoint(output_dir)
+    else:
+        chosen = resume_from_checkpoint
+        if not Path(chosen).is_dir():
+            raise FmriInputError(f"resume_from_checkpoint: expected a Trainer checkpoint folder, found no folder {chosen}")
+    if chosen is not None:
+        check_checkpoint(chosen)
+    return chosen
 
 
 def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[Callable[[Path], None]] = (), record: dict | None = None) -> Path:
@@ -151,6 +193,8 @@ def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[C
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:  # checkpoints may be sharded; the final folder holds the whole model
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         for saver in extra_savers:
@@ -201,21 +245,49 @@ class BatchSums:
         return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values()))))
 
 
+@dataclass
+class StageTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with what every stage shares (each stage sets its own sizes and rates)."""
+
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable weight is used, so DDP needs no search"})
+
+
+class ProgressBars(ProgressCallback):
+    """Trainer's progress bars without the log dictionaries printed under them."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        return None
+
+
 class SumLoggingTrainer(Trainer):
     """A Trainer whose `compute_loss` adds per-batch sums (`self.sums["train"|"eval"].add(...)`) and
     whose `log` turns them into metrics (`summarize`) in the training and evaluation logs.
 
     Trainer logs only the total loss; these metrics (loss components, codebook use, per-objective
     losses) then reach the console, `trainer_state.json`, the reporting integrations and
-    `metric_for_best_model` alike. The model takes no labels, so evaluation is told to compute the
-    loss anyway (`can_return_loss`).
+    `metric_for_best_model` alike. Evaluation is told to compute the loss even where the model
+    takes no labels (`can_return_loss`), and Trainer is told that `compute_loss` normalises its
+    own loss (`model_accepts_loss_kwargs = False`: no token-count rescaling, plain division by the
+    gradient-accumulation steps).
     """
 
     sum_sizes: dict[str, int] = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, console_logs: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not console_logs:  # progress bars only: the logs still reach trainer_state.json and the integrations
+            self.remove_callback(PrinterCallback)
+            self.remove_callback(ProgressCallback)
+            self.add_callback(ProgressBars())
         self.can_return_loss = True
+        self.model_accepts_loss_kwargs = False
         self.sums = {"train": BatchSums(self.sum_sizes), "eval": BatchSums(self.sum_sizes)}
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
@@ -243,11 +315,14 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 __all__ = [
     "BatchSums",
+    "ProgressBars",
+    "StageTrainingArguments",
     "SumLoggingTrainer",
     "WindowCollator",
     "WindowDataset",
     "cohort_split",
     "digests_across_processes",
+    "check_checkpoint",
     "last_complete_checkpoint",
     "load_cohort",
     "manifest_of",

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers import set_seed
 
 from ..configuration_fmrilm import FmriTokenizerConfig
 from ..errors import FmriInputError
@@ -32,6 +31,7 @@ from ..io import FmriScan
 from ..modeling_fmri_tokenizer import FmriTokenizerForPreTraining, FmriTokenizerModel, codebook_usage
 from ..splits import DEFAULT_FRACTIONS, SubjectSplit
 from .common import (
+    StageTrainingArguments,
     SumLoggingTrainer,
     WindowCollator,
     WindowDataset,
@@ -96,7 +96,7 @@ class Stage1Arguments:
 
 
 @dataclass
-class Stage1TrainingArguments(TrainingArguments):
+class Stage1TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small tokenizer (every Trainer flag still works)."""
 
     output_dir: str | None = field(default="outputs/stage1", metadata={"help": "checkpoints, logs and final/"})
@@ -106,14 +106,6 @@ class Stage1TrainingArguments(TrainingArguments):
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=20, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every head that is built is fed, so DDP needs no search"})
 
 
 @dataclass
@@ -154,6 +146,7 @@ class Stage1Trainer(SumLoggingTrainer):
             "total_variance": 1,
             "values": 1,
             "code_counts": kwargs["model"].config.num_codes,
+            "restarts": 1,
         }
         super().__init__(*args, **kwargs)
         self.word_embeddings = word_embeddings
@@ -173,6 +166,7 @@ class Stage1Trainer(SumLoggingTrainer):
                 total_variance=(target - target.mean(dim=-1, keepdim=True)).pow(2).sum(),
                 values=target.numel(),
                 code_counts=torch.bincount(outputs.codes.reshape(-1), minlength=self.sum_sizes["code_counts"]),
+                restarts=self.model.base_model.quantizer.last_restart_count if model.training else 0,
             )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -185,6 +179,8 @@ class Stage1Trainer(SumLoggingTrainer):
         logs = {f"{prefix}{name}": float(sums[name]) / batches for name in LOSS_COMPONENTS if present.get(name, True)}
         utilisation, perplexity = codebook_usage_from_counts(sums["code_counts"])
         logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = utilisation, perplexity
+        if not prefix:  # codes restarted per step, as a fraction of the codebook (rank 0's count: the restarts are broadcast)
+            logs["restart_rate"] = float(sums["restarts"]) / self.accelerator.num_processes / batches / config.num_codes
         if prefix == "eval_":
             logs["eval_r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
             logs["eval_mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
@@ -239,6 +235,7 @@ def train_stage1(
     training_args: Stage1TrainingArguments,
     scans: Sequence[FmriScan] | None = None,
     callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage1Result:
     """Train the tokenizer on the training subjects of the split, evaluate on its validation
     subjects (its test subjects are never read), and save `output_dir/final` atomically:
@@ -269,9 +266,10 @@ def train_stage1(
         data_collator=WindowCollator(texts),
         word_embeddings=words,
         callbacks=list(callbacks),
+        console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
-    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook)
+    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook.weight)
     if len(set(codebooks)) > 1:
         raise RuntimeError(f"the codebook differs across processes after training (SHA-256 per rank: {codebooks})")
     record = {
@@ -334,9 +332,9 @@ def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25
         config_overrides=json.dumps({"contrastive_weight": 0.1}),
     )
     training_args = Stage1TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, disable_tqdm=True, save_strategy="no", log_level="warning"
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
     )
-    result = train_stage1(args, training_args)
+    result = train_stage1(args, training_args, console_logs=False)
     config = result.model.config
     last = result.last_eval()
     print(

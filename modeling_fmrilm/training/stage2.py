@@ -10,12 +10,14 @@ scans and the descriptor corpus on the one subject split and weighted by the mod
   (the window that starts where window t ends);
 - **T2T** plain text (a text dataset, by default the corpus's training descriptions): loss on all.
 
-`Stage2Trainer.compute_loss` weights the objectives' token-mean losses and adds each objective's
-loss (and the next-window code accuracy) to the training and evaluation logs.
+The loss (`training/objectives.py`) weights the objectives' token-mean losses, by the model
+config's weights (the paper's 1.0 / 0.1 / 0.5), and logs each objective's loss and token accuracy
+(`f2f_accuracy`: the next window's codes predicted right).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -25,15 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import DEFAULT_FRACTIONS, SubjectSplit, subject_of
 from .common import (
-    SumLoggingTrainer,
+    StageTrainingArguments,
     cohort_split,
     load_cohort,
     manifest_of,
@@ -43,10 +43,10 @@ from .common import (
     scan_text_key,
 )
 from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
+from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 from .text import load_texts
 
 OBJECTIVES = ("f2t", "f2f", "t2t")
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -75,6 +75,9 @@ class Stage2Arguments:
     split_manifest: str | None = field(default=None, metadata={"help": "splits.json or a folder with one; default: the corpus's"})
     split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     split_seed: int = 0
+    window_stride: int | None = field(
+        default=None, metadata={"help": "frames between the windows read for training; default: the window length (consecutive windows, each once)"}
+    )
     text_column: str = field(default="text", metadata={"help": "description column of the corpus"})
     t2t_dataset: str | None = field(default=None, metadata={"help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"})
     t2t_column: str = "text"
@@ -86,7 +89,7 @@ class Stage2Arguments:
 
 
 @dataclass
-class Stage2TrainingArguments(TrainingArguments):
+class Stage2TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small demo LM (every Trainer flag still works)."""
 
     output_dir: str | None = field(default="outputs/stage2", metadata={"help": "checkpoints, logs and final/"})
@@ -96,14 +99,6 @@ class Stage2TrainingArguments(TrainingArguments):
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no logits (metrics are accumulated)"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "the frozen tokenizer has no gradients; every LM weight is used"})
 
 
 @dataclass
@@ -227,68 +222,6 @@ class ExampleBuilder:
         return examples
 
 
-@dataclass
-class Stage2Collator:
-    """Pads examples to the longest in the batch: `input_ids` (pad id), `labels` (-100),
-    `attention_mask`, and `objective` (0 F2T, 1 F2F, 2 T2T) per sequence."""
-
-    pad_token_id: int
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(item["input_ids"]) for item in items)
-        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(item["input_ids"])
-            labels[row, :n] = torch.as_tensor(item["labels"])
-            attention_mask[row, :n] = 1
-        objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
-
-
-class Stage2Trainer(SumLoggingTrainer):
-    """Trainer for `FmriLMForCausalLM` on the three objectives: `compute_loss` is
-    `Σ_o weight_o × token-mean loss_o` over the objectives present in the batch, with each
-    objective's loss and the next-window code accuracy in the logs."""
-
-    sum_sizes = {**{f"{o}_loss_sum": 1 for o in OBJECTIVES}, **{f"{o}_tokens": 1 for o in OBJECTIVES}, "f2f_correct": 1}
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels, objective = inputs["labels"], inputs["objective"]
-        forward = {k: v for k, v in inputs.items() if k not in ("labels", "objective")}
-        outputs = model(**forward)
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, 1:]
-        mask = targets != IGNORE_INDEX
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none") * mask
-        config = self.model.config
-        weights = {"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight}
-        loss = logits.new_zeros(())
-        sums: dict[str, torch.Tensor] = {}
-        for index, name in enumerate(OBJECTIVES):
-            rows = objective == index
-            tokens = mask[rows].sum()
-            total = token_loss[rows].sum()
-            loss = loss + weights[name] * total / tokens.clamp_min(1)
-            sums[f"{name}_loss_sum"], sums[f"{name}_tokens"] = total.detach(), tokens
-        f2f_rows = objective == OBJECTIVES.index("f2f")
-        sums["f2f_correct"] = ((logits[f2f_rows].argmax(-1) == targets[f2f_rows]) & mask[f2f_rows]).sum()
-        self.sums["train" if model.training else "eval"].add(**sums)
-        return (loss, outputs) if return_outputs else loss
-
-    def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
-        logs = {
-            f"{prefix}{name}_loss": float(sums[f"{name}_loss_sum"]) / float(sums[f"{name}_tokens"])
-            for name in OBJECTIVES
-            if float(sums[f"{name}_tokens"]) > 0
-        }
-        if float(sums["f2f_tokens"]) > 0:
-            logs[f"{prefix}f2f_accuracy"] = float(sums["f2f_correct"]) / float(sums["f2f_tokens"])
-        return logs
-
-
 def texts_of(texts: dict[str, str], split: SubjectSplit, name: str) -> list[str]:
     """The texts (in key order) of the scans whose subject is in split `name`."""
     return [text for key, text in sorted(texts.items()) if split.of(subject_of(key)) == name]
@@ -345,7 +278,9 @@ def build_stage2_data(
         raise FmriInputError(f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})")
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
     window_length = processor.feature_extractor.window_length
-    codes = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, train_subjects + validation_subjects, cache_dir)
+    extractor = copy.deepcopy(processor.feature_extractor)
+    extractor.window_stride = args.window_stride or window_length
+    codes = encode_windows(model.fmri_tokenizer, extractor, scans, train_subjects + validation_subjects, cache_dir)
     train_codes = codes.filter(lambda key: key in set(train_subjects), input_columns="subject_key")
     train = builder.scan_examples(train_codes, texts, window_length)
     for text in t2t_texts(args, texts, split):
@@ -387,7 +322,7 @@ class Stage2Result:
     model: Any
     processor: Any
     data: Stage2Data
-    trainer: Stage2Trainer
+    trainer: ObjectiveTrainer
     final_dir: Path
 
     @property
@@ -396,7 +331,11 @@ class Stage2Result:
 
 
 def train_stage2(
-    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None = None
+    args: Stage2Arguments,
+    training_args: Stage2TrainingArguments,
+    scans: Sequence[FmriScan] | None = None,
+    callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage2Result:
     """Train the fMRI-language model on the training subjects (validation subjects evaluated, test
     subjects never read) and save `output_dir/final` (model + processor) atomically."""
@@ -410,8 +349,16 @@ def train_stage2(
     if data.validation is None:
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
-    trainer = Stage2Trainer(
-        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.validation, data_collator=Stage2Collator(pad)
+    config = model.config
+    trainer = ObjectiveTrainer(
+        model=model,
+        objectives={"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight},
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=ObjectiveCollator(pad),
+        callbacks=list(callbacks),
+        console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
     record = {
@@ -427,14 +374,50 @@ def train_stage2(
     return Stage2Result(trainer.model.eval(), processor, data, trainer, final_dir)
 
 
+
+
+@torch.no_grad()
+def describe_scan(model: Any, processor: Any, scan: FmriScan, prompt: str = "\nDescription:", max_new_tokens: int = 160) -> str:
+    """Greedy description of one scan by a Stage 2 model: the processor expands `<fmri>` and the LM continues the prompt."""
+    batch = processor(text=[f"<fmri>{prompt}"], fmri=[scan], return_tensors="pt").to(model.device)
+    generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+
+
+def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str | Path, scans: Sequence[FmriScan], num_epochs: int = 12) -> Stage2Result:
+    """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
+    split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
+    run_dir = Path(output_dir) / "stage2_lm"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
+    training_args = Stage2TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
+    )
+    result = train_stage2(args, training_args, scans, console_logs=False)
+    config = result.model.config
+    first, last = (
+        next(entry for entry in order if "eval_f2t_loss" in entry) for order in (result.history, reversed(result.history))
+    )
+    print(
+        f"Stage 2: {config.text_config.model_type} LM ({sum(p.numel() for p in result.model.language_model.parameters()) / 1e6:.1f}M "
+        f"parameters) + {config.num_codes} fMRI tokens; {len(result.data.train)} training sequences; held-out losses "
+        + ", ".join(f"{name} {first[f'eval_{name}_loss']:.2f} -> {last[f'eval_{name}_loss']:.2f}" for name in OBJECTIVES)
+        + f"; next-window code accuracy {last['eval_f2f_accuracy']:.3f}; saved to {result.final_dir}"
+    )
+    test_scan = next(scan for scan in scans if result.data.split.of(scan_subject_key(scan)) == "test")
+    print(f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}")
+    print(f"its descriptor text:\n  {result.data.texts[scan_text_key(test_scan)]}")
+    return result
+
+
 __all__ = [
     "OBJECTIVES",
     "ExampleBuilder",
     "Stage2Arguments",
-    "Stage2Collator",
     "Stage2Result",
-    "Stage2Trainer",
     "Stage2TrainingArguments",
+    "demo_stage2",
+    "describe_scan",
     "encode_windows",
     "train_stage2",
 ]

@@ -1,0 +1,299 @@
+"""Stage 3 on `transformers.Trainer`: multi-task instruction tuning of an `FmriLMForCausalLM`.
+
+Every task (`modeling_fmrilm.tasks`: the embedded cohort, descriptor questions from the corpus,
+the synthetic cohort, or a phenotype table) contributes, for each item of a training subject,
+`prompts_per_item` prompts `{cohort line}{description}### Question: …\n### Answer:` with seeded
+paraphrases, the scan's pre-computed code tokens in place of its `<fmri>` marker, and the label
+word (a bin word for a regression, bins fitted on the training subjects) as the target. The tasks
+are mixed with per-task weights (the objective weights of `training/objectives.py`, so each task's
+loss and answer accuracy are logged). Full fine-tuning or LoRA through peft (`--use_lora`, r/α/
+targets as flags, `trainable_token_indices` for the fMRI rows); the adapter is saved in
+`output_dir/adapter` and the merged model, loadable with the Auto classes, in `output_dir/final`.
+Then the evaluation harness scores the final model beside the connectivity baselines on the test
+subjects of the same split.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import set_seed
+
+from ..errors import FmriInputError
+from ..splits import SubjectSplit
+from .common import StageTrainingArguments, resolve_resume, save_final
+from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
+
+TASK_SOURCES = ("cohort", "descriptors", "synthetic")
+
+
+@dataclass
+class Stage3Arguments:
+    """The model, the task mixture, LoRA and the final evaluation of a Stage 3 run."""
+
+    model: str | None = field(default=None, metadata={"help": "trained Stage 2 folder; default (embedded data, one process): train the demo one into output_dir/stage2"})
+    corpus: str | None = field(default=None, metadata={"help": "descriptor corpus folder (descriptor questions, splits.json)"})
+    tasks: list[str] = field(default_factory=lambda: ["cohort", "descriptors"], metadata={"help": f"task sources, of {TASK_SOURCES}"})
+    task_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"})
+    pairs: list[str] | None = field(default=None, metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"})
+    max_pairs: int = 3
+    synthetic_subjects: int = 200
+    group_effect: float = 0.2
+    score_effect: float = 0.2
+    synthetic_seed: int = 0
+    prompts_per_item: int = field(default=2, metadata={"help": "paraphrased prompts per training item"})
+    use_lora: bool = field(default=True, metadata={"help": "LoRA through peft (else full fine-tuning)"})
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "module name suffixes; default every linear projection of the LM but its head"})
+    train_fmri_rows: bool = field(default=True, metadata={"help": "with LoRA, also train the fMRI token rows (peft trainable_token_indices)"})
+    evaluate: bool = field(default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"})
+    eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    eval_shots: list[int] = field(default_factory=lambda: [0, 2])
+    eval_resplits: int = 100
+
+
+@dataclass
+class Stage3TrainingArguments(StageTrainingArguments):
+    """`TrainingArguments` with defaults for the small demo model (every Trainer flag still works)."""
+
+    output_dir: str | None = field(default="outputs/stage3", metadata={"help": "checkpoints, adapter, final/ and the evaluation"})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "training epochs"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "prompts per process and step"})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "prompts per process in evaluation"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (LoRA); lower it for full fine-tuning"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
+
+
+def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
+    """The `TaskData` of the named sources (the evaluation harness's own builders)."""
+    from ..tasks.evaluate import offline_tasks
+
+    unknown = sorted(set(args.tasks) - set(TASK_SOURCES))
+    if unknown:
+        raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
+    options = {name: getattr(args, name) for name in ("tasks", "corpus", "pairs", "max_pairs", "synthetic_subjects", "group_effect", "score_effect", "synthetic_seed")}
+    return offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
+
+
+class CodeTable:
+    """Each scan's code list (the first `windows_per_scan` windows, flattened), encoded once in batches."""
+
+    def __init__(self, model: Any, processor: Any, scans: Sequence[Any], batch_size: int = 64) -> None:
+        per_scan = model.config.windows_per_scan
+        tokenizer = model.fmri_tokenizer
+        device = next(tokenizer.parameters()).device
+        self.codes: dict[int, list[int]] = {}
+        unique = list({id(scan): scan for scan in scans}.values())
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start : start + batch_size]
+            features = processor.feature_extractor(chunk, return_tensors="pt")
+            keep = features["window_index"] < per_scan
+            with torch.no_grad():
+                codes = tokenizer.encode(features["fmri_values"][keep].to(device)).cpu()
+            owners = features["scan_index"][keep]
+            for index, scan in enumerate(chunk):
+                rows = codes[owners == index]
+                if len(rows) < per_scan:
+                    raise FmriInputError(f"{scan.name}: {len(rows)} window(s), fewer than windows_per_scan={per_scan}")
+                self.codes[id(scan)] = rows.reshape(-1).tolist()
+
+    def __getitem__(self, scan: Any) -> list[int]:
+        return self.codes[id(scan)]
+
+
+def instruction_examples(
+    tasks: Sequence[Any], split: SubjectSplit, which: str, codes: CodeTable, processor: Any, prompts_per_item: int, seed: int
+) -> list[dict[str, Any]]:
+    """Prompt + answer token ids of every item of `which` split's subjects, one objective per task."""
+    from ..tasks.evaluate import item_labels
+    from ..tasks.prompts import ScanBlock, answer_text, question_text, render_token_ids
+    from ..tasks.registry import ScoreBins
+
+    tokenizer = processor.tokenizer
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    examples = []
+    for objective, data in enumerate(tasks):
+        roles = np.array([split.of(key) for key in data.subject_keys])
+        train = np.flatnonzero(roles == "train")
+        bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
+        labels = item_labels(data, bins)
+        rng = np.random.default_rng([seed, objective])
+        for i in np.flatnonzero(roles == which):
+            answer = tokenizer(answer_text(data.task, int(labels[i])), add_special_tokens=False)["input_ids"] + eos
+            for _ in range(prompts_per_item):
+                block = ScanBlock([(question_text(data.task, rng), None)], data.cohort_line(i), data.description)
+                context = render_token_ids(block.text(), [codes[data.scans[i]]], processor)
+                examples.append({"input_ids": context + answer, "labels": [IGNORE_INDEX] * len(context) + answer, "objective": objective})
+    return examples
+
+
+def lora_model(model: Any, args: Stage3Arguments) -> Any:
+    """`model` wrapped by peft LoRA on the LM's projections (never the frozen fMRI tokenizer), with
+    the fMRI token rows trainable when asked."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    linear = (torch.nn.Linear, Conv1D)
+    head = model.language_model.get_output_embeddings()
+    names = [
+        name
+        for name, module in model.named_modules()
+        if name.startswith("language_model.") and isinstance(module, linear) and module is not head
+        and (args.lora_target_modules is None or name.rsplit(".", 1)[-1] in args.lora_target_modules)
+    ]  # fmt: skip
+    if not names:
+        raise FmriInputError(f"lora_target_modules: no linear projection of the language model matches {args.lora_target_modules}")
+    config = model.config
+    fmri_rows = [*config.code_token_ids, config.fmri_start_token_id, config.fmri_end_token_id, config.fmri_pad_token_id]
+    peft_config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=names,
+        fan_in_fan_out=isinstance(model.get_submodule(names[0]), Conv1D),
+        trainable_token_indices=fmri_rows if args.train_fmri_rows else None,
+    )
+    return get_peft_model(model, peft_config)
+
+
+def prepare_model(args: Stage3Arguments, training_args: Stage3TrainingArguments) -> None:
+    """Fill in `model` (and `corpus`) for a demo run on the embedded data by training Stage 2 (and
+    what it needs) into `output_dir/stage2`."""
+    if args.model is not None:
+        return
+    if training_args.world_size > 1:
+        raise FmriInputError("model: expected --model (a Stage 2 folder, recipes/stage2_align.py) for a multi-process run")
+    from .stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
+
+    stage2_dir = Path(training_args.output_dir) / "stage2"
+    if not (stage2_dir / "final" / "config.json").is_file():
+        stage2 = Stage2Arguments(corpus=args.corpus)
+        train_stage2(stage2, Stage2TrainingArguments(output_dir=str(stage2_dir), save_strategy="no", disable_tqdm=training_args.disable_tqdm))
+        args.corpus = stage2.corpus
+    args.model = str(stage2_dir / "final")
+    args.corpus = args.corpus or str(stage2_dir / "descriptor_corpus")
+
+
+@dataclass
+class Stage3Result:
+    """What `train_stage3` returns."""
+
+    model: Any
+    processor: Any
+    trainer: ObjectiveTrainer
+    final_dir: Path
+    task_names: list[str]
+    report: Any = None
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.trainer.state.log_history
+
+
+def train_stage3(
+    args: Stage3Arguments, training_args: Stage3TrainingArguments, callbacks: Sequence[Any] = (), console_logs: bool = True
+) -> Stage3Result:
+    """Instruction-tune the Stage 2 model on the task mixture (training subjects only; validation
+    subjects for the loss; test subjects never), save adapter and merged model, then evaluate."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from ..tasks.evaluate import model_split
+
+    prepare_model(args, training_args)
+    set_seed(training_args.seed)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    processor = AutoProcessor.from_pretrained(args.model)
+    split = model_split(args.model)
+    if split is None:
+        raise FmriInputError(f"{args.model}: expected the training_record.json with the subject split that Stage 2 writes")
+    tasks = task_sources(args, training_args.output_dir)
+    weights = args.task_weights or [1.0] * len(tasks)
+    if len(weights) != len(tasks):
+        raise FmriInputError(f"task_weights: expected {len(tasks)} weights (tasks {[d.task.name for d in tasks]}), found {len(weights)}")
+    codes = CodeTable(model, processor, [scan for data in tasks for scan in data.scans])
+    build = lambda which: instruction_examples(tasks, split, which, codes, processor, args.prompts_per_item, training_args.seed)  # noqa: E731
+    train, validation = build("train"), build("validation")
+    if not train:
+        raise FmriInputError("tasks: no item of a training subject")
+    if not validation:
+        training_args.eval_strategy = "no"
+    trainee = lora_model(model, args) if args.use_lora else model
+    names = [data.task.name for data in tasks]
+    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
+    trainer = ObjectiveTrainer(
+        model=trainee,
+        args=training_args,
+        train_dataset=datasets.Dataset.from_list(train),
+        eval_dataset=datasets.Dataset.from_list(validation) if validation else None,
+        data_collator=ObjectiveCollator(pad),
+        objectives=dict(zip(names, weights)),
+        callbacks=list(callbacks),
+        console_logs=console_logs,
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    record = {
+        "stage": 3,
+        "arguments": asdict(args),
+        "tasks": dict(zip(names, weights)),
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "num_processes": trainer.accelerator.num_processes,
+        "split": split.to_json(),
+        "examples": {"train": len(train), "validation": len(validation)},
+        "log_history": trainer.state.log_history,
+    }
+    output_dir = Path(training_args.output_dir)
+    if args.use_lora:
+        save_final(trainer, output_dir / "adapter", [], record)
+        trainer.model = trainer.model.merge_and_unload()
+    final_dir = save_final(trainer, output_dir / "final", [processor.save_pretrained], record)
+    result = Stage3Result(trainer.model.eval(), processor, trainer, final_dir, names)
+    if args.evaluate and trainer.is_world_process_zero():
+        from ..tasks.evaluate import EvaluationSettings, evaluate
+
+        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), n_resplits=args.eval_resplits)
+        result.report = evaluate(tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm)
+        result.report.save(output_dir / "evaluation")
+    return result
+
+
+def demo_stage3(output_dir: str | Path, stage2_final: str | Path, corpus: str | Path, num_epochs: int = 4) -> Stage3Result:
+    """`fmrilm demo` step: LoRA instruction tuning on the embedded tasks (cohort, descriptor
+    questions), then the evaluation table (model vs majority and connectivity baselines) on the
+    test subjects of the one split."""
+    run_dir = Path(output_dir) / "stage3_instruct"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus))
+    training_args = Stage3TrainingArguments(output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning")
+    result = train_stage3(args, training_args, console_logs=False)
+    last = next(entry for entry in reversed(result.history) if "eval_loss" in entry)
+    accuracy = ", ".join(f"{name} {last[f'eval_{name}_accuracy']:.2f}" for name in result.task_names if f"eval_{name}_accuracy" in last)
+    print(
+        f"Stage 3: LoRA r{args.lora_r}/α{args.lora_alpha} + fMRI rows on {len(result.task_names)} tasks; answer-token accuracy on the "
+        f"validation subjects: {accuracy}; merged model in {result.final_dir}"
+    )
+    print(result.report.to_markdown())
+    return result
+
+
+__all__ = [
+    "TASK_SOURCES",
+    "CodeTable",
+    "Stage3Arguments",
+    "Stage3Result",
+    "Stage3TrainingArguments",
+    "demo_stage3",
+    "instruction_examples",
+    "lora_model",
+    "train_stage3",
+]

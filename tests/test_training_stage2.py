@@ -1,0 +1,197 @@
+"""Stage 2 on transformers.Trainer: objective examples, the weighted loss, cached codes, a tiny run
+end to end, and two processes against one on the doubled batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+import tiny_lm
+from modeling_fmrilm import FmriInputError
+from modeling_fmrilm.io import FmriScan
+from modeling_fmrilm.splits import SubjectSplit, write_manifest
+from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
+from modeling_fmrilm.training.stage2 import (
+    ExampleBuilder,
+    Stage2Arguments,
+    Stage2TrainingArguments,
+    encode_windows,
+    train_stage2,
+)
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return tiny_lm.build("gpt2")
+
+
+def test_examples_put_labels_on_their_targets_only(parts):
+    model, processor = parts
+    config = model.config
+    builder = ExampleBuilder(config, processor.tokenizer, "\nDescription:", max_t2t_length=8)
+    codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
+    scan_tokens = [config.fmri_start_token_id, *(config.first_code_token_id + c for c in codes), config.fmri_end_token_id]
+
+    f2t = builder.f2t(codes, "Global efficiency is slightly elevated.", "toy/s0")
+    description = processor.tokenizer(" Global efficiency is slightly elevated.", add_special_tokens=False)["input_ids"]
+    assert f2t["input_ids"][: len(scan_tokens)] == scan_tokens and f2t["objective"] == 0
+    labelled = [label for label in f2t["labels"] if label != IGNORE_INDEX]
+    assert labelled == description + [processor.tokenizer.eos_token_id] == f2t["input_ids"][-len(labelled) :]
+
+    following = [(c + 5) % 12 for c in codes]
+    f2f = builder.f2f(codes, following, "toy/s0")
+    labelled = [label for label in f2f["labels"] if label != IGNORE_INDEX]
+    assert labelled == [config.first_code_token_id + c for c in following] and f2f["objective"] == 1
+    assert len(f2f["input_ids"]) == 2 * len(scan_tokens)
+
+    text = " ".join(tiny_lm.SENTENCES[:2])
+    pieces = builder.t2t(text)
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [processor.tokenizer.eos_token_id]
+    assert [token for piece in pieces for token in piece["input_ids"]] == ids
+    assert all(len(p["input_ids"]) <= 8 and p["labels"] == p["input_ids"] and p["objective"] == 2 for p in pieces)
+
+    builder.max_positions = 20
+    with pytest.raises(FmriInputError, match="F2T example of toy/s0: .* more than the language model's 20 positions"):
+        builder.f2t(codes, "a description", "toy/s0")
+
+
+def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_path):
+    model, processor = parts
+    builder = ExampleBuilder(model.config, processor.tokenizer, "\nDescription:", max_t2t_length=64)
+    codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
+    examples = [builder.f2t(codes, "lower coupling", "a"), builder.f2f(codes, codes[::-1], "a"), builder.t2t(tiny_lm.SENTENCES[0])[0]]
+    pad = processor.tokenizer.pad_token_id
+    batch = ObjectiveCollator(pad)(examples)
+    longest = max(len(e["input_ids"]) for e in examples)
+    assert batch["input_ids"].shape == (3, longest) and batch["objective"].tolist() == [0, 1, 2]
+    assert batch["attention_mask"].sum(1).tolist() == [len(e["input_ids"]) for e in examples]
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+    args = Stage2TrainingArguments(output_dir=str(tmp_path), eval_strategy="no")
+    trainer = ObjectiveTrainer(model=model, args=args, data_collator=ObjectiveCollator(pad), objectives={"f2t": 1.0, "f2f": 0.1, "t2t": 0.5})
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        expected = 0.0
+        for example, weight in zip(examples, (1.0, 0.1, 0.5)):
+            ids = torch.tensor([example["input_ids"]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            labels = torch.tensor(example["labels"][1:])
+            expected += weight * F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    logs = trainer.summarize(trainer.sums["eval"].reduce(trainer.accelerator), "")  # the model is in eval mode
+    assert set(logs) == {f"{name}_{kind}" for name in ("f2t", "f2f", "t2t") for kind in ("loss", "accuracy")}
+    assert all(0 <= logs[f"{name}_accuracy"] <= 1 for name in ("f2t", "f2f", "t2t"))
+
+
+def synthetic_scans(n_subjects: int, n_frames: int = 40) -> list[FmriScan]:
+    return [FmriScan(data=tiny_lm.scan(i, n_frames), tr=2.0, subject=f"s{i}", dataset="toy") for i in range(n_subjects)]
+
+
+def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
+    model, processor = parts
+    scans = synthetic_scans(3)
+    codes = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, ["toy/s0", "toy/s2"], tmp_path)
+    assert codes.column_names == ["subject_key", "text_key", "window_start", "codes"]
+    assert sorted(set(codes["subject_key"])) == ["toy/s0", "toy/s2"] and codes["window_start"] == [0, 16, 0, 16]
+    windows = processor.feature_extractor([scans[0], scans[2]], return_tensors="pt")["fmri_values"]
+    assert codes["codes"] == model.fmri_tokenizer.encode(windows).tolist()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the cache")
+
+    monkeypatch.setattr(model.fmri_tokenizer, "encode", refuse)
+    again = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, ["toy/s0", "toy/s2"], tmp_path)
+    assert again["codes"] == codes["codes"]
+
+
+def write_inputs(folder: Path, n_subjects: int = 6) -> dict[str, Path]:
+    """A Stage 1 folder, an LM folder, a corpus folder with splits.json, and .npy scans."""
+    from datasets import Dataset
+
+    stage1 = folder / "stage1"
+    tiny_lm.fmri_tokenizer().save_pretrained(stage1)
+    tiny_lm.feature_extractor().save_pretrained(stage1)
+    lm = folder / "lm"
+    text_tokenizer = tiny_lm.text_tokenizer()
+    language_model = tiny_lm.language_model("gpt2", len(text_tokenizer))
+    language_model.config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})  # runs comparable step for step
+    language_model.save_pretrained(lm)
+    text_tokenizer.save_pretrained(lm)
+    corpus = folder / "corpus"
+    (corpus / "data").mkdir(parents=True)
+    subjects = [f"s{i}" for i in range(n_subjects)]
+    texts = [tiny_lm.SENTENCES[i % len(tiny_lm.SENTENCES)] for i in range(n_subjects)]
+    Dataset.from_dict({"dataset": ["unknown"] * n_subjects, "subject": subjects, "text": texts}).to_parquet(corpus / "data" / "train-00000.parquet")
+    roles = ["train"] * (n_subjects - 2) + ["validation", "test"]
+    write_manifest(corpus, SubjectSplit({f"unknown/{s}": role for s, role in zip(subjects, roles)}))
+    data = folder / "scans"
+    data.mkdir()
+    for i, subject in enumerate(subjects):
+        np.save(data / f"sub-{subject}_bold.npy", tiny_lm.scan(i, 40))
+    return {"stage1": stage1, "lm": lm, "corpus": corpus, "data": data}
+
+
+def stage2_argv(inputs: dict[str, Path], output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--fmri_tokenizer", str(inputs["stage1"]), "--base_model", str(inputs["lm"]), "--corpus", str(inputs["corpus"]),
+        "--data_dir", str(inputs["data"]), "--tr", "2.0", "--output_dir", str(output_dir), "--disable_tqdm", "true",
+        "--warmup_steps", "0", *extra,
+    ]  # fmt: skip
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    """Trains on the train subjects only, logs each objective, and the final folder loads with the Auto classes."""
+    inputs = write_inputs(tmp_path)
+    args, training_args = parse_arguments((Stage2Arguments, Stage2TrainingArguments), stage2_argv(inputs, tmp_path / "run", "--num_train_epochs", "3"))
+    result = train_stage2(args, training_args)
+    assert set(result.data.codes["subject_key"]) == {f"unknown/s{i}" for i in range(5)}  # the test subject s5 is never read
+    train_logs = [entry for entry in result.history if "f2t_loss" in entry]
+    assert len(train_logs) == 3 and train_logs[-1]["loss"] < train_logs[0]["loss"]
+    assert {"eval_f2t_loss", "eval_f2f_loss", "eval_t2t_loss", "eval_f2f_accuracy"} <= set(result.history[-2])
+
+    final = tmp_path / "run" / "final"
+    model = AutoModelForCausalLM.from_pretrained(final).eval()
+    processor = AutoProcessor.from_pretrained(final)
+    batch = processor(text=["<fmri>\nDescription:"], fmri=[tiny_lm.scan(9, 40)], tr=2.0, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, result.model(**batch).logits)
+    record = json.loads((final / "training_record.json").read_text())
+    assert record["split"]["subjects"]["unknown/s5"] == "test" and record["examples"]["train"] > 0
+
+
+def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    done = subprocess.run([*launcher, str(ROOT / "recipes" / "stage2_align.py"), *argv], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((output_dir / "final" / "training_record.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
+    inputs = write_inputs(tmp_path)
+    common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    two = run_recipe(torchrun, tmp_path / "two", stage2_argv(inputs, tmp_path / "two", *common, "--per_device_train_batch_size", "2"))
+    one = run_recipe([sys.executable], tmp_path / "one", stage2_argv(inputs, tmp_path / "one", *common, "--per_device_train_batch_size", "4"))
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    first_loss = [next(e["loss"] for e in record["log_history"] if "loss" in e) for record in (two, one)]
+    assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
+    expected, found = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(tmp_path / "two" / "final" / "model.safetensors")
+    assert expected.keys() == found.keys()
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "final")
+    assert model.config.model_type == "fmrilm"

@@ -1,0 +1,146 @@
+"""Stage 3 on transformers.Trainer: instruction examples, LoRA on the LM only, a tiny run whose loss
+falls, adapter save/reload/merge with identical logits, the harness after training, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+import tiny_lm
+from modeling_fmrilm import FmriFeatureExtractor, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm.io import load_embedded
+from modeling_fmrilm.splits import split_subjects
+from modeling_fmrilm.tasks.data import cohort_task_data
+from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.objectives import IGNORE_INDEX
+from modeling_fmrilm.training.stage3 import (
+    CodeTable,
+    Stage3Arguments,
+    Stage3TrainingArguments,
+    instruction_examples,
+    lora_model,
+    train_stage3,
+)
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def stage2_folder(tmp_path_factory):
+    """A tiny Stage 2 model on the embedded data's 94 ROIs (16-frame windows, one token per ROI), with
+    the training record of its subject split, as Stage 2 writes it."""
+    folder = tmp_path_factory.mktemp("stage2") / "final"
+    torch.manual_seed(0)
+    config = FmriTokenizerConfig(
+        num_rois=94, window_length=16, patch_length=16, hidden_size=16, num_hidden_layers=1, num_decoder_layers=1,
+        num_attention_heads=2, num_codes=16, code_dim=8, kmeans_init=False,
+    )  # fmt: skip
+    text_tokenizer = tiny_lm.text_tokenizer()
+    language_model = tiny_lm.language_model("gpt2", len(text_tokenizer))
+    language_model.config.n_positions = 512
+    language_model = type(language_model)(language_model.config)
+    language_model.config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+    model, processor = FmriLMForCausalLM.from_parts(
+        FmriTokenizerModel(config).eval(), language_model, text_tokenizer, feature_extractor=FmriFeatureExtractor(num_rois=94, window_length=16)
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    keys = sorted({f"{s.dataset}/{s.subject}" for s in load_embedded()})
+    split = split_subjects(keys, (0.6, 0.2, 0.2), seed=0)
+    (folder / "training_record.json").write_text(json.dumps({"stage": 2, "split": split.to_json()}))
+    return folder
+
+
+def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_folder):
+    model = AutoModelForCausalLM.from_pretrained(stage2_folder)
+    processor = AutoProcessor.from_pretrained(stage2_folder)
+    data = cohort_task_data(load_embedded())
+    keys = sorted(set(data.subject_keys))
+    split = split_subjects(keys, (0.6, 0.2, 0.2), seed=0)
+    codes = CodeTable(model, processor, data.scans)
+    examples = instruction_examples([data], split, "train", codes, processor, prompts_per_item=2, seed=0)
+    train_items = [i for i, key in enumerate(data.subject_keys) if split.of(key) == "train"]
+    assert len(examples) == 2 * len(train_items)
+    words = {processor.tokenizer.decode([t for t in e["labels"] if t != IGNORE_INDEX], skip_special_tokens=True) for e in examples}
+    assert words <= {word for word in data.task.label_words}
+    first = examples[0]
+    start = model.config.fmri_start_token_id
+    assert first["input_ids"].count(start) == 1 and first["objective"] == 0
+    position = first["input_ids"].index(start)
+    scan_codes = first["input_ids"][position + 1 : position + 1 + 94]
+    assert [c - model.config.first_code_token_id for c in scan_codes] == codes[data.scans[train_items[0]]]
+
+
+def test_lora_wraps_the_language_model_only(stage2_folder):
+    model = AutoModelForCausalLM.from_pretrained(stage2_folder)
+    peft_model = lora_model(model, Stage3Arguments(lora_r=2, lora_alpha=4))
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in name for name in trainable) and any("trainable_tokens" in name for name in trainable)
+    assert not any("fmri_tokenizer" in name for name in trainable)
+    assert all("language_model" in name for name in trainable)
+
+
+def stage3_argv(folder: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--model", str(folder), "--tasks", "cohort", "synthetic", "--synthetic_subjects", "24", "--prompts_per_item", "1",
+        "--output_dir", str(output_dir), "--disable_tqdm", "true", "--warmup_steps", "0", *extra,
+    ]  # fmt: skip
+
+
+def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, tmp_path):
+    args, training_args = parse_arguments(
+        (Stage3Arguments, Stage3TrainingArguments),
+        stage3_argv(stage2_folder, tmp_path, "--num_train_epochs", "3", "--eval_seeds", "0", "--eval_shots", "0", "--eval_resplits", "2"),
+    )
+    result = train_stage3(args, training_args)
+    assert result.task_names == ["cohort", "synthetic_group", "synthetic_score"]
+    losses = [entry["loss"] for entry in result.history if "cohort_loss" in entry]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+    base = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
+    adapted = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "final").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "final")
+    scan = load_embedded(("gw",))[0]
+    batch = processor(text=["<fmri>\n### Question: Which cohort is this scan from?\n### Answer:"], fmri=[scan], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(final(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-4)
+        untuned = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
+        assert not torch.allclose(final(**batch).logits, untuned(**batch).logits)
+
+    methods = {row.method for row in result.report.rows if row.task == "cohort"}
+    assert any(method.startswith("fmrilm") for method in methods) and {"majority", "brainmarks_fc", "tangent_fc"} <= {m.split(" (")[0] for m in methods}
+    assert (tmp_path / "evaluation" / "evaluation.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_doubled_batch(stage2_folder, tmp_path):
+    common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--evaluate", "false",
+              "--lora_dropout", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    recipe = str(ROOT / "recipes" / "stage3_instruct.py")
+    runs = {
+        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551", recipe, "--per_device_train_batch_size", "2"],
+        "one": [sys.executable, recipe, "--per_device_train_batch_size", "4"],
+    }
+    records = {}
+    for name, command in runs.items():
+        done = subprocess.run([*command, *stage3_argv(stage2_folder, tmp_path / name, *common)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        records[name] = json.loads((tmp_path / name / "final" / "training_record.json").read_text())
+    assert records["two"]["num_processes"] == 2 and records["one"]["num_processes"] == 1
+    first_loss = [next(e["loss"] for e in records[name]["log_history"] if "loss" in e) for name in ("two", "one")]
+    assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
+    expected, found = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors"), load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert expected.keys() == found.keys()
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
