@@ -92,8 +92,9 @@ def score_predictions(
         values = bins.expected_value(probabilities) if values is None else np.asarray(values, dtype=np.float64)
     predicted = probabilities.argmax(axis=1) if probabilities is not None else bins.transform(values)  # type: ignore[union-attr]
     result["accuracy"] = float(accuracy_score(labels, predicted))
-    with warnings.catch_warnings():  # a predicted class absent from the test set is expected with few test subjects
+    with warnings.catch_warnings():  # with few test subjects a class may be absent from the test set or the predictions
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
     if probabilities is not None:
         result["roc_auc"] = _roc_auc(labels, np.asarray(probabilities, dtype=np.float64), task.n_classes, undefined)
