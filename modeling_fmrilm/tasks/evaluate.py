@@ -41,7 +41,7 @@ from ..errors import FmriInputError
 from ..splits import SubjectSplit
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData
-from .metrics import format_summary, metric_names, score_predictions, summarize
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, format_summary, score_predictions, summarize
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
 from .registry import ScoreBins
 from .scoring import LabelScorer, PromptTooLong, softmax
@@ -50,7 +50,8 @@ from .splitting import TooFewExamples, fixed_split, select_shots, strata_of, str
 SCORING = ("loglik", "constrained")
 PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
+TABLE_METRICS = REGRESSION_METRICS
+"""The table's metric columns (a classification leaves MAE and r empty)."""
 METHOD_LABELS = {"majority": "majority / mean", "brainmarks_fc": "FC, Brainmarks protocol", "tangent_fc": "FC, tangent space"}
 
 
@@ -116,8 +117,7 @@ class Row:
         return self.method.startswith("fmrilm")
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        names = TABLE_METRICS if self.kind == "regression" else TABLE_METRICS[:3]
-        return summarize(self.runs, names)
+        return summarize(self.runs, REGRESSION_METRICS if self.kind == "regression" else CLASSIFICATION_METRICS)
 
     def add(self, metrics: dict[str, Any], n_train: int, n_test: int, notes: Sequence[str] = ()) -> None:
         self.runs.append(metrics)

@@ -26,10 +26,6 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 REGRESSION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
 
 
-def metric_names(task: Task) -> tuple[str, ...]:
-    return REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
-
-
 def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int, undefined: dict[str, str]) -> float | None:
     present = np.unique(y_true)
     if len(present) < 2:
@@ -136,4 +132,4 @@ def format_summary(entry: Mapping[str, Any], digits: int = 3) -> str:
     return text + (f" (n={entry['n']})" if entry["undefined"] else "")
 
 
-__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "format_summary", "metric_names", "score_predictions", "summarize"]
+__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "format_summary", "score_predictions", "summarize"]
