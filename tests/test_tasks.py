@@ -116,6 +116,8 @@ def test_template_rendering_per_paradigm(built):
     pair = get_task("network_pair").with_fields("pair", a="Frontal", b="Parietal")
     assert answer_texts(pair, "open")[2] == " Coupling between the Frontal and Parietal networks is higher relative to the cohort."
     assert "{topic}" not in question_text(pair, np.random.default_rng(0), paradigm="open")
+    with pytest.raises(FmriInputError, match="needs the field 'a'"):
+        question_text(get_task("network_pair"), np.random.default_rng(0))
     # the chat template: the scan is an fmri content part, answers are assistant turns
     assert processor.chat_template == DEFAULT_CHAT_TEMPLATE
     chat = Prompt([shot], ScanBlock([("Q1?", None)])).text(processor, chat_template=True)

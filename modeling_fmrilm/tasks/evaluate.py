@@ -2,7 +2,10 @@
 
 For every task and seed, one split by subject (by family where known) stratified by label, or
 the pipeline's own subject split when a model was trained on it (its test subjects; validation
-subjects, which pick checkpoints, are never scored). On that split:
+subjects, which pick checkpoints, are never scored). Tasks asked about the same scans (the cohort
+and descriptor questions of the embedded data; the synthetic group and score) share their splits,
+stratified by the first task's labels: the `multi` paradigm asks them together, and the tangent
+space is fitted once per split. On that split:
 
 - **model rows** (when a model is given): zero-shot and k-shot prompts (k label-balanced
   in-context examples from the training subjects, never the evaluated subject or its family), in
@@ -38,16 +41,17 @@ from ..errors import FmriInputError
 from ..splits import SubjectSplit
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData
-from .metrics import format_summary, metric_names, score_predictions, summarize
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, format_summary, score_predictions, summarize
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
 from .registry import ScoreBins
 from .scoring import LabelScorer, PromptTooLong, softmax
-from .splitting import fixed_split, select_shots, strata_of, stratified_split
+from .splitting import TooFewExamples, fixed_split, select_shots, strata_of, stratified_split
 
 SCORING = ("loglik", "constrained")
 PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
+TABLE_METRICS = REGRESSION_METRICS
+"""The table's metric columns (a classification leaves MAE and r empty)."""
 METHOD_LABELS = {"majority": "majority / mean", "brainmarks_fc": "FC, Brainmarks protocol", "tangent_fc": "FC, tangent space"}
 
 
@@ -94,6 +98,7 @@ class Row:
 
     task: str
     kind: str
+    n_classes: int
     method: str
     shots: int | None = None
     paradigm: str | None = None
@@ -112,8 +117,7 @@ class Row:
         return self.method.startswith("fmrilm")
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        names = TABLE_METRICS if self.kind == "regression" else TABLE_METRICS[:3]
-        return summarize(self.runs, names)
+        return summarize(self.runs, REGRESSION_METRICS if self.kind == "regression" else CLASSIFICATION_METRICS)
 
     def add(self, metrics: dict[str, Any], n_train: int, n_test: int, notes: Sequence[str] = ()) -> None:
         self.runs.append(metrics)
@@ -151,13 +155,14 @@ class EvaluationReport:
         header = ["task", "method", "k", "paradigm", "n train/test", *TABLE_METRICS, "Δ vs FC", "notes"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
-            if row.skipped:
+            if row.skipped and not row.runs:
                 cells = ["—"] * len(TABLE_METRICS) + ["", f"not run: {row.skipped}"]
             else:
                 summary = row.summary()
                 cells = [format_summary(summary[m]) if m in summary else "" for m in TABLE_METRICS]
                 delta = self.delta_vs_fc(row) if row.is_model else None
-                cells += ["" if delta is None else f"{delta:+.3f}", "; ".join(row.notes)]
+                notes = row.notes + ([f"stopped after {len(row.runs)} seed(s): {row.skipped}"] if row.skipped else [])
+                cells += ["" if delta is None else f"{delta:+.3f}", "; ".join(notes)]
             sizes = f"{int(np.mean(row.n_train))}/{int(np.mean(row.n_test))}" if row.n_test else ""
             base, _, resplits = row.method.partition(" (")
             label = METHOD_LABELS.get(base, base) + (f" ({resplits}" if resplits else "")
@@ -343,7 +348,7 @@ class _Rows:
     def get(self, data: TaskData, method: str, shots: int | None = None, paradigm: str | None = None) -> Row:
         key = (data.task.name, method, shots, paradigm)
         if key not in self.rows:
-            self.rows[key] = Row(data.task.name, data.task.kind, method, shots, paradigm)
+            self.rows[key] = Row(data.task.name, data.task.kind, data.task.n_classes, method, shots, paradigm)
         return self.rows[key]
 
 
@@ -387,7 +392,7 @@ def _model_runs(
                             results = multi_predictions(scorer, chunk, labels[offset : offset + len(chunk)], train, test, k, seed, scoring, settings.chat_template)
                         else:
                             results = [model_predictions(scorer, chunk[0], labels[offset], train, test, k, seed, paradigm, scoring, settings.chat_template)]
-                    except (PromptTooLong, FmriInputError) as error:
+                    except (PromptTooLong, TooFewExamples) as error:
                         for r in chunk_rows:
                             r.skipped = str(error)
                         continue
@@ -534,7 +539,11 @@ def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
 
 def evaluate_main(argv: Sequence[str] | None = None) -> EvaluationReport:
     """`fmrilm evaluate`: parse the flags, run `evaluate`, print the table, write `evaluation.md`/`.json`."""
-    args = build_parser().parse_args(argv)
+    return run_evaluation(build_parser().parse_args(argv))
+
+
+def run_evaluation(args: argparse.Namespace) -> EvaluationReport:
+    """`evaluate_main` on parsed flags (`build_parser`)."""
     model = processor = None
     split = None
     if args.model is not None:
@@ -573,4 +582,5 @@ __all__ = [
     "multi_predictions",
     "offline_tasks",
     "probe_predictions",
+    "run_evaluation",
 ]

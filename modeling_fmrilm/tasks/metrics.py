@@ -26,10 +26,6 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 REGRESSION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mae", "pearson_r")
 
 
-def metric_names(task: Task) -> tuple[str, ...]:
-    return REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
-
-
 def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int, undefined: dict[str, str]) -> float | None:
     present = np.unique(y_true)
     if len(present) < 2:
@@ -92,8 +88,9 @@ def score_predictions(
         values = bins.expected_value(probabilities) if values is None else np.asarray(values, dtype=np.float64)
     predicted = probabilities.argmax(axis=1) if probabilities is not None else bins.transform(values)  # type: ignore[union-attr]
     result["accuracy"] = float(accuracy_score(labels, predicted))
-    with warnings.catch_warnings():  # a predicted class absent from the test set is expected with few test subjects
+    with warnings.catch_warnings():  # with few test subjects a class may be absent from the test set or the predictions
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
     if probabilities is not None:
         result["roc_auc"] = _roc_auc(labels, np.asarray(probabilities, dtype=np.float64), task.n_classes, undefined)
@@ -135,4 +132,4 @@ def format_summary(entry: Mapping[str, Any], digits: int = 3) -> str:
     return text + (f" (n={entry['n']})" if entry["undefined"] else "")
 
 
-__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "format_summary", "metric_names", "score_predictions", "summarize"]
+__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "format_summary", "score_predictions", "summarize"]

@@ -222,7 +222,14 @@ COHORT_LINE = "Cohort: {dataset}.\n"
 def question_text(task: Task, rng: np.random.Generator, fields: Mapping[str, str] | None = None, paradigm: str = "single") -> str:
     """A seeded paraphrase of `task`'s question (or of the open-ended request), fields filled in."""
     pool = DESCRIBE_REQUESTS if _checked_paradigm(paradigm) == "open" else QUESTIONS[task.question]
-    return pool[int(rng.integers(len(pool)))].format(**task.format_fields(fields))
+    return _format(pool[int(rng.integers(len(pool)))], task, fields)
+
+
+def _format(template: str, task: Task, fields: Mapping[str, str] | None, **extra: str) -> str:
+    try:
+        return template.format(**task.format_fields(fields), **extra)
+    except KeyError as error:
+        raise FmriInputError(f"task {task.name!r}: the question needs the field {error.args[0]!r}; found fields {sorted(task.format_fields(fields))}") from None
 
 
 def answer_text(task: Task, label: int, paradigm: str = "single", fields: Mapping[str, str] | None = None) -> str:
@@ -230,7 +237,7 @@ def answer_text(task: Task, label: int, paradigm: str = "single", fields: Mappin
     word = task.label_words[label]
     if _checked_paradigm(paradigm) != "open":
         return word
-    return STATEMENTS[task.question].format(**task.format_fields(fields), label=word)
+    return _format(STATEMENTS[task.question], task, fields, label=word)
 
 
 def answer_texts(task: Task, paradigm: str = "single", fields: Mapping[str, str] | None = None) -> list[str]:

@@ -25,6 +25,10 @@ from ..splits import SubjectSplit
 N_SCORE_STRATA = 3
 
 
+class TooFewExamples(FmriInputError):
+    """Fewer eligible training subjects than in-context examples asked for."""
+
+
 def strata_of(targets: np.ndarray, regression: bool, n_strata: int = N_SCORE_STRATA) -> np.ndarray:
     """Stratum of each subject: its class, or (regression) its score's rank quantile."""
     targets = np.asarray(targets)
@@ -104,12 +108,12 @@ def select_shots(
         groups: family/subject id of every index (default: the index itself, as text).
 
     Raises:
-        FmriInputError: fewer than `k` eligible training subjects.
+        TooFewExamples: fewer than `k` eligible training subjects.
     """
     group_of = np.asarray(groups if groups is not None else np.arange(len(labels)).astype(str))
     eligible = candidates[~np.isin(group_of[candidates], list(exclude_groups))]
     if len(eligible) < k:
-        raise FmriInputError(f"shots: expected at least k={k} eligible training subjects, found {len(eligible)}")
+        raise TooFewExamples(f"shots: expected at least k={k} eligible training subjects, found {len(eligible)}")
     pools = {int(c): list(rng.permutation(eligible[labels[eligible] == c])) for c in rng.permutation(np.unique(labels[eligible]))}
     chosen: list[int] = []
     while len(chosen) < k:
@@ -119,4 +123,4 @@ def select_shots(
     return rng.permutation(np.asarray(chosen, dtype=np.int64))
 
 
-__all__ = ["fixed_split", "select_shots", "strata_of", "stratified_split"]
+__all__ = ["TooFewExamples", "fixed_split", "select_shots", "strata_of", "stratified_split"]
