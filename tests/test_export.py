@@ -35,7 +35,7 @@ def evaluation_report() -> EvaluationReport:
         "fmrilm loglik": [{"accuracy": 0.6, "balanced_accuracy": 0.6, "roc_auc": 0.61}, {"accuracy": 0.62, "balanced_accuracy": 0.62, "roc_auc": 0.6}],
     }
     rows = [
-        Row("synthetic_group", "classification", method, 0 if method.startswith("fmrilm") else None, "single" if method.startswith("fmrilm") else None,
+        Row("synthetic_group", "classification", 2, method, 0 if method.startswith("fmrilm") else None, "single" if method.startswith("fmrilm") else None,
             list(values), [150, 150], [50, 50])
         for method, values in runs.items()
     ]  # fmt: skip
