@@ -352,12 +352,28 @@ class _Rows:
         return self.rows[key]
 
 
-def _split(group: Sequence[TaskData], seed: int, settings: EvaluationSettings, split: SubjectSplit | None, test_fraction: float | None = None):
+def _split(group: Sequence[TaskData], seed: int, settings: EvaluationSettings, split: SubjectSplit | None) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's `(train, test)`: the fixed split's, or a stratified split by subject/family."""
     first = group[0]
-    if split is not None and test_fraction is None:
+    if split is not None:
         return fixed_split(first.subject_keys, split)
     strata = strata_of(first.targets, first.task.kind == "regression")
-    return stratified_split(strata, test_fraction or settings.test_fraction, seed, first.split_groups)
+    return stratified_split(strata, settings.test_fraction, seed, first.split_groups)
+
+
+def resplit(group: Sequence[TaskData], seed: int, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random stratified split with (about, up to rounding per stratum) `n_train` training and
+    `n_test` test items: the test part first, then the surplus training items left out (as a
+    fixed split leaves its validation subjects out)."""
+    first = group[0]
+    strata = strata_of(first.targets, first.task.kind == "regression")
+    groups = np.asarray(first.split_groups)
+    train, test = stratified_split(strata, n_test / len(strata), seed, groups)
+    surplus = len(train) - n_train
+    if surplus > 0:
+        kept, _ = stratified_split(strata[train], surplus / len(train), seed + 1, groups[train])
+        train = train[kept]
+    return train, test
 
 
 def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, suffix: str = "") -> None:
@@ -450,9 +466,8 @@ def evaluate(
                 _model_runs(rows, scorer, group, train, test, seed, settings)
             steps.update()
         if settings.n_resplits:
-            fraction = len(test) / len(first.scans)
             for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
-                features = inputs.split(*_split(group, 10_000 + r, settings, None, fraction))
+                features = inputs.split(*resplit(group, 10_000 + r, len(train), len(test)))
                 for data in group:
                     _baseline_runs(rows, data, features, 10_000 + r, f" ({settings.n_resplits} re-splits)")
     steps.close()
@@ -582,5 +597,6 @@ __all__ = [
     "multi_predictions",
     "offline_tasks",
     "probe_predictions",
+    "resplit",
     "run_evaluation",
 ]

@@ -2,8 +2,8 @@
 
 - [`stratified_split`]: a seeded train/test split by subject, or by family where families are
   known (a family never straddles the split), stratified by label (by score quantile for a
-  regression): each stratum's subjects (families) are shuffled and `round(test_fraction * n)` of
-  them go to test. scikit-learn's `StratifiedGroupKFold` stratifies groups too but gives folds,
+  regression): `round(test_fraction * n)` subjects (families) go to test, shared among the strata
+  in proportion to their sizes. scikit-learn's `StratifiedGroupKFold` stratifies groups too but gives folds,
   not a split of a chosen size, and fails on strata with a single member (common in a small
   cohort); this allocation keeps both.
 - [`fixed_split`]: the train/test subjects of the one subject split of the pipeline
@@ -43,9 +43,10 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded `(train, test)` index arrays, stratified, by group when `groups` are given.
 
-    A group's stratum is its most frequent member stratum. In every stratum the groups are
-    shuffled (generator seeded by `seed`) and the first `round(test_fraction * n_groups)` go to
-    test; at least one group goes to test overall.
+    A group's stratum is its most frequent member stratum. `round(test_fraction * n_groups)` groups
+    (at least one) go to test, shared among the strata in proportion to their sizes (largest
+    remainders, ties broken at random); within a stratum they are drawn at random. The generator
+    is seeded by `seed`.
 
     Raises:
         FmriInputError: `test_fraction` outside (0, 1), or fewer than two groups.
@@ -61,12 +62,17 @@ def stratified_split(
     np.add.at(counts, (member_group, strata), 1)
     group_stratum = counts.argmax(axis=1)
     rng = np.random.default_rng(seed)
+    strata_present, sizes = np.unique(group_stratum, return_counts=True)
+    # largest remainders: the strata's quotas add up to exactly round(test_fraction * n_groups)
+    quotas = test_fraction * sizes
+    counts = np.floor(quotas).astype(np.int64)
+    remainder = max(1, int(round(test_fraction * len(names)))) - counts.sum()
+    order = np.lexsort((rng.random(len(sizes)), -(quotas - counts)))
+    counts[order[: max(remainder, 0)]] += 1
     test_groups: list[int] = []
-    for stratum in np.unique(group_stratum):
+    for stratum, count in zip(strata_present, counts):
         members = rng.permutation(np.flatnonzero(group_stratum == stratum))
-        test_groups.extend(members[: int(round(test_fraction * len(members)))].tolist())
-    if not test_groups:
-        test_groups = [int(rng.integers(len(names)))]
+        test_groups.extend(members[:count].tolist())
     in_test = np.isin(member_group, test_groups)
     return np.flatnonzero(~in_test), np.flatnonzero(in_test)
 
