@@ -21,7 +21,7 @@ from ..atomic import replace_folder
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
-from ..splits import MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
+from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
 
 
 def scan_subject_key(scan: FmriScan) -> str:
@@ -241,6 +241,23 @@ class BatchSums:
 
 
 @dataclass
+class CohortArguments:
+    """Where a stage's scans come from and how their subjects are split (shared by the stages)."""
+
+    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
+    tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
+    key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
+    cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
+    split_manifest: str | None = field(
+        default=None,
+        metadata={"help": "splits.json or a folder holding one; default: the corpus's (the text dataset's in Stage 1), "
+                  "else the seeded hash of dataset/subject"},
+    )
+    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS), metadata={"help": "train/validation/test fractions without a manifest"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the subject split without a manifest"})
+
+
+@dataclass
 class StageTrainingArguments(TrainingArguments):
     """`TrainingArguments` with what every stage shares (each stage sets its own sizes and rates)."""
 
@@ -310,6 +327,7 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 __all__ = [
     "BatchSums",
+    "CohortArguments",
     "ProgressBars",
     "StageTrainingArguments",
     "SumLoggingTrainer",

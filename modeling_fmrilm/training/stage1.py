@@ -29,8 +29,9 @@ from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan
 from ..modeling_fmri_tokenizer import FmriTokenizerForPreTraining, FmriTokenizerModel, codebook_usage
-from ..splits import DEFAULT_FRACTIONS, SubjectSplit
+from ..splits import SubjectSplit
 from .common import (
+    CohortArguments,
     StageTrainingArguments,
     SumLoggingTrainer,
     WindowCollator,
@@ -50,20 +51,9 @@ LOSS_COMPONENTS = ("reconstruction_loss", "commitment_loss", "contrastive_loss",
 
 
 @dataclass
-class Stage1Arguments:
+class Stage1Arguments(CohortArguments):
     """Data, windows, model and optional losses of a Stage 1 run (optimisation: `Stage1TrainingArguments`)."""
 
-    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
-    tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
-    key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
-    cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
-    split_manifest: str | None = field(
-        default=None,
-        metadata={"help": "splits.json or a folder holding one (the descriptor corpus); default: the text "
-                  "dataset's manifest when it has one, else the seeded hash of dataset/subject"},
-    )
-    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS), metadata={"help": "train/validation/test fractions without a manifest"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the subject split without a manifest"})
     target_tr: float = 2.0
     window_length: int = 64
     window_stride: int = 16

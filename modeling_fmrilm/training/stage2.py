@@ -31,8 +31,9 @@ from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..io import FmriScan
-from ..splits import DEFAULT_FRACTIONS, SubjectSplit, subject_of
+from ..splits import SubjectSplit, subject_of
 from .common import (
+    CohortArguments,
     StageTrainingArguments,
     cohort_split,
     load_cohort,
@@ -50,7 +51,7 @@ OBJECTIVES = ("f2t", "f2f", "t2t")
 
 
 @dataclass
-class Stage2Arguments:
+class Stage2Arguments(CohortArguments):
     """Inputs, objectives and the demo language model of a Stage 2 run (optimisation: `Stage2TrainingArguments`)."""
 
     fmri_tokenizer: str | None = field(
@@ -68,13 +69,6 @@ class Stage2Arguments:
     small_lm_layers: int = 2
     small_lm_heads: int = 4
     small_lm_vocab_size: int = 2000
-    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
-    tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
-    key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
-    cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
-    split_manifest: str | None = field(default=None, metadata={"help": "splits.json or a folder with one; default: the corpus's"})
-    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
-    split_seed: int = 0
     window_stride: int | None = field(
         default=None, metadata={"help": "frames between the windows read for training; default: the window length (consecutive windows, each once)"}
     )
