@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import make_pipeline
@@ -147,7 +148,10 @@ def fit_predict(name: str, kind: str, n_classes: int, y_train: np.ndarray, featu
     # Brainmarks standardises the FC features; the tangent vectors enter the model as they are
     estimator = make_pipeline(StandardScaler(), head) if name == "brainmarks_fc" else head
     x_train, x_test = features(name)
-    estimator.fit(x_train, y_train)
+    # One BLAS thread: these fits are small, and BLAS threads beside torch's OpenMP threads in the
+    # same process oversubscribe the cores (a re-split took minutes instead of seconds on 2 cores).
+    with threadpool_limits(limits=1, user_api="blas"):
+        estimator.fit(x_train, y_train)
     if kind == "regression":
         return BaselineOutput(None, np.asarray(estimator.predict(x_test), dtype=np.float64), notes)
     classes = estimator[-1].classes_ if name == "brainmarks_fc" else estimator.classes_
