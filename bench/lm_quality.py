@@ -29,6 +29,8 @@ from modeling_fmrilm.training.objectives import IGNORE_INDEX
 from modeling_fmrilm.training.stage1 import demo_stage1
 from modeling_fmrilm.training.stage2 import ExampleBuilder, Stage2Arguments, Stage2TrainingArguments, encode_windows, train_stage2
 
+MIN_F2T_GAP = 0.01
+
 
 @torch.no_grad()
 def target_losses_and_hits(model: torch.nn.Module, examples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +119,15 @@ def print_targets(rows: list[dict[str, float]]) -> None:
         return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
 
     f2f_ok = all(row["f2f_model"] > max(row["f2f_copy"], row["f2f_frequent"]) for row in rows)
-    f2t_ok = all(row["f2t_own"] < row["f2t_other"] for row in rows)
+    # a gap that the model's floating point could produce by itself is no gap: 0.01 nats at least
+    f2t_ok = all(row["f2t_other"] - row["f2t_own"] > MIN_F2T_GAP for row in rows)
     print(
         f"TARGET f2f_accuracy: model {mean_std('f2f_model')} vs copy {mean_std('f2f_copy')}, most frequent "
         f"{mean_std('f2f_frequent')} over {len(rows)} seeds (above both on every seed) {'PASS' if f2f_ok else 'FAIL'}"
     )
     print(
         f"TARGET f2t_reads_the_scan: description loss own tokens {mean_std('f2t_own')} vs another subject's "
-        f"{mean_std('f2t_other')} (lower with its own on every seed) {'PASS' if f2t_ok else 'FAIL'}"
+        f"{mean_std('f2t_other')} (lower with its own by > {MIN_F2T_GAP} nats on every seed) {'PASS' if f2t_ok else 'FAIL'}"
     )
 
 
