@@ -13,6 +13,11 @@ from transformers import PretrainedConfig
 
 from .errors import FmriInputError
 
+# Maps from the encoder's output to the code space: one Linear, or the paper's Linear -> Tanh -> Linear.
+CODE_PROJECTIONS = ("linear", "mlp")
+# How the gradient crosses the quantiser: the straight-through identity, or the rotation trick.
+QUANTIZER_GRADIENTS = ("straight_through", "rotation")
+
 
 def _check(condition: bool, field: str, expectation: str, value: Any) -> None:
     """Raise `FmriInputError` naming `field`, the expectation and the value found."""
@@ -45,7 +50,15 @@ class FmriTokenizerConfig(PretrainedConfig):
         num_codes (`int`, defaults to 8192): codebook size.
         code_dim (`int`, defaults to 128): dimension of a code vector; set it to the language
             model's hidden size so that code vectors can seed its embedding rows.
+        code_projection (`str`, defaults to `"linear"`): the map from the encoder's output to
+            `code_dim` before L2 normalisation and quantisation: `"linear"` (one `Linear`) or `"mlp"`
+            (`Linear(hidden_size, hidden_size)` -> `Tanh` -> `Linear(hidden_size, code_dim)`, the
+            paper's encoder output).
         commitment_weight (`float`, defaults to 0.25): weight of the commitment loss.
+        quantizer_gradient (`str`, defaults to `"straight_through"`): how the reconstruction
+            gradient reaches the encoder through the quantiser: `"straight_through"` (copied
+            unchanged from the code vector to the encoder output) or `"rotation"` (through the
+            rotation that takes the encoder output onto its code; Fifty et al. 2025).
         ema_decay (`float`, defaults to 0.99): decay of the exponential moving averages that move the
             code vectors.
         dead_code_min_usage (`float`, defaults to 0.03): a code is restarted (moved onto an encoder
@@ -61,6 +74,10 @@ class FmriTokenizerConfig(PretrainedConfig):
         kmeans_init_vectors_per_code (`int`, defaults to 4): the k-means initialisation waits until
             it has gathered `kmeans_init_vectors_per_code * num_codes` encoder outputs (over all
             processes); until then training runs the decoder on the unquantised vectors.
+        kmeans_warmup_steps (`int`, defaults to 0): training batches that run the decoder on the
+            unquantised encoder outputs (a plain autoencoder) before the vectors for the k-means
+            initialisation are gathered, so that the k-means clusters the features of a trained
+            encoder instead of a random one's.
         kmeans_iters (`int`, defaults to 10): k-means iterations for that initialisation.
         text_embed_dim (`int`, *optional*): dimension of the text embeddings of the SigLIP loss in
             [`FmriTokenizerForPreTraining`]; `None` (default) builds no contrastive head.
@@ -94,12 +111,15 @@ class FmriTokenizerConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         num_codes: int = 8192,
         code_dim: int = 128,
+        code_projection: str = "linear",
         commitment_weight: float = 0.25,
+        quantizer_gradient: str = "straight_through",
         ema_decay: float = 0.99,
         dead_code_min_usage: float = 0.03,
         dead_code_horizon: int = 100,
         kmeans_init: bool = True,
         kmeans_init_vectors_per_code: int = 4,
+        kmeans_warmup_steps: int = 0,
         kmeans_iters: int = 10,
         text_embed_dim: int | None = None,
         contrastive_weight: float = 1.0,
@@ -139,6 +159,14 @@ class FmriTokenizerConfig(PretrainedConfig):
             num_attention_heads,
         )
         _check(num_codes >= 2, "num_codes", "at least 2", num_codes)
+        _check(
+            isinstance(kmeans_warmup_steps, int) and not isinstance(kmeans_warmup_steps, bool) and kmeans_warmup_steps >= 0,
+            "kmeans_warmup_steps",
+            "a non-negative integer",
+            kmeans_warmup_steps,
+        )
+        _check(quantizer_gradient in QUANTIZER_GRADIENTS, "quantizer_gradient", f"one of {QUANTIZER_GRADIENTS}", quantizer_gradient)
+        _check(code_projection in CODE_PROJECTIONS, "code_projection", f"one of {CODE_PROJECTIONS}", code_projection)
         intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
         _check(isinstance(intermediate_size, int) and intermediate_size > 0, "intermediate_size", "a positive integer", intermediate_size)
         for field, value in {"hidden_dropout_prob": hidden_dropout_prob, "attention_dropout": attention_dropout}.items():
@@ -183,12 +211,15 @@ class FmriTokenizerConfig(PretrainedConfig):
         self.initializer_range = float(initializer_range)
         self.num_codes = num_codes
         self.code_dim = code_dim
+        self.code_projection = code_projection
         self.commitment_weight = float(commitment_weight)
+        self.quantizer_gradient = quantizer_gradient
         self.ema_decay = float(ema_decay)
         self.dead_code_min_usage = float(dead_code_min_usage)
         self.dead_code_horizon = dead_code_horizon
         self.kmeans_init = kmeans_init
         self.kmeans_init_vectors_per_code = kmeans_init_vectors_per_code
+        self.kmeans_warmup_steps = kmeans_warmup_steps
         self.kmeans_iters = kmeans_iters
         self.text_embed_dim = text_embed_dim
         self.contrastive_weight = float(contrastive_weight)

@@ -130,6 +130,23 @@ def _nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 4096) 
     return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
 
 
+def rotation_trick(vectors: torch.Tensor, code_vectors: torch.Tensor) -> torch.Tensor:
+    """`code_vectors` `(n, dim)` in value, with the gradient to unit `vectors` `(n, dim)` carried by
+    the rotation that takes each vector onto its code (Fifty et al. 2025, "Restructuring vector
+    quantization with the rotation trick"), instead of the straight-through identity.
+
+    With `r = (v + c) / ||v + c||` for unit `v` and code `c` (both held constant), `R = I - 2 r rᵀ +
+    2 c vᵀ` is the rotation in the plane of `v` and `c` with `R v = c`; the output is `R v` (which
+    is `c`) and the gradient reaching `v` is `Rᵀ` times the gradient at the code, so a vector's
+    angle to its code shapes its update. A vector opposite its code (`r` undefined) gets a zero `r`.
+    """
+    unit = vectors.detach()
+    codes = code_vectors.detach()
+    r = F.normalize(unit + codes, dim=-1)
+    rotated = vectors - 2 * r * (r * vectors).sum(-1, keepdim=True) + 2 * codes * (unit * vectors).sum(-1, keepdim=True)
+    return rotated + (codes - rotated).detach()
+
+
 def initial_codebook(num_codes: int, code_dim: int) -> torch.Tensor:
     """The codebook before any training: `num_codes` unit vectors drawn from N(0, I) with a generator
     seeded with 0, so that every fresh model (and `_init_weights`) gets the same float32 codebook."""
@@ -208,10 +225,13 @@ class FmriVectorQuantizer(_Float32Buffers):
     The codebook ([`FmriCodebook`]) is a buffer, not a parameter: each code moves by an exponential
     moving average of the unit vectors assigned to it. In training mode:
 
-    - k-means initialisation: encoder outputs are gathered over the first steps until there are
+    - k-means initialisation: after `kmeans_warmup_steps` training batches (counted in the buffer
+      `warmup_batches`), encoder outputs are gathered until there are
       `kmeans_init_vectors_per_code * num_codes` of them (over all processes); spherical k-means on
       them then sets the codebook, and the buffer `kmeans_vectors_used` records how many vectors it
-      used (0: not initialised yet). Until then `forward` passes the vectors through unquantised.
+      used (0: not initialised yet). Until then `forward` passes the vectors through unquantised,
+      so the warm-up trains a plain autoencoder and the k-means clusters the features of a trained
+      encoder rather than those of a random one.
     - usage: `code_usage` is an average over about `dead_code_horizon` steps of each code's
       assignments relative to the expected share (vectors per step / `num_codes`), so 1.0 is an
       average code whatever the batch size.
@@ -235,11 +255,14 @@ class FmriVectorQuantizer(_Float32Buffers):
         self.max_restarts = min(config.num_codes, math.ceil(due_per_step))
         self.kmeans_init = config.kmeans_init
         self.kmeans_init_vectors = config.kmeans_init_vectors_per_code * config.num_codes
+        self.kmeans_warmup_steps = config.kmeans_warmup_steps
         self.kmeans_iters = config.kmeans_iters
+        self.rotation_gradient = config.quantizer_gradient == "rotation"
         self.codebook = FmriCodebook(config)
         self.register_buffer("ema_sum", torch.zeros(config.num_codes, config.code_dim, dtype=torch.float32))
         self.register_buffer("code_usage", torch.ones(config.num_codes, dtype=torch.float32))
         self.register_buffer("kmeans_vectors_used", torch.zeros((), dtype=torch.long))
+        self.register_buffer("warmup_batches", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_restart_count", torch.zeros((), dtype=torch.long), persistent=False)
         self._kmeans_vectors: list[torch.Tensor] = []
         self._initialized_seen = False
@@ -269,8 +292,11 @@ class FmriVectorQuantizer(_Float32Buffers):
             if self.training:
                 self.update(flat.detach(), codes)
             commitment = (flat - code_vectors).pow(2).sum(-1).mean()
-            code_vectors = code_vectors.reshape(vectors.shape).to(vectors.dtype)
-            quantized = vectors + (code_vectors - vectors).detach()
+            if self.rotation_gradient:
+                quantized = rotation_trick(flat, code_vectors).reshape(vectors.shape).to(vectors.dtype)
+            else:
+                code_vectors = code_vectors.reshape(vectors.shape).to(vectors.dtype)
+                quantized = vectors + (code_vectors - vectors).detach()
             return quantized, codes.reshape(vectors.shape[:-1]), commitment
 
     @torch.no_grad()
@@ -280,6 +306,9 @@ class FmriVectorQuantizer(_Float32Buffers):
             self._initialized_seen = bool(self.kmeans_vectors_used > 0)
         if self._initialized_seen:
             return True
+        if int(self.warmup_batches) < self.kmeans_warmup_steps:
+            self.warmup_batches += 1
+            return False
         self._kmeans_vectors.append(vectors)
         gathered = _all_reduce(torch.tensor(sum(len(part) for part in self._kmeans_vectors), device=vectors.device))
         if int(gathered) < self.kmeans_init_vectors:
@@ -432,6 +461,14 @@ class FmriTransformerLayer(GradientCheckpointingLayer):
         return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
 
 
+def code_projection(config: FmriTokenizerConfig) -> nn.Module:
+    """The map from encoder features `(..., hidden_size)` to `(..., code_dim)` that `config.code_projection` names:
+    one `Linear` (`"linear"`), or `Linear` -> `Tanh` -> `Linear` (`"mlp"`, the paper's encoder output)."""
+    if config.code_projection == "linear":
+        return nn.Linear(config.hidden_size, config.code_dim)
+    return nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh(), nn.Linear(config.hidden_size, config.code_dim))
+
+
 class FmriTokenizerPreTrainedModel(PreTrainedModel):
     config: FmriTokenizerConfig
     config_class = FmriTokenizerConfig
@@ -455,6 +492,7 @@ class FmriTokenizerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.ema_sum)
             init.ones_(module.code_usage)
             init.zeros_(module.kmeans_vectors_used)
+            init.zeros_(module.warmup_batches)
             init.zeros_(module.last_restart_count)
             module._initialized_seen = False
             module._kmeans_vectors.clear()
@@ -643,7 +681,7 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
     def __init__(self, config: FmriTokenizerConfig) -> None:
         super().__init__(config)
         self.encoder = FmriTokenizerEncoder(config)
-        self.to_code = nn.Linear(config.hidden_size, config.code_dim)
+        self.to_code = code_projection(config)
         self.quantizer = FmriVectorQuantizer(config)
         self.decoder = FmriTokenizerDecoder(config)
         self.reconstruction_head = nn.Linear(config.hidden_size, config.patch_length)

@@ -62,6 +62,9 @@ def test_config_json_round_trip(tmp_path):
         ({"kmeans_init_vectors_per_code": 0}, "kmeans_init_vectors_per_code"),
         ({"use_domain_confusion": 1}, "use_domain_confusion"),
         ({"dead_code_threshold": 1.0}, "dead_code_threshold"),
+        ({"code_projection": "conv"}, "code_projection"),
+        ({"quantizer_gradient": "gumbel"}, "quantizer_gradient"),
+        ({"kmeans_warmup_steps": -1}, "kmeans_warmup_steps"),
     ],
 )
 def test_config_validation_names_the_field(overrides, field):
@@ -121,6 +124,30 @@ def test_model_output_is_reconstruction_plus_commitment():
     assert out.code_vectors.shape == (4, 24, 8)
     torch.testing.assert_close(out.loss, out.reconstruction_loss + 0.25 * out.commitment_loss)
     assert not hasattr(model, "domain_classifier") and not hasattr(model, "contrastive_projection")
+
+
+def test_mlp_code_projection_is_linear_tanh_linear_before_the_unit_sphere():
+    model = tiny_model(code_projection="mlp").eval()
+    first, tanh, second = model.to_code
+    assert isinstance(tanh, torch.nn.Tanh)
+    assert (first.in_features, first.out_features, second.out_features) == (16, 16, 8)
+    x = windows()
+    features = model.encoder(x.reshape(4, 24, 4)).last_hidden_state
+    expected = unit(torch.tanh(features @ first.weight.T + first.bias) @ second.weight.T + second.bias)
+    torch.testing.assert_close(model.embed(x), expected)
+    assert torch.equal(model.encode(x), model.quantizer.assign(expected))
+
+
+def test_a_config_without_code_projection_loads_the_linear_projection(tmp_path):
+    """Checkpoints saved before the option (no `code_projection` in config.json) keep their single Linear."""
+    model = tiny_model().eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved.pop("code_projection") == "linear"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = FmriTokenizerModel.from_pretrained(tmp_path)
+    assert isinstance(loaded.to_code, torch.nn.Linear)
+    assert torch.equal(loaded.encode(windows()), model.encode(windows()))
 
 
 def test_heads_are_built_only_when_the_config_turns_them_on():
@@ -345,6 +372,28 @@ def test_kmeans_initialisation_waits_for_enough_vectors():
     vectors = torch.cat([model.embed(part) for part in x]).reshape(-1, 8)
     assert ((model.quantizer.codebook.weight @ vectors.T).max(dim=1).values > 0.5).all()
     assert (model.quantizer.code_usage > 0).all()
+
+
+def test_kmeans_warmup_trains_the_autoencoder_before_gathering():
+    """With kmeans_warmup_steps=2 the first two training batches run unquantised and are not gathered;
+    the k-means clusters the third batch's encoder vectors; the count survives a state-dict round trip."""
+    model = tiny_model(kmeans_warmup_steps=2, kmeans_init_vectors_per_code=2)  # 12 codes: 24 vectors, one window
+    gathered = []
+    model.quantizer.initialize = gathered.append
+    x = [windows(batch=1, seed=seed) for seed in (3, 4, 5)]
+    model.eval()(x[0])  # evaluation batches do not count
+    model.train()
+    first = model(x[0])
+    torch.testing.assert_close(first.code_vectors, model.embed(x[0]))
+    assert first.commitment_loss.item() == 0.0 and int(model.quantizer.warmup_batches) == 1
+    resumed = tiny_model(seed=1, kmeans_warmup_steps=2, kmeans_init_vectors_per_code=2)
+    resumed.load_state_dict(model.state_dict())
+    resumed.quantizer.initialize = gathered.append
+    resumed(x[1])
+    assert int(resumed.quantizer.warmup_batches) == 2 and gathered == []
+    resumed(x[2])
+    assert len(gathered) == 1
+    torch.testing.assert_close(gathered[0], resumed.embed(x[2]).reshape(-1, 8))
 
 
 def test_gradient_reversal_flips_the_sign_numerically():

@@ -65,6 +65,10 @@ class Stage1Arguments(CohortArguments):
     num_codes: int = 128
     code_dim: int | None = field(default=None, metadata={"help": "default 32, or the word-embedding width"})
     ema_decay: float = field(default=0.9, metadata={"help": "codebook EMA decay (fast for short runs)"})
+    code_projection: str = field(default="mlp", metadata={"help": "encoder output to code space: 'mlp' (the paper's Linear-Tanh-Linear) or 'linear'"})
+    kmeans_warmup_steps: int = field(
+        default=100, metadata={"help": "steps of plain autoencoder training before the codebook's k-means initialisation (on the trained encoder's outputs)"}
+    )
     commitment_weight: float = 0.1
     config_overrides: str | None = field(default=None, metadata={"help": 'more FmriTokenizerConfig fields as JSON, e.g. \'{"hidden_dropout_prob": 0.1}\''})
     text_dataset: str | None = field(default=None, metadata={"help": "dataset folder with subject + text columns (the descriptor corpus): turns on the SigLIP loss"})
@@ -195,6 +199,8 @@ def build_config(args: Stage1Arguments, num_rois: int, text_dim: int | None, wor
         num_codes=args.num_codes,
         code_dim=code_dim,
         ema_decay=args.ema_decay,
+        code_projection=args.code_projection,
+        kmeans_warmup_steps=args.kmeans_warmup_steps,
         commitment_weight=args.commitment_weight,
         text_embed_dim=text_dim,
         use_domain_confusion=word_dim is not None,
