@@ -26,6 +26,7 @@ from modeling_fmrilm.training.stage1 import (
     reconstruction_r2,
     train_stage1,
 )
+from modeling_fmrilm.training.text import load_texts
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "stage1_tokenizer.py"
@@ -157,6 +158,7 @@ def test_text_dataset_feeds_the_contrastive_loss_by_dataset_subject(tmp_path):
     result = train_stage1(*tiny_run(tmp_path / "run", split, "--text_dataset", str(folder), "--num_train_epochs", "1"), scans=scans)
     assert result.model.config.text_embed_dim == 384
     assert [entry["contrastive_loss"] for entry in result.history if "contrastive_loss" in entry][0] > 0
+    assert load_texts(folder)["b/s1"] == "cohort b subject 1: connectivity elevated"  # a Path works as well as a str
 
     Dataset.from_dict({"dataset": ["a"], "subject": ["s0"], "text": ["only one"]}).to_parquet(folder / "data" / "train-00000.parquet")
     with pytest.raises(FmriInputError, match=r"no 'text' for scans \['a/s1'"):

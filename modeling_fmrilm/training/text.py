@@ -41,7 +41,7 @@ def encode_texts(texts: Sequence[str], encoder: str | None = None, batch_size: i
     return torch.cat(pooled)
 
 
-def load_texts(folder: str, text_column: str = "text") -> dict[str, str]:
+def load_texts(folder: str | Path, text_column: str = "text") -> dict[str, str]:
     """`{dataset/subject[/session]: text}` from a dataset folder that `datasets.load_dataset` reads
     (e.g. the descriptor corpus), over all its splits; the first row of a key wins.
 
@@ -50,7 +50,7 @@ def load_texts(folder: str, text_column: str = "text") -> dict[str, str]:
     """
     import datasets
 
-    loaded = datasets.load_dataset(folder)
+    loaded = datasets.load_dataset(str(folder))  # datasets takes a str, not a Path
     texts: dict[str, str] = {}
     for name, split in loaded.items():
         missing = {"subject", text_column} - set(split.column_names)
