@@ -1,36 +1,38 @@
 """Stage 3 quality: the fMRI-language model against chance and the connectivity baselines, on test subjects.
 
-The evaluation harness (this file's part; the Stage 1 -> 2 -> 3 training goes in front): given a
-model folder (an `FmriLMForCausalLM` saved with its processor), or none for the baselines alone,
-it runs the offline tasks with `modeling_fmrilm.tasks.evaluate`:
+For each seed (`bench/pipeline.py`): the embedded scans plus a synthetic cohort of 200 subjects
+drawn on their FC structure (a group effect on Frontal-Parietal coupling, a score tied to
+Occipital-Temporal coupling; other subjects per seed), one descriptor corpus and its seeded subject
+split, then Stage 1 (small tokenizer) -> Stage 2 (small LM) -> Stage 3 (LoRA on the cohort,
+descriptor and synthetic tasks), all on CPU. Then the harness (`modeling_fmrilm.tasks.evaluate`)
+scores that seed's model on that seed's test subjects, beside the majority, Brainmarks-FC and
+tangent-FC baselines on the same subjects (and over `--n_resplits` random re-splits); the seeds'
+runs are merged into one table, mean ± std over seeds.
 
-- the synthetic cohort (200 subjects on the embedded data's FC structure, a group effect on
-  Frontal-Parietal coupling and a score tied to Occipital-Temporal coupling): `synthetic_group`,
-  `synthetic_score`;
-- the embedded scans: their cohort (HCP or gw) and descriptor questions (is a network pair's
-  coupling lower, typical or higher than the cohort's, from the descriptor corpus's z-scores; the
-  `--max_pairs` pairs whose answers are most evenly spread);
-
-over >= 3 seeds, zero- and k-shot, beside the majority, Brainmarks-FC and tangent-FC baselines on
-the same splits (and over `--n_resplits` random re-splits), and prints the table. A model trained
-on the pipeline's subject split is scored on that split's test subjects (its
-`training_record.json`), never on the subjects it was trained or validated on.
+Tasks: `synthetic_group`, `synthetic_score`; the embedded scans' cohort (HCP or gw) and descriptor
+questions (is a network pair's coupling lower, typical or higher than the cohort's, from the
+corpus's z-scores; the `--max_pairs` most evenly spread pairs).
 
 Targets (balanced accuracy of the zero-shot, single-question, log-likelihood row, fixed in
 advance): the model beats chance on the synthetic group label and on every descriptor question by
 more than twice its seed std. Where a connectivity baseline is ahead of a model row, a NOTE line
 says by how much. Ends with one TARGET line per target and exits 0 either way.
 
-Run: `.venv/bin/python bench/instruct.py [--model DIR] [--output_dir DIR] [--seeds 0 1 2] [--n_resplits 100]`
-(every flag of `fmrilm evaluate`).
+Run: `.venv/bin/python bench/instruct.py [--seeds 0 1 2] [--shots 0 2] [--n_resplits 100]`; with
+`--model DIR` it scores that trained model (every flag of `fmrilm evaluate`) instead of training.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 
-from modeling_fmrilm.tasks.evaluate import EvaluationReport, build_parser, run_evaluation
+from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
+
+from modeling_fmrilm.tasks.evaluate import EvaluationReport, EvaluationSettings, build_parser, evaluate, merge_reports, model_split, offline_tasks, run_evaluation
 
 TARGET_ROW = ("fmrilm loglik", 0, "single")
 
@@ -43,8 +45,8 @@ def target_lines(report: EvaluationReport) -> list[str]:
     for baseline in targets:
         name, chance = f"beats_chance_{baseline.task}", 1.0 / baseline.n_classes
         rows = [r for r in report.rows if r.key == (baseline.task, *TARGET_ROW)]
-        if not rows or rows[0].skipped:
-            reason = rows[0].skipped if rows else "no model given, baselines only"
+        if not rows or not rows[0].runs:
+            reason = (rows[0].skipped if rows else None) or "no model given, baselines only"
             lines.append(f"TARGET {name}: not run ({reason}) (target > chance {chance:.3f} + 2 std) FAIL")
             continue
         summary = rows[0].summary()["balanced_accuracy"]
@@ -55,22 +57,59 @@ def target_lines(report: EvaluationReport) -> list[str]:
             f"chance {chance:.3f} (target margin {margin:+.3f} > 2 std {spread:.3f}) {verdict}"
         )
     for row in report.rows:
-        delta = report.delta_vs_fc(row) if row.is_model and not row.skipped else None
+        delta = report.delta_vs_fc(row) if row.is_model and row.runs else None
         if delta is not None and delta < 0:
             lines.append(f"NOTE {row.task}, {row.method} k={row.shots} {row.paradigm}: a connectivity baseline is ahead by {-delta:.3f}")
     return lines
 
 
+def trained_report(options: argparse.Namespace) -> EvaluationReport:
+    """Train one pipeline per seed and score each on its own test subjects; the merged report."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    reports = []
+    for seed in options.seeds:
+        settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs)
+        start = time.perf_counter()
+        folders = run_pipeline(settings, workdir=Path(options.workdir))
+        print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
+        tasks = offline_tasks(SimpleNamespace(**stage3_task_options(settings, folders["corpus"]), pairs=None, max_pairs=options.max_pairs, output_dir=options.workdir))
+        model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
+        processor = AutoProcessor.from_pretrained(folders["stage3"])
+        resplits = -(-options.n_resplits // len(options.seeds))  # the baselines' re-splits, shared out over the seeds
+        evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), n_resplits=resplits)
+        reports.append(evaluate(tasks, model, processor, evaluation, model_split(folders["stage3"]), progress=False))
+        scores = ", ".join(
+            f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in reports[-1].rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
+        )
+        print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
+    return merge_reports(reports)
+
+
 def main(argv: Sequence[str] | None = None) -> EvaluationReport:
-    parser = build_parser()
-    parser.prog, parser.description = "bench/instruct.py", __doc__.splitlines()[0]
-    parser.set_defaults(output_dir="outputs/bench_instruct")
-    args = parser.parse_args(argv)
-    if len(args.seeds) < 3:
-        parser.error(f"--seeds: the bench reports mean ± std over at least 3 seeds, found {args.seeds}")
+    parser = argparse.ArgumentParser(prog="bench/instruct.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one trained pipeline per seed")
+    parser.add_argument("--shots", nargs="+", type=int, default=[0, 2])
+    parser.add_argument("--n_resplits", type=int, default=100, help="baseline re-splits in all (shared out over the seeds)")
+    parser.add_argument("--max_pairs", type=int, default=3)
+    parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
+    parser.add_argument("--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)")
+    parser.add_argument("--output_dir", default="outputs/bench_instruct")
+    parser.add_argument("--model", default=None, help="score this trained model with `fmrilm evaluate`'s flags instead of training")
+    options, rest = parser.parse_known_args(argv)
+    if len(options.seeds) < 3:
+        parser.error(f"--seeds: the bench reports mean ± std over at least 3 seeds, found {options.seeds}")
     start = time.perf_counter()
-    report = run_evaluation(args)
-    print(f"harness finished in {time.perf_counter() - start:.0f} s")
+    if options.model is not None:
+        harness = build_parser().parse_args(["--model", options.model, "--output_dir", options.output_dir, "--seeds", *map(str, options.seeds), *rest])
+        report = run_evaluation(harness)
+    else:
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        report = trained_report(options)
+        report.save(options.output_dir)
+        print(report.to_markdown())
+    print(f"bench finished in {time.perf_counter() - start:.0f} s")
     for line in target_lines(report):
         print(line)
     return report

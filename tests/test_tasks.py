@@ -362,6 +362,23 @@ def test_baselines_only_and_model_split_from_a_training_record(tmp_path):
         evaluate([data], model=object(), settings=EvaluationSettings(seeds=(0,)))
 
 
+def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
+    from modeling_fmrilm.tasks.evaluate import merge_reports
+
+    data = toy_task("sex", np.tile([0, 1], 8))
+    reports = [evaluate([data], settings=EvaluationSettings(seeds=(seed,), n_resplits=2), progress=False) for seed in (0, 1)]
+    merged = merge_reports(reports)
+    assert merged.settings.seeds == (0, 1) and merged.settings.n_resplits == 4
+    majority = merged.row("sex", "majority")
+    assert majority.runs == reports[0].row("sex", "majority").runs + reports[1].row("sex", "majority").runs
+    resplits = merged.row("sex", "tangent_fc (4 re-splits)")
+    first, second = (report.row("sex", "tangent_fc (2 re-splits)").runs for report in reports)
+    assert resplits.runs == first + second and first != second  # each seed's report draws its own re-splits
+    other = evaluate([toy_task("sex", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False)
+    with pytest.raises(FmriInputError, match="rows differ"):
+        merge_reports([reports[0], other])
+
+
 def test_lora_adapter_saved_and_reloaded_gives_identical_scores(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 

@@ -30,7 +30,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -466,15 +466,49 @@ def evaluate(
                 _model_runs(rows, scorer, group, train, test, seed, settings)
             steps.update()
         if settings.n_resplits:
+            # re-split seeds start at 10000 x (1 + the first seed): runs for other seeds (merge_reports) draw other re-splits
+            first_resplit = 10_000 * (1 + settings.seeds[0])
             for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
-                features = inputs.split(*resplit(group, 10_000 + r, len(train), len(test)))
+                features = inputs.split(*resplit(group, first_resplit + r, len(train), len(test)))
                 for data in group:
-                    _baseline_runs(rows, data, features, 10_000 + r, f" ({settings.n_resplits} re-splits)")
+                    _baseline_runs(rows, data, features, first_resplit + r, f" ({settings.n_resplits} re-splits)")
     steps.close()
     ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
     reports = [d.report.to_json() for d in tasks if d.report is not None]
     split_text = f"the subject split of {split.source}" if split is not None and split.source else "the model's subject split" if split is not None else "stratified splits by subject, one per seed"
     return EvaluationReport(ordered, settings, split_text, reports)
+
+
+def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
+    """One report from several runs of `evaluate` on different splits (e.g. one trained pipeline per
+    seed, each scored on its own test subjects): every row's runs concatenated, rows in the first
+    report's order, the seeds of all settings.
+
+    Raises:
+        FmriInputError: no report, or reports whose rows differ (other tasks or methods).
+    """
+    if not reports:
+        raise FmriInputError("merge_reports: expected at least one report, found none")
+    keys = [[row.key for row in report.rows] for report in reports]
+    if any(sorted(k, key=repr) != sorted(keys[0], key=repr) for k in keys[1:]):
+        raise FmriInputError(f"merge_reports: the reports' rows differ ({[len(k) for k in keys]} rows)")
+    rows = {row.key: Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm) for row in reports[0].rows}
+    for report in reports:
+        for row in report.rows:
+            merged = rows[row.key]
+            for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test):
+                merged.add(metrics, n_train, n_test, row.notes)
+            merged.skipped = merged.skipped or row.skipped
+    for merged in rows.values():  # "brainmarks_fc (34 re-splits)" of 3 reports holds 102 runs
+        base, _, resplits = merged.method.partition(" (")
+        if resplits:
+            merged.method = f"{base} ({len(merged.runs)} re-splits)"
+    seeds = tuple(seed for report in reports for seed in report.settings.seeds)
+    settings = replace(reports[0].settings, seeds=seeds, n_resplits=sum(report.settings.n_resplits for report in reports))
+    splits = sorted({report.split for report in reports})
+    split = splits[0] if len(splits) == 1 else f"{len(reports)} subject splits, one per seed"
+    labels = [entry for report in reports for entry in report.label_reports]
+    return EvaluationReport(list(rows.values()), settings, split, labels)
 
 
 def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) -> tuple:
@@ -509,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", nargs="*", default=None, help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied")
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument("--synthetic_subjects", type=int, default=200)
+    parser.add_argument("--synthetic_timepoints", type=int, default=320, help="frames per synthetic scan (TR 2 s)")
     parser.add_argument("--group_effect", type=float, default=0.2)
     parser.add_argument("--score_effect", type=float, default=0.2)
     parser.add_argument("--synthetic_seed", type=int, default=0)
@@ -546,7 +581,7 @@ def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
         tasks.extend(pairs if args.pairs else most_varied(pairs, args.max_pairs))
     if "synthetic" in args.tasks:
         settings = SyntheticSettings(
-            n_subjects=args.synthetic_subjects, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
+            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
         )
         tasks.extend(synthetic_task_data(make_synthetic_cohort(settings)))
     return tasks
@@ -592,6 +627,7 @@ __all__ = [
     "build_prompts",
     "evaluate",
     "evaluate_main",
+    "merge_reports",
     "model_predictions",
     "model_split",
     "multi_predictions",

@@ -45,6 +45,7 @@ class Stage3Arguments:
     pairs: list[str] | None = field(default=None, metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"})
     max_pairs: int = 3
     synthetic_subjects: int = 200
+    synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
     group_effect: float = 0.2
     score_effect: float = 0.2
     synthetic_seed: int = 0
@@ -81,7 +82,7 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
     unknown = sorted(set(args.tasks) - set(TASK_SOURCES))
     if unknown:
         raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
-    options = {name: getattr(args, name) for name in ("tasks", "corpus", "pairs", "max_pairs", "synthetic_subjects", "group_effect", "score_effect", "synthetic_seed")}
+    options = {name: getattr(args, name) for name in ("tasks", "corpus", "pairs", "max_pairs", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "synthetic_seed")}
     return offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
 
 

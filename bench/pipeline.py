@@ -1,0 +1,156 @@
+"""The bench cohort and its Stage 1 -> 2 -> 3 runs, for `bench/instruct.py`.
+
+The 12 embedded scans give Stage 3 six training subjects per task, too few to learn a label from.
+So the bench trains every stage on the embedded scans plus a synthetic cohort drawn on their FC
+structure (`modeling_fmrilm.tasks.synthetic`: each subject with its own temporal autocorrelation, a
+group effect on one network pair's coupling, a score tied to another's), all described by one
+descriptor corpus (z-scores within each dataset), on the corpus's seeded subject split. Each seed
+draws other synthetic subjects and another split, so each seed holds out different subjects; test
+subjects are never read by any stage.
+
+Every stage's `final` folder is kept in `workdir/seed{N}/` beside the settings that made it and is
+reused when they match (the settings, not the code: delete the folder after changing the package), so
+an interrupted bench resumes at the stage it stopped in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from modeling_fmrilm.descriptors.corpus import build_corpus
+from modeling_fmrilm.descriptors.reference import DescriptorSettings
+from modeling_fmrilm.io import FmriScan, aal2_table, load_embedded
+from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
+
+WORKDIR = Path("outputs/bench_pipeline")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What one seed's pipeline trains (a changed field retrains the stages after it)."""
+
+    seed: int = 0
+    synthetic_subjects: int = 200
+    synthetic_timepoints: int = 128  # two 64-frame windows (TR 2 s) per scan: the model reads one, the FC baselines both
+    group_effect: float = 0.2
+    score_effect: float = 0.2
+    stage1_epochs: int = 8
+    stage2_epochs: int = 6
+    stage3_epochs: int = 6
+
+
+def bench_scans(settings: PipelineSettings) -> list[FmriScan]:
+    """The embedded scans and the seed's synthetic cohort (the same scans Stage 3's `synthetic` task builds)."""
+    synthetic = SyntheticSettings(
+        n_subjects=settings.synthetic_subjects, n_timepoints=settings.synthetic_timepoints, group_effect=settings.group_effect, score_effect=settings.score_effect, seed=settings.seed
+    )
+    return [*load_embedded(), *make_synthetic_cohort(synthetic).scans]
+
+
+def _cached(folder: Path, key: dict[str, Any]) -> bool:
+    """Whether `folder/final` holds a finished run made with `key`; otherwise clear `folder`."""
+    stamp = folder / "bench_settings.json"
+    if (folder / "final" / "config.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return True
+    shutil.rmtree(folder, ignore_errors=True)
+    return False
+
+
+def _stamp(folder: Path, key: dict[str, Any]) -> None:
+    (folder / "bench_settings.json").write_text(json.dumps(key))
+
+
+def quiet_run(arguments_class: type, folder: Path, epochs: int, seed: int) -> Any:
+    """A stage's `TrainingArguments` for a bench run: no checkpoints, no bars, no integrations."""
+    return arguments_class(
+        output_dir=str(folder), num_train_epochs=epochs, seed=seed, save_strategy="no", disable_tqdm=True, log_level="warning", report_to="none"
+    )
+
+
+def corpus(settings: PipelineSettings, scans: list[FmriScan], workdir: Path = WORKDIR) -> Path:
+    """The descriptor corpus of `scans`, split 0.6/0.2/0.2 by the seed."""
+    folder = workdir / f"seed{settings.seed}" / "corpus"
+    key = {"synthetic": [settings.synthetic_subjects, settings.synthetic_timepoints], "effects": [settings.group_effect, settings.score_effect]}
+    stamp = folder.parent / "corpus_settings.json"
+    if (folder / "README.md").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    build_corpus(
+        scans, folder, aal2_table().systems, scans[0].atlas, DescriptorSettings(seed=settings.seed),
+        fractions=(0.6, 0.2, 0.2), progress=False, command="bench/pipeline.py",
+    )  # fmt: skip
+    stamp.write_text(json.dumps(key))
+    return folder
+
+
+def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, workdir: Path = WORKDIR) -> Path:
+    """The small Stage 1 tokenizer (the demo's config) on the corpus's training subjects."""
+    from modeling_fmrilm.training.stage1 import Stage1Arguments, Stage1TrainingArguments, train_stage1
+
+    folder = workdir / f"seed{settings.seed}" / "stage1"
+    key = {**asdict(settings), "stage": 1}
+    for name in ("stage2_epochs", "stage3_epochs"):
+        key.pop(name)
+    if not _cached(folder, key):
+        args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
+        training_args = quiet_run(Stage1TrainingArguments, folder, settings.stage1_epochs, settings.seed)
+        train_stage1(args, training_args, scans, console_logs=False)
+        _stamp(folder, key)
+    return folder / "final"
+
+
+def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, stage1_dir: Path, workdir: Path = WORKDIR) -> Path:
+    """The small Stage 2 LM (the demo's config) on the corpus's training subjects."""
+    from modeling_fmrilm.training.stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
+
+    folder = workdir / f"seed{settings.seed}" / "stage2"
+    key = {**asdict(settings), "stage": 2}
+    key.pop("stage3_epochs")
+    if not _cached(folder, key):
+        args = Stage2Arguments(fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir))
+        training_args = quiet_run(Stage2TrainingArguments, folder, settings.stage2_epochs, settings.seed)
+        train_stage2(args, training_args, scans, console_logs=False)
+        _stamp(folder, key)
+    return folder / "final"
+
+
+def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workdir: Path = WORKDIR) -> Path:
+    """LoRA instruction tuning on the cohort, descriptor and synthetic tasks (no evaluation: the bench runs it)."""
+    from modeling_fmrilm.training.stage3 import Stage3Arguments, Stage3TrainingArguments, train_stage3
+
+    folder = workdir / f"seed{settings.seed}" / "stage3"
+    key = {**asdict(settings), "stage": 3}
+    if not _cached(folder, key):
+        args = Stage3Arguments(model=str(stage2_dir), **stage3_task_options(settings, corpus_dir), evaluate=False)
+        training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
+        train_stage3(args, training_args, console_logs=False)
+        _stamp(folder, key)
+    return folder / "final"
+
+
+def stage3_task_options(settings: PipelineSettings, corpus_dir: Path) -> dict[str, Any]:
+    """The task flags shared by Stage 3 training and the evaluation (so both build the same items)."""
+    return {
+        "corpus": str(corpus_dir),
+        "tasks": ["cohort", "descriptors", "synthetic"],
+        "synthetic_subjects": settings.synthetic_subjects,
+        "synthetic_timepoints": settings.synthetic_timepoints,
+        "group_effect": settings.group_effect,
+        "score_effect": settings.score_effect,
+        "synthetic_seed": settings.seed,
+    }
+
+
+def run_pipeline(settings: PipelineSettings, through: int = 3, workdir: Path = WORKDIR) -> dict[str, Path]:
+    """Corpus, Stage 1, Stage 2 and (with `through=3`) Stage 3 of one seed; returns their folders."""
+    scans = bench_scans(settings)
+    folders = {"corpus": corpus(settings, scans, workdir)}
+    folders["stage1"] = stage1(settings, scans, folders["corpus"], workdir)
+    folders["stage2"] = stage2(settings, scans, folders["corpus"], folders["stage1"], workdir)
+    if through >= 3:
+        folders["stage3"] = stage3(settings, folders["corpus"], folders["stage2"], workdir)
+    return folders
