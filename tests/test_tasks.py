@@ -374,9 +374,12 @@ def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
     resplits = merged.row("sex", "tangent_fc (4 re-splits)")
     first, second = (report.row("sex", "tangent_fc (2 re-splits)").runs for report in reports)
     assert resplits.runs == first + second and first != second  # each seed's report draws its own re-splits
-    other = evaluate([toy_task("sex", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False)
-    with pytest.raises(FmriInputError, match="rows differ"):
-        merge_reports([reports[0], other])
+    other = evaluate([toy_task("adhd", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False)
+    union = merge_reports([reports[0], other])
+    assert [row.task for row in union.rows][0] == "sex" and union.row("adhd", "majority").runs == other.row("adhd", "majority").runs
+    assert len(union.row("sex", "majority").runs) == 1  # a task only one report has keeps that report's runs
+    with pytest.raises(FmriInputError, match="at least one report"):
+        merge_reports([])
 
 
 def test_lora_adapter_saved_and_reloaded_gives_identical_scores(tmp_path):

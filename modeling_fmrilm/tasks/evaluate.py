@@ -481,25 +481,25 @@ def evaluate(
 
 def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
     """One report from several runs of `evaluate` on different splits (e.g. one trained pipeline per
-    seed, each scored on its own test subjects): every row's runs concatenated, rows in the first
-    report's order, the seeds of all settings.
+    seed, each scored on its own test subjects): every row's runs concatenated, the union of the
+    rows in order of first appearance (a task that only some runs have, such as a descriptor
+    question picked per corpus, keeps only those runs), the seeds of all settings.
 
     Raises:
-        FmriInputError: no report, or reports whose rows differ (other tasks or methods).
+        FmriInputError: no report.
     """
     if not reports:
         raise FmriInputError("merge_reports: expected at least one report, found none")
-    keys = [[row.key for row in report.rows] for report in reports]
-    if any(sorted(k, key=repr) != sorted(keys[0], key=repr) for k in keys[1:]):
-        raise FmriInputError(f"merge_reports: the reports' rows differ ({[len(k) for k in keys]} rows)")
-    rows = {row.key: Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm) for row in reports[0].rows}
+    rows: dict[tuple, Row] = {}
     for report in reports:
         for row in report.rows:
-            merged = rows[row.key]
+            merged = rows.setdefault(row.key, Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm))
             for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test):
                 merged.add(metrics, n_train, n_test, row.notes)
             merged.skipped = merged.skipped or row.skipped
-    for merged in rows.values():  # "brainmarks_fc (34 re-splits)" of 3 reports holds 102 runs
+    tasks = list(dict.fromkeys(key[0] for key in rows))
+    ordered = sorted(rows.values(), key=lambda row: tasks.index(row.task))  # stable: each report's order within a task
+    for merged in ordered:  # "brainmarks_fc (34 re-splits)" of 3 reports holds 102 runs
         base, _, resplits = merged.method.partition(" (")
         if resplits:
             merged.method = f"{base} ({len(merged.runs)} re-splits)"
@@ -508,7 +508,7 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
     splits = sorted({report.split for report in reports})
     split = splits[0] if len(splits) == 1 else f"{len(reports)} subject splits, one per seed"
     labels = [entry for report in reports for entry in report.label_reports]
-    return EvaluationReport(list(rows.values()), settings, split, labels)
+    return EvaluationReport(ordered, settings, split, labels)
 
 
 def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) -> tuple:
