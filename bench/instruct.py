@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     start = time.perf_counter()
     seed_reports: list[EvaluationReport] = []
     if options.model is not None:
-        harness = build_parser().parse_args(["--model", options.model, "--output_dir", options.output_dir, "--seeds", *map(str, options.seeds), *rest])
+        shared = ["--model", options.model, "--output_dir", options.output_dir, "--n_resplits", str(options.n_resplits), "--max_pairs", str(options.max_pairs)]
+        harness = build_parser().parse_args([*shared, "--seeds", *map(str, options.seeds), "--shots", *map(str, options.shots), *rest])
         report = run_evaluation(harness)
     else:
         if rest:
