@@ -25,7 +25,6 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import torch_compilable_check
-from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_fmrilm import (
     FMRI_END_TOKEN,
@@ -231,7 +230,6 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         )
         return input_ids.masked_scatter(placeholders, token_ids)
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
