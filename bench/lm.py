@@ -28,7 +28,6 @@ import time
 import torch
 from transformers import GPT2Config, Qwen3Config
 
-from lm_quality import print_targets, stage2_quality
 from modeling_fmrilm import FmriLMConfig, FmriLMForCausalLM, FmriTokenizerConfig
 
 NUM_ROIS, WINDOW_LENGTH = 94, 160
@@ -169,6 +168,8 @@ def main() -> None:
         same = bool(result["same_tokens"])
         print(f"TARGET generate_cache_same_tokens_{kind}: {'identical' if same else 'different'} (target identical) {verdict(same)}")
     if args.quality_seeds:
+        from lm_quality import print_targets, stage2_quality  # the data stack (datasets, nibabel), only for (c)
+
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         print_targets(stage2_quality(args.quality_seeds, args.stage1_epochs, args.stage2_epochs))
 
