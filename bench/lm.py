@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quality_seeds", type=int, nargs="*", default=[0, 1, 2], help="Stage 2 runs for (c); none to skip")
     parser.add_argument("--stage1_epochs", type=int, default=25)
-    parser.add_argument("--stage2_epochs", type=int, default=12)
+    parser.add_argument("--stage2_epochs", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}")

@@ -10,7 +10,7 @@ then a small Stage 2 run per seed. On the TEST subjects of the split (never seen
 - **F2T**: mean loss of each scan's description given its own fMRI tokens against the same
   description given another test subject's tokens: a model that reads the scan has a gap.
 
-Run: `.venv/bin/python bench/lm_quality.py [--seeds 0 1 2] [--stage2_epochs 12]`.
+Run: `.venv/bin/python bench/lm_quality.py [--seeds 0 1 2] [--stage2_epochs 8]`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stage1_epochs", type=int, default=25)
-    parser.add_argument("--stage2_epochs", type=int, default=12)
+    parser.add_argument("--stage2_epochs", type=int, default=8)
     options = parser.parse_args()
     print_targets(stage2_quality(options.seeds, options.stage1_epochs, options.stage2_epochs))
 

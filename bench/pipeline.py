@@ -40,6 +40,8 @@ class PipelineSettings:
     score_effect: float = 0.2
     stage1_epochs: int = 8
     stage2_epochs: int = 6
+    stage2_lm_kind: str = "qwen3"  # the demo's small LM shape
+    stage2_window_stride: int = 64  # one window per 64 frames: the cohort is large enough without overlap
     stage3_epochs: int = 6
 
 
@@ -93,7 +95,7 @@ def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage1"
     key = {**asdict(settings), "stage": 1}
-    for name in ("stage2_epochs", "stage3_epochs"):
+    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs"):
         key.pop(name)
     if not _cached(folder, key):
         args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
@@ -111,7 +113,9 @@ def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
     key = {**asdict(settings), "stage": 2}
     key.pop("stage3_epochs")
     if not _cached(folder, key):
-        args = Stage2Arguments(fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir))
+        args = Stage2Arguments(
+            fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=settings.stage2_window_stride
+        )
         training_args = quiet_run(Stage2TrainingArguments, folder, settings.stage2_epochs, settings.seed)
         train_stage2(args, training_args, scans, console_logs=False)
         _stamp(folder, key)

@@ -64,13 +64,17 @@ class Stage2Arguments(CohortArguments):
         default=None, metadata={"help": "causal LM folder or Hub id; default: a small LM built from its config with a BPE tokenizer trained on the corpus"}
     )
     text_tokenizer: str | None = field(default=None, metadata={"help": "text tokenizer folder or id; default: the base model's"})
-    small_lm_kind: str = field(default="gpt2", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"})
+    small_lm_kind: str = field(default="qwen3", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"})
     small_lm_hidden_size: int = 64
     small_lm_layers: int = 2
     small_lm_heads: int = 4
     small_lm_vocab_size: int = 2000
     window_stride: int | None = field(
-        default=None, metadata={"help": "frames between the windows read for training; default: the window length (consecutive windows, each once)"}
+        default=16,
+        metadata={
+            "help": "frames between the windows read for training (as Stage 1's default): F2T reads every window, F2F every "
+            "window whose successor starts where it ends; None: the window length (each frame once)"
+        },
     )
     text_column: str = field(default="text", metadata={"help": "description column of the corpus"})
     t2t_dataset: str | None = field(default=None, metadata={"help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"})
@@ -378,7 +382,7 @@ def describe_scan(model: Any, processor: Any, scan: FmriScan, prompt: str = "\nD
     return processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
 
 
-def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str | Path, scans: Sequence[FmriScan], num_epochs: int = 12) -> Stage2Result:
+def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str | Path, scans: Sequence[FmriScan], num_epochs: int = 8) -> Stage2Result:
     """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
     split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
     run_dir = Path(output_dir) / "stage2_lm"
