@@ -119,6 +119,19 @@ def test_split_metrics_and_final_folder(tmp_path, four_subjects):
     assert not list(final.parent.glob(".final-*"))
 
 
+def test_a_run_that_ends_before_the_kmeans_initialisation_says_so(tmp_path, four_subjects):
+    scans, split = four_subjects
+    kmeans = json.dumps({"domain_hidden_size": 8, "kmeans_init": True})
+    with pytest.warns(UserWarning, match=r"Stage 1 ended after 6 steps, before the codebook's k-means initialisation \(100 warm-up steps"):
+        train_stage1(*tiny_run(tmp_path / "short", split, "--config_overrides", kmeans), scans=scans)
+    record = json.loads((tmp_path / "short" / "final" / "training_record.json").read_text())
+    assert record["codebook_initialised"] is False
+    # 96 encoder outputs a step (4 windows x 24 tokens) and 32 needed: the first step after the warm-up fits it
+    result = train_stage1(*tiny_run(tmp_path / "fitted", split, "--config_overrides", kmeans, "--kmeans_warmup_steps", "1"), scans=scans)
+    assert int(result.model.base_model.quantizer.kmeans_vectors_used) > 0
+    assert json.loads((tmp_path / "fitted" / "final" / "training_record.json").read_text())["codebook_initialised"] is True
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, four_subjects):
     scans, split = four_subjects
     full = tmp_path / "full"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -265,7 +266,16 @@ def train_stage1(
         console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
-    codebooks = digests_across_processes(trainer, trainer.model.base_model.quantizer.codebook.weight)
+    quantizer = trainer.model.base_model.quantizer
+    codebook_fitted = not config.kmeans_init or int(quantizer.kmeans_vectors_used) > 0
+    if not codebook_fitted:
+        warnings.warn(
+            f"Stage 1 ended after {trainer.state.global_step} steps, before the codebook's k-means initialisation "
+            f"({config.kmeans_warmup_steps} warm-up steps, then {quantizer.kmeans_init_vectors} encoder outputs): the codes "
+            "of this tokenizer are not fitted; train for more steps or lower --kmeans_warmup_steps",
+            stacklevel=2,
+        )
+    codebooks = digests_across_processes(trainer, quantizer.codebook.weight)
     if len(set(codebooks)) > 1:
         raise RuntimeError(f"the codebook differs across processes after training (SHA-256 per rank: {codebooks})")
     record = {
@@ -274,6 +284,7 @@ def train_stage1(
         "mixed_precision": trainer.accelerator.mixed_precision,
         "num_processes": trainer.accelerator.num_processes,
         "codebook_sha256_per_process": codebooks,
+        "codebook_initialised": codebook_fitted,
         "log_history": trainer.state.log_history,
         "split": split.to_json(),
         "train_windows": len(train_data),
