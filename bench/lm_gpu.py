@@ -30,9 +30,7 @@ from collections.abc import Callable
 import torch
 from transformers import Qwen3Config
 
-from lm import NUM_ROIS, TEXT_VOCAB, build
-
-FMRI_TOKENS = NUM_ROIS + 2  # <fmri> + one code per ROI + </fmri>
+from lm import NUM_ROIS, batch, build
 
 
 def qwen3_0_6b_config() -> Qwen3Config:
@@ -43,19 +41,6 @@ def qwen3_0_6b_config() -> Qwen3Config:
         tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         bos_token_id=151643, eos_token_id=151645,
     )  # fmt: skip
-
-
-def training_batch(model: torch.nn.Module, batch_size: int, seq_len: int, device: str) -> dict[str, torch.Tensor]:
-    """Placeholder ids, windows, and the same ids with the codes written in (encoded on the GPU, in float32)."""
-    config = model.config
-    generator = torch.Generator().manual_seed(0)
-    text = torch.randint(TEXT_VOCAB, (batch_size, seq_len - FMRI_TOKENS), generator=generator)
-    block = torch.tensor([config.fmri_start_token_id, *[config.fmri_pad_token_id] * NUM_ROIS, config.fmri_end_token_id])
-    placeholders = torch.cat([block.expand(batch_size, -1), text], dim=1).to(device)
-    windows = torch.randn(batch_size, NUM_ROIS, config.fmri_tokenizer_config.window_length, generator=generator).to(device)
-    with torch.no_grad():
-        codes_written = model.insert_fmri_tokens(placeholders, windows)
-    return {"placeholders": placeholders, "windows": windows, "codes_written": codes_written}
 
 
 def training_step(module: Callable, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor]) -> None:
@@ -127,15 +112,17 @@ def main() -> None:
     device = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size} x {args.seq_len} tokens")
-    model = build(qwen3_0_6b_config(), seed=0).to(device).train()
+    model = build(qwen3_0_6b_config(), seed=0)
+    # bench/lm.py's prompts (codes written on the CPU in float32, as the pre-computed pass does), then the GPU
+    inputs = {name: value.to(device) for name, value in batch(model, args.batch_size, args.seq_len - NUM_ROIS - 2, seed=0).items()}
+    model = model.to(device).train()
     bare = model.language_model
-    inputs = training_batch(model, args.batch_size, args.seq_len, device)
-    ids, placeholders = inputs["codes_written"], inputs["placeholders"]
+    ids, placeholders = inputs["codes_written"], inputs["input_ids"]
     print(f"  LM: {sum(p.numel() for p in bare.parameters()) / 1e6:.0f}M parameters, vocabulary {bare.config.vocab_size}")
     feeds = {
         "bare": (bare, {"input_ids": ids, "labels": ids}),
         "wrapper": (model, {"input_ids": ids, "labels": ids}),
-        "online": (model, {"input_ids": placeholders, "fmri_values": inputs["windows"], "labels": placeholders}),
+        "online": (model, {"input_ids": placeholders, "fmri_values": inputs["fmri_values"], "labels": placeholders}),
     }
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         losses = {name: float(module(**feed).loss) for name, (module, feed) in feeds.items()}
