@@ -5,9 +5,10 @@
     bare LM on the very same token ids (target <= 1.10x), and the wrapper encoding `fmri_values`
     online, reported beside it.
 (b) Greedy `generate` tokens/s with and without the KV cache, and whether both give the same tokens.
-(c) After small Stage 2 runs on the embedded data (`bench/lm_quality.py`, one per seed): held-out
-    F2F next-window code accuracy against copy-the-current-window and most-frequent-code-per-ROI,
-    and held-out F2T loss with a scan's own tokens against another test subject's.
+(c) After small Stage 2 runs (`bench/lm_quality.py`, one per seed): on the embedded data, held-out
+    F2F next-window code accuracy against copy-the-current-window and most-frequent-code-per-ROI;
+    on the bench cohort (embedded + synthetic subjects, `bench/pipeline.py`), held-out F2T loss
+    with a scan's own tokens against other test subjects'.
 
 Both for a GPT-2-shaped and a Qwen3-shaped LM (random weights, built from configs; small widths so
 that the CPU run takes about a minute), with the paper's layout: one window of 94 ROIs (the
@@ -171,7 +172,7 @@ def main() -> None:
         from lm_quality import print_targets, stage2_quality  # the data stack (datasets, nibabel), only for (c)
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-        print_targets(stage2_quality(args.quality_seeds, args.stage1_epochs, args.stage2_epochs))
+        print_targets(*stage2_quality(args.quality_seeds, args.stage1_epochs, args.stage2_epochs))
 
 
 if __name__ == "__main__":

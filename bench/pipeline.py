@@ -1,4 +1,4 @@
-"""The bench cohort and its Stage 1 -> 2 -> 3 runs, for `bench/instruct.py`.
+"""The bench cohort and its Stage 1 -> 2 -> 3 runs, for `bench/instruct.py` (and, through Stage 2, `bench/lm_quality.py`).
 
 The 12 embedded scans give Stage 3 six training subjects per task, too few to learn a label from.
 So the bench trains every stage on the embedded scans plus a synthetic cohort drawn on their FC
