@@ -6,8 +6,9 @@ Occipital-Temporal coupling; other subjects per seed), one descriptor corpus and
 split, then Stage 1 (small tokenizer) -> Stage 2 (small LM) -> Stage 3 (LoRA on the cohort,
 descriptor and synthetic tasks), all on CPU. Then the harness (`modeling_fmrilm.tasks.evaluate`)
 scores that seed's model on that seed's test subjects, beside the majority, Brainmarks-FC and
-tangent-FC baselines on the same subjects (and over `--n_resplits` random re-splits); the seeds'
-runs are merged into one table, mean ± std over seeds.
+tangent-FC baselines on the same subjects (and over `--n_resplits` random re-splits) and the
+Brainmarks protocol on the FC of the window the model reads and of its decoded tokens (where the
+signal is lost); the seeds' runs are merged into one table, mean ± std over seeds.
 
 Tasks: `synthetic_group`, `synthetic_score`; the embedded scans' cohort (HCP or gw) and descriptor
 questions (is a network pair's coupling lower, typical or higher than the cohort's, from the

@@ -4,6 +4,7 @@ computations, bins, shots, splits, metrics against scikit-learn, the evaluation 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -336,6 +337,40 @@ def test_evaluate_reports_model_and_baselines_on_the_same_test_subjects(built, t
     loaded = json.loads(record.read_text())
     assert loaded["settings"]["seeds"] == [0, 1] and len(loaded["rows"]) == len(report.rows)
     assert {"mean", "std", "n", "undefined"} <= set(loaded["rows"][0]["summary"]["accuracy"])
+
+
+def test_model_views_are_the_processors_windows_and_the_tokenizers_decoding(built):
+    model, processor = built
+    scans = toy_scans(3)
+    windows, decoded = LabelScorer(model, processor).model_views(scans)
+    expected = processor(text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt")["fmri_values"]
+    codes = model.fmri_tokenizer.encode(expected)
+    assert [w.shape for w in windows] == [d.shape for d in decoded] == [(tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH)] * 3
+    np.testing.assert_allclose(np.stack(windows), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.stack(decoded), model.fmri_tokenizer.decode(codes).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_view_rows_find_a_coupling_in_the_window_the_model_reads(built):
+    """Class 1 couples ROIs 0 and 1 within the first window (the one the model reads) and nowhere
+    else: the FC of that window separates the classes; the switch leaves the rows out."""
+    model, processor = built
+    rng = np.random.default_rng(0)
+    targets = np.tile([0, 1], 12)
+    scans = []
+    for i, target in enumerate(targets):
+        data = rng.standard_normal((tiny_lm.NUM_ROIS, 40)).astype(np.float32)
+        if target:
+            data[1, : tiny_lm.WINDOW_LENGTH] = data[0, : tiny_lm.WINDOW_LENGTH] + 0.1 * data[1, : tiny_lm.WINDOW_LENGTH]
+        scans.append(FmriScan(data, 2.0, f"s{i:02d}", dataset="toy"))
+    data = toy_task("sex", targets, scans)
+    settings = EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=0)
+    report = evaluate([data], model, processor, settings, progress=False)
+    window = report.row("sex", "window_fc")
+    assert window.summary()["balanced_accuracy"]["mean"] > 0.9
+    assert window.n_test == report.row("sex", "token_fc").n_test == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    assert "FC of the model's tokens, decoded" in report.to_markdown()
+    without = evaluate([data], model, processor, replace(settings, view_probes=False), progress=False)
+    assert not {"window_fc", "token_fc"} & {row.method for row in without.rows}
 
 
 def test_evaluate_uses_the_models_split_test_subjects(built):

@@ -15,7 +15,11 @@ space is fitted once per split. On that split:
   (edges fitted on the training subjects) and through a ridge probe on the pooled hidden states;
 - **baseline rows** on the same split: majority/mean, the Brainmarks FC protocol and tangent-space
   FC (`baselines.py`), and the baselines again over `n_resplits` random stratified re-splits of
-  the same test fraction.
+  the same test fraction;
+- **view rows** (when a model is given, `view_probes`): the Brainmarks protocol on the FC of what
+  the model reads, its windows (`window_fc`) and their codes decoded by its tokenizer
+  (`token_fc`). Between the whole-scan FC row, these two and the model's own, a table shows where
+  a scan's connectivity signal is lost: to the window, to quantisation, or in the language model.
 
 Every figure is measured on test subjects and reported as mean ± std over seeds (or re-splits).
 Output: a markdown table (`EvaluationReport.to_markdown`) and a JSON file with every run
@@ -38,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import FmriInputError
+from ..io import FmriScan
 from ..splits import SubjectSplit
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData
@@ -52,7 +57,15 @@ PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
 TABLE_METRICS = REGRESSION_METRICS
 """The table's metric columns (a classification leaves MAE and r empty)."""
-METHOD_LABELS = {"majority": "majority / mean", "brainmarks_fc": "FC, Brainmarks protocol", "tangent_fc": "FC, tangent space"}
+VIEW_PROBES = ("window_fc", "token_fc")
+"""Rows of the Brainmarks protocol on what the model reads: its windows, and its tokens decoded."""
+METHOD_LABELS = {
+    "majority": "majority / mean",
+    "brainmarks_fc": "FC, Brainmarks protocol",
+    "tangent_fc": "FC, tangent space",
+    "window_fc": "FC of the window(s) the model reads",
+    "token_fc": "FC of the model's tokens, decoded",
+}
 
 
 @dataclass
@@ -68,6 +81,7 @@ class EvaluationSettings:
         test_fraction: test share of the stratified splits (ignored with a fixed split).
         n_resplits: random re-splits for the baselines (0 to skip).
         probe: ridge probe on pooled hidden states for regressions.
+        view_probes: the `VIEW_PROBES` rows (Brainmarks FC of the model's windows and of its decoded tokens).
         multi_questions: questions per prompt in the `multi` paradigm.
         batch_size: sequences per forward pass.
     """
@@ -80,6 +94,7 @@ class EvaluationSettings:
     test_fraction: float = 0.25
     n_resplits: int = 100
     probe: bool = True
+    view_probes: bool = True
     multi_questions: int = 3
     batch_size: int = 8
 
@@ -386,6 +401,26 @@ def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: i
         rows.get(data, name + suffix).add(metrics, len(train), len(test), output.notes)
 
 
+def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, BaselineInputs]:
+    """The baselines' inputs of each `VIEW_PROBES` view of `scans` (`LabelScorer.model_views`), as TR 2 s scans."""
+    views = scorer.model_views(scans)
+    tr = float(scorer.processor.feature_extractor.target_tr)
+    return {
+        name: BaselineInputs([FmriScan(signal, tr, scan.subject, scan.session, scan.dataset) for scan, signal in zip(scans, signals)])
+        for name, signals in zip(VIEW_PROBES, views)
+    }
+
+
+def _view_runs(rows: _Rows, group: Sequence[TaskData], inputs: dict[str, BaselineInputs], train: np.ndarray, test: np.ndarray, seed: int) -> None:
+    for name, view in inputs.items():
+        features = view.split(train, test)
+        for data in group:
+            bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
+            output = fit_predict("brainmarks_fc", data.task.kind, data.task.n_classes, data.targets[train], features, seed)
+            metrics = score_predictions(data.task, data.targets[test], output.probabilities, output.values, bins)
+            rows.get(data, name).add(metrics, len(train), len(test), output.notes)
+
+
 def _model_runs(
     rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings
 ) -> None:
@@ -457,11 +492,13 @@ def evaluate(
     for group in groups:
         first = group[0]
         inputs = BaselineInputs(first.scans)
+        views = view_inputs(scorer, first.scans) if scorer is not None and settings.view_probes else {}
         for seed in settings.seeds:
             train, test = _split(group, seed, settings, split)
             features = inputs.split(train, test)
             for data in group:
                 _baseline_runs(rows, data, features, seed)
+            _view_runs(rows, group, views, train, test, seed)
             if scorer is not None:
                 _model_runs(rows, scorer, group, train, test, seed, settings)
             steps.update()
@@ -515,7 +552,8 @@ def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) ->
     """Task, then the baselines (same splits, then re-splits), then the model rows by scoring, k, paradigm."""
     base, _, resplits = row.method.partition(" (")
     if not row.is_model:
-        return (task_names.index(row.task), 0, bool(resplits), BASELINES.index(base), 0, 0)
+        methods = (*BASELINES, *VIEW_PROBES)
+        return (task_names.index(row.task), 0, bool(resplits), methods.index(base), 0, 0)
     scoring = SCORING.index(base.split()[-1]) if base.split()[-1] in SCORING else len(SCORING)
     return (task_names.index(row.task), 1, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"), 0)
 

@@ -13,6 +13,9 @@ ids alone (the same logits as the `fmri_values` path, DESIGN.md §5).
   label tokens (a prefix tree of the answers' token ids, end of sequence once an answer is complete).
 - [`LabelScorer.pooled_hidden_states`]: the last layer's hidden states averaged over the prompt,
   the features of the ridge probe.
+- [`LabelScorer.model_views`]: what the model reads of a scan, as signals: the processor's windows,
+  and their codes decoded by the frozen tokenizer (the evaluation's connectivity probes on them
+  show where a scan's signal is lost).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class LabelScorer:
         tokenizer = processor.tokenizer
         self.pad_token_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
+        self._windows: dict[int, np.ndarray] = {}
 
     @property
     def device(self) -> torch.device:
@@ -80,13 +84,30 @@ class LabelScorer:
                 text=[FMRI_START_TOKEN] * len(chunk), fmri=[s.data for s in chunk], tr=[s.tr for s in chunk], return_tensors="pt"
             )
             codes = (base.fmri_to_token_ids(inputs["fmri_values"]) - first).reshape(len(chunk), -1).cpu().tolist()
-            for scan, scan_codes in zip(chunk, codes):
+            windows = inputs["fmri_values"].reshape(len(chunk), -1, *inputs["fmri_values"].shape[1:]).float().cpu().numpy()
+            for scan, scan_codes, scan_windows in zip(chunk, codes, windows):
                 self._codes[id(scan)] = (scan, scan_codes)
+                self._windows[id(scan)] = scan_windows
 
     def scan_codes(self, scan: FmriScan) -> list[int]:
         """The codes of a scan's first `windows_per_scan` windows, flattened (encoded once, then cached)."""
         self.encode_scans([scan])
         return self._codes[id(scan)][1]
+
+    @torch.no_grad()
+    def model_views(self, scans: Sequence[FmriScan]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """What the model reads of each scan, `(n_rois, windows_per_scan * n_frames)` float64 each: the
+        processor's windows joined in time, and the frozen tokenizer's decoding of their codes."""
+        self.encode_scans(scans)
+        tokenizer = self._base_model().fmri_tokenizer
+        windows, decoded = [], []
+        for scan in scans:
+            scan_windows = self._windows[id(scan)]  # (windows_per_scan, n_rois, n_frames)
+            codes = torch.as_tensor(self._codes[id(scan)][1], device=self.device).reshape(len(scan_windows), -1)
+            signals = tokenizer.decode(codes).float().cpu().numpy()
+            windows.append(np.concatenate(list(scan_windows), axis=1).astype(np.float64))
+            decoded.append(np.concatenate(list(signals), axis=1).astype(np.float64))
+        return windows, decoded
 
     def prompt_ids(self, text: str, scans: Sequence[FmriScan]) -> list[int]:
         """Token ids of a prompt whose `<fmri>` markers stand for `scans` (in order)."""
