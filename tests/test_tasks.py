@@ -339,15 +339,20 @@ def test_evaluate_reports_model_and_baselines_on_the_same_test_subjects(built, t
     assert {"mean", "std", "n", "undefined"} <= set(loaded["rows"][0]["summary"]["accuracy"])
 
 
-def test_model_views_are_the_processors_windows_and_the_tokenizers_decoding(built):
-    model, processor = built
+def test_model_views_are_the_processors_windows_and_the_tokenizers_decoding():
+    """Two windows per scan: each view joins a scan's windows in time, in order."""
+    model, processor = tiny_lm.build("gpt2", windows_per_scan=2)
     scans = toy_scans(3)
     windows, decoded = LabelScorer(model, processor).model_views(scans)
     expected = processor(text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt")["fmri_values"]
-    codes = model.fmri_tokenizer.encode(expected)
-    assert [w.shape for w in windows] == [d.shape for d in decoded] == [(tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH)] * 3
-    np.testing.assert_allclose(np.stack(windows), expected.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(np.stack(decoded), model.fmri_tokenizer.decode(codes).detach().numpy(), rtol=1e-5, atol=1e-6)
+    reconstructed = model.fmri_tokenizer.decode(model.fmri_tokenizer.encode(expected)).detach().numpy()
+
+    def joined(array):  # (3 scans x 2 windows, rois, frames) -> (3, rois, 2 x frames)
+        return np.concatenate([array[0::2], array[1::2]], axis=2)
+
+    assert [w.shape for w in windows] == [d.shape for d in decoded] == [(tiny_lm.NUM_ROIS, 2 * tiny_lm.WINDOW_LENGTH)] * 3
+    np.testing.assert_allclose(np.stack(windows), joined(expected.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(np.stack(decoded), joined(reconstructed), rtol=1e-5, atol=1e-6)
 
 
 def test_view_rows_find_a_coupling_in_the_window_the_model_reads(built):

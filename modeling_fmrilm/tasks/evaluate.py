@@ -391,14 +391,16 @@ def resplit(group: Sequence[TaskData], seed: int, n_train: int, n_test: int) -> 
     return train, test
 
 
-def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, suffix: str = "") -> None:
+def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, methods: dict[str, str] | None = None) -> None:
+    """Fit each baseline on the split and add its test metrics to its row; `methods` maps row names
+    to baselines (default: every baseline under its own name)."""
     train, test = features.train, features.test
     bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
     y = data.targets
-    for name in BASELINES:
+    for row_name, name in (methods or {name: name for name in BASELINES}).items():
         output = fit_predict(name, data.task.kind, data.task.n_classes, y[train], features, seed)
         metrics = score_predictions(data.task, y[test], output.probabilities, output.values, bins)
-        rows.get(data, name + suffix).add(metrics, len(train), len(test), output.notes)
+        rows.get(data, row_name).add(metrics, len(train), len(test), output.notes)
 
 
 def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, BaselineInputs]:
@@ -409,16 +411,6 @@ def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, Bas
         name: BaselineInputs([FmriScan(signal, tr, scan.subject, scan.session, scan.dataset) for scan, signal in zip(scans, signals)])
         for name, signals in zip(VIEW_PROBES, views)
     }
-
-
-def _view_runs(rows: _Rows, group: Sequence[TaskData], inputs: dict[str, BaselineInputs], train: np.ndarray, test: np.ndarray, seed: int) -> None:
-    for name, view in inputs.items():
-        features = view.split(train, test)
-        for data in group:
-            bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
-            output = fit_predict("brainmarks_fc", data.task.kind, data.task.n_classes, data.targets[train], features, seed)
-            metrics = score_predictions(data.task, data.targets[test], output.probabilities, output.values, bins)
-            rows.get(data, name).add(metrics, len(train), len(test), output.notes)
 
 
 def _model_runs(
@@ -498,7 +490,10 @@ def evaluate(
             features = inputs.split(train, test)
             for data in group:
                 _baseline_runs(rows, data, features, seed)
-            _view_runs(rows, group, views, train, test, seed)
+            for name, view in views.items():
+                view_features = view.split(train, test)
+                for data in group:
+                    _baseline_runs(rows, data, view_features, seed, {name: "brainmarks_fc"})
             if scorer is not None:
                 _model_runs(rows, scorer, group, train, test, seed, settings)
             steps.update()
@@ -508,7 +503,7 @@ def evaluate(
             for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
                 features = inputs.split(*resplit(group, first_resplit + r, len(train), len(test)))
                 for data in group:
-                    _baseline_runs(rows, data, features, first_resplit + r, f" ({settings.n_resplits} re-splits)")
+                    _baseline_runs(rows, data, features, first_resplit + r, {f"{name} ({settings.n_resplits} re-splits)": name for name in BASELINES})
     steps.close()
     ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
     reports = [d.report.to_json() for d in tasks if d.report is not None]

@@ -100,14 +100,14 @@ class LabelScorer:
         processor's windows joined in time, and the frozen tokenizer's decoding of their codes."""
         self.encode_scans(scans)
         tokenizer = self._base_model().fmri_tokenizer
-        windows, decoded = [], []
-        for scan in scans:
-            scan_windows = self._windows[id(scan)]  # (windows_per_scan, n_rois, n_frames)
-            codes = torch.as_tensor(self._codes[id(scan)][1], device=self.device).reshape(len(scan_windows), -1)
-            signals = tokenizer.decode(codes).float().cpu().numpy()
-            windows.append(np.concatenate(list(scan_windows), axis=1).astype(np.float64))
-            decoded.append(np.concatenate(list(signals), axis=1).astype(np.float64))
-        return windows, decoded
+        stacked = np.stack([self._windows[id(scan)] for scan in scans])  # (n_scans, windows_per_scan, n_rois, n_frames)
+        codes = torch.as_tensor([self._codes[id(scan)][1] for scan in scans], device=self.device).reshape(stacked.shape[0] * stacked.shape[1], -1)
+        signals = torch.cat([tokenizer.decode(chunk).float().cpu() for chunk in codes.split(self.batch_size)]).numpy().reshape(stacked.shape[:2] + (stacked.shape[2], -1))
+
+        def joined(array: np.ndarray) -> list[np.ndarray]:  # windows of each scan joined in time: (n_rois, windows * n_frames)
+            return list(array.transpose(0, 2, 1, 3).reshape(array.shape[0], array.shape[2], -1).astype(np.float64))
+
+        return joined(stacked), joined(signals)
 
     def prompt_ids(self, text: str, scans: Sequence[FmriScan]) -> list[int]:
         """Token ids of a prompt whose `<fmri>` markers stand for `scans` (in order)."""
