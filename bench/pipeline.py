@@ -4,7 +4,8 @@ The 12 embedded scans give Stage 3 six training subjects per task, too few to le
 So the bench trains every stage on the embedded scans plus a synthetic cohort drawn on their FC
 structure (`modeling_fmrilm.tasks.synthetic`: each subject with its own temporal autocorrelation, a
 group effect on one network pair's coupling, a score tied to another's), all described by one
-descriptor corpus (z-scores within each dataset), on the corpus's seeded subject split. Each seed
+descriptor corpus (z-scores within each dataset), on the corpus's seeded subject split; Stage 3's
+descriptor questions are asked of all of them, not only of the embedded scans. Each seed
 draws other synthetic subjects and another split, so each seed holds out different subjects; test
 subjects are never read by any stage.
 
@@ -127,9 +128,10 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
     from modeling_fmrilm.training.stage3 import Stage3Arguments, Stage3TrainingArguments, train_stage3
 
     folder = workdir / f"seed{settings.seed}" / "stage3"
-    key = {**asdict(settings), "stage": 3}
+    tasks = stage3_task_options(settings, corpus_dir)
+    key = {**asdict(settings), "stage": 3, "tasks": tasks}
     if not _cached(folder, key):
-        args = Stage3Arguments(model=str(stage2_dir), **stage3_task_options(settings, corpus_dir), evaluate=False)
+        args = Stage3Arguments(model=str(stage2_dir), **tasks, evaluate=False)
         training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
         train_stage3(args, training_args, console_logs=False)
         _stamp(folder, key)
@@ -137,10 +139,13 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
 
 
 def stage3_task_options(settings: PipelineSettings, corpus_dir: Path) -> dict[str, Any]:
-    """The task flags shared by Stage 3 training and the evaluation (so both build the same items)."""
+    """The task flags shared by Stage 3 training and the evaluation (so both build the same items):
+    the cohort, descriptor and synthetic tasks, the descriptor questions asked of every scan the
+    corpus describes (the embedded scans and the synthetic cohort)."""
     return {
         "corpus": str(corpus_dir),
         "tasks": ["cohort", "descriptors", "synthetic"],
+        "descriptor_scans": "all",
         "synthetic_subjects": settings.synthetic_subjects,
         "synthetic_timepoints": settings.synthetic_timepoints,
         "group_effect": settings.group_effect,

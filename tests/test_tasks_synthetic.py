@@ -13,7 +13,8 @@ from scipy.signal import lfilter
 from sklearn.covariance import EmpiricalCovariance
 
 from modeling_fmrilm import FmriInputError
-from modeling_fmrilm.io import FmriScan, aal2_table
+from modeling_fmrilm.descriptors.corpus import build_corpus
+from modeling_fmrilm.io import FmriScan, aal2_table, load_embedded
 from modeling_fmrilm.tasks import (
     EvaluationSettings,
     SyntheticSettings,
@@ -25,6 +26,8 @@ from modeling_fmrilm.tasks import (
     synthetic_task_data,
 )
 from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict, pearson_fc_features
+from modeling_fmrilm.tasks.data import network_pairs, pair_band
+from modeling_fmrilm.tasks.evaluate import build_parser, offline_tasks
 from modeling_fmrilm.tasks.splitting import stratified_split
 from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, ar1_filter, embedded_structure
 
@@ -176,6 +179,55 @@ def test_descriptor_questions_from_the_corpus_z_scores(tmp_path):
         descriptor_task_data(tmp_path, scans, ["Frontal-Default"])
     with pytest.raises(FmriInputError, match="no descriptor record"):
         descriptor_task_data(tmp_path, scans + [FmriScan(np.zeros((3, 4), np.float32), 2.0, "s9", dataset="hcp")])
+
+
+COHORT_FLAGS = ["--synthetic_subjects", "6", "--synthetic_timepoints", "64", "--synthetic_seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def cohort_corpus(tmp_path_factory):
+    """A descriptor corpus of the embedded scans and the 6-subject synthetic cohort of `COHORT_FLAGS`, as the bench builds one."""
+    scans = [*load_embedded(), *make_synthetic_cohort(SyntheticSettings(n_subjects=6, n_timepoints=64, seed=0)).scans]
+    folder = tmp_path_factory.mktemp("cohort_corpus")
+    build_corpus(scans, folder, SYSTEMS.tolist(), scans[0].atlas, progress=False)
+    return folder
+
+
+def corpus_z(corpus) -> dict[tuple[str, str], list[float]]:
+    """Each record's `z_network_pair_fc`, by `(dataset, subject)`."""
+    table = pq.read_table(sorted((corpus / "data").glob("*/*.parquet")), columns=["dataset", "subject", "z_network_pair_fc"]).to_pylist()
+    return {(r["dataset"], r["subject"]): r["z_network_pair_fc"] for r in table}
+
+
+def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_path):
+    flags = ["--corpus", str(cohort_corpus), "--tasks", "descriptors", "synthetic", "--descriptor_scans", "all", "--max_pairs", "2"]
+    tasks = offline_tasks(build_parser().parse_args([*flags, *COHORT_FLAGS, "--output_dir", str(tmp_path)]))
+    assert [len(t.scans) for t in tasks] == [18, 18, 6, 6] and [t.task.name for t in tasks[2:]] == ["synthetic_group", "synthetic_score"]
+    names = [f"{a}-{b}" for a, b in network_pairs(cohort_corpus)]
+    z = corpus_z(cohort_corpus)
+    for data in tasks[:2]:
+        column = names.index(data.task.name.removeprefix("network_pair:"))
+        expected = pair_band(np.asarray([z[(s.dataset, s.subject)][column] for s in data.scans]))
+        assert data.targets.tolist() == expected.tolist()
+        assert data.subject_keys[:12] == [f"{s.dataset}/{s.subject}" for s in load_embedded()]
+        assert data.subject_keys[12:] == tasks[2].subject_keys == [f"synthetic/sub-{i:04d}" for i in range(1, 7)]
+        assert all(a is b for a, b in zip(data.scans[12:], tasks[2].scans))  # one cohort, built once
+    assert not list(tmp_path.iterdir())  # no demo corpus built
+
+
+def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tmp_path):
+    args = build_parser().parse_args(["--corpus", str(cohort_corpus), "--tasks", "descriptors", "--max_pairs", "2", *COHORT_FLAGS, "--output_dir", str(tmp_path)])
+    assert args.descriptor_scans == "embedded"
+    tasks = offline_tasks(args)
+    assert [len(t.scans) for t in tasks] == [12, 12]
+    assert not any(key.startswith("synthetic/") for t in tasks for key in t.subject_keys)
+
+
+def test_descriptor_questions_of_the_synthetic_cohort_need_a_corpus(tmp_path):
+    args = build_parser().parse_args(["--tasks", "descriptors", "--descriptor_scans", "all", *COHORT_FLAGS, "--output_dir", str(tmp_path)])
+    with pytest.raises(FmriInputError, match="--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort"):
+        offline_tasks(args)
+    assert not list(tmp_path.iterdir())  # stopped before building the demo corpus
 
 
 def test_baselines_only_evaluation_of_the_synthetic_cohort(structure):

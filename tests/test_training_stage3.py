@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import tiny_lm
-from modeling_fmrilm import FmriFeatureExtractor, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm import FmriFeatureExtractor, FmriInputError, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import split_subjects
 from modeling_fmrilm.tasks.data import cohort_task_data
@@ -28,6 +28,7 @@ from modeling_fmrilm.training.stage3 import (
     Stage3TrainingArguments,
     instruction_examples,
     lora_model,
+    task_sources,
     train_stage3,
 )
 
@@ -87,6 +88,15 @@ def test_lora_wraps_the_language_model_only(stage2_folder):
     assert any("lora_A" in name for name in trainable) and any("trainable_tokens" in name for name in trainable)
     assert not any("fmri_tokenizer" in name for name in trainable)
     assert all("language_model" in name for name in trainable)
+
+
+def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):
+    with pytest.raises(FmriInputError, match=r"descriptor_scans: expected one of \('embedded', 'all'\), found 'every'"):
+        task_sources(Stage3Arguments(descriptor_scans="every"), str(tmp_path))
+    args, _ = parse_arguments((Stage3Arguments, Stage3TrainingArguments), ["--tasks", "descriptors", "--descriptor_scans", "all", "--output_dir", str(tmp_path)])
+    assert args.descriptor_scans == "all"
+    with pytest.raises(FmriInputError, match="--descriptor_scans all: expected --corpus"):  # the harness's check: the option reached it
+        task_sources(args, str(tmp_path))
 
 
 def stage3_argv(folder: Path, output_dir: Path, *extra: str) -> list[str]:

@@ -3,9 +3,10 @@
 For every task and seed, one split by subject (by family where known) stratified by label, or
 the pipeline's own subject split when a model was trained on it (its test subjects; validation
 subjects, which pick checkpoints, are never scored). Tasks asked about the same scans (the cohort
-and descriptor questions of the embedded data; the synthetic group and score) share their splits,
-stratified by the first task's labels: the `multi` paradigm asks them together, and the tangent
-space is fitted once per split. On that split:
+and descriptor questions of the embedded data, or the descriptor questions of the embedded data
+and the synthetic cohort with `--descriptor_scans all`; the synthetic group and score) share their
+splits, stratified by the first task's labels: the `multi` paradigm asks them together, and the
+tangent space is fitted once per split. On that split:
 
 - **model rows** (when a model is given): zero-shot and k-shot prompts (k label-balanced
   in-context examples from the training subjects, never the evaluated subject or its family), in
@@ -57,6 +58,8 @@ PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
 TABLE_METRICS = REGRESSION_METRICS
 """The table's metric columns (a classification leaves MAE and r empty)."""
+DESCRIPTOR_SCANS = ("embedded", "all")
+"""Whom `offline_tasks` asks the descriptor questions of: the embedded scans, or the synthetic cohort's too."""
 VIEW_PROBES = ("window_fc", "token_fc")
 """Rows of the Brainmarks protocol on what the model reads: its windows, and its tokens decoded."""
 METHOD_LABELS = {
@@ -572,9 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmrilm evaluate", description="The model beside the majority and connectivity baselines, on test subjects.")
     parser.add_argument("--model", default=None, help="FmriLMForCausalLM folder (model + processor); none: baselines only")
     parser.add_argument("--tasks", nargs="+", default=["cohort", "descriptors", "synthetic"], choices=["cohort", "descriptors", "synthetic"], help="offline tasks")
-    parser.add_argument("--corpus", default=None, help="descriptor corpus of the embedded data; default: built into OUTPUT_DIR/descriptor_corpus")
+    parser.add_argument("--corpus", default=None, help="descriptor corpus of the embedded data (and of the synthetic cohort, for --descriptor_scans all); default: built into OUTPUT_DIR/descriptor_corpus")
     parser.add_argument("--pairs", nargs="*", default=None, help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied")
     parser.add_argument("--max_pairs", type=int, default=3)
+    parser.add_argument(
+        "--descriptor_scans", default="embedded", choices=list(DESCRIPTOR_SCANS),
+        help="scans the descriptor questions are asked of: the embedded ones; all: the synthetic cohort too (the corpus must describe it, as the bench's does)",
+    )  # fmt: skip
     parser.add_argument("--synthetic_subjects", type=int, default=200)
     parser.add_argument("--synthetic_timepoints", type=int, default=320, help="frames per synthetic scan (TR 2 s)")
     parser.add_argument("--group_effect", type=float, default=0.2)
@@ -593,13 +600,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
-    """The offline tasks named by `--tasks`: the embedded cohort, descriptor questions, the synthetic cohort."""
+    """The offline tasks named by `--tasks`: the embedded cohort, descriptor questions, the synthetic cohort.
+
+    The descriptor questions are asked of the embedded scans or, with `--descriptor_scans all`, of
+    the synthetic cohort's scans too: the same cohort (built once, even without the `synthetic`
+    tasks) whose scans the synthetic tasks ask about, so each synthetic subject has the same key in
+    both and a subject split puts it on the same side. That needs a `--corpus` describing the
+    cohort, as the bench's does (the default demo corpus describes only the embedded scans).
+
+    Raises:
+        FmriInputError: `--descriptor_scans all` without `--corpus`, or a scan the corpus does not describe.
+    """
     from ..io import load_embedded
     from .data import cohort_task_data, descriptor_task_data, most_varied, synthetic_task_data
     from .synthetic import SyntheticSettings, make_synthetic_cohort
 
+    asks_cohort = "descriptors" in args.tasks and args.descriptor_scans == "all"
+    if asks_cohort and args.corpus is None:
+        raise FmriInputError(
+            "--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort too (as the bench's does); "
+            "found none (the default demo corpus describes only the embedded scans)"
+        )
     tasks: list[TaskData] = []
     embedded = load_embedded() if {"cohort", "descriptors"} & set(args.tasks) else []
+    cohort = None
+    if "synthetic" in args.tasks or asks_cohort:
+        settings = SyntheticSettings(
+            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
+        )
+        cohort = make_synthetic_cohort(settings)
     if "cohort" in args.tasks:
         tasks.append(cohort_task_data(embedded))
     if "descriptors" in args.tasks:
@@ -610,13 +639,10 @@ def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
             corpus = str(Path(args.output_dir) / "descriptor_corpus")
             if not (Path(corpus) / "README.md").is_file():
                 demo_corpus(embedded, corpus)
-        pairs = descriptor_task_data(corpus, embedded, args.pairs)
+        pairs = descriptor_task_data(corpus, [*embedded, *cohort.scans] if asks_cohort else embedded, args.pairs)
         tasks.extend(pairs if args.pairs else most_varied(pairs, args.max_pairs))
     if "synthetic" in args.tasks:
-        settings = SyntheticSettings(
-            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
-        )
-        tasks.extend(synthetic_task_data(make_synthetic_cohort(settings)))
+        tasks.extend(synthetic_task_data(cohort))
     return tasks
 
 
@@ -653,6 +679,7 @@ def run_evaluation(args: argparse.Namespace) -> EvaluationReport:
 
 
 __all__ = [
+    "DESCRIPTOR_SCANS",
     "SCORING",
     "EvaluationReport",
     "EvaluationSettings",

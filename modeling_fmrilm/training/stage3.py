@@ -44,6 +44,10 @@ class Stage3Arguments:
     task_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"})
     pairs: list[str] | None = field(default=None, metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"})
     max_pairs: int = 3
+    descriptor_scans: str = field(
+        default="embedded",
+        metadata={"help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"},
+    )
     synthetic_subjects: int = 200
     synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
     group_effect: float = 0.2
@@ -77,12 +81,15 @@ class Stage3TrainingArguments(StageTrainingArguments):
 
 def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
     """The `TaskData` of the named sources (the evaluation harness's own builders)."""
-    from ..tasks.evaluate import offline_tasks
+    from ..tasks.evaluate import DESCRIPTOR_SCANS, offline_tasks
 
     unknown = sorted(set(args.tasks) - set(TASK_SOURCES))
     if unknown:
         raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
-    options = {name: getattr(args, name) for name in ("tasks", "corpus", "pairs", "max_pairs", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "synthetic_seed")}
+    if args.descriptor_scans not in DESCRIPTOR_SCANS:
+        raise FmriInputError(f"descriptor_scans: expected one of {DESCRIPTOR_SCANS}, found {args.descriptor_scans!r}")
+    names = ("tasks", "corpus", "pairs", "max_pairs", "descriptor_scans", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "synthetic_seed")
+    options = {name: getattr(args, name) for name in names}
     return offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
 
 
