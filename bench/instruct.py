@@ -10,14 +10,18 @@ tangent-FC baselines on the same subjects (and over `--n_resplits` random re-spl
 Brainmarks protocol on the FC of the window the model reads and of its decoded tokens (where the
 signal is lost); the seeds' runs are merged into one table, mean ± std over seeds.
 
-Tasks: `synthetic_group`, `synthetic_score`; the embedded scans' cohort (HCP or gw) and descriptor
-questions (is a network pair's coupling lower, typical or higher than the cohort's, from the
-corpus's z-scores; the `--max_pairs` most evenly spread pairs).
+Tasks: `synthetic_group`, `synthetic_score`; the embedded scans' cohort (HCP or gw); descriptor
+questions asked of the whole bench cohort, the embedded and the synthetic subjects (is a network
+pair's coupling lower, typical or higher than the cohort's, from the corpus's z-scores;
+the `--max_pairs` most evenly spread pairs), so each seed scores them on all its test subjects,
+not only the embedded data's 3.
 
 Targets (balanced accuracy of the zero-shot, single-question, log-likelihood row, fixed in
 advance): the model beats chance on the synthetic group label and on the descriptor questions (per
 seed, the mean over the pairs that seed's corpus picks) by more than twice its seed std. Where a connectivity baseline is ahead of a model row, a NOTE line
-says by how much. Ends with one TARGET line per target and exits 0 either way.
+says by how much. FIGURE lines give, per view (whole scan, the window(s) the model reads, its
+decoded tokens), the synthetic effects' size over every subject (`effect_sizes`: no fit, so not
+noisy the way the ~48-subject rows are). Ends with one TARGET line per target and exits 0 either way.
 
 Run: `.venv/bin/python bench/instruct.py [--seeds 0 1 2] [--shots 0 2] [--n_resplits 100]`; with
 `--model DIR` it scores that trained model (every flag of `fmrilm evaluate`) instead of training.
@@ -34,7 +38,12 @@ from types import SimpleNamespace
 import numpy as np
 from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
+from modeling_fmrilm.descriptors.connectivity import correlation, network_membership, network_pair_fc, network_pair_names
+from modeling_fmrilm.io import aal2_table
+from modeling_fmrilm.tasks.data import TaskData
 from modeling_fmrilm.tasks.evaluate import EvaluationReport, EvaluationSettings, build_parser, evaluate, merge_reports, model_split, offline_tasks, run_evaluation
+from modeling_fmrilm.tasks.scoring import LabelScorer
+from modeling_fmrilm.tasks.synthetic import SyntheticSettings
 
 TARGET_ROW = ("fmrilm loglik", 0, "single")
 
@@ -91,11 +100,45 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
     return lines
 
 
-def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[EvaluationReport]]:
-    """Train one pipeline per seed and score each on its own test subjects; the merged report and the seeds' own."""
+def effect_sizes(model, processor, tasks: Sequence[TaskData]) -> dict[str, tuple[float, float]]:
+    """How strong the synthetic effects are in what each reader sees, over every subject of the cohort.
+
+    Per view (the whole scan, the window(s) the model reads, those windows' codes decoded by its
+    tokenizer): Cohen's d of the group effect on the mean FC between the group's two networks, and
+    Pearson r of the score with the mean FC between the score's two networks. No model is fitted
+    (so the training subjects count too): the figures say how much of each effect a view keeps,
+    where the table's rows, fitted on ~120 subjects, are noisy. They are not a ceiling: a
+    classifier over all the ROI pairs (the tangent-space baseline) can beat the mean pair FC."""
+    group = next(data for data in tasks if data.task.name == "synthetic_group")
+    score = next(data for data in tasks if data.task.name == "synthetic_score")
+    windows, decoded = LabelScorer(model, processor).model_views(group.scans)
+    labels = list(aal2_table().systems)
+    names = network_pair_names(network_membership(labels)[0])
+
+    def pair(networks: tuple[str, str]) -> int:
+        a, b = networks
+        return names.index(f"{a}-{b}") if f"{a}-{b}" in names else names.index(f"{b}-{a}")
+
+    settings = SyntheticSettings()
+    views = {"whole scan": [scan.data for scan in group.scans], "window(s) the model reads": windows, "its tokens, decoded": decoded}
+    sizes = {}
+    for view, signals in views.items():
+        pairs = network_pair_fc(correlation(np.stack(signals)), labels)
+        coupling, patients = pairs[:, pair(settings.group_networks)], group.targets == 1
+        pooled = np.sqrt((coupling[patients].var(ddof=1) + coupling[~patients].var(ddof=1)) / 2)
+        d = float((coupling[patients].mean() - coupling[~patients].mean()) / pooled)
+        r = float(np.corrcoef(pairs[:, pair(settings.score_networks)], score.targets)[0, 1])
+        sizes[view] = (d, r)
+        print(f"  {view}: group d {d:+.3f}, score r {r:+.3f}", flush=True)
+    return sizes
+
+
+def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[EvaluationReport], list[dict[str, tuple[float, float]]]]:
+    """Train one pipeline per seed and score each on its own test subjects: the merged report, the
+    seeds' own reports, and each seed's `effect_sizes`."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    reports = []
+    reports, sizes = [], []
     for seed in options.seeds:
         settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs)
         start = time.perf_counter()
@@ -111,7 +154,18 @@ def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[
             f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in reports[-1].rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
         )
         print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
-    return merge_reports(reports), reports
+        print(f"seed {seed}: the synthetic effects over all {len(tasks[-1].scans)} subjects, by what is read:", flush=True)
+        sizes.append(effect_sizes(model, processor, tasks))
+    return merge_reports(reports), reports, sizes
+
+
+def effect_lines(sizes: Sequence[dict[str, tuple[float, float]]]) -> list[str]:
+    """A FIGURE line per view: the group d and the score r, mean ± std over the seeds."""
+    lines = []
+    for view in sizes[0]:
+        d, r = (np.array([seed[view][i] for seed in sizes]) for i in (0, 1))
+        lines.append(f"FIGURE synthetic_effect, {view}: group d {d.mean():+.3f} ± {d.std(ddof=1):.3f}, score r {r.mean():+.3f} ± {r.std(ddof=1):.3f}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> EvaluationReport:
@@ -129,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
         parser.error(f"--seeds: the bench reports mean ± std over at least 3 seeds, found {options.seeds}")
     start = time.perf_counter()
     seed_reports: list[EvaluationReport] = []
+    sizes: list[dict[str, tuple[float, float]]] = []
     if options.model is not None:
         shared = ["--model", options.model, "--output_dir", options.output_dir, "--n_resplits", str(options.n_resplits), "--max_pairs", str(options.max_pairs)]
         harness = build_parser().parse_args([*shared, "--seeds", *map(str, options.seeds), "--shots", *map(str, options.shots), *rest])
@@ -136,10 +191,12 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     else:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
-        report, seed_reports = trained_report(options)
+        report, seed_reports, sizes = trained_report(options)
         report.save(options.output_dir)
         print(report.to_markdown())
     print(f"bench finished in {time.perf_counter() - start:.0f} s")
+    for line in effect_lines(sizes) if sizes else []:
+        print(line)
     for line in target_lines(report, seed_reports):
         print(line)
     return report
