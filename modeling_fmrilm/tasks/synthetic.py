@@ -21,7 +21,9 @@ Each synthetic subject's scan `(94 AAL2 regions, n_timepoints)` is Gaussian with
 Setting `group_effect=0` (or `score_effect=0`) removes the effect: the labels are then independent
 of the scans, and every honest classifier sits at chance. Everything is vectorised over subjects,
 regions and time (batched Cholesky, batched matmul, one FFT for the AR filter); the generator is
-seeded.
+seeded. Because each draw covers the whole cohort at once, a cohort is one draw: `sub-0001` of a
+200-subject cohort is not `sub-0001` of a 1000-subject cohort with the same seed (to hold subjects
+out of a larger cohort, take them from that cohort, not from a smaller one).
 """
 
 from __future__ import annotations
