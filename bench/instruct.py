@@ -38,12 +38,9 @@ from types import SimpleNamespace
 import numpy as np
 from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
-from modeling_fmrilm.descriptors.connectivity import correlation, network_membership, network_pair_fc, network_pair_names
-from modeling_fmrilm.io import aal2_table
-from modeling_fmrilm.tasks.data import TaskData
 from modeling_fmrilm.tasks.evaluate import EvaluationReport, EvaluationSettings, build_parser, evaluate, merge_reports, model_split, offline_tasks, run_evaluation
 from modeling_fmrilm.tasks.scoring import LabelScorer
-from modeling_fmrilm.tasks.synthetic import SyntheticSettings
+from modeling_fmrilm.tasks.synthetic import SyntheticCohort, SyntheticSettings, make_synthetic_cohort
 
 TARGET_ROW = ("fmrilm loglik", 0, "single")
 
@@ -100,35 +97,18 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
     return lines
 
 
-def effect_sizes(model, processor, tasks: Sequence[TaskData]) -> dict[str, tuple[float, float]]:
-    """How strong the synthetic effects are in what each reader sees, over every subject of the cohort.
+def effect_sizes(model, processor, cohort: SyntheticCohort) -> dict[str, tuple[float, float]]:
+    """`SyntheticCohort.effect_sizes` (group d, score r) in the whole scans, the window(s) the model
+    reads and those windows' codes decoded by its tokenizer, over every subject of the cohort.
 
-    Per view (the whole scan, the window(s) the model reads, those windows' codes decoded by its
-    tokenizer): Cohen's d of the group effect on the mean FC between the group's two networks, and
-    Pearson r of the score with the mean FC between the score's two networks. No model is fitted
-    (so the training subjects count too): the figures say how much of each effect a view keeps,
-    where the table's rows, fitted on ~120 subjects, are noisy. They are not a ceiling: a
-    classifier over all the ROI pairs (the tangent-space baseline) can beat the mean pair FC."""
-    group = next(data for data in tasks if data.task.name == "synthetic_group")
-    score = next(data for data in tasks if data.task.name == "synthetic_score")
-    windows, decoded = LabelScorer(model, processor).model_views(group.scans)
-    labels = list(aal2_table().systems)
-    names = network_pair_names(network_membership(labels)[0])
-
-    def pair(networks: tuple[str, str]) -> int:
-        a, b = networks
-        return names.index(f"{a}-{b}") if f"{a}-{b}" in names else names.index(f"{b}-{a}")
-
-    settings = SyntheticSettings()
-    views = {"whole scan": [scan.data for scan in group.scans], "window(s) the model reads": windows, "its tokens, decoded": decoded}
-    sizes = {}
-    for view, signals in views.items():
-        pairs = network_pair_fc(correlation(np.stack(signals)), labels)
-        coupling, patients = pairs[:, pair(settings.group_networks)], group.targets == 1
-        pooled = np.sqrt((coupling[patients].var(ddof=1) + coupling[~patients].var(ddof=1)) / 2)
-        d = float((coupling[patients].mean() - coupling[~patients].mean()) / pooled)
-        r = float(np.corrcoef(pairs[:, pair(settings.score_networks)], score.targets)[0, 1])
-        sizes[view] = (d, r)
+    No model is fitted (so the training subjects count too): the figures say how much of each
+    effect a view keeps, where the table's rows, fitted on ~120 subjects, are noisy. They are not
+    a ceiling: a classifier over all the ROI pairs (the tangent-space baseline) can beat the mean
+    pair FC they are computed on."""
+    windows, decoded = LabelScorer(model, processor).model_views(cohort.scans)
+    views = {"whole scan": None, "window(s) the model reads": windows, "its tokens, decoded": decoded}
+    sizes = {view: cohort.effect_sizes(signals) for view, signals in views.items()}
+    for view, (d, r) in sizes.items():
         print(f"  {view}: group d {d:+.3f}, score r {r:+.3f}", flush=True)
     return sizes
 
@@ -154,8 +134,11 @@ def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[
             f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in reports[-1].rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
         )
         print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
-        print(f"seed {seed}: the synthetic effects over all {len(tasks[-1].scans)} subjects, by what is read:", flush=True)
-        sizes.append(effect_sizes(model, processor, tasks))
+        cohort = make_synthetic_cohort(
+            SyntheticSettings(n_subjects=settings.synthetic_subjects, n_timepoints=settings.synthetic_timepoints, group_effect=settings.group_effect, score_effect=settings.score_effect, seed=seed)
+        )
+        print(f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read:", flush=True)
+        sizes.append(effect_sizes(model, processor, cohort))
     return merge_reports(reports), reports, sizes
 
 

@@ -29,7 +29,7 @@ from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict, pearson
 from modeling_fmrilm.tasks.data import network_pairs, pair_band
 from modeling_fmrilm.tasks.evaluate import build_parser, offline_tasks
 from modeling_fmrilm.tasks.splitting import stratified_split
-from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, ar1_filter, embedded_structure
+from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, SyntheticCohort, ar1_filter, embedded_structure
 
 SYSTEMS = np.asarray(aal2_table().systems)
 
@@ -86,6 +86,26 @@ def test_effects_are_where_they_are_put_and_vanish_at_zero(structure):
     null_pair = pair_coupling(null, "Frontal", "Parietal")
     assert abs(null_pair[null.group == 1].mean() - null_pair[null.group == 0].mean()) < 3 * null_pair.std() / np.sqrt(30)
     assert abs(np.corrcoef(pair_coupling(null, "Occipital", "Temporal"), null.score)[0, 1]) < 0.3
+
+
+def test_effect_sizes_are_the_pair_couplings_d_and_r(structure):
+    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.5, score_effect=0.5, seed=4), structure=structure)
+
+    def reference(view) -> tuple[float, float]:
+        group_pair, score_pair = pair_coupling(view, "Frontal", "Parietal"), pair_coupling(view, "Occipital", "Temporal")
+        patients, controls = group_pair[view.group == 1], group_pair[view.group == 0]
+        d = (patients.mean() - controls.mean()) / np.sqrt((patients.var(ddof=1) + controls.var(ddof=1)) / 2)
+        return d, np.corrcoef(score_pair, view.score)[0, 1]
+
+    d, r = cohort.effect_sizes()
+    assert np.allclose((d, r), reference(cohort)) and d > 1.0 and r > 0.5
+    halves = [scan.data[:, :48] for scan in cohort.scans]  # a view of the scans: their first 48 frames
+    cut = SyntheticCohort([FmriScan(x, 2.0, s.subject) for x, s in zip(halves, cohort.scans)], cohort.group, cohort.score, cohort.latent, cohort.ar_coefficients, cohort.settings)
+    assert np.allclose(cohort.effect_sizes(halves), reference(cut))
+    null = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.0, score_effect=0.0, seed=4), structure=structure)
+    assert abs(null.effect_sizes()[0]) < 0.6 and abs(null.effect_sizes()[1]) < 0.35  # 2.3 and 2.7 standard errors at n = 60
+    with pytest.raises(FmriInputError, match="one \\(n_rois, n_frames\\) array per subject \\(60\\)"):
+        cohort.effect_sizes(halves[:-1])
 
 
 def test_each_subject_has_its_own_autocorrelation(structure):

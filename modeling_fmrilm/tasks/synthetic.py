@@ -28,11 +28,13 @@ out of a larger cohort, take them from that cohort, not from a smaller one).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from ..descriptors.connectivity import correlation, network_membership, network_pair_fc, network_pair_names
 from ..errors import FmriInputError
 from ..io import FmriScan, aal2_table, load_embedded
 from ..io.embedded import ATLAS_NAME
@@ -84,6 +86,42 @@ class SyntheticCohort:
     @property
     def subjects(self) -> list[str]:
         return [scan.subject for scan in self.scans]
+
+    def effect_sizes(self, signals: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
+        """How strong the cohort's two effects are in `signals`: `(d, r)`.
+
+        `d` is Cohen's d (patients minus controls, pooled std) of the mean Pearson FC between the
+        two `group_networks`; `r` is the Pearson correlation of the score with the mean FC between
+        the two `score_networks`. No model is fitted, so they measure how much of each effect a
+        view of the scans keeps (a window, a reconstruction, decoded tokens).
+
+        Args:
+            signals: one `(n_rois, n_frames)` array per subject, in cohort order, all of one
+                length; default: the scans themselves.
+
+        Raises:
+            FmriInputError: not one signal per subject, or signals of different shapes.
+        """
+        signals = [scan.data for scan in self.scans] if signals is None else list(signals)
+        shapes = {np.shape(signal) for signal in signals}
+        if len(signals) != len(self.scans) or len(shapes) != 1:
+            raise FmriInputError(
+                f"signals: expected one (n_rois, n_frames) array per subject ({len(self.scans)}), all of one shape; "
+                f"found {len(signals)} with shapes {sorted(shapes)[:3]}"
+            )
+        labels = list(aal2_table().systems)
+        pairs = network_pair_fc(correlation(np.stack(signals)), labels)
+        names = network_pair_names(network_membership(labels)[0])
+
+        def pair(networks: tuple[str, str]) -> np.ndarray:
+            a, b = networks
+            return pairs[:, names.index(f"{a}-{b}") if f"{a}-{b}" in names else names.index(f"{b}-{a}")]
+
+        coupling, patients = pair(self.settings.group_networks), self.group == 1
+        pooled = np.sqrt((coupling[patients].var(ddof=1) + coupling[~patients].var(ddof=1)) / 2)
+        d = (coupling[patients].mean() - coupling[~patients].mean()) / pooled
+        r = np.corrcoef(pair(self.settings.score_networks), self.score)[0, 1]
+        return float(d), float(r)
 
     def label_table(self) -> LabelTable:
         """Canonical columns `group` (`control`/`patient`) and `score`, for the `synthetic_*` tasks."""
