@@ -6,8 +6,10 @@ trained with Trainer; the epoch is chosen on the validation subject (`load_best_
 `eval_r2`), never on the test subjects. Printed per seed, in one run: held-out reconstruction R² of
 the tokenizer; held-out R² of scikit-learn MiniBatchKMeans with the same number of codes fitted on
 the raw patches of the same training windows (each patch replaced by its centroid); the codebook's
-restart rate per step over the last epoch; encode throughput. Then mean ± std and one TARGET line
-per target; exits 0 either way.
+restart rate per step over the last epoch; encode throughput; and how much of a weak coupling
+effect the codes keep (`coupling_kept`: group d and score r of a fresh 1000-subject synthetic
+cohort in its windows and in their decoded codes). Then mean ± std, FIGURE lines for the coupling
+kept, and one TARGET line per target; exits 0 either way.
 
 The tokenizer: the paper's encoder output (Linear -> Tanh -> Linear before the quantiser) and 200
 steps of plain autoencoder training before the codebook's k-means initialisation, so that the
@@ -32,6 +34,7 @@ from sklearn.cluster import MiniBatchKMeans
 
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
+from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
 from modeling_fmrilm.training.common import WindowDataset, scan_subject_key, scan_text_key
 from modeling_fmrilm.training.stage1 import (
     Stage1Arguments,
@@ -63,6 +66,18 @@ def encode_throughput(model: torch.nn.Module, windows: torch.Tensor, batch_size:
                 model.encode(batch)
             best = min(best, time.perf_counter() - start)
     return len(windows) / best
+
+
+def coupling_kept(tokenizer: torch.nn.Module, feature_extractor, seed: int, n_subjects: int = 1000) -> dict[str, float]:
+    """The synthetic effects (`SyntheticCohort.effect_sizes`) in the first window of each scan of a
+    fresh synthetic cohort (seed `100 + seed`, drawn on the embedded data's FC structure, never
+    trained on) and in that window's codes decoded: how much of a weak coupling effect the codes keep."""
+    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=n_subjects, n_timepoints=feature_extractor.window_length, seed=100 + seed))
+    windows = torch.as_tensor(feature_extractor(cohort.scans, return_tensors="np")["fmri_values"])
+    with torch.no_grad():
+        decoded = torch.cat([tokenizer.decode(tokenizer.encode(chunk)) for chunk in windows.split(256)])
+    (d_raw, r_raw), (d_codes, r_codes) = (cohort.effect_sizes(list(view.double().numpy())) for view in (windows, decoded))
+    return {"group_d_window": d_raw, "group_d_codes": d_codes, "score_r_window": r_raw, "score_r_codes": r_codes}
 
 
 def seed_split(keys: list[str], seed: int, n_test: int = 2, n_validation: int = 1) -> SubjectSplit:
@@ -106,6 +121,7 @@ def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, flo
         "train_seconds": seconds,
         "throughput": encode_throughput(tokenizer, test),
         "codes": config.num_codes,
+        **coupling_kept(tokenizer, result.feature_extractor, seed),
     }
 
 
@@ -124,12 +140,16 @@ def main() -> None:
                 f"seed {seed}: test {row['test_subjects']}; validation {row['validation_subject']}; best epoch {row['best_epoch']:.0f}; "
                 f"held-out R2 tokenizer {row['tokenizer_r2']:.3f} vs k-means {row['kmeans_r2']:.3f}; training utilisation "
                 f"{row['utilisation']:.2f} of {row['codes']} codes; restarts/step {row['restart_rate']:.4f}; "
-                f"{row['train_seconds']:.0f} s training; encode {row['throughput']:.0f} windows/s",
+                f"{row['train_seconds']:.0f} s training; encode {row['throughput']:.0f} windows/s; fresh synthetic cohort: group d "
+                f"{row['group_d_window']:+.3f} in the window, {row['group_d_codes']:+.3f} decoded, score r {row['score_r_window']:+.3f}, {row['score_r_codes']:+.3f}",
                 flush=True,
             )
     tokenizer = np.array([row["tokenizer_r2"] for row in rows])
     kmeans = np.array([row["kmeans_r2"] for row in rows])
     print(f"held-out R2 over {len(rows)} seeds: tokenizer {tokenizer.mean():.3f} ± {tokenizer.std(ddof=1):.3f}, k-means {kmeans.mean():.3f} ± {kmeans.std(ddof=1):.3f}")
+    for effect in ("group_d", "score_r"):
+        kept = np.array([row[f"{effect}_codes"] / row[f"{effect}_window"] for row in rows])
+        print(f"FIGURE coupling_kept_{effect}: decoded / window {kept.mean():.2f} ± {kept.std(ddof=1):.2f} (fresh synthetic cohort, 1000 subjects, effects 0.2)")
     wins = int((tokenizer > kmeans).sum())
     margin = (tokenizer - kmeans).min()
     print(f"TARGET r2_vs_kmeans: tokenizer above k-means on {wins}/{len(rows)} seeds (worst margin {margin:+.3f}) {'PASS' if wins == len(rows) else 'FAIL'}")
