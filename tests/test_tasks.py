@@ -173,6 +173,71 @@ def test_single_and_multi_token_label_words_are_scored_as_whole_continuations(bu
     np.testing.assert_allclose(softmax(scores), np.exp(expected) / np.exp(expected).sum(1, keepdims=True), rtol=1e-4, atol=1e-9)
 
 
+def test_loglikelihoods_asked_again_come_from_the_kept_scores_in_the_order_asked(built, monkeypatch):
+    model, processor = built
+    scorer = LabelScorer(model, processor, batch_size=4)
+    contexts = [scorer.prompt_ids(f"<fmri>\n### Question: Q{i}?\n### Answer:", [scan]) for i, scan in enumerate(toy_scans(3))]
+    answers = answer_texts(get_task("sex"))
+    fresh = LabelScorer(model, processor, batch_size=4).loglikelihoods(contexts, answers)
+    scorer.loglikelihoods(contexts[:2], answers)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(k["input_ids"].shape[0]) or forward(*a, **k))
+    again = scorer.loglikelihoods([contexts[2], contexts[0], contexts[1]], answers)
+    np.testing.assert_allclose(again, fresh[[2, 0, 1]], rtol=1e-6)
+    assert sum(calls) == len(answers)  # only the new context ran, once per answer
+    other = scorer.loglikelihoods(contexts[:1], answers[::-1])  # other answers: another key
+    np.testing.assert_allclose(other, fresh[:1, ::-1], rtol=1e-5, atol=1e-6)
+
+
+class LeaningScorer:
+    """A stand-in scorer: log-likelihoods `[5 + s, 0]` where `s` is +1 on class-0 scans and -1 on
+    class-1 scans, so it ranks every scan right but always prefers the first answer."""
+
+    def __init__(self, signs: dict[int, float]) -> None:
+        self.signs = signs
+
+    def loglikelihoods(self, contexts, answers):
+        return np.array([[5.0 + self.signs[context[0]], 0.0] for context in contexts])
+
+
+def test_calibrated_scoring_removes_the_label_prior_that_makes_raw_loglik_a_constant_guess():
+    from modeling_fmrilm.tasks.evaluate import _probabilities
+
+    labels = np.array([0, 1] * 20)
+    scorer = LeaningScorer({i: 1.0 if label == 0 else -1.0 for i, label in enumerate(labels)})
+    contexts = [[i] for i in range(len(labels))]
+    test, reference = np.arange(20), np.arange(20, 40)
+    raw = _probabilities(scorer, [contexts[i] for i in test], [" Male", " Female"], "loglik")
+    assert (raw.argmax(1) == 0).all() and balanced_accuracy_score(labels[test], raw.argmax(1)) == 0.5
+    calibrated = _probabilities(scorer, [contexts[i] for i in np.concatenate([test, reference])], [" Male", " Female"], "calibrated", labels[reference])
+    assert calibrated.shape == (40, 2)
+    assert balanced_accuracy_score(labels[test], calibrated[:20].argmax(1)) == 1.0
+    # the offsets are class-balanced: four times as many class-0 reference items move nothing
+    lopsided = np.concatenate([test, reference[labels[reference] == 0].repeat(4), reference[labels[reference] == 1]])
+    again = _probabilities(scorer, [contexts[i] for i in lopsided], [" Male", " Female"], "calibrated", labels[lopsided[20:]])
+    np.testing.assert_allclose(again[:20], calibrated[:20], rtol=1e-12)
+
+
+def test_calibrated_scores_are_loglik_less_offsets_from_label_balanced_training_items(built):
+    from modeling_fmrilm.tasks.evaluate import calibration_items, label_offsets, model_predictions
+
+    model, processor = built
+    labels = np.array([0, 1, 1, 0] * 10)
+    data = toy_task("sex", labels)
+    train, test = stratified_split(labels, 0.25, 0, data.split_groups)
+    reference = calibration_items(data, labels, train, 3, 2, "single")
+    assert set(reference) <= set(train) and np.bincount(labels[reference]).tolist() == [15, 15]  # 30 training items: 15 per label
+    scorer = LabelScorer(model, processor)
+    raw = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "loglik")
+    calibrated = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "calibrated")
+    prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), 2, 3)
+    assert all(set(shots) <= set(train) and data.subject_keys[i] not in {data.subject_keys[j] for j in shots} for (_, shots), i in zip(prompts, np.concatenate([test, reference])))
+    hand = scorer.loglikelihoods([scorer.prompt_ids(p.text(processor), p.scans) for p, _ in prompts[len(test) :]], answer_texts(data.task))
+    offsets = label_offsets(hand - np.log(np.exp(hand).sum(1, keepdims=True)), labels[reference])
+    np.testing.assert_allclose(calibrated, softmax(np.log(raw) - offsets), rtol=1e-6, atol=1e-9)
+
+
 def test_constrained_generation_follows_the_label_prefix_tree(built):
     model, processor = built
     scorer = LabelScorer(model, processor)
@@ -318,13 +383,13 @@ def test_evaluate_reports_model_and_baselines_on_the_same_test_subjects(built, t
     scans = toy_scans(16)
     sex = toy_task("sex", rng.integers(0, 2, 16), scans)
     age = toy_task("age", rng.normal(30, 5, 16), scans)
-    settings = EvaluationSettings(seeds=(0, 1), shots=(0, 2, 40), paradigms=("single", "multi", "open"), scoring=("loglik", "constrained"), n_resplits=2)
+    settings = EvaluationSettings(seeds=(0, 1), shots=(0, 2, 40), paradigms=("single", "multi", "open"), scoring=("loglik", "calibrated", "constrained"), n_resplits=2)
     report = evaluate([sex, age], model, processor, settings, progress=False)
     methods = {(row.task, row.method, row.shots, row.paradigm) for row in report.rows}
     for task in ("sex", "age"):
         for baseline in ("majority", "brainmarks_fc", "tangent_fc"):
             assert (task, baseline, None, None) in methods and (task, f"{baseline} (2 re-splits)", None, None) in methods
-        for scoring in ("loglik", "constrained"):
+        for scoring in ("loglik", "calibrated", "constrained"):
             for paradigm in ("single", "multi", "open"):
                 row = report.row(task, f"fmrilm {scoring}", 2, paradigm)
                 assert len(row.runs) == 2 and not row.skipped

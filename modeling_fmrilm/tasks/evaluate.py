@@ -11,8 +11,11 @@ tangent space is fitted once per split. On that split:
 - **model rows** (when a model is given): zero-shot and k-shot prompts (k label-balanced
   in-context examples from the training subjects, never the evaluated subject or its family), in
   the paradigms asked for (`single`, `multi`, `open`), scored by comparing the candidate answers'
-  log-likelihoods (`loglik`, default; ROC AUC from their softmax) or by the paper's greedy
-  generation constrained to the label tokens (`constrained`); regressions read out through bins
+  log-likelihoods (`loglik`, default; ROC AUC from their softmax), by the same log-likelihoods less
+  the label prior the model carries into the prompts (`calibrated`: each label's mean
+  log-probability over label-balanced training items asked the same way, so a model that ranks
+  the scans but always leans to one answer is not read as a constant guess), or by the paper's
+  greedy generation constrained to the label tokens (`constrained`); regressions read out through bins
   (edges fitted on the training subjects) and through a ridge probe on the pooled hidden states;
 - **baseline rows** on the same split: majority/mean, the Brainmarks FC protocol and tangent-space
   FC (`baselines.py`), and the baselines again over `n_resplits` random stratified re-splits of
@@ -53,7 +56,9 @@ from .registry import ScoreBins
 from .scoring import LabelScorer, PromptTooLong, softmax
 from .splitting import TooFewExamples, fixed_split, select_shots, strata_of, stratified_split
 
-SCORING = ("loglik", "constrained")
+SCORING = ("loglik", "calibrated", "constrained")
+CALIBRATION_PER_LABEL = 16
+"""Training items per label (class or bin) asked each question to fit the `calibrated` scoring's label offsets."""
 PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
 TABLE_METRICS = REGRESSION_METRICS
@@ -264,10 +269,28 @@ def build_prompts(
     return prompts
 
 
-def _probabilities(scorer: LabelScorer, contexts: list[list[int]], answers: list[str], scoring: str) -> np.ndarray:
-    if scoring == "loglik":
-        return softmax(scorer.loglikelihoods(contexts, answers))
-    return np.eye(len(answers))[scorer.constrained_choices(contexts, answers)]
+def calibration_items(data: TaskData, labels: np.ndarray, train: np.ndarray, seed: int, k: int, paradigm: str) -> np.ndarray:
+    """The training items whose answers fit the `calibrated` offsets: up to `CALIBRATION_PER_LABEL` per label, seeded."""
+    per_label = CALIBRATION_PER_LABEL * len(np.unique(labels[train]))
+    return select_shots(train, labels, min(per_label, len(train)), _rng(seed, data.task.name, k, paradigm, "calibration"))
+
+
+def label_offsets(log_probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`(n_classes,)` label prior of the model: the mean log-probability of each answer, averaged
+    over the items of each label first, so a label with more items weighs no more."""
+    return np.mean([log_probabilities[labels == c].mean(axis=0) for c in np.unique(labels)], axis=0)
+
+
+def _probabilities(scorer: LabelScorer, contexts: list[list[int]], answers: list[str], scoring: str, calibration_labels: np.ndarray | None = None) -> np.ndarray:
+    """`(n_contexts, n_answers)` answer probabilities; with `calibrated`, the last
+    `len(calibration_labels)` contexts are training items whose `label_offsets` every row loses."""
+    if scoring == "constrained":
+        return np.eye(len(answers))[scorer.constrained_choices(contexts, answers)]
+    scores = scorer.loglikelihoods(contexts, answers)
+    if scoring == "calibrated":
+        reference = scores[len(scores) - len(calibration_labels) :]
+        scores = scores - label_offsets(reference - np.logaddexp.reduce(reference, axis=1, keepdims=True), calibration_labels)
+    return softmax(scores)
 
 
 def model_predictions(
@@ -282,10 +305,12 @@ def model_predictions(
     scoring: str,
     chat_template: bool = False,
 ) -> np.ndarray:
-    """`(n_test, n_classes)` answer probabilities of the single or open paradigm."""
-    prompts = build_prompts(data, labels, train, test, k, seed, paradigm)
+    """`(n_test, n_classes)` answer probabilities of the single or open paradigm (with `calibrated`,
+    the `calibration_items` are asked too, after the test items, whose prompts stay those of `loglik`)."""
+    reference = calibration_items(data, labels, train, seed, k, paradigm) if scoring == "calibrated" else np.empty(0, dtype=np.int64)
+    prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), k, seed, paradigm)
     contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
-    return _probabilities(scorer, contexts, answer_texts(data.task, paradigm), scoring)
+    return _probabilities(scorer, contexts, answer_texts(data.task, paradigm), scoring, labels[reference])[: len(test)]
 
 
 def multi_predictions(
@@ -303,11 +328,15 @@ def multi_predictions(
 
     Examples answer every question with their true labels; the query's earlier questions carry
     the model's own answers (never the truth), so each answer sees only the scan, the examples
-    and the model's previous answers. Returns one `(n_test, n_classes)` array per task.
+    and the model's previous answers. Returns one `(n_test, n_classes)` array per task. With
+    `calibrated`, the first task's `calibration_items` run the same chain after the test items, and
+    each question's offsets (hence the answers carried on) come from them.
     """
     first = group[0]
     rng = _rng(seed, "multi", *(d.task.name for d in group), k)
     groups = first.split_groups
+    reference = calibration_items(first, labels[0], train, seed, k, "multi") if scoring == "calibrated" else np.empty(0, dtype=np.int64)
+    n_test, test = len(test), np.concatenate([test, reference])
     shots_of, questions_of = [], []
     for i in test:
         shots = select_shots(train, labels[0], k, rng, exclude_groups=[groups[i]], groups=groups) if k else np.empty(0, dtype=np.int64)
@@ -325,10 +354,10 @@ def multi_predictions(
             turns = [(questions[-1][u], group[u].task.label_words[chosen[row][u]]) for u in range(t)] + [(questions[-1][t], None)]
             prompt = Prompt(blocks, ScanBlock(turns, first.cohort_line(i), first.description), [first.scans[j] for j in shots_of[row]] + [first.scans[i]])
             contexts.append(scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans))
-        probabilities = _probabilities(scorer, contexts, answer_texts(data.task), scoring)
+        probabilities = _probabilities(scorer, contexts, answer_texts(data.task), scoring, labels[t][reference])
         for row in range(len(test)):
             chosen[row].append(int(probabilities[row].argmax()))
-        results.append(probabilities)
+        results.append(probabilities[:n_test])
     return results
 
 
@@ -685,8 +714,10 @@ __all__ = [
     "EvaluationSettings",
     "Row",
     "build_prompts",
+    "calibration_items",
     "evaluate",
     "evaluate_main",
+    "label_offsets",
     "merge_reports",
     "model_predictions",
     "model_split",

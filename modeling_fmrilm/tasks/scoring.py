@@ -60,6 +60,7 @@ class LabelScorer:
         self.pad_token_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
         self._windows: dict[int, np.ndarray] = {}
+        self._loglikelihoods: dict[tuple, np.ndarray] = {}  # (context, answers) -> scores: scorings that ask the same prompts run them once
 
     @property
     def device(self) -> torch.device:
@@ -147,7 +148,8 @@ class LabelScorer:
 
     @torch.no_grad()
     def loglikelihoods(self, contexts: Sequence[Sequence[int]], answers: Sequence[str]) -> np.ndarray:
-        """`(n_contexts, n_answers)` summed log-probabilities of each answer after each context.
+        """`(n_contexts, n_answers)` summed log-probabilities of each answer after each context
+        (each context's scores kept, so a prompt asked again, by another scoring, is not run again).
 
         Raises:
             PromptTooLong: a context with its longest answer exceeds the model's positions.
@@ -156,7 +158,9 @@ class LabelScorer:
         longest = max(len(a) for a in answer_ids)
         for i, context in enumerate(contexts):
             self.check_length(context, longest, f"prompt {i}")
-        pairs = [(i, j) for i in range(len(contexts)) for j in range(len(answer_ids))]
+        keys = [(tuple(context), tuple(answers)) for context in contexts]
+        todo = [i for i, key in enumerate(keys) if key not in self._loglikelihoods]
+        pairs = [(i, j) for i in todo for j in range(len(answer_ids))]
         scores = np.zeros((len(contexts), len(answer_ids)))
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
@@ -168,7 +172,9 @@ class LabelScorer:
                 tokens = torch.as_tensor(answer_ids[j], device=log_probs.device)
                 predicted = log_probs[row, keep - 1 - len(tokens) :]
                 scores[i, j] = float(predicted.gather(1, tokens[:, None]).sum())
-        return scores
+        for i in todo:
+            self._loglikelihoods[keys[i]] = scores[i].copy()
+        return np.stack([self._loglikelihoods[key] for key in keys])
 
     @torch.no_grad()
     def constrained_choices(self, contexts: Sequence[Sequence[int]], answers: Sequence[str]) -> np.ndarray:
