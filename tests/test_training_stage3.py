@@ -97,6 +97,8 @@ def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tm
     assert args.descriptor_scans == "all"
     with pytest.raises(FmriInputError, match="--descriptor_scans all: expected --corpus"):  # the harness's check: the option reached it
         task_sources(args, str(tmp_path))
+    with pytest.raises(FmriInputError, match=r"eval_scoring: expected one or more of \('loglik', 'calibrated', 'constrained'\), found \['logprob'\]"):
+        parse_arguments((Stage3Arguments, Stage3TrainingArguments), ["--eval_scoring", "logprob", "--output_dir", str(tmp_path)])
 
 
 def stage3_argv(folder: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -128,7 +130,7 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
         assert not torch.allclose(final(**batch).logits, untuned(**batch).logits)
 
     methods = {row.method for row in result.report.rows if row.task == "cohort"}
-    assert any(method.startswith("fmrilm") for method in methods) and {"majority", "brainmarks_fc", "tangent_fc"} <= {m.split(" (")[0] for m in methods}
+    assert {"fmrilm loglik", "fmrilm calibrated"} <= methods and {"majority", "brainmarks_fc", "tangent_fc"} <= {m.split(" (")[0] for m in methods}
     assert (tmp_path / "evaluation" / "evaluation.json").is_file()
 
 

@@ -11,11 +11,12 @@ tangent space is fitted once per split. On that split:
 - **model rows** (when a model is given): zero-shot and k-shot prompts (k label-balanced
   in-context examples from the training subjects, never the evaluated subject or its family), in
   the paradigms asked for (`single`, `multi`, `open`), scored by comparing the candidate answers'
-  log-likelihoods (`loglik`, default; ROC AUC from their softmax), by the same log-likelihoods less
+  log-likelihoods (`loglik`; ROC AUC from their softmax), by the same log-likelihoods less
   the label prior the model carries into the prompts (`calibrated`: each label's mean
   log-probability over label-balanced training items asked the same way, so a model that ranks
   the scans but always leans to one answer is not read as a constant guess), or by the paper's
-  greedy generation constrained to the label tokens (`constrained`); regressions read out through bins
+  greedy generation constrained to the label tokens (`constrained`); `loglik` and `calibrated` by
+  default (`fmrilm evaluate --scoring`, Stage 3's `--eval_scoring`); regressions read out through bins
   (edges fitted on the training subjects) and through a ridge probe on the pooled hidden states;
 - **baseline rows** on the same split: majority/mean, the Brainmarks FC protocol and tangent-space
   FC (`baselines.py`), and the baselines again over `n_resplits` random stratified re-splits of
@@ -97,7 +98,7 @@ class EvaluationSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     shots: tuple[int, ...] = (0, 2, 4, 10)
     paradigms: tuple[str, ...] = ("single",)
-    scoring: tuple[str, ...] = ("loglik",)
+    scoring: tuple[str, ...] = ("loglik", "calibrated")
     chat_template: bool = False
     test_fraction: float = 0.25
     n_resplits: int = 100
@@ -619,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 2, 4, 10])
     parser.add_argument("--paradigms", nargs="+", default=["single"], choices=list(PARADIGMS))
-    parser.add_argument("--scoring", nargs="+", default=["loglik"], choices=list(SCORING))
+    parser.add_argument("--scoring", nargs="+", default=["loglik", "calibrated"], choices=list(SCORING), help="answer scorings (rows): loglik, calibrated (label prior from training subjects taken out), constrained (the paper's)")
     parser.add_argument("--chat_template", action="store_true", help="render prompts with the processor's chat template")
     parser.add_argument("--test_fraction", type=float, default=0.25)
     parser.add_argument("--n_resplits", type=int, default=100)

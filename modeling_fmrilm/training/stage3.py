@@ -63,7 +63,15 @@ class Stage3Arguments:
     evaluate: bool = field(default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"})
     eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_shots: list[int] = field(default_factory=lambda: [0, 2])
+    eval_scoring: list[str] = field(default_factory=lambda: ["loglik", "calibrated"], metadata={"help": "answer scorings: loglik, calibrated, constrained"})
     eval_resplits: int = 100
+
+    def __post_init__(self) -> None:
+        from ..tasks.evaluate import SCORING
+
+        unknown = sorted(set(self.eval_scoring) - set(SCORING))
+        if unknown or not self.eval_scoring:
+            raise FmriInputError(f"eval_scoring: expected one or more of {SCORING}, found {self.eval_scoring}")
 
 
 @dataclass
@@ -269,7 +277,7 @@ def train_stage3(
     if args.evaluate and trainer.is_world_process_zero():
         from ..tasks.evaluate import EvaluationSettings, evaluate
 
-        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), n_resplits=args.eval_resplits)
+        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), scoring=tuple(args.eval_scoring), n_resplits=args.eval_resplits)
         result.report = evaluate(tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm)
         result.report.save(output_dir / "evaluation")
     return result
