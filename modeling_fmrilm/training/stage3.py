@@ -67,11 +67,10 @@ class Stage3Arguments:
     eval_resplits: int = 100
 
     def __post_init__(self) -> None:
-        from ..tasks.evaluate import SCORING
+        """Check the evaluation flags when parsed (the harness's own validation), not after training."""
+        from ..tasks.evaluate import EvaluationSettings
 
-        unknown = sorted(set(self.eval_scoring) - set(SCORING))
-        if unknown or not self.eval_scoring:
-            raise FmriInputError(f"eval_scoring: expected one or more of {SCORING}, found {self.eval_scoring}")
+        EvaluationSettings(seeds=tuple(self.eval_seeds), shots=tuple(self.eval_shots), scoring=tuple(self.eval_scoring))
 
 
 @dataclass
