@@ -32,6 +32,13 @@ noisy the way the ~48-subject rows are). Ends with one TARGET line per target an
 Six seeds by default: at ~40 test subjects per seed, a 3-seed verdict flipped between seeds 0-2 and
 3-5 for both targets (each passed on one set and failed on the other).
 
+The group effect (`PipelineSettings.group_effect` = 0.3) was set on the baselines alone, before any
+model was trained with it: of 0.2, 0.3, 0.4 and 0.5, the smallest at which the Brainmarks protocol
+on the FC of the window the model reads meets the target's criterion over seeds 0-5 (stratified
+splits, 40 test subjects: 0.533 ± 0.058 at 0.2, not met; 0.737 ± 0.093 at 0.3, met). At 0.2 no
+method reading that window met it (the NOTE line on that row said so), so the target could not
+tell a model that reads the group from one that does not.
+
 Run: `.venv/bin/python bench/instruct.py [--seeds 0 1 2 3 4 5] [--shots 0 2] [--n_resplits 100]`; with
 `--model DIR` it scores that trained model (every flag of `fmrilm evaluate`) instead of training.
 """
