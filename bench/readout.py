@@ -41,7 +41,7 @@ from transformers import AutoFeatureExtractor, Qwen3Config, Qwen3ForSequenceClas
 from modeling_fmrilm.descriptors.connectivity import correlation, network_pair_fc
 from modeling_fmrilm.io import FmriScan, aal2_table
 from modeling_fmrilm.modeling_fmri_tokenizer import FmriTokenizerModel
-from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict
+from modeling_fmrilm.tasks.baselines import fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
 
 SETTINGS = ((0.3, 160), (0.3, 2000), (1.0, 2000))  # (group effect, training subjects)
@@ -72,7 +72,6 @@ def draw(n_subjects: int, effect: float, seed: int, tokenizer: FmriTokenizerMode
 def brainmarks(train_features: np.ndarray, test_features: np.ndarray, y_train: np.ndarray, seed: int) -> np.ndarray:
     """P(patient) of the Brainmarks protocol fitted on `train_features`."""
 
-
     class Features:  # the protocol's `SplitFeatures`, over given arrays
         test = test_features
 
@@ -83,8 +82,8 @@ def brainmarks(train_features: np.ndarray, test_features: np.ndarray, y_train: n
 
 
 def fc_features(windows: np.ndarray) -> np.ndarray:
-    scans = [FmriScan(data=w, tr=2.0, subject=str(i)) for i, w in enumerate(windows)]
-    return BaselineInputs(scans).fc
+    """The Brainmarks protocol's FC features (`pearson_fc_features`) of `(n, n_rois, window_length)` windows."""
+    return pearson_fc_features([FmriScan(data=w, tr=2.0, subject=str(i)) for i, w in enumerate(windows)])
 
 
 def pair_couplings(windows: np.ndarray) -> np.ndarray:
