@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModel
 
+from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError, FmriTokenizerModel
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
@@ -198,21 +199,20 @@ def run_recipe(launcher: list[str], output_dir: Path, *extra: str) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
-    """torchrun with 2 gloo processes, 2 windows each, gives the first step of 1 process on 4 windows."""
+    """torchrun with 2 gloo processes, 2 windows each, takes the SGD step of 1 process on 4 windows (tests/equivalence.py)."""
     data = write_scans(tmp_path / "data")
     split = manifest(tmp_path / "split", {f"unknown/s{i}": "train" if i < 3 else "validation" for i in range(4)})
     common = ["--data_dir", str(data), "--tr", "2.0", "--split_manifest", str(split), "--config_overrides", EXACT,
-              "--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]  # fmt: skip
+              "--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", *SGD_STEP]  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
     two = run_recipe(torchrun, tmp_path / "two", *common, "--per_device_train_batch_size", "2")
     one = run_recipe([sys.executable], tmp_path / "one", *common, "--per_device_train_batch_size", "4")
+    run_recipe([sys.executable], tmp_path / "initial", *common, "--per_device_train_batch_size", "4", "--learning_rate", "0")
     assert two["num_processes"] == 2 and one["num_processes"] == 1
     assert len(set(two["codebook_sha256_per_process"])) == 1 and len(two["codebook_sha256_per_process"]) == 2
     first_loss = [next(e["loss"] for e in record["log_history"] if "loss" in e) for record in (two, one)]
     assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
-    expected, found = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(tmp_path / "two" / "final" / "model.safetensors")
-    for name in expected:
-        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_step(*(tmp_path / name / "final" / "model.safetensors" for name in ("two", "one", "initial")))
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import tiny_lm
+from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
@@ -181,17 +181,16 @@ def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
+    """torchrun with 2 gloo processes, 2 sequences each, takes the SGD step of 1 process on 4 (tests/equivalence.py)."""
     inputs = write_inputs(tmp_path)
-    common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]
+    common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", *SGD_STEP]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
     two = run_recipe(torchrun, tmp_path / "two", stage2_argv(inputs, tmp_path / "two", *common, "--per_device_train_batch_size", "2"))
     one = run_recipe([sys.executable], tmp_path / "one", stage2_argv(inputs, tmp_path / "one", *common, "--per_device_train_batch_size", "4"))
+    run_recipe([sys.executable], tmp_path / "initial", stage2_argv(inputs, tmp_path / "initial", *common, "--learning_rate", "0"))
     assert two["num_processes"] == 2 and one["num_processes"] == 1
     first_loss = [next(e["loss"] for e in record["log_history"] if "loss" in e) for record in (two, one)]
     assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
-    expected, found = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(tmp_path / "two" / "final" / "model.safetensors")
-    assert expected.keys() == found.keys()
-    for name in expected:
-        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_step(*(tmp_path / name / "final" / "model.safetensors" for name in ("two", "one", "initial")))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "final")
     assert model.config.model_type == "fmrilm"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import tiny_lm
+from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriFeatureExtractor, FmriInputError, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import split_subjects
@@ -137,22 +137,21 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(stage2_folder, tmp_path):
     common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--evaluate", "false",
-              "--lora_dropout", "0"]  # fmt: skip
+              "--lora_dropout", "0", *SGD_STEP]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     recipe = str(ROOT / "recipes" / "stage3_instruct.py")
     runs = {
         "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551", recipe, "--per_device_train_batch_size", "2"],
         "one": [sys.executable, recipe, "--per_device_train_batch_size", "4"],
+        "initial": [sys.executable, recipe, "--per_device_train_batch_size", "4"],
     }
     records = {}
     for name, command in runs.items():
-        done = subprocess.run([*command, *stage3_argv(stage2_folder, tmp_path / name, *common)], capture_output=True, text=True, env=env, timeout=300)
+        step = ["--learning_rate", "0"] if name == "initial" else []
+        done = subprocess.run([*command, *stage3_argv(stage2_folder, tmp_path / name, *common, *step)], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-4000:]
         records[name] = json.loads((tmp_path / name / "final" / "training_record.json").read_text())
     assert records["two"]["num_processes"] == 2 and records["one"]["num_processes"] == 1
     first_loss = [next(e["loss"] for e in records[name]["log_history"] if "loss" in e) for name in ("two", "one")]
     assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
-    expected, found = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors"), load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
-    assert expected.keys() == found.keys()
-    for name in expected:
-        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_step(*(tmp_path / name / "adapter" / "adapter_model.safetensors" for name in ("two", "one", "initial")))
