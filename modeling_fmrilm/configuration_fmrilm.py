@@ -265,6 +265,10 @@ from transformers.configuration_utils import SubConfigSpec  # noqa: E402
 FMRI_START_TOKEN = "<fmri>"
 FMRI_END_TOKEN = "</fmri>"
 FMRI_PAD_TOKEN = "<fmri_pad>"
+FMRI_FC_TOKEN = "<fmri_fc>"
+FMRI_STREAMS = ("codes", "connectivity")
+"""The fMRI streams a model can read: `codes` (the Stage 1 code tokens, discrete, the F2F targets) and
+`connectivity` (one continuous token per ROI: its row of the window's functional connectivity)."""
 FMRI_CODE_TOKEN_FORMAT = "<fmri_{:05d}>"
 MAX_FMRI_CODES = 100_000  # five digits in the code token strings
 
@@ -281,8 +285,10 @@ class FmriLMConfig(PreTrainedConfig):
     [`FmriTokenizerConfig`] and the text model's configuration (any causal LM: GPT-2, Qwen3,
     Llama, …), plus where the fMRI tokens sit in the unified vocabulary. The vocabulary holds the
     text tokens, one token per code (`<fmri_00000>` … with ids `first_code_token_id` …
-    `first_code_token_id + num_codes - 1`) and the three specials `<fmri>`, `</fmri>` and
-    `<fmri_pad>` (the placeholder that the model overwrites with the code tokens of a scan).
+    `first_code_token_id + num_codes - 1`) and the specials `<fmri>`, `</fmri>`, `<fmri_pad>` (the
+    placeholder that the model overwrites with the code tokens of a scan) and, for a model that reads
+    the connectivity stream, `<fmri_fc>` (the placeholder whose input embedding the model replaces
+    with a projected row of the window's functional connectivity, one per ROI).
 
     Args:
         fmri_tokenizer_config (`FmriTokenizerConfig` or `dict`, *optional*): the Stage 1 tokenizer;
@@ -295,8 +301,21 @@ class FmriLMConfig(PreTrainedConfig):
         fmri_end_token_id (`int`, *optional*): id of `</fmri>`.
         fmri_pad_token_id (`int`, *optional*): id of `<fmri_pad>`.
             The four ids are given together or not at all; when none is given, the fMRI tokens are
-            placed after the text vocabulary (codes first, then `<fmri>`, `</fmri>`, `<fmri_pad>`)
-            and `text_config.vocab_size` grows by `num_codes + 3`.
+            placed after the text vocabulary (codes first, then `<fmri>`, `</fmri>`, `<fmri_pad>`,
+            then `<fmri_fc>` when the connectivity stream is on) and `text_config.vocab_size` grows
+            by `num_codes + 3` (+ 1).
+        fmri_fc_token_id (`int`, *optional*): id of `<fmri_fc>`; required with the connectivity
+            stream when the other ids are given.
+        fmri_streams (`tuple[str, ...]`, defaults to `("codes",)`): what the model reads of each
+            window, from `FMRI_STREAMS`: `"codes"` (always; the temporal code tokens) and optionally
+            `"connectivity"` (one token per ROI carrying its FC row, through
+            `connectivity_projector`). A config saved without this key (before the connectivity
+            stream existed) loads as codes only.
+        connectivity_fisher_z (`bool`, defaults to `False`): connectivity rows hold Fisher's z
+            (`arctanh r`, clipped at |r| = 1 - 1e-4) instead of Pearson's r. The diagonal is 0 either way.
+        projector_hidden_size (`int`, *optional*): width of the connectivity projector's hidden
+            layer (`Linear(num_rois, h) -> GELU -> Linear(h, hidden_size)`); defaults to the LM's
+            hidden size.
         windows_per_scan (`int`, defaults to 1): windows of each scan the model reads (the
             paper reads the first one); a scan takes `windows_per_scan * fmri_tokenizer_config.num_tokens`
             placeholders.
@@ -309,7 +328,8 @@ class FmriLMConfig(PreTrainedConfig):
 
     Raises:
         FmriInputError: an id outside the text vocabulary, ids that overlap or are only partly
-            given, a code range that does not fit, `windows_per_scan` < 1, a negative loss weight.
+            given, a code range that does not fit, `windows_per_scan` < 1, a negative loss weight,
+            unknown streams or streams without `"codes"`.
     """
 
     model_type = "fmrilm"
@@ -324,6 +344,10 @@ class FmriLMConfig(PreTrainedConfig):
     fmri_start_token_id: int | None = None
     fmri_end_token_id: int | None = None
     fmri_pad_token_id: int | None = None
+    fmri_fc_token_id: int | None = None
+    fmri_streams: tuple[str, ...] | list[str] = ("codes",)
+    connectivity_fisher_z: bool = False
+    projector_hidden_size: int | None = None
     windows_per_scan: int = 1
     f2t_loss_weight: float = 1.0
     f2f_loss_weight: float = 0.1
@@ -342,6 +366,14 @@ class FmriLMConfig(PreTrainedConfig):
             vocab_size,
         )
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        streams = self.fmri_streams
+        self._require(
+            isinstance(streams, (list, tuple)) and "codes" in streams and set(streams) <= set(FMRI_STREAMS) and len(set(streams)) == len(streams),
+            "fmri_streams",
+            f"distinct names from {FMRI_STREAMS}, with 'codes'",
+            streams,
+        )
+        self.fmri_streams = tuple(name for name in FMRI_STREAMS if name in streams)
         ids = self.special_token_ids
         if all(value is None for value in ids.values()) and self.first_code_token_id is None:
             num_codes = self.fmri_tokenizer_config.num_codes
@@ -350,7 +382,17 @@ class FmriLMConfig(PreTrainedConfig):
                 vocab_size + num_codes + i for i in range(3)
             )
             self.text_config.vocab_size = vocab_size + num_codes + 3
+            if self.reads_connectivity and self.fmri_fc_token_id is None:
+                self.fmri_fc_token_id = self.text_config.vocab_size
+                self.text_config.vocab_size += 1
         self.check_token_layout()
+        self._require(
+            self.projector_hidden_size is None or (isinstance(self.projector_hidden_size, int) and self.projector_hidden_size > 0),
+            "projector_hidden_size",
+            "a positive integer or None (the LM's hidden size)",
+            self.projector_hidden_size,
+        )
+        self.connectivity_fisher_z = bool(self.connectivity_fisher_z)
         self._require(
             isinstance(self.windows_per_scan, int) and not isinstance(self.windows_per_scan, bool) and self.windows_per_scan > 0,
             "windows_per_scan",
@@ -369,12 +411,26 @@ class FmriLMConfig(PreTrainedConfig):
 
     @property
     def special_token_ids(self) -> dict[str, int | None]:
-        """`{"fmri_start_token_id": …, "fmri_end_token_id": …, "fmri_pad_token_id": …}`."""
-        return {
+        """`{"fmri_start_token_id": …, "fmri_end_token_id": …, "fmri_pad_token_id": …}`, and
+        `"fmri_fc_token_id"` when the connectivity stream is on."""
+        ids = {
             "fmri_start_token_id": self.fmri_start_token_id,
             "fmri_end_token_id": self.fmri_end_token_id,
             "fmri_pad_token_id": self.fmri_pad_token_id,
         }
+        if self.reads_connectivity:
+            ids["fmri_fc_token_id"] = self.fmri_fc_token_id
+        return ids
+
+    @property
+    def reads_connectivity(self) -> bool:
+        """Whether the model reads the connectivity stream (one `<fmri_fc>` token per ROI and window)."""
+        return "connectivity" in self.fmri_streams
+
+    @property
+    def connectivity_tokens_per_window(self) -> int:
+        """`<fmri_fc>` placeholders per window: `num_rois` with the connectivity stream, else 0."""
+        return self.fmri_tokenizer_config.num_rois if self.reads_connectivity else 0
 
     @property
     def num_codes(self) -> int:
@@ -398,7 +454,7 @@ class FmriLMConfig(PreTrainedConfig):
             self._require(
                 isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size,
                 field,
-                f"an integer token id in [0, text_config.vocab_size={vocab_size}) (give all four fMRI ids or none)",
+                f"an integer token id in [0, text_config.vocab_size={vocab_size}) (give all the fMRI ids or none)",
                 value,
             )
         self._require(
@@ -416,7 +472,7 @@ class FmriLMConfig(PreTrainedConfig):
             self.first_code_token_id,
         )
         specials = self.special_token_ids
-        self._require(len(set(specials.values())) == 3, "fmri_start_token_id", "three distinct special ids", specials)
+        self._require(len(set(specials.values())) == len(specials), "fmri_start_token_id", f"{len(specials)} distinct special ids", specials)
         for field, value in specials.items():
             self._require(value not in codes, field, f"an id outside the code range [{codes.start}, {codes.stop})", value)
 
@@ -429,4 +485,4 @@ class FmriLMConfig(PreTrainedConfig):
         return output
 
 
-__all__ += ["FmriLMConfig", "fmri_code_tokens"]
+__all__ += ["FMRI_FC_TOKEN", "FMRI_STREAMS", "FmriLMConfig", "fmri_code_tokens"]

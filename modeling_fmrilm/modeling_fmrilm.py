@@ -11,6 +11,17 @@ where `modeling_fmrilm` is not installed.
 positions. After that the input is ordinary token ids, so the language model, its KV cache,
 `generate`, peft and `Trainer` run unchanged, and training can skip the encoder entirely by
 writing pre-computed code tokens into `input_ids` (same logits).
+
+A model whose config reads the `connectivity` stream also gets, per window, one `<fmri_fc>`
+placeholder per ROI after the code placeholders. `forward` computes each window's functional
+connectivity from `fmri_values` ([`connectivity_rows`]) or takes it pre-computed
+(`fmri_connectivity`), maps every ROI's row through `connectivity_projector` (LLaVA's
+`multi_modal_projector` pattern: Linear -> GELU -> Linear) into the LM's embedding space, and writes
+the projected rows into the input embeddings at the `<fmri_fc>` positions. Why a second stream: a
+code token holds one ROI's time course, so the coupling between two ROIs is a second-order function
+of two tokens, which the transformers we can train do not learn to compute; a token holding the
+ROI's row of the FC matrix makes coupling first order, and a small reader then matches a logistic
+model on the FC (`bench/readout.py`, README).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from transformers.utils import torch_compilable_check
 
 from .configuration_fmrilm import (
     FMRI_END_TOKEN,
+    FMRI_FC_TOKEN,
     FMRI_PAD_TOKEN,
     FMRI_START_TOKEN,
     FmriLMConfig,
@@ -61,6 +73,56 @@ def code_embeddings(codebook: torch.Tensor, hidden_size: int, seed: int = CODE_P
         projection = orthonormal_columns.T if code_dim < hidden_size else orthonormal_columns
         codebook = codebook @ projection.to(codebook.device)
     return F.normalize(codebook, dim=-1)
+
+
+FISHER_Z_CLIP = 1.0 - 1e-4
+"""|r| is clipped here before `arctanh`, so Fisher's z stays finite (|z| <= 4.95)."""
+
+IGNORE_INDEX = -100
+
+
+def connectivity_rows(fmri_values: torch.Tensor, fisher_z: bool = False) -> torch.Tensor:
+    """Each window's functional connectivity, the rows of the connectivity stream.
+
+    Args:
+        fmri_values (`torch.Tensor` of shape `(..., num_rois, n_frames)`): windows (any leading dims).
+        fisher_z: Fisher's z (`arctanh r`, |r| clipped at `FISHER_Z_CLIP`) instead of Pearson's r.
+
+    Returns:
+        `torch.FloatTensor` of shape `(..., num_rois, num_rois)`: Pearson's r between every pair of
+        ROIs over the window's frames (`numpy.corrcoef` of each window), symmetric. The diagonal is
+        set to 0: a ROI's correlation with itself is 1 for every scan and carries nothing (and its z
+        would be infinite). A ROI constant over the window has no defined correlation; its row and
+        column are 0 (no coupling) rather than NaN. The values are rounded to float16 precision
+        (returned as float32): the connectivity stream is defined at that precision, which is what
+        the pre-computed training column stores (error <= 4.9e-4 in r, far below the sampling error
+        of a correlation over a window, about 1/sqrt(n_frames)), so the online and the pre-computed
+        paths give the model identical inputs.
+    """
+    values = fmri_values.float()
+    centred = values - values.mean(dim=-1, keepdim=True)
+    norms = torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
+    unit = torch.where(norms > 0, centred / norms.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(centred))
+    correlation = (unit @ unit.transpose(-1, -2)).clamp(-1.0, 1.0)
+    if fisher_z:
+        correlation = torch.atanh(correlation.clamp(-FISHER_Z_CLIP, FISHER_Z_CLIP))
+    off_diagonal = 1.0 - torch.eye(correlation.shape[-1], dtype=correlation.dtype, device=correlation.device)
+    return (correlation * off_diagonal).to(torch.float16).to(torch.float32)
+
+
+class FmriConnectivityProjector(nn.Module):
+    """Maps a ROI's connectivity row `(num_rois,)` to one input embedding `(hidden_size,)`:
+    `Linear(num_rois, projector_hidden_size) -> GELU -> Linear(projector_hidden_size, hidden_size)`."""
+
+    def __init__(self, num_rois: int, hidden_size: int, projector_hidden_size: int | None = None) -> None:
+        super().__init__()
+        width = projector_hidden_size or hidden_size
+        self.linear_1 = nn.Linear(num_rois, width)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(width, hidden_size)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(rows)))
 
 
 class FmriLMPreTrainedModel(PreTrainedModel):
@@ -124,6 +186,10 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         config.fmri_tokenizer_config = fmri_tokenizer.config
         self.language_model = language_model
         self.fmri_tokenizer = fmri_tokenizer
+        if config.reads_connectivity:
+            self.connectivity_projector = FmriConnectivityProjector(
+                fmri_tokenizer.config.num_rois, language_model.get_input_embeddings().weight.shape[1], config.projector_hidden_size
+            )
         self.post_init()
         self.freeze_fmri_tokenizer()
 
@@ -207,6 +273,50 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             codes = tokenizer.encode(fmri_values.to(device=tokenizer.device, dtype=tokenizer.dtype))
         return codes + self.config.first_code_token_id
 
+    def fmri_connectivity(self, fmri_values: torch.Tensor) -> torch.FloatTensor:
+        """The connectivity rows of windows `fmri_values` `(..., num_rois, n_frames)`:
+        `(..., num_rois, num_rois)` ([`connectivity_rows`] with the config's Fisher z choice). This is
+        the pass training runs once over a dataset, beside the codes."""
+        return connectivity_rows(fmri_values, self.config.connectivity_fisher_z)
+
+    def embed_with_connectivity(self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor) -> torch.FloatTensor:
+        """The LM's input embeddings of `input_ids`, with the `<fmri_fc>` positions replaced by the
+        projected connectivity rows.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): with the code tokens written.
+            fmri_connectivity (`torch.Tensor` of shape `(n_windows, num_rois, num_rois)` or
+                `(batch, n_windows, num_rois, num_rois)`): the rows of every window in the batch, in
+                the order of the `<fmri_fc>` placeholders (row-major: batch, then position); each
+                window fills `num_rois` placeholders, its rows in ROI order.
+
+        Raises:
+            FmriInputError: the number of `<fmri_fc>` placeholders differs from the number of rows.
+        """
+        embedding = self.get_input_embeddings()
+        inputs_embeds = embedding(input_ids)
+        rows = fmri_connectivity.reshape(-1, fmri_connectivity.shape[-1])
+        placeholders = input_ids == self.config.fmri_fc_token_id
+        n_placeholders = placeholders.sum()
+        num_rois = self.config.fmri_tokenizer_config.num_rois
+        if fmri_connectivity.shape[-2:] != (num_rois, num_rois):
+            raise FmriInputError(
+                f"fmri_connectivity: expected windows of shape (..., {num_rois}, {num_rois}) (num_rois x num_rois), "
+                f"found {tuple(fmri_connectivity.shape)}"
+            )
+        torch_compilable_check(
+            n_placeholders == rows.shape[0],
+            lambda: (
+                f"fmri_connectivity: the {FMRI_FC_TOKEN} placeholders in input_ids and the connectivity rows do not match: "
+                f"placeholders {int(n_placeholders)}, rows {rows.shape[0]} ({rows.shape[0] // num_rois} windows x "
+                f"{num_rois} ROIs); run the text through FmriProcessor with one scan per {FMRI_START_TOKEN}"
+            ),
+            error_type=FmriInputError,
+        )
+        projector = self.connectivity_projector
+        projected = projector(rows.to(device=inputs_embeds.device, dtype=projector.linear_1.weight.dtype))
+        return inputs_embeds.masked_scatter(placeholders[..., None], projected.to(inputs_embeds.dtype))
+
     def insert_fmri_tokens(self, input_ids: torch.LongTensor, fmri_values: torch.Tensor) -> torch.LongTensor:
         """`input_ids` with the code tokens of `fmri_values` written into the `<fmri_pad>` positions.
 
@@ -235,13 +345,14 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         fmri_values: torch.FloatTensor | None = None,
+        fmri_connectivity: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         cache: Any | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        r"""Write the fMRI code tokens into the placeholders, then run the language model.
+        r"""Write the fMRI code tokens (and the projected connectivity rows) into the placeholders, then run the language model.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): token ids from
@@ -251,9 +362,15 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             fmri_values (`torch.FloatTensor` of shape `(n_scans * windows_per_scan, num_rois, n_frames)`, *optional*):
                 the processor's windows, in the order of the `<fmri>` markers; also accepted as
                 `(batch, n_windows, num_rois, n_frames)` (what a collator stacking examples gives).
+            fmri_connectivity (`torch.FloatTensor` of shape `(n_windows, num_rois, num_rois)`, *optional*):
+                pre-computed connectivity rows ([`fmri_connectivity`]) of the windows whose
+                `<fmri_fc>` placeholders `input_ids` holds, in placeholder order (row-major: batch,
+                then position); default, when `fmri_values` is given: computed from it. Only for a
+                model that reads the connectivity stream.
             labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): unshifted labels as
                 for any causal LM; positions holding `<fmri_pad>` get the same code tokens as
-                `input_ids`, so `labels=input_ids` means the same with and without pre-computed codes.
+                `input_ids`, so `labels=input_ids` means the same with and without pre-computed codes;
+                positions holding `<fmri_fc>` are ignored (a continuous token is never a target).
             cache (`Cache`, *optional*): the KV cache, passed to the language model and returned by it.
             inputs_embeds (`torch.FloatTensor` of shape `(batch, seq_len, hidden_size)`, *optional*):
                 instead of `input_ids` (then `fmri_values` must be `None`: the codes must already be
@@ -265,14 +382,35 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             The language model's output (`CausalLMOutputWithPast` or the LM's own subclass):
             `loss`, `logits` `(batch, seq_len, vocab_size)`, `cache`, ...
         """
+        config = self.config
+        if (fmri_values is not None or fmri_connectivity is not None) and input_ids is None:
+            raise FmriInputError(
+                "fmri_values/fmri_connectivity: given with inputs_embeds; pass input_ids with the fMRI placeholders instead"
+            )
+        if fmri_connectivity is not None and not config.reads_connectivity:
+            raise FmriInputError(
+                f"fmri_connectivity: given, but this model reads the streams {config.fmri_streams} (no connectivity tokens)"
+            )
         if fmri_values is not None:
-            if input_ids is None:
-                raise FmriInputError(
-                    "fmri_values: given with inputs_embeds; pass input_ids with the <fmri_pad> placeholders instead"
-                )
             input_ids = self.insert_fmri_tokens(input_ids, fmri_values)
             if labels is not None:
-                labels = torch.where(labels == self.config.fmri_pad_token_id, input_ids, labels)
+                labels = torch.where(labels == config.fmri_pad_token_id, input_ids, labels)
+            if config.reads_connectivity and fmri_connectivity is None:
+                fmri_connectivity = self.fmri_connectivity(fmri_values)
+        if config.reads_connectivity and input_ids is not None:
+            if labels is not None:
+                labels = labels.masked_fill(labels == config.fmri_fc_token_id, IGNORE_INDEX)
+            if fmri_connectivity is not None:
+                inputs_embeds, input_ids = self.embed_with_connectivity(input_ids, fmri_connectivity), None
+            else:
+                torch_compilable_check(
+                    ~(input_ids == config.fmri_fc_token_id).any(),
+                    lambda: (
+                        f"input_ids: {FMRI_FC_TOKEN} placeholders without fmri_values or fmri_connectivity to fill them; "
+                        "pass the processor's fmri_values (or pre-computed fmri_connectivity)"
+                    ),
+                    error_type=FmriInputError,
+                )
         return self.language_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -287,10 +425,11 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         fmri_values: torch.FloatTensor | None = None,
+        fmri_connectivity: torch.FloatTensor | None = None,
         is_first_iteration: bool | None = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """As for any causal LM; `fmri_values` go only to the first step when the cache is on.
+        """As for any causal LM; `fmri_values` and `fmri_connectivity` go only to the first step when the cache is on.
 
         With the cache, later steps feed only the new tokens (no placeholders left); without it,
         every step feeds the whole sequence, placeholders included, so every step gets them.
@@ -298,6 +437,7 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         model_inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["fmri_values"] = fmri_values
+            model_inputs["fmri_connectivity"] = fmri_connectivity
         return model_inputs
 
     # -- building from trained parts ------------------------------------------------------------
@@ -310,19 +450,24 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         text_tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
         feature_extractor: FmriFeatureExtractor | None = None,
         windows_per_scan: int = 1,
+        fmri_streams: tuple[str, ...] = ("codes", "connectivity"),
+        connectivity_fisher_z: bool = False,
         **language_model_kwargs: Any,
     ) -> tuple[FmriLMForCausalLM, FmriProcessor]:
         """Join a trained Stage 1 tokenizer and a causal LM into a model and its processor.
 
         The text tokenizer gains the added special tokens `<fmri_00000>` … (one per code, in code
-        order, contiguous ids) and `<fmri>`, `</fmri>`, `<fmri_pad>` (in place; and a pad token =
-        its eos token when it has none, so that batches can be padded). The LM's embeddings grow to
-        cover them. Each code's input-embedding row starts from its codebook vector
+        order, contiguous ids) and `<fmri>`, `</fmri>`, `<fmri_pad>` (and `<fmri_fc>` with the
+        connectivity stream; in place; and a pad token = its eos token when it has none, so that
+        batches can be padded). The LM's embeddings grow to cover them. Each code's input-embedding row starts from its codebook vector
         ([`code_embeddings`]: the vector itself when `code_dim` equals the LM's hidden size, else a
         fixed seeded random orthogonal projection), the three specials from fixed seeded random
         directions, all scaled to the mean L2 norm of the LM's existing rows. A head tied to the
         embeddings stays tied; an untied head gets the same directions scaled to its own rows' mean
-        norm (and the mean of its bias, if any).
+        norm (and the mean of its bias, if any). With the connectivity stream, the projector's output
+        layer is scaled so that projected rows start at the code rows' norm
+        ([`calibrate_connectivity_projector`], here on the connectivity of white-noise windows; Stage 2
+        calibrates it again on its training windows).
 
         Args:
             tokenizer: a trained Stage 1 folder (the model and, when saved, its feature extractor)
@@ -336,6 +481,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
                 folder, else `FmriFeatureExtractor(num_rois=..., window_length=...)` from the
                 tokenizer's config with the paper's other defaults.
             windows_per_scan: windows of each scan the model reads (the paper: 1).
+            fmri_streams: what the model reads of a window (`FmriLMConfig.fmri_streams`): the code
+                tokens, and by default one connectivity token per ROI too.
+            connectivity_fisher_z: connectivity rows in Fisher's z instead of Pearson's r.
 
         Returns:
             `(model, processor)`: the [`FmriLMForCausalLM`] in eval mode and its [`FmriProcessor`].
@@ -355,7 +503,7 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         existing_rows = min(len(text_tokenizer), language_model.get_input_embeddings().weight.shape[0])
         num_codes = fmri_tokenizer.config.num_codes
         code_tokens = fmri_code_tokens(num_codes)
-        specials = [FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN]
+        specials = [FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN] + ([FMRI_FC_TOKEN] if "connectivity" in fmri_streams else [])
         text_tokenizer.add_tokens(code_tokens + specials, special_tokens=True)
         code_ids = text_tokenizer.convert_tokens_to_ids(code_tokens)
         if code_ids != list(range(code_ids[0], code_ids[0] + num_codes)):
@@ -379,19 +527,46 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             fmri_start_token_id=special_ids[0],
             fmri_end_token_id=special_ids[1],
             fmri_pad_token_id=special_ids[2],
+            fmri_fc_token_id=special_ids[3] if len(special_ids) > 3 else None,
+            fmri_streams=tuple(fmri_streams),
+            connectivity_fisher_z=connectivity_fisher_z,
             windows_per_scan=windows_per_scan,
         )
         model = cls(config, language_model=language_model, fmri_tokenizer=fmri_tokenizer)
         model.generation_config = copy.deepcopy(language_model.generation_config)
         model.initialize_fmri_rows(existing_rows)
+        if config.reads_connectivity:
+            generator = torch.Generator().manual_seed(CODE_PROJECTION_SEED + 2)
+            noise = torch.randn(8, fmri_tokenizer.config.num_rois, feature_extractor.window_length, generator=generator)
+            model.calibrate_connectivity_projector(model.fmri_connectivity(noise))
         model.eval()
         processor = FmriProcessor(
             feature_extractor=feature_extractor,
             tokenizer=text_tokenizer,
             tokens_per_window=tokens_per_window,
             windows_per_scan=windows_per_scan,
+            connectivity_tokens_per_window=config.connectivity_tokens_per_window,
         )
         return model, processor
+
+    @torch.no_grad()
+    def calibrate_connectivity_projector(self, fmri_connectivity: torch.Tensor) -> float:
+        """Scale the projector's output layer so that the projected rows of `fmri_connectivity`
+        `(..., num_rois, num_rois)` have, on average, the L2 norm of the code tokens' input-embedding
+        rows (which start at the LM's mean row norm), as the code rows are scaled when added.
+
+        Returns:
+            The factor the output layer was multiplied by.
+        """
+        projector = self.connectivity_projector
+        weight = projector.linear_2.weight
+        rows = fmri_connectivity.reshape(-1, fmri_connectivity.shape[-1]).to(device=weight.device, dtype=weight.dtype)
+        current = projector(rows).float().norm(dim=-1).mean()
+        code_rows = self.get_input_embeddings().weight[list(self.config.code_token_ids)]
+        factor = float(code_rows.float().norm(dim=-1).mean() / current.clamp_min(1e-12))
+        projector.linear_2.weight.mul_(factor)
+        projector.linear_2.bias.mul_(factor)
+        return factor
 
     @torch.no_grad()
     def initialize_fmri_rows(self, existing_rows: int) -> None:
@@ -460,4 +635,4 @@ def _text_tokenizer(text_tokenizer: Any, language_model: PreTrainedModel) -> Pre
     return AutoTokenizer.from_pretrained(source)
 
 
-__all__ = ["FmriLMForCausalLM", "FmriLMPreTrainedModel", "code_embeddings"]
+__all__ = ["FmriConnectivityProjector", "FmriLMForCausalLM", "FmriLMPreTrainedModel", "code_embeddings", "connectivity_rows"]

@@ -6,9 +6,11 @@ modules, so that `save_pretrained` can copy it into a Hub repository. Reading sc
 where the package is installed.
 
 Every `<fmri>` marker in a prompt stands for one scan and becomes
-`<fmri>` + N × `<fmri_pad>` + `</fmri>` with `N = tokens_per_window * windows_per_scan`; the scans'
-first `windows_per_scan` windows go to `fmri_values`, in marker order, and the model writes their
-code tokens into the `<fmri_pad>` positions.
+`<fmri>` + N × `<fmri_pad>` + M × `<fmri_fc>` + `</fmri>` with `N = tokens_per_window * windows_per_scan`
+and `M = connectivity_tokens_per_window * windows_per_scan` (0 for a codes-only model); the scans'
+first `windows_per_scan` windows go to `fmri_values`, in marker order; the model writes their code
+tokens into the `<fmri_pad>` positions and their projected connectivity rows (one per ROI) into the
+`<fmri_fc>` positions.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .configuration_fmrilm import FMRI_END_TOKEN, FMRI_PAD_TOKEN, FMRI_START_TOKEN
+from .configuration_fmrilm import FMRI_END_TOKEN, FMRI_FC_TOKEN, FMRI_PAD_TOKEN, FMRI_START_TOKEN
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import per_scan_trs
 
-FMRI_TOKEN_PATTERN = re.compile(r"<fmri_\d{5}>|<fmri>|</fmri>|<fmri_pad>")
-"""Every fMRI token string: the code tokens and the three specials."""
+FMRI_TOKEN_PATTERN = re.compile(r"<fmri_\d{5}>|<fmri>|</fmri>|<fmri_pad>|<fmri_fc>")
+"""Every fMRI token string: the code tokens and the specials."""
 
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -56,6 +58,8 @@ class FmriProcessor(ProcessorMixin):
         tokens_per_window (`int`): codes per window (`num_rois * window_length // patch_length` of
             the fMRI tokenizer, for the feature extractor's window length).
         windows_per_scan (`int`, defaults to 1): windows of each scan the model reads.
+        connectivity_tokens_per_window (`int`, defaults to 0): `<fmri_fc>` placeholders per window
+            (the number of ROIs for a model that reads the connectivity stream, else 0).
         chat_template (`str`, *optional*): Jinja chat template; defaults to `DEFAULT_CHAT_TEMPLATE`.
 
     Calling it with `text` and `fmri` returns a `BatchFeature` with `input_ids`, `attention_mask`
@@ -68,23 +72,30 @@ class FmriProcessor(ProcessorMixin):
         tokenizer: Any = None,
         tokens_per_window: int | None = None,
         windows_per_scan: int = 1,
+        connectivity_tokens_per_window: int = 0,
         chat_template: str | None = None,
     ) -> None:
         for name, value in {"tokens_per_window": tokens_per_window, "windows_per_scan": windows_per_scan}.items():
             if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
                 raise FmriInputError(f"FmriProcessor.{name}: expected a positive integer, found {value!r}")
+        value = connectivity_tokens_per_window
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise FmriInputError(f"FmriProcessor.connectivity_tokens_per_window: expected a non-negative integer, found {value!r}")
         self.tokens_per_window = tokens_per_window
         self.windows_per_scan = windows_per_scan
+        self.connectivity_tokens_per_window = connectivity_tokens_per_window
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
         self.fmri_token, self.fmri_end_token, self.fmri_pad_token = FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN
         added = tokenizer.get_added_vocab()
-        missing = [token for token in (FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN) if token not in added]
+        required = (FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN) + ((FMRI_FC_TOKEN,) if connectivity_tokens_per_window else ())
+        missing = [token for token in required if token not in added]
         if missing:
             raise FmriInputError(
                 f"tokenizer: expected the added tokens {missing}, found none; build the processor with "
                 "FmriLMForCausalLM.from_parts, which adds the fMRI tokens"
             )
         self.fmri_pad_token_id = added[FMRI_PAD_TOKEN]
+        self.fmri_fc_token_id = added.get(FMRI_FC_TOKEN)
         self.fmri_token_ids = frozenset(index for token, index in added.items() if FMRI_TOKEN_PATTERN.fullmatch(token))
 
     @property
@@ -92,9 +103,16 @@ class FmriProcessor(ProcessorMixin):
         """`<fmri_pad>` tokens that one `<fmri>` marker expands to: `tokens_per_window * windows_per_scan`."""
         return self.tokens_per_window * self.windows_per_scan
 
+    @property
+    def connectivity_placeholders_per_scan(self) -> int:
+        """`<fmri_fc>` tokens that one `<fmri>` marker expands to: `connectivity_tokens_per_window * windows_per_scan`."""
+        return self.connectivity_tokens_per_window * self.windows_per_scan
+
     def expand_fmri_markers(self, prompt: str) -> str:
-        """`prompt` with each `<fmri>` replaced by `<fmri>` + N × `<fmri_pad>` + `</fmri>`."""
-        expansion = FMRI_START_TOKEN + FMRI_PAD_TOKEN * self.placeholders_per_scan + FMRI_END_TOKEN
+        """`prompt` with each `<fmri>` replaced by `<fmri>` + N × `<fmri_pad>` + M × `<fmri_fc>` + `</fmri>`."""
+        expansion = (
+            FMRI_START_TOKEN + FMRI_PAD_TOKEN * self.placeholders_per_scan + FMRI_FC_TOKEN * self.connectivity_placeholders_per_scan + FMRI_END_TOKEN
+        )
         return prompt.replace(FMRI_START_TOKEN, expansion)
 
     def __call__(
@@ -148,13 +166,17 @@ class FmriProcessor(ProcessorMixin):
             )
         kwargs.setdefault("padding", True)
         data = dict(self.tokenizer([self.expand_fmri_markers(prompt) for prompt in prompts], **kwargs))
+        expected = {FMRI_PAD_TOKEN: (self.fmri_pad_token_id, self.placeholders_per_scan)}
+        if self.connectivity_placeholders_per_scan:
+            expected[FMRI_FC_TOKEN] = (self.fmri_fc_token_id, self.connectivity_placeholders_per_scan)
         for i, (ids, n_markers) in enumerate(zip(data["input_ids"], markers)):
-            found = sum(1 for token in ids if token == self.fmri_pad_token_id)
-            if found != n_markers * self.placeholders_per_scan:
-                raise FmriInputError(
-                    f"text[{i}]: expected {n_markers * self.placeholders_per_scan} {FMRI_PAD_TOKEN} tokens for "
-                    f"{n_markers} scan(s) after tokenization, found {found} (did truncation cut a scan?)"
-                )
+            for token, (token_id, per_scan) in expected.items():
+                found = sum(1 for value in ids if value == token_id)
+                if found != n_markers * per_scan:
+                    raise FmriInputError(
+                        f"text[{i}]: expected {n_markers * per_scan} {token} tokens for "
+                        f"{n_markers} scan(s) after tokenization, found {found} (did truncation cut a scan?)"
+                    )
         if scans:
             data["fmri_values"] = self._scan_windows(scans, tr)
         return BatchFeature(data, tensor_type=return_tensors)

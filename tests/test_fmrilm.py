@@ -29,7 +29,7 @@ import tiny_lm
 from remote_code import run_without_package
 from modeling_fmrilm import FmriInputError, FmriLMConfig, FmriLMForCausalLM, FmriProcessor
 from modeling_fmrilm.configuration_fmrilm import fmri_code_tokens
-from modeling_fmrilm.modeling_fmrilm import code_embeddings
+from modeling_fmrilm.modeling_fmrilm import code_embeddings, connectivity_rows
 
 KINDS = pytest.mark.parametrize("kind", tiny_lm.LM_KINDS)
 LORA_TARGETS = {"gpt2": ["c_attn", "c_fc"], "qwen3": ["q_proj", "v_proj", "up_proj"]}
@@ -53,6 +53,11 @@ def with_codes_written(model: FmriLMForCausalLM, inputs) -> torch.Tensor:
     input_ids = inputs["input_ids"].clone()
     input_ids[input_ids == model.config.fmri_pad_token_id] = token_ids.flatten()
     return input_ids
+
+
+def precomputed_connectivity(model: FmriLMForCausalLM, inputs) -> torch.Tensor:
+    """The windows' connectivity rows as the `datasets.map` pass stores them (float16)."""
+    return model.fmri_connectivity(inputs["fmri_values"]).to(torch.float16)
 
 
 def tiny_text_config(vocab_size: int = 100) -> GPT2Config:
@@ -125,12 +130,13 @@ def test_from_parts_adds_the_tokens_and_keeps_the_text_model(kind):
     assert not model.training and model.language_model is lm and config.text_config is lm.config
     assert config.code_token_ids == range(n_text, n_text + 12)
     assert text_tokenizer.convert_tokens_to_ids(fmri_code_tokens(12)) == list(config.code_token_ids)
-    assert text_tokenizer.convert_tokens_to_ids(["<fmri>", "</fmri>", "<fmri_pad>"]) == list(config.special_token_ids.values())
+    assert text_tokenizer.convert_tokens_to_ids(["<fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>"]) == list(config.special_token_ids.values())
+    assert config.fmri_streams == ("codes", "connectivity") and processor.connectivity_tokens_per_window == tiny_lm.NUM_ROIS
     assert fmri_code_tokens(12)[:2] == ["<fmri_00000>", "<fmri_00001>"] and fmri_code_tokens(12)[-1] == "<fmri_00011>"
     fmri_ids = [*config.code_token_ids, *config.special_token_ids.values()]
     assert all(text_tokenizer.added_tokens_decoder[i].special for i in fmri_ids)
-    # GPT-2's vocabulary grows by the 15 fMRI tokens; Qwen3's padded vocabulary already holds them.
-    assert config.text_config.vocab_size == (n_text + 15 if kind == "gpt2" else vocab_before)
+    # GPT-2's vocabulary grows by the 16 fMRI tokens; Qwen3's padded vocabulary already holds them.
+    assert config.text_config.vocab_size == (n_text + 16 if kind == "gpt2" else vocab_before)
     assert text_tokenizer.pad_token == tiny_lm.EOS
     assert processor.tokens_per_window == tiny_lm.TOKENS_PER_WINDOW and processor.windows_per_scan == 1
     with torch.no_grad():
@@ -182,7 +188,7 @@ def test_from_parts_loads_folders(tmp_path):
     assert type(model.language_model).__name__ == "Qwen3ForCausalLM"
     assert processor.feature_extractor.target_tr == 1.5  # the Stage 1 folder's extractor
     assert processor.placeholders_per_scan == 2 * tiny_lm.TOKENS_PER_WINDOW and model.config.windows_per_scan == 2
-    assert len(processor.tokenizer) == len(tiny_lm.text_tokenizer()) + 15
+    assert len(processor.tokenizer) == len(tiny_lm.text_tokenizer()) + 16
     torch.testing.assert_close(model.fmri_tokenizer.quantizer.codebook.weight, fmri_tokenizer.quantizer.codebook.weight)
 
 
@@ -210,10 +216,16 @@ def test_online_fmri_values_and_precomputed_codes_give_the_same_logits(kind):
         precomputed = model(
             input_ids=precomputed_ids,
             attention_mask=inputs["attention_mask"],
+            fmri_connectivity=precomputed_connectivity(model, inputs),
             labels=precomputed_ids.masked_fill(inputs["attention_mask"] == 0, -100),
         )
     torch.testing.assert_close(online.logits, precomputed.logits, rtol=0, atol=0)
     torch.testing.assert_close(online.loss, precomputed.loss, rtol=0, atol=0)
+    # <fmri_fc> positions are never targets: the loss is the same with them ignored by hand.
+    fc_positions = inputs["input_ids"] == model.config.fmri_fc_token_id
+    with torch.no_grad():
+        ignored = model(**inputs, labels=labels.masked_fill(fc_positions, -100))
+    torch.testing.assert_close(ignored.loss, online.loss, rtol=0, atol=0)
     first_codes = model.fmri_tokenizer.encode(inputs["fmri_values"][:1]) + model.config.first_code_token_id
     positions = inputs["input_ids"][0] == model.config.fmri_pad_token_id
     assert torch.equal(precomputed_ids[0, positions], first_codes[0])
@@ -231,11 +243,13 @@ def test_training_path_compiles_as_one_graph():
     model, processor = tiny_lm.build("qwen3")
     inputs = prompt_inputs(processor)
     ids = with_codes_written(model, inputs)
+    connectivity = precomputed_connectivity(model, inputs)
     model.train()
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on any graph break
-    loss = compiled(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss
+    loss = compiled(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids).loss
     loss.backward()
-    torch.testing.assert_close(loss, model(input_ids=ids, attention_mask=inputs["attention_mask"], labels=ids).loss)
+    assert model.connectivity_projector.linear_1.weight.grad is not None  # the projector trains
+    torch.testing.assert_close(loss, model(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids).loss)
     # The online path too (pinned torch; torch 2.11 on CUDA raised an internal dynamo error there, see bench/lm_gpu.py).
     online = compiled(**inputs, labels=inputs["input_ids"]).loss
     torch.testing.assert_close(online, loss)
@@ -247,8 +261,17 @@ def test_placeholder_count_mismatch_names_both_counts():
     doubled = torch.cat([inputs["fmri_values"], inputs["fmri_values"]])
     with pytest.raises(FmriInputError, match=r"placeholders 24, codes 48 \(2 windows x 24 tokens\)"):
         model(input_ids=inputs["input_ids"], fmri_values=doubled)
-    with pytest.raises(FmriInputError, match="fmri_values: given with inputs_embeds"):
+    ids = with_codes_written(model, inputs)
+    rows = precomputed_connectivity(model, inputs)
+    with pytest.raises(FmriInputError, match=r"<fmri_fc> placeholders in input_ids and the connectivity rows do not match: placeholders 6, rows 12"):
+        model(input_ids=ids, fmri_connectivity=torch.cat([rows, rows]))
+    with pytest.raises(FmriInputError, match=r"<fmri_fc> placeholders without fmri_values or fmri_connectivity"):
+        model(input_ids=ids)
+    with pytest.raises(FmriInputError, match="given with inputs_embeds"):
         model(inputs_embeds=torch.zeros(1, 3, 32), fmri_values=inputs["fmri_values"])
+    codes_only, _ = tiny_lm.build("gpt2", fmri_streams=("codes",))
+    with pytest.raises(FmriInputError, match=r"reads the streams \('codes',\)"):
+        codes_only(input_ids=ids[:, :3], fmri_connectivity=rows)
 
 
 def test_fmri_tokenizer_stays_frozen_and_in_eval_mode():
@@ -442,10 +465,12 @@ def test_peft_lora_with_trainable_fmri_rows_saves_reloads_and_merges(kind, tmp_p
         target_modules=LORA_TARGETS[kind],
         fan_in_fan_out=kind == "gpt2",  # GPT-2's Conv1D stores weights transposed
         trainable_token_indices=fmri_rows,
+        modules_to_save=["connectivity_projector"],
     )
     peft_model = get_peft_model(model, peft_config)
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
     assert any("trainable_tokens_delta" in name for name in trainable) and any("lora_B" in name for name in trainable)
+    assert any("connectivity_projector" in name for name in trainable)
     assert not any("fmri_tokenizer" in name for name in trainable)
     torch.manual_seed(3)
     with torch.no_grad():
@@ -491,3 +516,76 @@ def test_resize_token_embeddings_keeps_the_tie(kind, tie, tmp_path):
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
     with pytest.raises(FmriInputError, match=r"new_num_tokens: expected more than \d+ rows \(the highest fMRI token id\)"):
         model.resize_token_embeddings(model.config.fmri_pad_token_id)
+
+
+def test_connectivity_rows_equal_numpy_corrcoef_and_nilearn_per_window():
+    """Pearson r of each window (numpy.corrcoef; nilearn's ConnectivityMeasure, kind="correlation",
+    on the time-major window with the empirical covariance, not its default Ledoit-Wolf shrinkage), diagonal 0, at float16 precision; Fisher z is arctanh of it."""
+    from nilearn.connectome import ConnectivityMeasure
+    from sklearn.covariance import EmpiricalCovariance
+
+    rng = np.random.default_rng(0)
+    mixing = rng.standard_normal((7, 7))
+    windows = np.einsum("ij,wjt->wit", mixing, rng.standard_normal((5, 7, 40))).astype(np.float32)
+    windows[1, 3] = 2.5  # a ROI constant over one window: no defined correlation, row and column 0
+    found = connectivity_rows(torch.from_numpy(windows)).numpy()
+    assert found.shape == (5, 7, 7) and found.dtype == np.float32 and np.isfinite(found).all()
+    off = ~np.eye(7, dtype=bool)
+    nilearn = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance(), standardize=False).fit_transform([w.T.astype(np.float64) for w in windows])
+    for index, window in enumerate(windows):
+        if index == 1:
+            continue
+        expected = np.corrcoef(window.astype(np.float64))
+        np.testing.assert_allclose(found[index][off], expected[off], atol=1e-3)  # float16: |error| <= 4.9e-4
+        np.testing.assert_allclose(found[index][off], nilearn[index][off], atol=1e-3)
+        assert np.all(np.diag(found[index]) == 0) and np.array_equal(found[index], found[index].T)
+    assert np.all(found[1][3] == 0) and np.all(found[1][:, 3] == 0)
+    expected_1 = np.corrcoef(np.delete(windows[1], 3, axis=0).astype(np.float64))
+    kept = np.delete(np.delete(found[1], 3, axis=0), 3, axis=1)
+    np.testing.assert_allclose(kept[~np.eye(6, dtype=bool)], expected_1[~np.eye(6, dtype=bool)], atol=1e-3)
+    z = connectivity_rows(torch.from_numpy(windows[:1]), fisher_z=True).numpy()[0]
+    np.testing.assert_allclose(z[off], np.arctanh(np.corrcoef(windows[0].astype(np.float64))[off]), atol=5e-3)
+    assert np.all(np.diag(z) == 0)
+    # Float16 precision is part of the definition: the stored column round-trips exactly.
+    assert np.array_equal(found.astype(np.float16).astype(np.float32), found)
+
+
+def test_connectivity_stream_reaches_the_logits_through_a_calibrated_projector():
+    """Same codes, other connectivity rows: other logits; the projected rows start at the code rows' norm."""
+    model, processor = tiny_lm.build("qwen3")
+    inputs = prompt_inputs(processor)
+    ids = with_codes_written(model, inputs)
+    rows = model.fmri_connectivity(inputs["fmri_values"])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=rows).logits
+        shuffled = model(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=rows.flip(0)).logits
+        code_norm = model.get_input_embeddings().weight[list(model.config.code_token_ids)].norm(dim=-1).mean()
+        factor = model.calibrate_connectivity_projector(rows)
+        projected = model.connectivity_projector(rows.reshape(-1, rows.shape[-1]))
+    assert not torch.allclose(logits, shuffled)
+    torch.testing.assert_close(projected.norm(dim=-1).mean(), code_norm, rtol=1e-4, atol=0)
+    assert factor > 0
+
+
+def test_codes_only_checkpoint_saved_before_the_connectivity_stream_loads_unchanged(tmp_path):
+    """A folder written before the stream existed (its config and processor config lack the new keys)
+    loads as codes only, with the same logits as the model that wrote it."""
+    model, processor = tiny_lm.build("gpt2", fmri_streams=("codes",))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    new_keys = {"fmri_streams", "fmri_fc_token_id", "connectivity_fisher_z", "projector_hidden_size"}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert new_keys <= set(config)
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in new_keys}))
+    processor_config = json.loads((tmp_path / "processor_config.json").read_text())
+    processor_config.pop("connectivity_tokens_per_window")
+    (tmp_path / "processor_config.json").write_text(json.dumps(processor_config))
+    assert "connectivity_projector" not in "".join(load_file(tmp_path / "model.safetensors"))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    assert loaded.config.fmri_streams == ("codes",) and not hasattr(loaded, "connectivity_projector")
+    assert loaded_processor.connectivity_placeholders_per_scan == 0
+    inputs = prompt_inputs(loaded_processor)
+    assert "<fmri_fc>" not in loaded_processor.tokenizer.get_added_vocab()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**prompt_inputs(processor)).logits, rtol=0, atol=0)

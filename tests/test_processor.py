@@ -29,15 +29,19 @@ def ids_of(processor: FmriProcessor, *tokens: str) -> list[int]:
 
 
 def test_each_marker_becomes_start_placeholders_end(processor):
-    start, end, pad = ids_of(processor, "<fmri>", "</fmri>", "<fmri_pad>")
+    """`<fmri>` + the code placeholders + one connectivity placeholder per ROI + `</fmri>`."""
+    start, end, pad, fc = ids_of(processor, "<fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>")
+    R = tiny_lm.NUM_ROIS
+    assert processor.connectivity_placeholders_per_scan == R
     out = processor(text="Scan: <fmri> Describe it.", fmri=tiny_lm.scan(1), tr=2.0)
     ids = out["input_ids"][0]
     begin = ids.index(start)
-    assert ids[begin + 1 : begin + 1 + N] == [pad] * N and ids[begin + 1 + N] == end
-    assert ids.count(pad) == N and ids.count(start) == ids.count(end) == 1
+    assert ids[begin + 1 : begin + 1 + N] == [pad] * N and ids[begin + 1 + N : begin + 1 + N + R] == [fc] * R
+    assert ids[begin + 1 + N + R] == end
+    assert ids.count(pad) == N and ids.count(fc) == R and ids.count(start) == ids.count(end) == 1
     text_only = processor.tokenizer("Scan: ")["input_ids"]
     assert ids[:begin] == text_only
-    assert processor.expand_fmri_markers("a <fmri> b") == "a <fmri>" + "<fmri_pad>" * N + "</fmri> b"
+    assert processor.expand_fmri_markers("a <fmri> b") == "a <fmri>" + "<fmri_pad>" * N + "<fmri_fc>" * R + "</fmri> b"
     # fmri_values are the feature extractor's first window of the scan
     windows = tiny_lm.feature_extractor()(tiny_lm.scan(1), tr=2.0)["fmri_values"]
     assert out["fmri_values"].shape == (1, tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH)
@@ -146,7 +150,7 @@ def test_decode_drops_fmri_tokens_unless_kept(built):
     assert kept[0].startswith(f"<fmri><fmri_{first_code:05d}>") and kept[0].count("</fmri>") == 1
     assert processor.decode(with_codes[0]) == texts[0]
     assert processor.decode(with_codes[0], keep_fmri_tokens=True) == kept[0]
-    assert len(processor.fmri_token_ids) == 12 + 3
+    assert len(processor.fmri_token_ids) == 12 + 4
 
 
 def test_save_and_load_with_auto_processor(processor, tmp_path):

@@ -78,9 +78,10 @@ def scan(seed: int, n_timepoints: int = 40) -> np.ndarray:
 def build(
     kind: str, seed: int = 0, windows_per_scan: int = 1, tie: bool | None = None, code_dim: int = 8,
     num_rois: int = NUM_ROIS, window_length: int = WINDOW_LENGTH, patch_length: int = PATCH_LENGTH,
+    fmri_streams: tuple[str, ...] = ("codes", "connectivity"),
 ):  # fmt: skip
     """`(model, processor)` from `FmriLMForCausalLM.from_parts` with a tiny LM of `kind` (by default for
-    `NUM_ROIS` ROIs and `WINDOW_LENGTH`-frame windows in patches of `PATCH_LENGTH`)."""
+    `NUM_ROIS` ROIs and `WINDOW_LENGTH`-frame windows in patches of `PATCH_LENGTH`, reading both streams)."""
     tokenizer = text_tokenizer()
     lm = language_model(kind, len(tokenizer), seed=seed, tie=tie)
     return FmriLMForCausalLM.from_parts(
@@ -89,6 +90,7 @@ def build(
         text_tokenizer=tokenizer,
         feature_extractor=feature_extractor(num_rois, window_length),
         windows_per_scan=windows_per_scan,
+        fmri_streams=fmri_streams,
     )
 
 
