@@ -134,10 +134,13 @@ def test_prompt_token_ids_from_codes_match_the_processor_and_model_path():
     codes = (model.fmri_to_token_ids(inputs["fmri_values"]) - model.config.first_code_token_id).reshape(2, -1).tolist()
     assert render_token_ids(text, codes, processor) == expected
     scorer = LabelScorer(model, processor)
-    assert scorer.prompt_ids(text, [FmriScan(s, 2.0, f"x{i}") for i, s in enumerate(scans)]) == expected
+    context = scorer.prompt_ids(text, [FmriScan(s, 2.0, f"x{i}") for i, s in enumerate(scans)])
+    assert context == expected
+    connectivity = scorer.connectivity_of([context])["fmri_connectivity"]  # 2 scans x 2 windows, in marker order
+    torch.testing.assert_close(connectivity, model.fmri_connectivity(inputs["fmri_values"]), rtol=0, atol=0)
     with torch.no_grad():
         online = model(**inputs).logits
-        precomputed = model(input_ids=torch.tensor([expected])).logits
+        precomputed = model(input_ids=torch.tensor([expected]), fmri_connectivity=connectivity).logits
     torch.testing.assert_close(online, precomputed)
     with pytest.raises(FmriInputError, match=r"found 2 <fmri> marker\(s\) in the prompt and 1 code list"):
         render_token_ids(text, codes[:1], processor)
@@ -148,10 +151,11 @@ def test_prompt_token_ids_from_codes_match_the_processor_and_model_path():
 # -- scoring ----------------------------------------------------------------------------------------
 
 
-def hand_loglikelihood(model, context: list[int], answer: list[int]) -> float:
-    """Sum of log p(answer token | everything before), one unpadded sequence."""
+def hand_loglikelihood(model, context: list[int], answer: list[int], connectivity: dict | None = None) -> float:
+    """Sum of log p(answer token | everything before), one unpadded sequence (`connectivity`: its
+    `fmri_connectivity`, for a model that reads that stream)."""
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([context + answer])).logits[0].double()
+        logits = model(input_ids=torch.tensor([context + answer]), **(connectivity or {})).logits[0].double()
     log_probs = torch.log_softmax(logits, dim=-1)
     return float(sum(log_probs[len(context) - 1 + t, token] for t, token in enumerate(answer)))
 
@@ -168,7 +172,7 @@ def test_single_and_multi_token_label_words_are_scored_as_whole_continuations(bu
     assert len({len(c) for c in contexts}) > 1  # different lengths: the left padding is exercised
     scores = scorer.loglikelihoods(contexts, answer_texts(task))
     answer_ids = scorer.answer_ids(answer_texts(task))
-    expected = np.array([[hand_loglikelihood(model, c, a) for a in answer_ids] for c in contexts])
+    expected = np.array([[hand_loglikelihood(model, c, a, scorer.connectivity_of([c])) for a in answer_ids] for c in contexts])
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(softmax(scores), np.exp(expected) / np.exp(expected).sum(1, keepdims=True), rtol=1e-4, atol=1e-9)
 
@@ -255,7 +259,7 @@ def test_constrained_generation_follows_the_label_prefix_tree(built):
             if not allowed:
                 break
             with torch.no_grad():
-                logits = model(input_ids=torch.tensor([context + prefix])).logits[0, -1]
+                logits = model(input_ids=torch.tensor([context + prefix]), **scorer.connectivity_of([context])).logits[0, -1]
             best = max(allowed, key=lambda token: float(logits[token]))
             if best == eos:
                 break
@@ -271,7 +275,10 @@ def test_pooled_hidden_states_average_the_prompt_tokens(built):
     contexts = [scorer.prompt_ids(t, [s]) for t, s in zip(["<fmri> a", "<fmri>\n### Question: longer?"], toy_scans(2))]
     pooled = scorer.pooled_hidden_states(contexts)
     with torch.no_grad():
-        alone = [model(input_ids=torch.tensor([c]), output_hidden_states=True).hidden_states[-1][0].mean(0).numpy() for c in contexts]
+        alone = [
+            model(input_ids=torch.tensor([c]), **scorer.connectivity_of([c]), output_hidden_states=True).hidden_states[-1][0].mean(0).numpy()
+            for c in contexts
+        ]
     np.testing.assert_allclose(pooled, np.stack(alone), rtol=1e-4, atol=1e-5)
 
 

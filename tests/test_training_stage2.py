@@ -43,19 +43,24 @@ def test_examples_put_labels_on_their_targets_only(parts):
     config = model.config
     builder = ExampleBuilder(config, processor.tokenizer, "\nDescription:", max_t2t_length=8)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
-    scan_tokens = [config.fmri_start_token_id, *(config.first_code_token_id + c for c in codes), config.fmri_end_token_id]
+    connectivity = [config.fmri_fc_token_id] * tiny_lm.NUM_ROIS  # one connectivity token per ROI, after the codes
+    scan_tokens = [config.fmri_start_token_id, *(config.first_code_token_id + c for c in codes), *connectivity, config.fmri_end_token_id]
 
-    f2t = builder.f2t(codes, "Global efficiency is slightly elevated.", "toy/s0")
+    f2t = builder.f2t(codes, "Global efficiency is slightly elevated.", "toy/s0", window=4)
+    assert f2t["fmri_windows"] == [4]
     description = processor.tokenizer(" Global efficiency is slightly elevated.", add_special_tokens=False)["input_ids"]
     assert f2t["input_ids"][: len(scan_tokens)] == scan_tokens and f2t["objective"] == 0
     labelled = [label for label in f2t["labels"] if label != IGNORE_INDEX]
     assert labelled == description + [processor.tokenizer.eos_token_id] == f2t["input_ids"][-len(labelled) :]
 
     following = [(c + 5) % 12 for c in codes]
-    f2f = builder.f2f(codes, following, "toy/s0")
+    f2f = builder.f2f(codes, following, "toy/s0", windows=(4, 5))
     labelled = [label for label in f2f["labels"] if label != IGNORE_INDEX]
     assert labelled == [config.first_code_token_id + c for c in following] and f2f["objective"] == 1
-    assert len(f2f["input_ids"]) == 2 * len(scan_tokens)
+    assert len(f2f["input_ids"]) == 2 * len(scan_tokens) and f2f["fmri_windows"] == [4, 5]
+    # the labels sit on the next window's codes, never on its connectivity placeholders
+    targets = [i for i, label in enumerate(f2f["labels"]) if label != IGNORE_INDEX]
+    assert targets == list(range(len(scan_tokens) + 1, len(scan_tokens) + 1 + len(codes)))
 
     text = " ".join(tiny_lm.SENTENCES[:2])
     pieces = builder.t2t(text)
@@ -72,9 +77,12 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
     model, processor = parts
     builder = ExampleBuilder(model.config, processor.tokenizer, "\nDescription:", max_t2t_length=64)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
-    examples = [builder.f2t(codes, "lower coupling", "a"), builder.f2f(codes, codes[::-1], "a"), builder.t2t(tiny_lm.SENTENCES[0])[0]]
+    examples = [builder.f2t(codes, "lower coupling", "a", window=2), builder.f2f(codes, codes[::-1], "a", windows=(0, 1)), builder.t2t(tiny_lm.SENTENCES[0])[0]]
     pad = processor.tokenizer.pad_token_id
-    batch = ObjectiveCollator(pad)(examples)
+    table = model.fmri_connectivity(torch.randn(3, tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH, generator=torch.Generator().manual_seed(0))).half().numpy()
+    batch = ObjectiveCollator(pad, table)(examples)
+    assert batch["fmri_connectivity"].shape == (3, tiny_lm.NUM_ROIS, tiny_lm.NUM_ROIS)  # windows 2, then 0 and 1, in batch order
+    assert torch.equal(batch["fmri_connectivity"], torch.as_tensor(table[[2, 0, 1]]))
     longest = max(len(e["input_ids"]) for e in examples)
     assert batch["input_ids"].shape == (3, longest) and batch["objective"].tolist() == [0, 1, 2]
     assert batch["attention_mask"].sum(1).tolist() == [len(e["input_ids"]) for e in examples]
@@ -87,7 +95,8 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
         expected = 0.0
         for example, weight in zip(examples, (1.0, 0.1, 0.5)):
             ids = torch.tensor([example["input_ids"]])
-            logits = model(input_ids=ids).logits[0, :-1]
+            rows = {"fmri_connectivity": torch.as_tensor(table[example["fmri_windows"]])} if example["fmri_windows"] else {}
+            logits = model(input_ids=ids, **rows).logits[0, :-1]
             labels = torch.tensor(example["labels"][1:])
             expected += weight * F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)

@@ -87,7 +87,9 @@ def test_lora_wraps_the_language_model_only(stage2_folder):
     trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
     assert any("lora_A" in name for name in trainable) and any("trainable_tokens" in name for name in trainable)
     assert not any("fmri_tokenizer" in name for name in trainable)
-    assert all("language_model" in name for name in trainable)
+    # besides LoRA, only the connectivity projector trains (whole, saved with the adapter)
+    assert all("language_model" in name or "connectivity_projector.modules_to_save" in name for name in trainable)
+    assert any("connectivity_projector" in name for name in trainable)
 
 
 def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):

@@ -1,9 +1,10 @@
 """Answers scored by an `FmriLMForCausalLM`: label-word log-likelihoods, constrained generation, pooled hidden states.
 
 Every scan is encoded once ([`LabelScorer.scan_codes`]: the processor's windows, the model's
-frozen tokenizer) and prompts are rendered straight into token ids with the codes in place
-(`prompts.render_token_ids`), so a k-shot prompt costs no re-encoding and the model runs on token
-ids alone (the same logits as the `fmri_values` path, DESIGN.md §5).
+frozen tokenizer, and for a model that reads the connectivity stream, the windows' connectivity
+rows) and prompts are rendered straight into token ids with the codes in place
+(`prompts.render_token_ids`; a [`PromptIds`] remembers its scans, whose connectivity rows go with
+it to the model), so a k-shot prompt costs no re-encoding (the same logits as the `fmri_values` path).
 
 - [`LabelScorer.loglikelihoods`]: `log p(answer | prompt)` of every candidate answer, summed over
   the answer's tokens, so a label word of several tokens is scored as one whole continuation.
@@ -36,6 +37,20 @@ class PromptTooLong(FmriInputError):
     """A prompt (with its answer) exceeds the language model's positions."""
 
 
+class PromptIds(list):
+    """A rendered prompt's token ids (a list of ints) and `scans`, the scans whose `<fmri>` markers
+    it fills, in order (their connectivity rows fill its `<fmri_fc>` placeholders)."""
+
+    def __init__(self, ids: Sequence[int], scans: Sequence[Any] = ()) -> None:
+        super().__init__(ids)
+        self.scans = tuple(scans)
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the model's input: the ids and the scans (by identity)."""
+        return tuple(self), tuple(id(scan) for scan in self.scans)
+
+
 def max_positions(model: Any) -> int | None:
     """Positions of the model's language model (`n_positions` or `max_position_embeddings`), if it has a limit."""
     text_config = getattr(model.config, "text_config", model.config)
@@ -60,6 +75,7 @@ class LabelScorer:
         self.pad_token_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
         self._windows: dict[int, np.ndarray] = {}
+        self._connectivity: dict[int, torch.Tensor] = {}
         self._loglikelihoods: dict[tuple, np.ndarray] = {}  # (context, answers) -> scores: scorings that ask the same prompts run them once
 
     @property
@@ -89,6 +105,8 @@ class LabelScorer:
             for scan, scan_codes, scan_windows in zip(chunk, codes, windows):
                 self._codes[id(scan)] = (scan, scan_codes)
                 self._windows[id(scan)] = scan_windows
+                if base.config.reads_connectivity:
+                    self._connectivity[id(scan)] = base.fmri_connectivity(torch.as_tensor(scan_windows))
 
     def scan_codes(self, scan: FmriScan) -> list[int]:
         """The codes of a scan's first `windows_per_scan` windows, flattened (encoded once, then cached)."""
@@ -110,10 +128,20 @@ class LabelScorer:
 
         return joined(stacked), joined(signals)
 
-    def prompt_ids(self, text: str, scans: Sequence[FmriScan]) -> list[int]:
+    def prompt_ids(self, text: str, scans: Sequence[FmriScan]) -> PromptIds:
         """Token ids of a prompt whose `<fmri>` markers stand for `scans` (in order)."""
         self.encode_scans(scans)
-        return render_token_ids(text, [self._codes[id(scan)][1] for scan in scans], self.processor)
+        return PromptIds(render_token_ids(text, [self._codes[id(scan)][1] for scan in scans], self.processor), scans)
+
+    def connectivity_of(self, contexts: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """`{"fmri_connectivity": rows}` for a batch of contexts (each [`PromptIds`]'s scans in
+        order), or `{}` for a codes-only model or a batch without scans."""
+        if not self._base_model().config.reads_connectivity:
+            return {}
+        scans = [scan for context in contexts for scan in getattr(context, "scans", ())]
+        self.encode_scans(scans)
+        rows = [self._connectivity[id(scan)] for scan in scans]
+        return {"fmri_connectivity": torch.cat(rows).to(self.device)} if rows else {}
 
     def answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
         """Token ids of each answer continuation (no special tokens added).
@@ -158,7 +186,7 @@ class LabelScorer:
         longest = max(len(a) for a in answer_ids)
         for i, context in enumerate(contexts):
             self.check_length(context, longest, f"prompt {i}")
-        keys = [(tuple(context), tuple(answers)) for context in contexts]
+        keys = [(PromptIds(context, getattr(context, "scans", ())).key, tuple(answers)) for context in contexts]
         todo = [i for i, key in enumerate(keys) if key not in self._loglikelihoods]
         pairs = [(i, j) for i in todo for j in range(len(answer_ids))]
         scores = np.zeros((len(contexts), len(answer_ids)))
@@ -166,7 +194,8 @@ class LabelScorer:
             chunk = pairs[start : start + self.batch_size]
             sequences = [list(contexts[i]) + answer_ids[j] for i, j in chunk]
             keep = max(len(answer_ids[j]) for _, j in chunk) + 1
-            logits = self.model(**self._left_padded(sequences), logits_to_keep=keep).logits.float()
+            connectivity = self.connectivity_of([contexts[i] for i, _ in chunk])
+            logits = self.model(**self._left_padded(sequences), **connectivity, logits_to_keep=keep).logits.float()
             log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # position p predicts the token at p + 1
             for row, (i, j) in enumerate(chunk):
                 tokens = torch.as_tensor(answer_ids[j], device=log_probs.device)
@@ -208,6 +237,7 @@ class LabelScorer:
             output = self.model.generate(
                 input_ids=inputs["input_ids"],
                 attention_mask=inputs["attention_mask"],
+                **self.connectivity_of([context]),
                 max_new_tokens=longest,
                 do_sample=False,
                 num_beams=1,
@@ -229,7 +259,7 @@ class LabelScorer:
             for i, context in enumerate(chunk):
                 self.check_length(context, 0, f"prompt {start + i}")
             inputs = self._left_padded(chunk)
-            hidden = self.model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
+            hidden = self.model(**inputs, **self.connectivity_of(chunk), output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
             mask = inputs["attention_mask"][:, :, None].to(hidden.dtype)
             pooled.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).cpu().numpy())
         return np.concatenate(pooled)
@@ -242,4 +272,4 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-__all__ = ["LabelScorer", "PromptTooLong", "max_positions", "softmax"]
+__all__ = ["LabelScorer", "PromptIds", "PromptTooLong", "max_positions", "softmax"]

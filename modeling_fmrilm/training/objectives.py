@@ -1,7 +1,8 @@
 """Token-level objectives on a causal LM, shared by Stage 2 (F2T, F2F, T2T) and Stage 3 (one per task).
 
-Each example carries `input_ids`, `labels` (-100 where no loss is taken) and the index of its
-`objective`. The loss is `Σ_o weight_o × (loss summed over objective o's target tokens) / (those
+Each example carries `input_ids`, `labels` (-100 where no loss is taken), the index of its
+`objective` and, for a model that reads the connectivity stream, `fmri_windows`: the rows (in the
+collator's connectivity table) of the windows whose `<fmri_fc>` placeholders it holds, in order. The loss is `Σ_o weight_o × (loss summed over objective o's target tokens) / (those
 tokens in the batch of every process)`, times the number of processes since DDP averages
 gradients: a run on N processes takes the step of one process on the N-fold batch. Each
 objective's loss and its next-token accuracy on the target tokens go to the training and
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,12 +24,28 @@ from .common import SumLoggingTrainer
 IGNORE_INDEX = -100
 
 
+class WindowConnectivity:
+    """Connectivity rows of windows by their row in a `datasets.Dataset` with a `connectivity`
+    column (the Stage 2 codes table): `table[[i, j]]` is an array `(2, num_rois, num_rois)`, read
+    from the memory-mapped Arrow file, never the whole column."""
+
+    def __init__(self, table: Any, column: str = "connectivity") -> None:
+        self.column = column
+        self.table = table.select_columns([column]).with_format("numpy")
+
+    def __getitem__(self, rows: Sequence[int]) -> Any:
+        return self.table[list(rows)][self.column]
+
+
 @dataclass
 class ObjectiveCollator:
     """Pads examples to the longest in the batch: `input_ids` (pad id), `labels` (-100),
-    `attention_mask`, and `objective` per sequence."""
+    `attention_mask`, and `objective` per sequence; with `connectivity` (an array, or a
+    [`WindowConnectivity`], indexed by a list of window rows), also `fmri_connectivity`: the rows of
+    every example's `fmri_windows`, in batch order `(n_windows, num_rois, num_rois)`."""
 
     pad_token_id: int
+    connectivity: Any = None
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(item["input_ids"]) for item in items)
@@ -40,7 +58,11 @@ class ObjectiveCollator:
             labels[row, :n] = torch.as_tensor(item["labels"])
             attention_mask[row, :n] = 1
         objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
+        windows = [window for item in items for window in item.get("fmri_windows") or []]
+        if self.connectivity is not None and windows:
+            batch["fmri_connectivity"] = torch.as_tensor(np.asarray(self.connectivity[windows]))
+        return batch
 
 
 class ObjectiveTrainer(SumLoggingTrainer):
@@ -81,4 +103,4 @@ class ObjectiveTrainer(SumLoggingTrainer):
         return logs
 
 
-__all__ = ["IGNORE_INDEX", "ObjectiveCollator", "ObjectiveTrainer"]
+__all__ = ["IGNORE_INDEX", "ObjectiveCollator", "ObjectiveTrainer", "WindowConnectivity"]

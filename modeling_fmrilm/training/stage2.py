@@ -1,13 +1,19 @@
 """Stage 2 on `transformers.Trainer`: a causal LM learns fMRI tokens beside text (`FmriLMForCausalLM`).
 
 The Stage 1 tokenizer is frozen, so every window is encoded once by a `datasets.map` pass that
-stores its codes as a column (cached by `datasets` in `output_dir/cache`, keyed by the windows and
-the tokenizer's weights); training then runs on token ids alone. Three objectives, built from the
-scans and the descriptor corpus on the one subject split and weighted by the model config:
+stores its codes as a column, and, for a model that reads the connectivity stream, the window's
+connectivity rows `(num_rois, num_rois)` as a float16 column (the precision the stream is defined
+at, `connectivity_rows`: half the bytes of float32, error <= 4.9e-4 in r); the pass is cached by
+`datasets` in `output_dir/cache`, keyed by the windows, the tokenizer's weights and the
+connectivity setting. Training then runs on token ids plus, per example, the row indices of its
+windows in that table, whose connectivity the collator reads (memory-mapped Arrow). Three
+objectives, built from the scans and the descriptor corpus on the one subject split and weighted by
+the model config (`fc` below is one `<fmri_fc>` per ROI, only with the connectivity stream):
 
-- **F2T** `<fmri> codes </fmri> {prompt} {description}<eos>`: loss on the description only;
-- **F2F** `<fmri> codes(t) </fmri> <fmri> codes(t+1) </fmri>`: loss on the next window's codes
-  (the window that starts where window t ends);
+- **F2T** `<fmri> codes fc </fmri> {prompt} {description}<eos>`: loss on the description only;
+- **F2F** `<fmri> codes(t) fc(t) </fmri> <fmri> codes(t+1) fc(t+1) </fmri>`: loss on the next
+  window's codes (the window that starts where window t ends; its connectivity comes after its
+  codes, so it never shows what is predicted);
 - **T2T** plain text (a text dataset, by default the corpus's training descriptions): loss on all.
 
 The loss (`training/objectives.py`) weights the objectives' token-mean losses, by the model
@@ -44,7 +50,7 @@ from .common import (
     scan_text_key,
 )
 from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
-from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
+from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
 from .text import load_texts
 
 OBJECTIVES = ("f2t", "f2f", "t2t")
@@ -120,14 +126,24 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def encode_windows(
-    fmri_tokenizer: torch.nn.Module, feature_extractor: Any, scans: Sequence[FmriScan], subjects: Sequence[str], cache_dir: Path, batch_size: int = 64
+    fmri_tokenizer: torch.nn.Module,
+    feature_extractor: Any,
+    scans: Sequence[FmriScan],
+    subjects: Sequence[str],
+    cache_dir: Path,
+    batch_size: int = 64,
+    connectivity_fisher_z: bool | None = None,
 ):
     """Every window of the scans of `subjects` as a `datasets.Dataset` with the tokenizer's codes.
 
-    Columns: `subject_key`, `text_key`, `window_start` (frame), `codes` (`num_tokens` ints). The
-    codes come from one `datasets.map` pass whose cache file is keyed by the windows and the
-    tokenizer weights, so a second run (or a resumed one) reads them instead of encoding again.
+    Columns: `subject_key`, `text_key`, `window_start` (frame), `codes` (`num_tokens` ints), and
+    with `connectivity_fisher_z` not None, `connectivity` (`(num_rois, num_rois)` float16, the
+    window's `connectivity_rows` in Pearson's r, or Fisher's z when True). One `datasets.map` pass
+    whose cache file is keyed by the windows, the tokenizer weights and the connectivity setting,
+    so a second run (or a resumed one) reads them instead of encoding again.
     """
+    from ..modeling_fmrilm import connectivity_rows
+
     import datasets
 
     wanted = set(subjects)
@@ -148,13 +164,17 @@ def encode_windows(
     key = hashlib.sha256(values.tobytes())
     key.update(weights_digest(fmri_tokenizer).encode())
     key.update(repr(sorted(windows["text_key"])).encode())
+    key.update(f"connectivity_fisher_z={connectivity_fisher_z}".encode())
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = next(fmri_tokenizer.parameters()).device
 
     @torch.no_grad()
-    def encode(batch: dict[str, list]) -> dict[str, list]:
+    def encode(batch: dict[str, list]) -> dict[str, Any]:
         fmri_values = torch.as_tensor(np.asarray(batch["fmri_values"], dtype=np.float32), device=device)
-        return {"codes": fmri_tokenizer.encode(fmri_values).cpu().tolist()}
+        columns: dict[str, Any] = {"codes": fmri_tokenizer.encode(fmri_values).cpu().tolist()}
+        if connectivity_fisher_z is not None:
+            columns["connectivity"] = connectivity_rows(fmri_values, connectivity_fisher_z).cpu().numpy().astype(np.float16)
+        return columns
 
     return windows.map(
         encode,
@@ -178,9 +198,11 @@ class ExampleBuilder:
         self.max_positions = getattr(config.text_config, "max_position_embeddings", None) or getattr(config.text_config, "n_positions", None)
 
     def scan_tokens(self, codes: Sequence[int]) -> list[int]:
-        """`<fmri>` + the code tokens + `</fmri>`."""
-        first = self.config.first_code_token_id
-        return [self.config.fmri_start_token_id, *(first + int(c) for c in codes), self.config.fmri_end_token_id]
+        """`<fmri>` + the code tokens (+ one `<fmri_fc>` per ROI with the connectivity stream) + `</fmri>`."""
+        config = self.config
+        first = config.first_code_token_id
+        connectivity = [config.fmri_fc_token_id] * config.connectivity_tokens_per_window
+        return [config.fmri_start_token_id, *(first + int(c) for c in codes), *connectivity, config.fmri_end_token_id]
 
     def _checked(self, example: dict[str, Any], what: str) -> dict[str, Any]:
         if self.max_positions is not None and len(example["input_ids"]) > self.max_positions:
@@ -190,33 +212,48 @@ class ExampleBuilder:
             )
         return example
 
-    def f2t(self, codes: Sequence[int], description: str, name: str) -> dict[str, Any]:
+    def f2t(self, codes: Sequence[int], description: str, name: str, window: int | None = None) -> dict[str, Any]:
+        """Describe the window `codes` (row `window` of the codes table, whose connectivity fills its `<fmri_fc>`)."""
         context = self.scan_tokens(codes) + self.prompt_ids
         target = self.tokenizer(" " + description.strip(), add_special_tokens=False)["input_ids"] + self.eos
-        example = {"input_ids": context + target, "labels": [IGNORE_INDEX] * len(context) + target, "objective": 0}
+        example = {
+            "input_ids": context + target, "labels": [IGNORE_INDEX] * len(context) + target, "objective": 0,
+            "fmri_windows": [] if window is None else [window],
+        }  # fmt: skip
         return self._checked(example, f"F2T example of {name}")
 
-    def f2f(self, codes: Sequence[int], next_codes: Sequence[int], name: str) -> dict[str, Any]:
+    def f2f(
+        self, codes: Sequence[int], next_codes: Sequence[int], name: str, windows: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """Predict the codes of the next window `next_codes` after the window `codes` (rows `windows` of the codes table)."""
         context, following = self.scan_tokens(codes), self.scan_tokens(next_codes)
-        labels = [IGNORE_INDEX] * (len(context) + 1) + following[1:-1] + [IGNORE_INDEX]
-        return self._checked({"input_ids": context + following, "labels": labels, "objective": 1}, f"F2F example of {name}")
+        connectivity = self.config.connectivity_tokens_per_window
+        targets = following[1 : 1 + len(next_codes)]
+        labels = [IGNORE_INDEX] * (len(context) + 1) + targets + [IGNORE_INDEX] * (connectivity + 1)
+        example = {"input_ids": context + following, "labels": labels, "objective": 1, "fmri_windows": list(windows or [])}
+        return self._checked(example, f"F2F example of {name}")
 
     def t2t(self, text: str) -> list[dict[str, Any]]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + self.eos
         pieces = [ids[start : start + self.max_t2t_length] for start in range(0, len(ids), self.max_t2t_length)]
-        return [{"input_ids": piece, "labels": list(piece), "objective": 2} for piece in pieces if len(piece) > 1]
+        return [{"input_ids": piece, "labels": list(piece), "objective": 2, "fmri_windows": []} for piece in pieces if len(piece) > 1]
 
-    def scan_examples(self, codes_table: Any, texts: dict[str, str], window_length: int) -> list[dict[str, Any]]:
-        """F2T for every window and F2F for every window whose successor (starting where it ends) exists."""
-        rows = codes_table.to_dict()
+    def scan_examples(self, codes_table: Any, texts: dict[str, str], window_length: int, subjects: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """F2T for every window and F2F for every window whose successor (starting where it ends)
+        exists, of the windows of `subjects` (default all); each example names its windows by their
+        row in `codes_table`."""
+        rows = codes_table.select_columns(["subject_key", "text_key", "window_start", "codes"]).to_dict()
+        wanted = None if subjects is None else set(subjects)
         by_start = {(key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"]))}
         examples = []
-        for i, (key, start, codes) in enumerate(zip(rows["text_key"], rows["window_start"], rows["codes"])):
+        for i, (subject, key, start, codes) in enumerate(zip(rows["subject_key"], rows["text_key"], rows["window_start"], rows["codes"])):
+            if wanted is not None and subject not in wanted:
+                continue
             name = f"{key} window at frame {start}"
-            examples.append(self.f2t(codes, texts[key], name))
+            examples.append(self.f2t(codes, texts[key], name, window=i))
             following = by_start.get((key, start + window_length))
             if following is not None:
-                examples.append(self.f2f(codes, rows["codes"][following], name))
+                examples.append(self.f2f(codes, rows["codes"][following], name, windows=(i, following)))
         return examples
 
 
@@ -278,15 +315,14 @@ def build_stage2_data(
     window_length = processor.feature_extractor.window_length
     extractor = copy.deepcopy(processor.feature_extractor)
     extractor.window_stride = args.window_stride or window_length
-    codes = encode_windows(model.fmri_tokenizer, extractor, scans, train_subjects + validation_subjects, cache_dir)
-    train_codes = codes.filter(lambda key: key in set(train_subjects), input_columns="subject_key")
-    train = builder.scan_examples(train_codes, texts, window_length)
+    fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
+    codes = encode_windows(model.fmri_tokenizer, extractor, scans, train_subjects + validation_subjects, cache_dir, connectivity_fisher_z=fisher_z)
+    train = builder.scan_examples(codes, texts, window_length, train_subjects)
     for text in t2t_texts(args, texts, split):
         train.extend(builder.t2t(text))
     validation = []
     if validation_subjects:
-        validation_codes = codes.filter(lambda key: key in set(validation_subjects), input_columns="subject_key")
-        validation = builder.scan_examples(validation_codes, texts, window_length)
+        validation = builder.scan_examples(codes, texts, window_length, validation_subjects)
         validation += [example for text in texts_of(texts, split, "validation") for example in builder.t2t(text)]
     return Stage2Data(
         datasets.Dataset.from_list(train), datasets.Dataset.from_list(validation) if validation else None, codes, split, texts
@@ -348,13 +384,17 @@ def train_stage2(
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
     config = model.config
+    connectivity = WindowConnectivity(data.codes) if config.reads_connectivity else None
+    if connectivity is not None:
+        train_windows = sorted({w for windows in data.train["fmri_windows"] for w in windows})
+        model.calibrate_connectivity_projector(torch.as_tensor(connectivity[train_windows[:: max(1, len(train_windows) // 256)]]))
     trainer = ObjectiveTrainer(
         model=model,
         objectives={"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight},
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=ObjectiveCollator(pad),
+        data_collator=ObjectiveCollator(pad, connectivity),
         callbacks=list(callbacks),
         console_logs=console_logs,
     )

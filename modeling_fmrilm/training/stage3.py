@@ -101,29 +101,46 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
 
 
 class CodeTable:
-    """Each scan's code list (the first `windows_per_scan` windows, flattened), encoded once in batches."""
+    """Each scan's code list (the first `windows_per_scan` windows, flattened), encoded once in
+    batches, and for a model that reads the connectivity stream, those windows' connectivity rows
+    (`connectivity`, `(n_scans * windows_per_scan, num_rois, num_rois)` float16, the precision the
+    stream is defined at; `windows(scan)` gives a scan's rows in it)."""
 
     def __init__(self, model: Any, processor: Any, scans: Sequence[Any], batch_size: int = 64) -> None:
         per_scan = model.config.windows_per_scan
         tokenizer = model.fmri_tokenizer
         device = next(tokenizer.parameters()).device
         self.codes: dict[int, list[int]] = {}
+        self.rows: dict[int, list[int]] = {}
+        reads_connectivity = model.config.reads_connectivity
+        blocks = []
         unique = list({id(scan): scan for scan in scans}.values())
         for start in range(0, len(unique), batch_size):
             chunk = unique[start : start + batch_size]
             features = processor.feature_extractor(chunk, return_tensors="pt")
             keep = features["window_index"] < per_scan
+            windows = features["fmri_values"][keep].to(device)
             with torch.no_grad():
-                codes = tokenizer.encode(features["fmri_values"][keep].to(device)).cpu()
+                codes = tokenizer.encode(windows).cpu()
             owners = features["scan_index"][keep]
+            if reads_connectivity:
+                blocks.append(model.fmri_connectivity(windows).cpu().numpy().astype(np.float16))
+            offset = sum(len(block) for block in blocks[:-1]) if reads_connectivity else 0
             for index, scan in enumerate(chunk):
-                rows = codes[owners == index]
+                mine = owners == index
+                rows = codes[mine]
                 if len(rows) < per_scan:
                     raise FmriInputError(f"{scan.name}: {len(rows)} window(s), fewer than windows_per_scan={per_scan}")
                 self.codes[id(scan)] = rows.reshape(-1).tolist()
+                self.rows[id(scan)] = (offset + torch.nonzero(mine).flatten()).tolist()
+        self.connectivity = np.concatenate(blocks) if blocks else None
 
     def __getitem__(self, scan: Any) -> list[int]:
         return self.codes[id(scan)]
+
+    def windows(self, scan: Any) -> list[int]:
+        """The scan's rows in `connectivity` (empty for a codes-only model)."""
+        return self.rows[id(scan)] if self.connectivity is not None else []
 
 
 def instruction_examples(
@@ -148,13 +165,17 @@ def instruction_examples(
             for _ in range(prompts_per_item):
                 block = ScanBlock([(question_text(data.task, rng), None)], data.cohort_line(i), data.description)
                 context = render_token_ids(block.text(), [codes[data.scans[i]]], processor)
-                examples.append({"input_ids": context + answer, "labels": [IGNORE_INDEX] * len(context) + answer, "objective": objective})
+                examples.append({
+                    "input_ids": context + answer, "labels": [IGNORE_INDEX] * len(context) + answer, "objective": objective,
+                    "fmri_windows": codes.windows(data.scans[i]),
+                })  # fmt: skip
     return examples
 
 
 def lora_model(model: Any, args: Stage3Arguments) -> Any:
     """`model` wrapped by peft LoRA on the LM's projections (never the frozen fMRI tokenizer), with
-    the fMRI token rows trainable when asked."""
+    the fMRI token rows trainable when asked, and the connectivity projector (when the model has
+    one) trained whole and saved with the adapter (`modules_to_save`)."""
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -169,8 +190,9 @@ def lora_model(model: Any, args: Stage3Arguments) -> Any:
     if not names:
         raise FmriInputError(f"lora_target_modules: no linear projection of the language model matches {args.lora_target_modules}")
     config = model.config
-    fmri_rows = [*config.code_token_ids, config.fmri_start_token_id, config.fmri_end_token_id, config.fmri_pad_token_id]
+    fmri_rows = [*config.code_token_ids, *config.special_token_ids.values()]
     peft_config = LoraConfig(
+        modules_to_save=["connectivity_projector"] if config.reads_connectivity else None,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
@@ -251,7 +273,7 @@ def train_stage3(
         args=training_args,
         train_dataset=datasets.Dataset.from_list(train),
         eval_dataset=datasets.Dataset.from_list(validation) if validation else None,
-        data_collator=ObjectiveCollator(pad),
+        data_collator=ObjectiveCollator(pad, codes.connectivity),
         objectives=dict(zip(names, weights)),
         callbacks=list(callbacks),
         console_logs=console_logs,
