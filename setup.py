@@ -26,7 +26,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["modeling_fmrilm", "modeling_fmrilm.*"]),
+    # brainmarks.models: a namespace package (no __init__.py) holding the Brainmarks plugin
+    # brainmarks/models/fmrilm.py, which Brainmarks finds in any installed distribution.
+    packages=[*find_packages(include=["modeling_fmrilm", "modeling_fmrilm.*"]), "brainmarks.models"],
     package_data={"modeling_fmrilm": ["io/data/*.tsv"]},
     install_requires=[
         "torch>=2.4",

@@ -41,3 +41,16 @@ def windows(batch: int = 4, seed: int = 1, length: int = 16) -> torch.Tensor:
 
 def unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
+
+
+def stage1_folder(path, num_rois: int = 450) -> FmriTokenizerModel:
+    """A small random Stage 1 tokenizer (4 patches of 8 frames) and its feature extractor (TR 1.5 s,
+    32-frame window) saved in `path`, as Stage 1 saves them."""
+    from modeling_fmrilm import FmriFeatureExtractor
+    from modeling_fmrilm.embeddings import RANDOM_CONFIG
+
+    torch.manual_seed(1)
+    tokenizer = FmriTokenizerModel(FmriTokenizerConfig(num_rois=num_rois, **{**RANDOM_CONFIG, "window_length": 32, "patch_length": 8})).eval()
+    tokenizer.save_pretrained(path)
+    FmriFeatureExtractor(num_rois=num_rois, window_length=32, target_tr=1.5).save_pretrained(path)
+    return tokenizer

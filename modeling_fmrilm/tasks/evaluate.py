@@ -25,6 +25,8 @@ tangent space is fitted once per split. On that split:
   the model reads, its windows (`window_fc`) and their codes decoded by its tokenizer
   (`token_fc`). Between the whole-scan FC row, these two and the model's own, a table shows where
   a scan's connectivity signal is lost: to the window, to quantisation, or in the language model.
+- **embedding row** (`embedding_probe`, `--embedding_probe`): the Brainmarks protocol on the
+  model's Stage 1 encoder embeddings, mean-pooled (`embedding_probe.py`), as Brainmarks scores a model.
 
 Every figure is measured on test subjects and reported as mean ± std over seeds (or re-splits).
 Output: a markdown table (`EvaluationReport.to_markdown`) and a JSON file with every run
@@ -51,6 +53,7 @@ from ..io import FmriScan
 from ..splits import SubjectSplit
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData
+from .embedding_probe import EMBEDDING_PROBE, embedding_inputs
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, format_summary, score_predictions, summarize
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
 from .registry import ScoreBins
@@ -74,6 +77,7 @@ METHOD_LABELS = {
     "tangent_fc": "FC, tangent space",
     "window_fc": "FC of the window(s) the model reads",
     "token_fc": "FC of the model's tokens, decoded",
+    EMBEDDING_PROBE: "fmrilm embeddings, Brainmarks probe",
 }
 
 
@@ -91,6 +95,7 @@ class EvaluationSettings:
         n_resplits: random re-splits for the baselines (0 to skip).
         probe: ridge probe on pooled hidden states for regressions.
         view_probes: the `VIEW_PROBES` rows (Brainmarks FC of the model's windows and of its decoded tokens).
+        embedding_probe: the row of the Brainmarks probe on the model's Stage 1 embeddings (`embedding_probe.py`).
         multi_questions: questions per prompt in the `multi` paradigm.
         batch_size: sequences per forward pass.
     """
@@ -104,6 +109,7 @@ class EvaluationSettings:
     n_resplits: int = 100
     probe: bool = True
     view_probes: bool = True
+    embedding_probe: bool = False
     multi_questions: int = 3
     batch_size: int = 8
 
@@ -510,6 +516,8 @@ def evaluate(
     """
     if (model is None) != (processor is None):
         raise FmriInputError("model/processor: give both (model rows) or neither (baselines only)")
+    if settings.embedding_probe and model is None:
+        raise FmriInputError("settings.embedding_probe: expected a model (its tokenizer gives the embeddings), found none")
     scorer = LabelScorer(model, processor, settings.batch_size) if model is not None else None
     rows = _Rows()
     groups = _groups_by_subjects(tasks)
@@ -518,6 +526,8 @@ def evaluate(
         first = group[0]
         inputs = BaselineInputs(first.scans)
         views = view_inputs(scorer, first.scans) if scorer is not None and settings.view_probes else {}
+        if settings.embedding_probe:
+            views[EMBEDDING_PROBE] = embedding_inputs(model, processor, first.scans, settings.batch_size)
         for seed in settings.seeds:
             train, test = _split(group, seed, settings, split)
             features = inputs.split(train, test)
@@ -624,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chat_template", action="store_true", help="render prompts with the processor's chat template")
     parser.add_argument("--test_fraction", type=float, default=0.25)
     parser.add_argument("--n_resplits", type=int, default=100)
+    parser.add_argument("--embedding_probe", action="store_true", help="add the row of the Brainmarks probe on the model's Stage 1 embeddings, mean-pooled")
     parser.add_argument("--split_manifest", default=None, help="splits.json (or a folder with one); default: the model's training split")
     parser.add_argument("--output_dir", default="outputs/evaluation")
     return parser
@@ -700,6 +711,7 @@ def run_evaluation(args: argparse.Namespace) -> EvaluationReport:
     settings = EvaluationSettings(
         seeds=tuple(args.seeds), shots=tuple(args.shots), paradigms=tuple(args.paradigms), scoring=tuple(args.scoring),
         chat_template=args.chat_template, test_fraction=args.test_fraction, n_resplits=args.n_resplits,
+        embedding_probe=args.embedding_probe,
     )  # fmt: skip
     report = evaluate(offline_tasks(args), model, processor, settings, split)
     markdown, record = report.save(args.output_dir)
