@@ -2,8 +2,8 @@
 (`training.common.claims_output_dir`) hold an exclusive `fcntl.flock` on `FOLDER/.fmrilm.lock`
 while they write there.
 
-The holder writes `pid N on host H` into the lock file, so a second writer fails at once with one
-line naming it. The kernel drops the lock when the holder exits, however it ends (a killed run
+The holder writes what it is, its pid and host into the lock file (`a corpus build (pid N on host
+H)`), so a second writer fails at once with one line naming it. The kernel drops the lock when the holder exits, however it ends (a killed run
 leaves no stale lock); a holder that ends normally also removes the file, and a writer that finds
 its locked file removed or replaced under it starts over, so two writers never hold two files of
 the same name. A process that already holds a folder's lock can take it again (a corpus build's
@@ -40,7 +40,7 @@ def _holder(descriptor: int) -> str:
     while True:
         recorded = os.pread(descriptor, 256, 0).decode(errors="replace").strip()
         if recorded or time.monotonic() > deadline:
-            return recorded or "a process that has not recorded itself yet"
+            return recorded or "a writer that has not recorded itself yet"
         time.sleep(0.05)
 
 
@@ -58,12 +58,11 @@ def _acquire(path: Path, what: str) -> int:
             if not current:  # released and removed while we looked: try the new file
                 continue
             raise FmriInputError(
-                f"{path.parent}: expected no other writer, found {what} already writing there ({holder}; lock {path}); "
-                "wait for it to end or choose another folder"
+                f"{path.parent}: expected no other writer, found {holder} writing there (lock {path}); wait for it to end or choose another folder"
             ) from None
         if _same_file(descriptor, path):
             os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+            os.pwrite(descriptor, f"{what} (pid {os.getpid()} on host {socket.gethostname()})\n".encode(), 0)
             return descriptor
         os.close(descriptor)  # we locked a file its holder had just removed
 
@@ -74,7 +73,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
 
     Args:
         folder: the output folder to write.
-        what: who takes it, in words, for the refusal (`"a corpus build"`, `"a training run"`).
+        what: who takes it, in words, recorded for the refusal of others (`"a corpus build"`, `"a training run"`).
 
     Raises:
         FmriInputError: another process holds the lock; the message names its pid and host.

@@ -94,11 +94,14 @@ def test_a_second_build_of_the_same_folder_fails_in_one_line_and_the_first_one_f
     first = subprocess.Popen([sys.executable, "-c", HELD_BUILD, str(tmp_path / "go"), *argv], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (out / LOCK_NAME).is_file() and (out / LOCK_NAME).read_text().strip(), "the first build's lock")
-        assert (out / LOCK_NAME).read_text().strip() == f"pid {first.pid} on host {socket.gethostname()}"
+        assert (out / LOCK_NAME).read_text().strip() == f"a corpus build (pid {first.pid} on host {socket.gethostname()})"
         second = subprocess.run([sys.executable, "-m", "modeling_fmrilm.cli", *argv], env=ENV, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and second.stdout == ""
         assert len(second.stderr.splitlines()) == 1 and "Traceback" not in second.stderr
-        assert f"expected no other writer, found a corpus build already writing there (pid {first.pid} on host {socket.gethostname()}" in second.stderr
+        assert second.stderr.startswith(
+            f"fmrilm build-corpus: error: {out}: expected no other writer, found a corpus build (pid {first.pid} on host "
+            f"{socket.gethostname()}) writing there (lock {out / LOCK_NAME}); wait for it to end or choose another folder"
+        )
         assert first.poll() is None  # the refused build touched nothing of the running one
     finally:
         (tmp_path / "go").touch()
@@ -114,27 +117,29 @@ def test_a_second_build_of_the_same_folder_fails_in_one_line_and_the_first_one_f
 HOLDER = """
 import sys
 from modeling_fmrilm.locking import folder_lock
-with folder_lock(sys.argv[1], "a training run"):
+with folder_lock(sys.argv[1], "a test's holder"):
     print("held", flush=True)
     sys.stdin.readline()
 """
 
 
-def test_a_stage_refuses_a_folder_another_run_holds_and_the_lock_goes_with_its_holder(tmp_path):
+def test_a_stage_or_demo_refuses_a_folder_another_process_holds_and_the_lock_goes_with_its_holder(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         split = manifest(tmp_path / "split", {"toy/s0": "train", "toy/s1": "train"})
-        with pytest.raises(FmriInputError, match=rf"found a training run already writing there \(pid {holder.pid} on host "):
+        with pytest.raises(FmriInputError, match=re.escape(f"found a test's holder (pid {holder.pid} on host {socket.gethostname()}) writing there")):
             train_stage1(*tiny_run(out, split), scans=synthetic_scans(2))
+        status, _, stderr = run(["demo", "--output-dir", str(out)], capsys)
+        assert status == 2 and len(stderr.splitlines()) == 1 and f"found a test's holder (pid {holder.pid}" in stderr
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written beside the holder's lock
     finally:
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0 and not out.joinpath(LOCK_NAME).exists()
     with folder_lock(out, "a training run"):  # free again; and a process may take its own lock twice
         with folder_lock(out, "a corpus build"):
-            assert out.joinpath(LOCK_NAME).read_text() == f"pid {os.getpid()} on host {socket.gethostname()}\n"
+            assert out.joinpath(LOCK_NAME).read_text() == f"a training run (pid {os.getpid()} on host {socket.gethostname()})\n"
         assert out.joinpath(LOCK_NAME).exists()
     assert not out.joinpath(LOCK_NAME).exists()
 
