@@ -1,6 +1,7 @@
-"""One writer per output folder: the corpus build (`descriptors.corpus`) and every training stage
-(`training.common.claims_output_dir`) hold an exclusive `fcntl.flock` on `FOLDER/.fmrilm.lock`
-while they write there.
+"""One writer per output folder: the corpus build (`descriptors.corpus`), every training stage
+(`training.common.claims_output_dir`) and `fmrilm demo` hold an exclusive `fcntl.flock` on
+`FOLDER/.fmrilm.lock` while they write there. (A stage's window-code cache lives in its output
+folder; the processes of one multi-process run share it through `datasets`' own temp-and-rename.)
 
 The holder writes what it is, its pid and host into the lock file (`a corpus build (pid N on host
 H)`), so a second writer fails at once with one line naming it. The kernel drops the lock when the holder exits, however it ends (a killed run
