@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--atlas", default=None, help="atlas name, when the training record does not give it")
     export.add_argument("--training-data", default=None, help="training data in words, instead of the record's")
     export.add_argument("--license", default="apache-2.0", help="licence of the weights (Hub licence id)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export (one holding only the files its fmrilm_export.json lists)")
     export.set_defaults(func=run_export)
 
     push = commands.add_parser("push", help="upload an exported folder (or a corpus) to the Hugging Face Hub")

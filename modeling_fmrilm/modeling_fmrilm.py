@@ -47,7 +47,7 @@ from .configuration_fmrilm import (
 )
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .modeling_fmri_tokenizer import FmriTokenizerModel
+from .modeling_fmri_tokenizer import FmriTokenizerModel, SafetensorsOnly
 from .processing_fmrilm import FmriProcessor
 
 CODE_PROJECTION_SEED = 0
@@ -125,7 +125,7 @@ class FmriConnectivityProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(rows)))
 
 
-class FmriLMPreTrainedModel(PreTrainedModel):
+class FmriLMPreTrainedModel(SafetensorsOnly, PreTrainedModel):
     config: FmriLMConfig
     config_class = FmriLMConfig
     main_input_name = "input_ids"
@@ -497,7 +497,7 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             feature_extractor = _saved_feature_extractor(tokenizer, fmri_tokenizer)
         tokens_per_window = _tokens_per_window(fmri_tokenizer, feature_extractor)
         if not isinstance(language_model, PreTrainedModel):
-            language_model = AutoModelForCausalLM.from_pretrained(language_model, **language_model_kwargs)
+            language_model = AutoModelForCausalLM.from_pretrained(language_model, **{"use_safetensors": True, **language_model_kwargs})
         text_tokenizer = _text_tokenizer(text_tokenizer, language_model)
 
         existing_rows = min(len(text_tokenizer), language_model.get_input_embeddings().weight.shape[0])

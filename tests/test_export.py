@@ -206,3 +206,43 @@ def test_stage3_record_names_its_tasks_and_the_stage2_base_model(tmp_path):
     assert fields["stage_summary"].startswith("Stage 3 of 3 (multi-task instruction tuning): 3 optimisation steps, 1 epoch(s)")
     assert "tasks (loss weights): cohort 1, descriptors 0.5" in fields["stage_summary"]
     assert fields["final_losses"] == "cohort loss 0.500, cohort accuracy 0.750"
+
+
+def test_overwrite_never_deletes_the_model_or_a_folder_export_did_not_write(trained, tmp_path, monkeypatch, capsys):
+    """`--overwrite` refuses the run folder holding the model, the model folder's inside, the current
+    folder, and any folder that is not an earlier export holding only what its marker lists."""
+    folder, _, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(folder, run / "final")
+    (run / "checkpoint-8").mkdir()
+    (run / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    before = {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()}
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cases = [
+        (run, f"{run}: expected an export folder apart from the model folder {run / 'final'}, found one that holds it"),
+        (run / "final", f"{run / 'final'}: expected an export folder apart from the model folder {run / 'final'}, found one that is it"),
+        (run / "final" / "export", "found one that lies inside it"),
+        (".", f"{elsewhere}: expected an export folder apart from the current folder, found one that is it"),
+        (tmp_path, f"{tmp_path}: expected an export folder apart from the model folder {run / 'final'}, found one that holds it"),
+        (tmp_path / "run" / "checkpoint-8", "--overwrite replaces only an earlier export holding nothing but the files its "
+         "fmrilm_export.json lists; found no readable fmrilm_export.json (not a folder fmrilm export wrote)"),
+    ]  # fmt: skip
+    for output, message in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            cli.main(["export", "--model", str(run / "final"), "--output", str(output), "--overwrite"])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and len(err.splitlines()) == 1 and message in err, (output, err)
+    assert {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()} == before  # nothing touched
+
+    out = export_model(run / "final", tmp_path / "export").folder
+    marker = json.loads((out / "fmrilm_export.json").read_text())
+    assert marker["files"] == sorted(path.name for path in out.iterdir())
+    assert export_model(run / "final", out, overwrite=True).folder == out  # an earlier export is replaced
+    (out / ".git").mkdir()  # e.g. a clone of the Hub repository
+    with pytest.raises(FmriInputError, match=r"found files it did not write: \['.git'\]"):
+        export_model(run / "final", out, overwrite=True)
+    assert (out / ".git").is_dir() and (out / "model.safetensors").is_file()

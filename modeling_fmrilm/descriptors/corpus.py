@@ -16,12 +16,19 @@ machines can run apart (`datasets_scripts/build_descriptor_corpus.py --fit-refer
    assignment), and fit the cohort structure (tangent mean, gradient reference, group ICA) on a
    seeded subset of the training scans. Writes `.build/plan.json` and `.build/structure.*`.
 2. `build_shards`: the features of shard `k` (`shard_size` consecutive scans) for every `k` with
-   `k % num_shards == shard_index`, each written as `.build/raw/shard-k.npz` atomically (temp +
-   rename). A finished shard is never computed again, so an interrupted share resumes.
+   `k % num_shards == shard_index`, each written as `.build/raw/shard-k.npz` atomically (temp,
+   fsync, rename: `modeling_fmrilm.atomic`). A finished shard is never computed again, so an
+   interrupted share resumes; one that no longer reads whole (a crash of the machine) is named in a
+   warning, moved aside as `shard-k.npz.corrupt` and computed again.
 3. `merge`: the per-dataset norms, streamed over the training scans' shards; the records
    (z-scores, text); the parquet files, card, manifest and reference, staged in `.build/publish/`
    and moved into place only when all are written, so an interrupted build leaves no half-written
    split.
+
+`prepare`, `merge` and `build_corpus` hold the output folder's lock (`modeling_fmrilm.locking`):
+a second build of the same folder fails at once, naming the holder's pid and host. The shares of
+one build run side by side by design and take no lock: each shard file is written under a name of
+its own and renamed, so two writers of one shard leave one whole file.
 
 Memory is bounded by the shard size and the reference-fit subset, not by the cohort. A rerun of
 `prepare` with other inputs or settings starts the work folder afresh; with the same ones it
@@ -36,6 +43,8 @@ import json
 import os
 import shutil
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -46,8 +55,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..atomic import replace_folder, write_atomically
 from ..errors import FmriInputError
 from ..io import FmriScan
+from ..locking import folder_lock
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, SubjectSplit, resolve_split, subject_key, text_key, write_manifest
 from . import graph
 from . import text as descriptor_text
@@ -153,9 +164,7 @@ class BuildPlan:
             "scans": [asdict(i) for i in self.infos],
             "skipped": self.skipped,
         }
-        temporary = work / f".{PLAN_NAME}.tmp"
-        temporary.write_text(json.dumps(content))
-        temporary.replace(work / PLAN_NAME)
+        write_atomically(work / PLAN_NAME, lambda handle: handle.write(json.dumps(content).encode()))
 
     @classmethod
     def load(cls, work: Path, expected_config: dict | None = None) -> "BuildPlan":
@@ -253,15 +262,26 @@ def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: Co
     return out
 
 
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
-    temporary.replace(path)
-
-
 def _raw_path(work: Path, shard: int) -> Path:
     return work / "raw" / f"shard-{shard:05d}.npz"
+
+
+def _finished(work: Path, shard: int) -> bool:
+    """Whether shard `shard` was written and reads whole; one that does not is named in a warning
+    and moved aside (`shard-k.npz.corrupt`), so that it is computed again."""
+    path = _raw_path(work, shard)
+    if not path.exists():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as raw:
+            for name in raw.files:
+                raw[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        aside = path.with_name(f"{path.name}.corrupt")
+        os.replace(path, aside)
+        warnings.warn(f"{path}: truncated or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again", stacklevel=3)
+        return False
+    return True
 
 
 def library_versions() -> dict[str, str]:
@@ -310,22 +330,23 @@ def prepare(
     corpus folder) extended by the same hash for subjects it does not list.
     """
     work = Path(output_dir) / WORK_DIR
-    infos, skipped = survey(source, len(roi_labels), settings, skip_bad, progress)
-    if not infos:
-        raise FmriInputError(f"descriptor corpus: no usable scans ({len(skipped)} skipped)")
-    split = resolve_split([info.subject_key for info in infos], split_manifest, fractions, settings.seed)
-    for info in infos:
-        info.split = split.of(info.subject_key)
-    plan = BuildPlan(infos, split, corpus_config(roi_labels, atlas, settings, shard_size), skipped)
-    if work.exists():
-        previous = json.loads((work / PLAN_NAME).read_text()) if (work / PLAN_NAME).is_file() else {}
-        if previous.get("fingerprint") != plan.fingerprint:
-            shutil.rmtree(work)
-    (work / "raw").mkdir(parents=True, exist_ok=True)
-    plan.save(work)
-    if not (work / f"{STRUCTURE}.json").exists():
-        _fit_reference(source, plan, settings).save(work, STRUCTURE)
-    return plan
+    with folder_lock(output_dir, "a corpus build"):
+        infos, skipped = survey(source, len(roi_labels), settings, skip_bad, progress)
+        if not infos:
+            raise FmriInputError(f"descriptor corpus: no usable scans ({len(skipped)} skipped)")
+        split = resolve_split([info.subject_key for info in infos], split_manifest, fractions, settings.seed)
+        for info in infos:
+            info.split = split.of(info.subject_key)
+        plan = BuildPlan(infos, split, corpus_config(roi_labels, atlas, settings, shard_size), skipped)
+        if work.exists():
+            previous = json.loads((work / PLAN_NAME).read_text()) if (work / PLAN_NAME).is_file() else {}
+            if previous.get("fingerprint") != plan.fingerprint:
+                shutil.rmtree(work)
+        (work / "raw").mkdir(parents=True, exist_ok=True)
+        plan.save(work)
+        if not (work / f"{STRUCTURE}.json").exists():
+            _fit_reference(source, plan, settings).save(work, STRUCTURE)
+        return plan
 
 
 def build_shards(
@@ -349,7 +370,7 @@ def build_shards(
     reference = CohortReference.load(work, STRUCTURE)
     shards = plan.shards
     mine = [k for k in range(len(shards)) if k % num_shards == shard_index]
-    todo = [k for k in mine if not _raw_path(work, k).exists()]
+    todo = [k for k in mine if not _finished(work, k)]
     info_at = {info.index: (k, row, info) for k in todo for row, info in enumerate(shards[k])}
     pending: dict[int, list[tuple[int, np.ndarray, float]]] = {k: [] for k in todo}
     bar = tqdm(total=len(todo), desc=f"descriptor shards (share {shard_index}/{num_shards})", disable=not progress)
@@ -357,7 +378,7 @@ def build_shards(
     futures = {}
 
     def finish(k: int, features: dict[str, np.ndarray]) -> None:
-        _atomic_npz(_raw_path(work, k), features)
+        write_atomically(_raw_path(work, k), lambda handle: np.savez(handle, **features))
         bar.update()
 
     try:
@@ -530,53 +551,52 @@ def merge(
 ) -> CorpusSummary:
     """Step 3: norms, records and the published folder, from a prepared build whose shards are all finished."""
     output_dir = Path(output_dir)
-    work = output_dir / WORK_DIR
-    plan = BuildPlan.load(work, expected_config)
-    reference = CohortReference.load(work, STRUCTURE)
-    shards = plan.shards
-    missing = [k for k in range(len(shards)) if not _raw_path(work, k).exists()]
-    if missing:
-        raise FmriInputError(
-            f"{work / 'raw'}: expected {len(shards)} finished shards, {len(missing)} missing ({missing[:20]}); "
-            "shard k belongs to share k % num_shards: run those shares (--shard-index i --num-shards n) first"
-        )
-    norms = CohortNorms()
-    for k, shard in enumerate(shards):
-        train = np.array([info.split == "train" for info in shard])
-        if train.any():
+    with folder_lock(output_dir, "a corpus build"):
+        work = output_dir / WORK_DIR
+        plan = BuildPlan.load(work, expected_config)
+        reference = CohortReference.load(work, STRUCTURE)
+        shards = plan.shards
+        missing = [k for k in range(len(shards)) if not _finished(work, k)]
+        if missing:
+            raise FmriInputError(
+                f"{work / 'raw'}: expected {len(shards)} finished shards, {len(missing)} missing ({missing[:20]}); "
+                "shard k belongs to share k % num_shards: run those shares (--shard-index i --num-shards n) first"
+            )
+        norms = CohortNorms()
+        for k, shard in enumerate(shards):
+            train = np.array([info.split == "train" for info in shard])
+            if train.any():
+                with np.load(_raw_path(work, k), allow_pickle=False) as raw:
+                    norms.add({name: raw[name][train] for name in NORMED}, [i.dataset for i in shard if i.split == "train"])
+        reference.norms = norms.norms(reference.settings.min_norm_scans)
+        provenance = _provenance(plan, reference)
+        publish = work / "publish"
+        if publish.exists():
+            shutil.rmtree(publish)
+        staged = publish / "data" / CONFIG_NAME
+        staged.mkdir(parents=True)
+        sizes = dict.fromkeys(SPLITS, 0)
+        for k, shard in enumerate(tqdm(shards, desc="records", disable=not progress)):
             with np.load(_raw_path(work, k), allow_pickle=False) as raw:
-                norms.add({name: raw[name][train] for name in NORMED}, [i.dataset for i in shard if i.split == "train"])
-    reference.norms = norms.norms(reference.settings.min_norm_scans)
-    provenance = _provenance(plan, reference)
-    publish = work / "publish"
-    if publish.exists():
-        shutil.rmtree(publish)
-    staged = publish / "data" / CONFIG_NAME
-    staged.mkdir(parents=True)
-    sizes = dict.fromkeys(SPLITS, 0)
-    for k, shard in enumerate(tqdm(shards, desc="records", disable=not progress)):
-        with np.load(_raw_path(work, k), allow_pickle=False) as raw:
-            records = _records(shard, {name: raw[name] for name in raw.files}, reference, provenance)
-        for split in SPLITS:
-            rows = [r for r in records if r["split"] == split]
-            if rows:
-                pq.write_table(pa.Table.from_pylist(rows), staged / f"{split}-{k:05d}.parquet")
-                sizes[split] += len(rows)
-    digest = content_digest(staged)
-    for path in list(staged.glob("*.parquet")):
-        path.rename(path.with_name(f"{path.stem}-{digest[:12]}.parquet"))
-    (publish / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
-    reference.save(publish)
-    write_manifest(publish, plan.split)
-    final = output_dir / "data" / CONFIG_NAME
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
-    for name in ("cohort_reference.json", "cohort_reference.npz", MANIFEST_NAME, "README.md"):
-        os.replace(publish / name, output_dir / name)
-    shutil.rmtree(work)
-    return CorpusSummary(output_dir, sizes, plan.skipped)
+                records = _records(shard, {name: raw[name] for name in raw.files}, reference, provenance)
+            for split in SPLITS:
+                rows = [r for r in records if r["split"] == split]
+                if rows:
+                    pq.write_table(pa.Table.from_pylist(rows), staged / f"{split}-{k:05d}.parquet")
+                    sizes[split] += len(rows)
+        digest = content_digest(staged)
+        for path in list(staged.glob("*.parquet")):
+            path.rename(path.with_name(f"{path.stem}-{digest[:12]}.parquet"))
+        (publish / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
+        reference.save(publish)
+        write_manifest(publish, plan.split)
+        final = output_dir / "data" / CONFIG_NAME
+        final.parent.mkdir(parents=True, exist_ok=True)
+        replace_folder(staged, final)
+        for name in ("cohort_reference.json", "cohort_reference.npz", MANIFEST_NAME, "README.md"):
+            os.replace(publish / name, output_dir / name)
+        shutil.rmtree(work)
+        return CorpusSummary(output_dir, sizes, plan.skipped)
 
 
 def build_corpus(
@@ -611,9 +631,10 @@ def build_corpus(
     Raises:
         FmriInputError: a bad scan (named) without `skip_bad`, or too few scans to fit on.
     """
-    prepare(source, output_dir, roi_labels, atlas, settings, fractions, split_manifest, shard_size, skip_bad, progress)
-    reused = build_shards(source, output_dir, num_proc=num_proc, progress=progress)
-    summary = merge(output_dir, command, progress)
+    with folder_lock(output_dir, "a corpus build"):
+        prepare(source, output_dir, roi_labels, atlas, settings, fractions, split_manifest, shard_size, skip_bad, progress)
+        reused = build_shards(source, output_dir, num_proc=num_proc, progress=progress)
+        summary = merge(output_dir, command, progress)
     summary.reused_shards = reused
     return summary
 

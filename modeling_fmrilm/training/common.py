@@ -1,8 +1,10 @@
 """What the stages share on top of `transformers.Trainer`: the cohort and its subject split, window
-datasets, checkpoint lookup, argument parsing and the atomic final save."""
+datasets, checkpoint lookup, argument parsing, the claim on the output folder and the atomic final save."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -10,17 +12,20 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer import FSDP_MODEL_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
+from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..atomic import replace_folder
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
+from ..locking import folder_lock
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
 
 
@@ -132,12 +137,25 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return max(steps)[1] if steps else None
 
 
+MODEL_STATE_NAMES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, ADAPTER_SAFE_WEIGHTS_NAME)
+"""The files of a checkpoint's model state (safetensors weights, whole, sharded or a peft adapter);
+FSDP and DeepSpeed write theirs as `pytorch_model_fsdp*` and `global_step*`."""
+
+
+def _has_model_state(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in MODEL_STATE_NAMES) or any(
+        child.name.startswith(FSDP_MODEL_NAME) or (child.is_dir() and child.name.startswith("global_step")) for child in folder.iterdir()
+    )
+
+
 def check_checkpoint(folder: str | Path) -> None:
-    """Check that every file a resume reads is whole, cheaply: safetensors headers against the file
-    size, the zip directory of `.pt`/`.pth` files, the JSON files.
+    """Check that a resume finds what it reads and that every file is whole, cheaply: the model
+    state (`MODEL_STATE_NAMES`), safetensors headers against the file size, the zip directory of
+    `.pt`/`.pth`/`.bin` files, the JSON files.
 
     Raises:
-        FmriInputError: naming the first truncated or corrupt file and what was wrong.
+        FmriInputError: naming the folder and what is missing, or the first truncated or corrupt
+            file and what was wrong.
     """
     import zipfile
 
@@ -146,6 +164,11 @@ def check_checkpoint(folder: str | Path) -> None:
     folder = Path(folder)
     if not _readable_state(folder):
         raise FmriInputError(f"{folder / 'trainer_state.json'}: expected the JSON Trainer writes last in a checkpoint; missing or unreadable")
+    if not _has_model_state(folder):
+        raise FmriInputError(
+            f"{folder}: expected a Trainer checkpoint with its model weights ({' or '.join(MODEL_STATE_NAMES)}, or an FSDP/DeepSpeed "
+            f"state folder), found only {sorted(path.name for path in folder.iterdir())}"
+        )
     for path in sorted(folder.iterdir()):
         try:
             if path.suffix == ".safetensors":
@@ -179,6 +202,41 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     return chosen
 
 
+FINAL_NAME = "final"
+TRAINING_ARGS_JSON = "training_args.json"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def claims_output_dir(train: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a stage's `train_stageN(args, training_args, ...)`: the main process holds the lock
+    of `training_args.output_dir` (`modeling_fmrilm.locking`) for the whole run, and a finished
+    `output_dir/final` is replaced only with `--overwrite_final` or by a run that resumes from a
+    checkpoint (`--resume_from_checkpoint`, which is resolved and checked here, before any data
+    is read).
+
+    Raises:
+        FmriInputError: another run holds the folder, `final/` is there and neither flag allows
+            replacing it, or the checkpoint to resume from is missing or incomplete.
+    """
+
+    @functools.wraps(train)
+    def claimed(*arguments: P.args, **keywords: P.kwargs) -> R:
+        training_args = keywords["training_args"] if "training_args" in keywords else arguments[1]
+        output_dir = Path(training_args.output_dir)
+        with folder_lock(output_dir, "a training run") if training_args.process_index == 0 else contextlib.nullcontext():
+            resumed = resolve_resume(training_args.resume_from_checkpoint, str(output_dir))
+            if (output_dir / FINAL_NAME).exists() and resumed is None and not training_args.overwrite_final:
+                raise FmriInputError(
+                    f"{output_dir / FINAL_NAME}: expected no finished model in the output folder, found one; pass --overwrite_final to "
+                    "replace it, --resume_from_checkpoint to continue from a checkpoint, or choose another --output_dir"
+                )
+            training_args.resume_from_checkpoint = resumed
+            return train(*arguments, **keywords)
+
+    return claimed
+
+
 def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[Callable[[Path], None]] = (), record: dict | None = None) -> Path:
     """Save the trained model through Trainer's own path (which gathers FSDP2/ZeRO-3 shards) into a
     staging folder, then rename it to `final_dir` on the main process: an interruption leaves the
@@ -186,7 +244,8 @@ def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[C
 
     Every process must call this (the state-dict gathering is collective). `extra_savers` write
     more into the staging folder (feature extractor, processor, tokenizer); `record` is written as
-    `training_record.json`.
+    `training_record.json`. The training arguments are kept as JSON (`training_args.json`), not as
+    Trainer's pickle (`training_args.bin` stays in the checkpoints, which a resume reads).
     """
     final_dir = Path(final_dir)
     staging = final_dir.with_name(f".{final_dir.name}-staging")
@@ -197,6 +256,8 @@ def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[C
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
+        (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        (staging / TRAINING_ARGS_JSON).write_text(trainer.args.to_json_string())
         for saver in extra_savers:
             saver(staging)
         if record is not None:
@@ -269,6 +330,9 @@ class StageTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable weight is used, so DDP needs no search"})
+    overwrite_final: bool = field(
+        default=False, metadata={"help": "replace a finished output_dir/final (without it such a run stops before training, unless it resumes)"}
+    )
 
 
 class ProgressBars(ProgressCallback):
@@ -333,6 +397,7 @@ __all__ = [
     "SumLoggingTrainer",
     "WindowCollator",
     "WindowDataset",
+    "claims_output_dir",
     "cohort_split",
     "digests_across_processes",
     "check_checkpoint",

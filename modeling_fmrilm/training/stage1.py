@@ -37,6 +37,7 @@ from .common import (
     SumLoggingTrainer,
     WindowCollator,
     WindowDataset,
+    claims_output_dir,
     cohort_split,
     digests_across_processes,
     load_cohort,
@@ -227,6 +228,7 @@ def text_table(args: Stage1Arguments, text_keys: Sequence[str]) -> torch.Tensor 
     return encode_texts([texts[key] for key in text_keys], args.text_encoder)
 
 
+@claims_output_dir
 def train_stage1(
     args: Stage1Arguments,
     training_args: Stage1TrainingArguments,

@@ -41,6 +41,7 @@ from ..splits import SubjectSplit, subject_of
 from .common import (
     CohortArguments,
     StageTrainingArguments,
+    claims_output_dir,
     cohort_split,
     load_cohort,
     manifest_of,
@@ -364,6 +365,7 @@ class Stage2Result:
         return self.trainer.state.log_history
 
 
+@claims_output_dir
 def train_stage2(
     args: Stage2Arguments,
     training_args: Stage2TrainingArguments,

@@ -28,7 +28,7 @@ from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..splits import SubjectSplit
-from .common import StageTrainingArguments, resolve_resume, save_final
+from .common import StageTrainingArguments, claims_output_dir, resolve_resume, save_final
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 
 TASK_SOURCES = ("cohort", "descriptors", "synthetic")
@@ -237,6 +237,7 @@ class Stage3Result:
         return self.trainer.state.log_history
 
 
+@claims_output_dir
 def train_stage3(
     args: Stage3Arguments, training_args: Stage3TrainingArguments, callbacks: Sequence[Any] = (), console_logs: bool = True
 ) -> Stage3Result:

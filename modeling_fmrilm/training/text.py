@@ -31,7 +31,7 @@ def encode_texts(texts: Sequence[str], encoder: str | None = None, batch_size: i
 
     path = encoder or default_text_encoder()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    model = AutoModel.from_pretrained(path, use_safetensors=True).eval()
     pooled = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
@@ -70,7 +70,7 @@ def word_embedding_matrix(path: str) -> torch.Tensor:
     """Input-embedding matrix `(vocab_size, hidden_size)` of the model at `path` (a copy, float32)."""
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float().clone()
+    return AutoModel.from_pretrained(path, use_safetensors=True).get_input_embeddings().weight.detach().float().clone()
 
 
 __all__ = ["default_text_encoder", "encode_texts", "load_texts", "word_embedding_matrix"]
