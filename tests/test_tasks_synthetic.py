@@ -259,3 +259,36 @@ def test_baselines_only_evaluation_of_the_synthetic_cohort(structure):
     score = report.row("synthetic_score", "tangent_fc (3 re-splits)").summary()
     assert score["pearson_r"]["mean"] > 0.3 and score["mae"]["n"] == 3
     assert "synthetic_score | majority / mean" in report.to_markdown()
+
+
+def test_dynamics_group_is_invisible_to_connectivity_and_read_by_a_temporal_statistic(structure):
+    """synthetic_dynamics: with no coupling effect and a large dynamics effect, both FC baselines sit
+    at chance, while the dynamics network's lag-1 autocorrelation separates the groups; the other
+    draws of the cohort do not depend on the effect."""
+    settings = SyntheticSettings(n_subjects=160, n_timepoints=200, group_effect=0.0, score_effect=0.0, dynamics_effect=1.0, seed=7)
+    cohort = make_synthetic_cohort(settings, structure=structure)
+    without = make_synthetic_cohort(SyntheticSettings(**{**settings.to_dict(), "dynamics_effect": 0.0}), structure=structure)
+    assert np.array_equal(cohort.dynamics, without.dynamics) and np.array_equal(cohort.group, without.group)
+    assert 0.45 < cohort.dynamics.mean() < 0.55 and abs(np.corrcoef(cohort.dynamics, cohort.group)[0, 1]) < 0.3
+    network = np.asarray(aal2_table().systems) == settings.dynamics_network
+    untouched = ~network
+    np.testing.assert_array_equal(np.stack([s.data for s in cohort.scans])[:, untouched], np.stack([s.data for s in without.scans])[:, untouched])
+    inputs = BaselineInputs(cohort.scans)
+    data = np.stack([s.data for s in cohort.scans]).astype(np.float64)
+    z = (data - data.mean(-1, keepdims=True)) / data.std(-1, keepdims=True)
+    lag1 = (z[..., 1:] * z[..., :-1]).mean(-1)[:, network].mean(1, keepdims=True)
+    accuracies = {"brainmarks_fc": [], "tangent_fc": [], "lag1": []}
+    for seed in range(3):
+        train, test = stratified_split(cohort.dynamics, 0.3, seed)
+        for name in ("brainmarks_fc", "tangent_fc"):
+            output = fit_predict(name, "classification", 2, cohort.dynamics[train], inputs.split(train, test), seed)
+            accuracies[name].append((output.probabilities.argmax(1) == cohort.dynamics[test]).mean())
+        threshold = lag1[train].mean()
+        accuracies["lag1"].append(((lag1[test, 0] > threshold) == cohort.dynamics[test]).mean())
+    means = {name: float(np.mean(values)) for name, values in accuracies.items()}
+    assert abs(means["brainmarks_fc"] - 0.5) < 0.12 and abs(means["tangent_fc"] - 0.5) < 0.12, means
+    assert means["lag1"] > 0.95, means
+    tasks = synthetic_task_data(cohort)
+    assert [t.task.name for t in tasks] == ["synthetic_group", "synthetic_score", "synthetic_dynamics"]
+    assert np.array_equal(tasks[2].targets, cohort.dynamics)
+    assert [t.task.name for t in synthetic_task_data(without)] == ["synthetic_group", "synthetic_score"]

@@ -211,9 +211,11 @@ def most_varied(tasks: Sequence[TaskData], n: int) -> list[TaskData]:
 
 
 def synthetic_task_data(cohort: SyntheticCohort) -> list[TaskData]:
-    """The synthetic cohort's `synthetic_group` and `synthetic_score` tasks."""
+    """The synthetic cohort's `synthetic_group` and `synthetic_score` tasks, and `synthetic_dynamics`
+    when its effect is on (a label the scans do not carry is no task)."""
     table = cohort.label_table()
-    return [task_data_from_table(name, table, cohort.scans, cohort_line=False) for name in ("synthetic_group", "synthetic_score")]
+    names = ("synthetic_group", "synthetic_score") + (("synthetic_dynamics",) if cohort.settings.dynamics_effect > 0 else ())
+    return [task_data_from_table(name, table, cohort.scans, cohort_line=False) for name in names]
 
 
 __all__ = [

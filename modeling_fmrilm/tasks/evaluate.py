@@ -626,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic_timepoints", type=int, default=320, help="frames per synthetic scan (TR 2 s)")
     parser.add_argument("--group_effect", type=float, default=0.2)
     parser.add_argument("--score_effect", type=float, default=0.2)
+    parser.add_argument(
+        "--dynamics_effect", type=float, default=0.0,
+        help="variance of the slow-dynamics noise of the synthetic_dynamics task (0: no such task); FC is equal between its groups",
+    )  # fmt: skip
     parser.add_argument("--synthetic_seed", type=int, default=0)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 2, 4, 10])
@@ -667,8 +671,9 @@ def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
     cohort = None
     if "synthetic" in args.tasks or asks_cohort:
         settings = SyntheticSettings(
-            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect, seed=args.synthetic_seed
-        )
+            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect,
+            dynamics_effect=args.dynamics_effect, seed=args.synthetic_seed,
+        )  # fmt: skip
         cohort = make_synthetic_cohort(settings)
     if "cohort" in args.tasks:
         tasks.append(cohort_task_data(embedded))

@@ -16,7 +16,17 @@ Each synthetic subject's scan `(94 AAL2 regions, n_timepoints)` is Gaussian with
   rises (falls) from `r` to about `(r ± w²) / (1 + w²)`;
 - a **continuous effect**: every subject has a latent `u ~ N(0, 1)`; a shared signal of weight
   `score_effect * (1 + tanh(u))` couples a second pair of networks, and the score is
-  `u + score_noise * N(0, 1)`: the score is tied to that pair's coupling, plus noise.
+  `u + score_noise * N(0, 1)`: the score is tied to that pair's coupling, plus noise;
+- a **dynamics effect** (`dynamics_effect > 0`; a second group label, `dynamics`, drawn
+  independently of `group`): every region of `dynamics_network` gets its own added noise of
+  variance `dynamics_effect`, slow (AR(1), coefficient `dynamics_ar`) for the `dynamics` patients
+  and white for the controls. The noise is independent of every other signal and standardised
+  (zero mean, unit variance) within each block of `dynamics_block` frames, so its sample variance is
+  the same in both groups in any window made of whole blocks and in the whole scan (a slow noise
+  left alone has less variance inside a short window than a white one, which would show in the
+  FC); the expected zero-lag correlations, and so the FC, are then the same in both groups, and
+  only that network's lag-1 autocorrelation and low-frequency power differ. A connectivity model
+  cannot read it; a temporal statistic can.
 
 Setting `group_effect=0` (or `score_effect=0`) removes the effect: the labels are then independent
 of the scans, and every honest classifier sits at chance. Everything is vectorised over subjects,
@@ -55,6 +65,10 @@ class SyntheticSettings:
     score_effect: float = 0.2
     score_networks: tuple[str, str] = ("Occipital", "Temporal")
     score_noise: float = 0.5
+    dynamics_effect: float = 0.0
+    dynamics_network: str = "Sensorimotor"
+    dynamics_ar: float = 0.9
+    dynamics_block: int = 16
     patient_fraction: float = 0.5
     subject_df: int | None = 400
     seed: int = 0
@@ -71,6 +85,8 @@ class SyntheticCohort:
         scans: one `FmriScan` per subject (`dataset="synthetic"`, `subject="sub-0001"`, …).
         group: 0 control / 1 patient, per subject.
         score: the continuous score, per subject.
+        dynamics: 0 control / 1 patient of the dynamics effect, per subject (drawn whether or not
+            the effect is on, from its own seeded generator, so the other draws do not change).
         latent: `u`, the latent that sets the score-pair coupling.
         ar_coefficients: each subject's AR(1) coefficient at `settings.tr`.
         settings: the parameters.
@@ -82,6 +98,7 @@ class SyntheticCohort:
     latent: np.ndarray
     ar_coefficients: np.ndarray
     settings: SyntheticSettings
+    dynamics: np.ndarray | None = None
 
     @property
     def subjects(self) -> list[str]:
@@ -124,7 +141,8 @@ class SyntheticCohort:
         return float(d), float(r)
 
     def label_table(self) -> LabelTable:
-        """Canonical columns `group` (`control`/`patient`) and `score`, for the `synthetic_*` tasks."""
+        """Canonical columns `group` (`control`/`patient`), `score` and `dynamics` (`control`/`patient`),
+        for the `synthetic_*` tasks."""
         return LabelTable(
             source=f"synthetic cohort (seed {self.settings.seed})",
             dataset=DATASET,
@@ -132,6 +150,7 @@ class SyntheticCohort:
             columns={
                 "group": ["patient" if g else "control" for g in self.group],
                 "score": [float(s) for s in self.score],
+                "dynamics": ["patient" if g else "control" for g in self.dynamics],
             },
         )
 
@@ -178,6 +197,23 @@ def ar1_filter(x: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, axis=-1) * response, n=x.shape[-1], axis=-1)
 
 
+def blockwise_standardised(x: np.ndarray, block: int) -> np.ndarray:
+    """`x` `(..., T)` with every block of `block` frames along the last axis (the last one may be
+    shorter, unless it would have one frame: it then joins the block before) set to zero mean and
+    unit variance."""
+    n = x.shape[-1]
+    whole = n // block * block
+    if n - whole == 1 and whole >= block:
+        whole -= block
+    pieces = [x[..., :whole].reshape(*x.shape[:-1], whole // block, block)] if whole else []
+    tail = x[..., whole:][..., None, :] if whole < n else None
+    standardised = [
+        ((piece - piece.mean(-1, keepdims=True)) / piece.std(-1, keepdims=True)).reshape(*x.shape[:-1], -1)
+        for piece in pieces + ([tail] if tail is not None else [])
+    ]
+    return np.concatenate(standardised, axis=-1)
+
+
 def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), structure: EmbeddedStructure | None = None) -> SyntheticCohort:
     """Draw a synthetic cohort (see the module docstring).
 
@@ -189,9 +225,10 @@ def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), str
         FmriInputError: an unknown network name, or sizes out of range.
     """
     s = settings
-    if s.n_subjects < 4 or s.n_timepoints < 8 or not 0 < s.patient_fraction < 1 or s.tr <= 0:
+    if s.n_subjects < 4 or s.n_timepoints < 8 or not 0 < s.patient_fraction < 1 or s.tr <= 0 or s.dynamics_block < 2 or s.dynamics_effect < 0:
         raise FmriInputError(
-            f"synthetic settings: expected n_subjects >= 4, n_timepoints >= 8, 0 < patient_fraction < 1 and tr > 0, found {s}"
+            "synthetic settings: expected n_subjects >= 4, n_timepoints >= 8, 0 < patient_fraction < 1, tr > 0, "
+            f"dynamics_block >= 2 and dynamics_effect >= 0, found {s}"
         )
     structure = structure or embedded_structure()
     table = aal2_table()
@@ -226,13 +263,21 @@ def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), str
 
     source = rng.integers(len(structure.lag1), size=s.n_subjects)
     phi = np.clip(structure.lag1[source], 0.0, 0.99) ** (s.tr / structure.trs[source])
-    x = ar1_filter(x, phi).astype(np.float32)
+    x = ar1_filter(x, phi)
+    dynamics_rng = np.random.default_rng([s.seed, 1])  # its own stream: the draws above do not depend on the effect
+    dynamics = np.zeros(s.n_subjects, dtype=np.int64)
+    dynamics[dynamics_rng.permutation(s.n_subjects)[: s.n_subjects // 2]] = 1
+    if s.dynamics_effect > 0:
+        network = _network_mask(systems, s.dynamics_network)
+        noise = ar1_filter(dynamics_rng.standard_normal((s.n_subjects, int(network.sum()), s.n_timepoints)), s.dynamics_ar * dynamics)
+        x[:, network] += np.sqrt(s.dynamics_effect) * blockwise_standardised(noise, s.dynamics_block)
+    x = x.astype(np.float32)
 
     scans = [
         FmriScan(data=x[i], tr=s.tr, subject=f"sub-{i + 1:04d}", dataset=DATASET, atlas=ATLAS_NAME, roi_names=list(table.names))
         for i in range(s.n_subjects)
     ]
-    return SyntheticCohort(scans, group, score, latent, phi, s)
+    return SyntheticCohort(scans, group, score, latent, phi, s, dynamics)
 
 
-__all__ = ["DATASET", "EmbeddedStructure", "SyntheticCohort", "SyntheticSettings", "ar1_filter", "embedded_structure", "make_synthetic_cohort"]
+__all__ = ["DATASET", "EmbeddedStructure", "SyntheticCohort", "SyntheticSettings", "ar1_filter", "blockwise_standardised", "embedded_structure", "make_synthetic_cohort"]

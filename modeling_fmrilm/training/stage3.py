@@ -51,6 +51,7 @@ class Stage3Arguments:
     synthetic_subjects: int = 200
     synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
     group_effect: float = 0.2
+    dynamics_effect: float = field(default=0.0, metadata={"help": "synthetic_dynamics task's slow-noise variance (0: no such task)"})
     score_effect: float = 0.2
     synthetic_seed: int = 0
     prompts_per_item: int = field(default=2, metadata={"help": "paraphrased prompts per training item"})
@@ -95,7 +96,7 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
         raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
     if args.descriptor_scans not in DESCRIPTOR_SCANS:
         raise FmriInputError(f"descriptor_scans: expected one of {DESCRIPTOR_SCANS}, found {args.descriptor_scans!r}")
-    names = ("tasks", "corpus", "pairs", "max_pairs", "descriptor_scans", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "synthetic_seed")
+    names = ("tasks", "corpus", "pairs", "max_pairs", "descriptor_scans", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "dynamics_effect", "synthetic_seed")
     options = {name: getattr(args, name) for name in names}
     return offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
 
