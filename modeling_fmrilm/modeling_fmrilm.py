@@ -26,8 +26,10 @@ model on the FC (`bench/readout.py`, README).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -317,6 +319,60 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         projected = projector(rows.to(device=inputs_embeds.device, dtype=projector.linear_1.weight.dtype))
         return inputs_embeds.masked_scatter(placeholders[..., None], projected.to(inputs_embeds.dtype))
 
+    @contextlib.contextmanager
+    def blank_stream(self, stream: str, embeddings: torch.Tensor) -> Iterator[None]:
+        """Within the block, the positions of one fMRI stream get fixed embeddings instead of the scan's.
+
+        Used by the evaluation to tell where an answer comes from: with `embeddings` the stream's
+        mean embedding per position over training scans, a scan's answer no longer depends on that
+        stream, so what is left is read from the other stream (or from neither).
+
+        Args:
+            stream: `"codes"` (every code-token position) or `"connectivity"` (every `<fmri_fc>` position).
+            embeddings (`torch.Tensor` of shape `(positions_per_scan, hidden_size)`): the embedding of
+                each of the stream's positions in one scan's block, repeated for every scan.
+
+        Raises:
+            FmriInputError: a stream the model does not read.
+        """
+        if stream not in self.config.fmri_streams:
+            raise FmriInputError(f"stream: expected one of the model's streams {self.config.fmri_streams}, found {stream!r}")
+        self.stream_blanks = {stream: embeddings}
+        try:
+            yield
+        finally:
+            self.stream_blanks = {}
+
+    stream_blanks: dict[str, torch.Tensor] = {}
+    """The streams blanked by [`blank_stream`] (empty outside it)."""
+
+    def stream_positions(self, input_ids: torch.LongTensor, stream: str) -> torch.BoolTensor:
+        """Where `input_ids` holds the tokens of `stream`: code tokens, or `<fmri_fc>` placeholders."""
+        config = self.config
+        if stream == "codes":
+            return (input_ids >= config.first_code_token_id) & (input_ids < config.code_token_ids.stop)
+        return input_ids == config.fmri_fc_token_id
+
+    def embed_with_blanks(self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor | None) -> torch.FloatTensor:
+        """Input embeddings with the connectivity rows written (unless blanked) and each blanked
+        stream's positions holding its fixed embeddings (see [`blank_stream`])."""
+        blanks = self.stream_blanks
+        if "connectivity" not in blanks and fmri_connectivity is not None:
+            inputs_embeds = self.embed_with_connectivity(input_ids, fmri_connectivity)
+        else:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        for stream, embeddings in blanks.items():
+            positions = self.stream_positions(input_ids, stream)
+            count = int(positions.sum())
+            if count % embeddings.shape[0]:
+                raise FmriInputError(
+                    f"blank_stream({stream!r}): {count} positions of the stream in input_ids, not a multiple of the "
+                    f"{embeddings.shape[0]} positions of one scan"
+                )
+            tiled = embeddings.to(inputs_embeds.dtype).repeat(count // embeddings.shape[0], 1)
+            inputs_embeds = inputs_embeds.masked_scatter(positions[..., None], tiled.to(inputs_embeds.device))
+        return inputs_embeds
+
     def insert_fmri_tokens(self, input_ids: torch.LongTensor, fmri_values: torch.Tensor) -> torch.LongTensor:
         """`input_ids` with the code tokens of `fmri_values` written into the `<fmri_pad>` positions.
 
@@ -397,9 +453,11 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
                 labels = torch.where(labels == config.fmri_pad_token_id, input_ids, labels)
             if config.reads_connectivity and fmri_connectivity is None:
                 fmri_connectivity = self.fmri_connectivity(fmri_values)
-        if config.reads_connectivity and input_ids is not None:
-            if labels is not None:
-                labels = labels.masked_fill(labels == config.fmri_fc_token_id, IGNORE_INDEX)
+        if config.reads_connectivity and input_ids is not None and labels is not None:
+            labels = labels.masked_fill(labels == config.fmri_fc_token_id, IGNORE_INDEX)
+        if input_ids is not None and self.stream_blanks:
+            inputs_embeds, input_ids = self.embed_with_blanks(input_ids, fmri_connectivity), None
+        elif config.reads_connectivity and input_ids is not None:
             if fmri_connectivity is not None:
                 inputs_embeds, input_ids = self.embed_with_connectivity(input_ids, fmri_connectivity), None
             else:

@@ -508,3 +508,52 @@ def test_lora_adapter_saved_and_reloaded_gives_identical_scores(tmp_path):
     reloaded = PeftModel.from_pretrained(long_context_model(seed=1)[0], tmp_path / "adapter")
     after = LabelScorer(reloaded, processor).loglikelihoods(contexts, answers)
     np.testing.assert_array_equal(before, after)
+
+
+def test_a_blanked_stream_no_longer_reaches_the_answer_and_the_table_has_its_rows(built):
+    """With one stream blanked (its positions fed the mean embedding over training scans), scans that
+    differ only in that stream score alike; evaluate(blank_streams=True) adds both blanked rows on the
+    same test subjects, after the unblanked ones."""
+    model, processor = built
+    scorer = LabelScorer(model, processor)
+    scans = toy_scans(6)
+    context = scorer.prompt_ids("<fmri>\n### Question: Which?\n### Answer:", [scans[0]])
+    ids = torch.tensor([list(context)])
+    rows = scorer.connectivity_of([context])["fmri_connectivity"]
+    other_rows = scorer.connectivity_of([scorer.prompt_ids("<fmri>", [scans[1]])])["fmri_connectivity"]
+    other_codes = torch.tensor([list(scorer.prompt_ids("<fmri>\n### Question: Which?\n### Answer:", [scans[1]]))])
+    assert not torch.equal(ids, other_codes) and not torch.equal(rows, other_rows)
+    with torch.no_grad():
+        plain = model(input_ids=ids, fmri_connectivity=rows).logits
+        assert not torch.allclose(plain, model(input_ids=ids, fmri_connectivity=other_rows).logits)
+        with scorer.blanked("connectivity", scans[2:]):
+            blanked = model(input_ids=ids, fmri_connectivity=rows).logits
+            torch.testing.assert_close(blanked, model(input_ids=ids, fmri_connectivity=other_rows).logits, rtol=0, atol=0)
+            torch.testing.assert_close(blanked, model(input_ids=ids).logits, rtol=0, atol=0)  # no rows needed
+            assert not torch.allclose(blanked, model(input_ids=other_codes, fmri_connectivity=rows).logits)
+        assert not torch.allclose(blanked, plain)
+        with scorer.blanked("codes", scans[2:]):
+            torch.testing.assert_close(
+                model(input_ids=ids, fmri_connectivity=rows).logits, model(input_ids=other_codes, fmri_connectivity=rows).logits, rtol=0, atol=0
+            )
+    assert model.stream_blanks == {} and scorer.blanked_stream is None
+    with pytest.raises(FmriInputError, match="expected one of the model's streams"):
+        with model.blank_stream("dynamics", torch.zeros(1, 32)):
+            pass
+
+    rng = np.random.default_rng(0)
+    data = toy_task("sex", rng.integers(0, 2, 12), toy_scans(12))
+    settings = EvaluationSettings(seeds=(0,), shots=(0,), scoring=("loglik", "constrained"), n_resplits=0, view_probes=False, blank_streams=True)
+    report = evaluate([data], model, processor, settings, progress=False)
+    methods = [row.method for row in report.rows if row.is_model]
+    assert methods == [
+        "fmrilm loglik", "fmrilm constrained",
+        "fmrilm loglik, codes blanked", "fmrilm constrained, codes blanked",
+        "fmrilm loglik, connectivity blanked", "fmrilm constrained, connectivity blanked",
+    ]  # fmt: skip
+    n_test = report.row("sex", "fmrilm loglik", 0, "single").n_test
+    assert all(row.n_test == n_test and len(row.runs) == 1 for row in report.rows if row.is_model)
+    # the kept scores are per blanked stream: a blanked run never reads the unblanked scores
+    plain_scores = scorer.loglikelihoods([context], [" Male", " Female"])
+    with scorer.blanked("connectivity", scans[2:]):
+        assert not np.allclose(scorer.loglikelihoods([context], [" Male", " Female"]), plain_scores)

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..configuration_fmrilm import FMRI_STREAMS
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import SubjectSplit
@@ -96,6 +97,10 @@ class EvaluationSettings:
         probe: ridge probe on pooled hidden states for regressions.
         view_probes: the `VIEW_PROBES` rows (Brainmarks FC of the model's windows and of its decoded tokens).
         embedding_probe: the row of the Brainmarks probe on the model's Stage 1 embeddings (`embedding_probe.py`).
+        blank_streams: for a model that reads both fMRI streams, the model rows again with each
+            stream blanked (`fmrilm <scoring>, <stream> blanked`: its positions fed the stream's mean
+            embedding over the training subjects' scans), so the table says whether an answer was
+            read from coupling, from dynamics, or from neither.
         multi_questions: questions per prompt in the `multi` paradigm.
         batch_size: sequences per forward pass.
     """
@@ -110,6 +115,7 @@ class EvaluationSettings:
     probe: bool = True
     view_probes: bool = True
     embedding_probe: bool = False
+    blank_streams: bool = False
     multi_questions: int = 3
     batch_size: int = 8
 
@@ -453,12 +459,12 @@ def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, Bas
 
 
 def _model_runs(
-    rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings
+    rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings, blanked: str | None = None
 ) -> None:
     bins = [ScoreBins.fit(d.targets[train]) if d.task.kind == "regression" else None for d in group]
     labels = [item_labels(d, b) for d, b in zip(group, bins)]
     for scoring in settings.scoring:
-        method = f"fmrilm {scoring}"
+        method = f"fmrilm {scoring}" + (f", {blanked} blanked" if blanked else "")
         for k in settings.shots:
             for paradigm in settings.paradigms:
                 if paradigm == "multi" and len(group) < 2:
@@ -481,7 +487,7 @@ def _model_runs(
                     for u, (data, probabilities) in enumerate(zip(chunk, results)):
                         metrics = score_predictions(data.task, data.targets[test], probabilities, None, bins[offset + u])
                         chunk_rows[u].add(metrics, len(train), len(test))
-    if settings.probe:
+    if settings.probe and blanked is None:
         for data, b, lab in zip(group, bins, labels):
             if data.task.kind != "regression":
                 continue
@@ -539,6 +545,10 @@ def evaluate(
                     _baseline_runs(rows, data, view_features, seed, {name: "brainmarks_fc"})
             if scorer is not None:
                 _model_runs(rows, scorer, group, train, test, seed, settings)
+                streams = scorer.fmri_streams
+                for stream in streams if settings.blank_streams and len(streams) > 1 else ():
+                    with scorer.blanked(stream, [first.scans[i] for i in train]):
+                        _model_runs(rows, scorer, group, train, test, seed, settings, blanked=stream)
             steps.update()
         if settings.n_resplits:
             # re-split seeds start at 10000 x (1 + the first seed): runs for other seeds (merge_reports) draw other re-splits
@@ -592,8 +602,10 @@ def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) ->
     if not row.is_model:
         methods = (*BASELINES, *VIEW_PROBES)
         return (task_names.index(row.task), 0, bool(resplits), methods.index(base), 0, 0)
-    scoring = SCORING.index(base.split()[-1]) if base.split()[-1] in SCORING else len(SCORING)
-    return (task_names.index(row.task), 1, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"), 0)
+    words = base.replace(",", "").split()
+    scoring = SCORING.index(words[1]) if len(words) > 1 and words[1] in SCORING else len(SCORING)
+    blanked = FMRI_STREAMS.index(words[2]) + 1 if len(words) > 3 and words[-1] == "blanked" else 0
+    return (task_names.index(row.task), 1, blanked, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"))
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -638,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chat_template", action="store_true", help="render prompts with the processor's chat template")
     parser.add_argument("--test_fraction", type=float, default=0.25)
     parser.add_argument("--n_resplits", type=int, default=100)
+    parser.add_argument(
+        "--blank_streams", action="store_true",
+        help="for a model reading both fMRI streams, the model rows again with each stream blanked (fed its mean embedding)",
+    )  # fmt: skip
     parser.add_argument("--embedding_probe", action="store_true", help="add the row of the Brainmarks probe on the model's Stage 1 embeddings, mean-pooled")
     parser.add_argument("--split_manifest", default=None, help="splits.json (or a folder with one); default: the model's training split")
     parser.add_argument("--output_dir", default="outputs/evaluation")
@@ -716,7 +732,7 @@ def run_evaluation(args: argparse.Namespace) -> EvaluationReport:
     settings = EvaluationSettings(
         seeds=tuple(args.seeds), shots=tuple(args.shots), paradigms=tuple(args.paradigms), scoring=tuple(args.scoring),
         chat_template=args.chat_template, test_fraction=args.test_fraction, n_resplits=args.n_resplits,
-        embedding_probe=args.embedding_probe,
+        embedding_probe=args.embedding_probe, blank_streams=args.blank_streams,
     )  # fmt: skip
     report = evaluate(offline_tasks(args), model, processor, settings, split)
     markdown, record = report.save(args.output_dir)

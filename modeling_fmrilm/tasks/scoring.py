@@ -21,7 +21,8 @@ it to the model), so a k-shot prompt costs no re-encoding (the same logits as th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,8 @@ class LabelScorer:
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
         self._windows: dict[int, np.ndarray] = {}
         self._connectivity: dict[int, torch.Tensor] = {}
-        self._loglikelihoods: dict[tuple, np.ndarray] = {}  # (context, answers) -> scores: scorings that ask the same prompts run them once
+        self._loglikelihoods: dict[tuple, np.ndarray] = {}  # (context, answers, blanked) -> scores: scorings that ask the same prompts run them once
+        self.blanked_stream: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -143,6 +145,38 @@ class LabelScorer:
         rows = [self._connectivity[id(scan)] for scan in scans]
         return {"fmri_connectivity": torch.cat(rows).to(self.device)} if rows else {}
 
+    @property
+    def fmri_streams(self) -> tuple[str, ...]:
+        """The fMRI streams the model reads (`FmriLMConfig.fmri_streams`)."""
+        return tuple(self._base_model().config.fmri_streams)
+
+    @torch.no_grad()
+    def stream_mean_embeddings(self, stream: str, scans: Sequence[FmriScan]) -> torch.Tensor:
+        """`(positions_per_scan, hidden_size)`: the mean over `scans` of the input embedding at each
+        position of `stream` in a scan's block (the code tokens' rows, or the projected connectivity rows)."""
+        base = self._base_model()
+        self.encode_scans(scans)
+        if stream == "codes":
+            first = base.config.first_code_token_id
+            ids = torch.as_tensor([self._codes[id(scan)][1] for scan in scans], device=self.device) + first
+            return base.get_input_embeddings()(ids).float().mean(dim=0)
+        rows = torch.stack([self._connectivity[id(scan)] for scan in scans]).to(self.device)  # (scans, windows, R, R)
+        projector = base.connectivity_projector
+        projected = projector(rows.flatten(1, 2).to(projector.linear_1.weight.dtype))
+        return projected.float().mean(dim=0)
+
+    @contextlib.contextmanager
+    def blanked(self, stream: str, scans: Sequence[FmriScan]) -> Iterator[None]:
+        """Within the block, the model reads `stream` as its mean embedding over `scans` (training
+        scans) at every position (`FmriLMForCausalLM.blank_stream`); scores are kept apart from the
+        unblanked ones."""
+        with self._base_model().blank_stream(stream, self.stream_mean_embeddings(stream, scans)):
+            self.blanked_stream = stream
+            try:
+                yield
+            finally:
+                self.blanked_stream = None
+
     def answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
         """Token ids of each answer continuation (no special tokens added).
 
@@ -186,7 +220,7 @@ class LabelScorer:
         longest = max(len(a) for a in answer_ids)
         for i, context in enumerate(contexts):
             self.check_length(context, longest, f"prompt {i}")
-        keys = [(PromptIds(context, getattr(context, "scans", ())).key, tuple(answers)) for context in contexts]
+        keys = [(PromptIds(context, getattr(context, "scans", ())).key, tuple(answers), self.blanked_stream) for context in contexts]
         todo = [i for i, key in enumerate(keys) if key not in self._loglikelihoods]
         pairs = [(i, j) for i in todo for j in range(len(answer_ids))]
         scores = np.zeros((len(contexts), len(answer_ids)))

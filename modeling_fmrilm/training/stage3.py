@@ -66,6 +66,7 @@ class Stage3Arguments:
     eval_shots: list[int] = field(default_factory=lambda: [0, 2])
     eval_scoring: list[str] = field(default_factory=lambda: ["loglik", "calibrated"], metadata={"help": "answer scorings: loglik, calibrated, constrained"})
     eval_resplits: int = 100
+    eval_blank_streams: bool = field(default=False, metadata={"help": "also score the model with each fMRI stream blanked (a model reading both)"})
 
     def __post_init__(self) -> None:
         """Check the evaluation flags when parsed (the harness's own validation), not after training."""
@@ -300,7 +301,9 @@ def train_stage3(
     if args.evaluate and trainer.is_world_process_zero():
         from ..tasks.evaluate import EvaluationSettings, evaluate
 
-        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), scoring=tuple(args.eval_scoring), n_resplits=args.eval_resplits)
+        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), scoring=tuple(args.eval_scoring), n_resplits=args.eval_resplits,
+            blank_streams=args.eval_blank_streams,
+        )  # fmt: skip
         result.report = evaluate(tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm)
         result.report.save(output_dir / "evaluation")
     return result
