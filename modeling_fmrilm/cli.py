@@ -30,7 +30,7 @@ from typing import NoReturn
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import FmriInputError
+from .errors import FmriInputError, MissingTRError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, iter_scans
 
@@ -215,7 +215,10 @@ def run_push(args: argparse.Namespace) -> None:
 def run_app(args: argparse.Namespace) -> None:
     from .app import serve
 
-    serve(args.model, args.corpus, args.atlas, args.port, args.max_new_tokens, args.chat_template, args.trust_remote_code)
+    serve(
+        args.model, args.corpus, args.atlas, args.port, args.max_new_tokens, args.chat_template, args.trust_remote_code,
+        max_upload_mb=args.max_upload_mb,
+    )  # fmt: skip
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +232,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .app import DEFAULT_MAX_UPLOAD_MB
+
     parser = OneLineParser(prog="fmrilm", description=__doc__.splitlines()[0], epilog="fmrilm COMMAND --help tells more.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -301,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--corpus", default=None, help="descriptor corpus folder: describe scans against its cohort reference")
     app.add_argument("--atlas", default=None, help="default label atlas for NIfTI uploads")
     app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-upload-mb", type=positive_int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload, in MB")
     app.set_defaults(func=run_app)
     return parser
 
@@ -323,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             warnings.showwarning = one_line
             status = args.func(args)
     except (FmriInputError, OSError, HFValidationError) as error:
+        if isinstance(error, MissingTRError) and hasattr(args, "tr"):
+            error = MissingTRError(error.where, "pass --tr SECONDS")
         message = " ".join(str(error).split())
         print(f"fmrilm {args.command}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, FeatureExtractionMixin
 
-from .errors import FmriInputError
+from .errors import FmriInputError, MissingTRError
 
 PAD_STRATEGIES = (None, "interpolate")
 RESAMPLE_METHODS = ("antialias", "linear")
@@ -102,7 +102,7 @@ def validate_fmri(
             f"(shape {array.shape})"
         )
     if require_tr and tr is None:
-        raise FmriInputError(f"{name}: no repetition time (tr) given; pass tr=<seconds>")
+        raise MissingTRError(f"{name}: no repetition time (tr) given")
     if tr is not None and not (np.isfinite(tr) and tr > 0):
         raise FmriInputError(f"{name}: expected a positive repetition time in seconds, found tr={tr!r}")
     array = array.astype(np.float32, copy=False)

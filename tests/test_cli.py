@@ -132,7 +132,7 @@ def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
     [
         (["ask", "--model", "{model}", "--scan", "{missing}", "--tr", "2", "q"], "missing.npy: expected a scan file, found no such file"),
         (["ask", "--model", "{missing_dir}", "--scan", "{scan}", "q"], "expected an fMRI-language model folder"),
-        (["ask", "--model", "{model}", "--scan", "{scan}", "q"], "no repetition time found"),
+        (["ask", "--model", "{model}", "--scan", "{scan}", "q"], "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); pass --tr SECONDS"),
         (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2"], "expected a question"),
         (["ask", "--model", "{model}", "--scan", "{wrong_rois}", "--tr", "2", "q"], "expected 6 ROIs"),
         (["ask", "--scan", "{scan}", "q"], "the following arguments are required: --model"),

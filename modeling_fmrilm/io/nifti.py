@@ -31,7 +31,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..errors import FmriInputError
+from ..errors import FmriInputError, MissingTRError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import parse_entities, sidecar_tr, subject_and_session
 from .censoring import CENSORING, censored_mask, check_gaps, fill_censored, kept_frames
@@ -142,9 +142,9 @@ def resolve_tr(img: nib.Nifti1Image, path: str | Path | None, tr: float | None) 
             return found
     found = _header_tr(img)
     if found is None:
-        raise FmriInputError(
+        raise MissingTRError(
             f"{path or 'img'}: no repetition time (no tr argument, no RepetitionTime in a JSON sidecar, "
-            "no time zoom in the NIfTI header); pass tr=<seconds>"
+            "no time zoom in the NIfTI header)"
         )
     return found
 

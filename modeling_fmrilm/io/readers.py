@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FmriInputError
+from ..errors import FmriInputError, MissingTRError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import sidecar_tr, subject_and_session
 from .nifti import read_nifti
@@ -308,9 +308,9 @@ def read_array_file(
     resolved_tr = tr if tr is not None else sidecar_tr(path)
     resolved_tr = resolved_tr if resolved_tr is not None else file_tr
     if resolved_tr is None:
-        raise FmriInputError(
+        raise MissingTRError(
             f"{path}: no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, "
-            "no tr entry in the file); pass tr=<seconds>"
+            "no tr entry in the file)"
         )
     array = validate_fmri(data, str(path), num_rois=num_rois, tr=resolved_tr)
     if num_rois is None and array.shape[0] > array.shape[1]:
