@@ -6,24 +6,44 @@ the functional connectivity matrix and, when the app has a descriptor corpus (`-
 scan's descriptor text against that corpus's cohort reference; then ask questions
 (`modeling_fmrilm.ask.Conversation`). A file the readers reject shows their message on the page.
 Telemetry is off: Gradio's analytics and version check are disabled.
+
+Bounded resources: uploads larger than `max_upload_mb` (`--max-upload-mb`, default
+`DEFAULT_MAX_UPLOAD_MB`) are refused by Gradio's `max_file_size` and again by `AskApp.view`. A
+session's uploads are deleted, and its scan and turns dropped, when its tab closes (Gradio's
+unload event) or after `SESSION_TTL_S` without an update. Gradio writes into a folder of the
+server's own (inside `GRADIO_TEMP_DIR`), swept of files older than `CACHE_AGE_S` every
+`CACHE_SWEEP_S` (Gradio's `delete_cache`) and removed whole when the server stops. At most
+`STATE_SESSIONS` sessions keep state at once. After each upload and each session the garbage
+cycles are collected (the figures) and the C heap's freed pages go back to the system (glibc's
+`malloc_trim`), so that plotting one scan after another does not ratchet the resident memory up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .ask import DEFAULT_MAX_NEW_TOKENS, Conversation, load_model, read_scan
-from .errors import FmriInputError
+from .errors import FmriInputError, MissingTRError
 from .figures import plot_fc_with_description, plot_windows
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_MB = 256
+SESSION_TTL_S = 3600
+CACHE_SWEEP_S, CACHE_AGE_S = 600, 3600
+STATE_SESSIONS = 256
 NO_SCAN = "Upload a scan to begin."
+TR_FIELD = "TR in seconds (0: the file's own)"
 INSTALL_HINT = 'the app needs Gradio: pip install "fmrilm[app]"'
 
 
@@ -53,6 +73,27 @@ def _shown(message: str, *paths: str | None) -> str:
     return message
 
 
+def _remove_uploads(paths: Iterable[str]) -> None:
+    """Delete a session's uploaded files and their folders (Gradio puts each upload in a folder of its own)."""
+    for path in map(Path, paths):
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:  # not empty, or gone
+            pass
+
+
+def _return_freed_memory() -> None:
+    """Collect the garbage cycles now (a matplotlib figure is one, holding its ~10 MB canvas until the
+    cyclic collector runs) and give the C heap's free pages back to the system (glibc's `malloc_trim`;
+    a no-op elsewhere)."""
+    gc.collect()
+    library = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class ScanView:
     """What the page shows of an uploaded scan."""
@@ -73,6 +114,7 @@ class AskApp:
         atlas: default label atlas for NIfTI uploads (the page can upload another).
         max_new_tokens: longest answer in tokens.
         chat_template: prompts through the processor's chat template.
+        max_upload_mb: largest upload read, in MB (10^6 bytes).
     """
 
     def __init__(
@@ -83,8 +125,12 @@ class AskApp:
         atlas: str | Path | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         chat_template: bool = False,
+        max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     ) -> None:
+        if not max_upload_mb > 0:
+            raise FmriInputError(f"max_upload_mb: expected a positive size in MB, found {max_upload_mb!r}")
         self.model, self.processor = model, processor
+        self.max_upload_mb = max_upload_mb
         self.reference = None
         if corpus is not None:
             from .descriptors.reference import CohortReference
@@ -100,8 +146,17 @@ class AskApp:
             return ScanView(None, NO_SCAN)
         extractor = self.processor.feature_extractor
         try:
+            for path in filter(None, (scan_path, atlas_path)):
+                if os.path.isfile(path) and os.path.getsize(path) > self.max_upload_mb * 1e6:
+                    raise FmriInputError(
+                        f"{path}: expected an upload of at most {self.max_upload_mb:g} MB (the app's --max-upload-mb), "
+                        f"found {os.path.getsize(path) / 1e6:,.1f} MB"
+                    )
             scan = read_scan(scan_path, tr=tr or None, atlas=atlas_path or self.atlas, num_rois=extractor.num_rois)
             windows = extractor([scan])["fmri_values"]
+        except MissingTRError as error:
+            problem = MissingTRError(error.where, f"enter it in the “{TR_FIELD}” field")
+            return ScanView(None, f"**Could not read this scan.** {_shown(str(problem), scan_path, atlas_path)}")
         except FmriInputError as error:
             return ScanView(None, f"**Could not read this scan.** {_shown(str(error), scan_path, atlas_path)}")
         read = self.processor.windows_per_scan
@@ -149,18 +204,19 @@ class AskApp:
     def blocks(self) -> Any:
         """The Gradio page."""
         gr = _gradio()
-        with gr.Blocks(title="fmrilm: ask about a scan", analytics_enabled=False) as page:
+        with gr.Blocks(title="fmrilm: ask about a scan", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as page:
             gr.Markdown(
                 "# Ask an fMRI-language model about a scan\n"
                 f"Model: `{self.model.config.text_config.model_type}` language model with {self.model.config.num_codes} fMRI "
                 f"tokens; scans of {self.processor.feature_extractor.num_rois} ROIs."
             )
-            scan_state = gr.State(None)
-            turns_state = gr.State([])
+            scan_state = gr.State(None, time_to_live=SESSION_TTL_S)
+            turns_state = gr.State([], time_to_live=SESSION_TTL_S)
+            uploads_state = gr.State([], time_to_live=SESSION_TTL_S, delete_callback=_remove_uploads)
             with gr.Row():
                 scan_file = gr.File(label="Scan: NIfTI (with an atlas), .mat, .npy, .npz, .h5, .tsv, .csv", elem_id="scan-file")
                 atlas_file = gr.File(label="Label atlas for a NIfTI scan (.nii/.nii.gz on its grid)", elem_id="atlas-file")
-                tr = gr.Number(label="TR in seconds (0: the file's own)", value=0, minimum=0, elem_id="tr")
+                tr = gr.Number(label=TR_FIELD, value=0, minimum=0, elem_id="tr")
             status = gr.Markdown(NO_SCAN, elem_id="scan-status")
             windows_plot = gr.Image(label="Windows the model reads", type="pil", interactive=False, elem_id="windows-plot")
             connectivity_plot = gr.Image(label="Functional connectivity and description", type="pil", interactive=False, elem_id="fc-plot")
@@ -171,21 +227,55 @@ class AskApp:
                 ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1)
             ask_status = gr.Markdown(elem_id="ask-status")
 
-            def show(scan_path: str | None, atlas_path: str | None, tr_value: float | None):
+            def show(scan_path: str | None, atlas_path: str | None, tr_value: float | None, uploads: list[str]):
                 shown = self.view(scan_path, atlas_path, tr_value)
-                return shown.scan, [], [], shown.status, shown.windows, shown.connectivity, shown.description
+                _return_freed_memory()
+                uploads = sorted({*uploads, *filter(None, (scan_path, atlas_path))})
+                return shown.scan, [], uploads, [], shown.status, shown.windows, shown.connectivity, shown.description
+
+            def forget(request) -> None:  # noqa: ANN001 (annotated below)
+                """The tab closed: run the states' delete callbacks now (the uploads go) rather than in an hour."""
+                page.state_holder.delete_state(request.session_hash)
+                _return_freed_memory()
+
+            forget.__annotations__["request"] = gr.Request  # Gradio passes the request to a parameter of this type
 
             def reply(text: str, turns: list[tuple[str, str]], scan: Any):
                 turns, problem = self.answer(text, turns, scan)
                 messages = [{"role": role, "content": content} for q, a in turns for role, content in (("user", q), ("assistant", a.strip() or "(empty answer)"))]
                 return turns, messages, "" if not problem else text, problem
 
-            outputs = [scan_state, turns_state, chat, status, windows_plot, connectivity_plot, description]
+            outputs = [scan_state, turns_state, uploads_state, chat, status, windows_plot, connectivity_plot, description]
             for trigger in (scan_file.change, atlas_file.change, tr.submit):
-                trigger(show, [scan_file, atlas_file, tr], outputs)
+                trigger(show, [scan_file, atlas_file, tr, uploads_state], outputs)
+            page.unload(forget)
             for trigger in (ask.click, question.submit):
                 trigger(reply, [question, turns_state, scan_state], [turns_state, chat, question, ask_status])
         return page
+
+
+def _private_temporary_folder() -> Callable[[Any], Any]:
+    """Point Gradio's temporary folder (`GRADIO_TEMP_DIR`, read when components and the server are made)
+    at a new folder inside it, and return the server lifespan that removes that folder, with whatever
+    Gradio left there, when the server stops, and points the variable back."""
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    if previous is not None:
+        os.makedirs(previous, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="fmrilm-app-", dir=previous)
+    os.environ["GRADIO_TEMP_DIR"] = folder
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if previous is None:
+                os.environ.pop("GRADIO_TEMP_DIR", None)
+            else:
+                os.environ["GRADIO_TEMP_DIR"] = previous
+
+    return lifespan
 
 
 def serve(
@@ -197,16 +287,26 @@ def serve(
     chat_template: bool = False,
     trust_remote_code: bool = False,
     block: bool = True,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
 ) -> tuple[Any, str]:
-    """Load `model` and serve the page on 127.0.0.1 (never another interface).
+    """Load `model` and serve the page on 127.0.0.1 (never another interface), with uploads of at most
+    `max_upload_mb` MB.
 
     Returns `(page, local URL)`; with `block=False` the server runs in a background thread until
     `page.close()`.
     """
     _gradio()
-    app = AskApp(*load_model(model, trust_remote_code), corpus=corpus, atlas=atlas, max_new_tokens=max_new_tokens, chat_template=chat_template)
+    uploads_folder = _private_temporary_folder()
+    app = AskApp(
+        *load_model(model, trust_remote_code), corpus=corpus, atlas=atlas, max_new_tokens=max_new_tokens,
+        chat_template=chat_template, max_upload_mb=max_upload_mb,
+    )  # fmt: skip
     page = app.blocks().queue(max_size=16)
-    _, url, _ = page.launch(server_name=HOST, server_port=port, share=False, inbrowser=False, show_error=False, prevent_thread_lock=True, quiet=True)
+    _, url, _ = page.launch(
+        server_name=HOST, server_port=port, share=False, inbrowser=False, show_error=False, prevent_thread_lock=True, quiet=True,
+        max_file_size=int(max_upload_mb * 1e6), state_session_capacity=STATE_SESSIONS,
+        app_kwargs={"lifespan": uploads_folder},
+    )  # fmt: skip
     if block:
         print(f"fmrilm app: {url} (this machine only); Ctrl-C stops it", flush=True)
         page.block_thread()

@@ -17,6 +17,7 @@ continuation up to its end-of-text token or the first line break.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .errors import FmriInputError
 from .feature_extraction_fmrilm import validate_fmri
 from .io import FmriScan, read_array_file, read_nifti
 from .io.readers import NIFTI_SUFFIXES
+from .processing_fmrilm import check_no_fmri_tokens
 from .tasks.prompts import Prompt, ScanBlock
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -54,21 +56,84 @@ def load_processor(model: str | Path, trust_remote_code: bool = False) -> Any:
             f"{model}: expected an fMRI-language model folder (a Stage 2/3 run's final/ or an `fmrilm export` folder) "
             f"or a Hub id, found {found}"
         )
-    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    source = path / "config.json" if path.is_dir() else f"{model} (config.json)"
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except FmriInputError as error:
+        raise FmriInputError(f"{source}: {error}") from None
     if config.model_type != FmriLMConfig.model_type:
         raise FmriInputError(
-            f"{model}: expected an fMRI-language model (model_type {FmriLMConfig.model_type!r}), found model_type "
+            f"{source}: expected an fMRI-language model (model_type {FmriLMConfig.model_type!r}), found model_type "
             f"{config.model_type!r}"
         )
+    if (path / "tokenizer.json").is_file():
+        _check_tokenizer_file(path / "tokenizer.json")
     return AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def _check_tokenizer_file(path: Path) -> None:
+    """Parse `tokenizer.json` with the `tokenizers` library, whose errors are otherwise raw tracebacks."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as error:  # the library raises a bare Exception for every parse error
+        raise FmriInputError(f"{path}: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read ({error})") from None
+
+
+def check_weights(folder: Path, config: Any, trust_remote_code: bool = False) -> None:
+    """Check a local model folder's `*.safetensors` files against `config` before a weight is allocated:
+    each file's header must be readable, its tensors must lie inside the file, and each tensor's shape
+    must be the one the config gives (an edited `vocab_size` would otherwise be allocated as asked).
+
+    Raises:
+        FmriInputError: naming the file and the tensor, what the file holds and what the config gives.
+    """
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        reference = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    expected = {name: tuple(tensor.shape) for name, tensor in reference.state_dict().items()}
+    for file in sorted(folder.glob("*.safetensors")):
+        header = _safetensors_header(file)
+        for name, entry in header.items():
+            if name in expected and tuple(entry["shape"]) != expected[name]:
+                raise FmriInputError(
+                    f"{file}: tensor {name} has shape {tuple(entry['shape'])}, where {folder / 'config.json'} gives "
+                    f"{expected[name]}; the config does not describe these weights"
+                )
+
+
+def _safetensors_header(file: Path) -> dict[str, Any]:
+    """The tensor entries of a safetensors file's header, checked to lie inside the file."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= size - 8:
+            raise FmriInputError(f"{file}: expected a safetensors file, found {size} bytes without a readable header (truncated or not safetensors)")
+        try:
+            header = json.loads(handle.read(length))
+            entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+            end = max((int(entry["data_offsets"][1]) for entry in entries.values()), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            raise FmriInputError(f"{file}: expected a safetensors file, found an unreadable header ({type(error).__name__}: {error})") from None
+    if 8 + length + end > size:
+        raise FmriInputError(f"{file}: the header places tensor data up to byte {8 + length + end:,}, the file holds {size:,}: it is truncated")
+    return entries
 
 
 def load_model(model: str | Path, trust_remote_code: bool = False, processor: Any = None) -> tuple[Any, Any]:
     """An `FmriLMForCausalLM` (eval mode) and its `FmriProcessor` (`processor`, when already
-    loaded with `load_processor`, is reused) from a folder or a Hub id."""
+    loaded with `load_processor`, is reused) from a folder or a Hub id; a local folder's weights are
+    checked first (`check_weights`)."""
     from transformers import AutoModelForCausalLM
 
+    from transformers import AutoConfig
+
     processor = processor if processor is not None else load_processor(model, trust_remote_code)
+    if Path(model).is_dir():
+        check_weights(Path(model), AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code), trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval(), processor
 
 
@@ -102,6 +167,16 @@ def read_scan(
         validate_fmri(scan.data, str(path), num_rois=num_rois, tr=scan.tr)
         return scan
     return read_array_file(path, tr=tr, key=key, num_rois=num_rois)
+
+
+def checked_question(question: str) -> str:
+    """`question` stripped, or `FmriInputError` for an empty one or one holding fMRI token strings (even
+    `<fmri>`: the question is plain text, and the `Conversation` places the scan's marker)."""
+    question = question.strip()
+    if not question:
+        raise FmriInputError("question: expected a question about the scan, found an empty text")
+    check_no_fmri_tokens(question, "question", allow_markers=False)
+    return question
 
 
 def max_positions(model: Any) -> int | None:
@@ -139,11 +214,10 @@ class Conversation:
         """The model's answer to `question` (stripped); the turn is kept for the next question.
 
         Raises:
-            FmriInputError: an empty question, or a conversation longer than the model's positions.
+            FmriInputError: a question `checked_question` refuses, or a conversation longer than
+                the model's positions.
         """
-        question = question.strip()
-        if not question:
-            raise FmriInputError("question: expected a question about the scan, found an empty text")
+        question = checked_question(question)
         batch = self.processor(text=[self.prompt(question)], fmri=[self.scan], return_tensors="pt").to(self.model.device)
         length, limit = batch["input_ids"].shape[1], max_positions(self.model)
         if limit is not None and length + self.max_new_tokens > limit:
@@ -166,4 +240,4 @@ class Conversation:
         return answer.strip()
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "load_model", "load_processor", "max_positions", "read_scan"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "check_weights", "checked_question", "load_model", "load_processor", "max_positions", "read_scan"]

@@ -11,7 +11,7 @@
     fmrilm app --model DIR                   a page on 127.0.0.1 to ask about an uploaded scan
 
 A mistake in the input (a bad or missing file, a wrong flag) ends with one line on stderr naming
-it, and exit status 2.
+it, and exit status 2; a warning (a scan with more ROIs than frames) is one line on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +30,7 @@ from typing import NoReturn
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import FmriInputError
+from .errors import FmriInputError, MissingTRError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, iter_scans
 
@@ -56,6 +57,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
 
 
 def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
@@ -102,7 +114,9 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def run_preprocess(args: argparse.Namespace) -> None:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    scans = list(tqdm(iter_scans(inputs, tr=args.tr, key=args.key), desc="reading scans", unit="scan", leave=False, delay=1.0))
+    scans = list(
+        tqdm(iter_scans(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois), desc="reading scans", unit="scan", leave=False, delay=1.0)
+    )
     extractor = FmriFeatureExtractor(
         target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
     )
@@ -151,10 +165,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_ask(args: argparse.Namespace) -> None:
-    from .ask import Conversation, load_model, load_processor, read_scan
+    from .ask import Conversation, checked_question, load_model, load_processor, read_scan
 
     if not args.question and not args.chat:
         raise FmriInputError('question: expected a question ("Is this participant a control?") or --chat')
+    if args.question:
+        checked_question(args.question)  # before anything loads
     processor = load_processor(args.model, args.trust_remote_code)  # the scan is checked before the weights load
     scan = read_scan(args.scan, args.tr, args.atlas, args.atlas_labels, args.key, processor.feature_extractor.num_rois)
     model, processor = load_model(args.model, args.trust_remote_code, processor)
@@ -199,7 +215,10 @@ def run_push(args: argparse.Namespace) -> None:
 def run_app(args: argparse.Namespace) -> None:
     from .app import serve
 
-    serve(args.model, args.corpus, args.atlas, args.port, args.max_new_tokens, args.chat_template, args.trust_remote_code)
+    serve(
+        args.model, args.corpus, args.atlas, args.port, args.max_new_tokens, args.chat_template, args.trust_remote_code,
+        max_upload_mb=args.max_upload_mb,
+    )  # fmt: skip
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -207,12 +226,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     from .ask import DEFAULT_MAX_NEW_TOKENS
 
     parser.add_argument("--model", required=True, help="fMRI-language model folder (a run's final/, an export) or Hub id")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="longest answer in tokens")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, help="longest answer in tokens")
     parser.add_argument("--chat-template", action="store_true", help="prompt through the processor's chat template")
     parser.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code instead of this package's")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .app import DEFAULT_MAX_UPLOAD_MB
+
     parser = OneLineParser(prog="fmrilm", description=__doc__.splitlines()[0], epilog="fmrilm COMMAND --help tells more.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -224,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("inputs", nargs="+", help="a folder of scans or scan files")
     pre.add_argument("--tr", type=float, default=None, help="repetition time when files carry none")
     pre.add_argument("--key", default=None, help="variable/array/dataset holding the time series")
+    pre.add_argument("--num-rois", type=positive_int, default=None, help="ROI count every scan must have (axis 0)")
     pre.add_argument("--target-tr", type=float, default=2.0)
     pre.add_argument("--window-length", type=int, default=160)
     pre.add_argument("--window-stride", type=int, default=None)
@@ -284,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--corpus", default=None, help="descriptor corpus folder: describe scans against its cohort reference")
     app.add_argument("--atlas", default=None, help="default label atlas for NIfTI uploads")
     app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-upload-mb", type=positive_int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload, in MB")
     app.set_defaults(func=run_app)
     return parser
 
@@ -297,9 +320,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = extra
+
+    def one_line(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"fmrilm {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        status = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            status = args.func(args)
     except (FmriInputError, OSError, HFValidationError) as error:
+        if isinstance(error, MissingTRError) and hasattr(args, "tr"):
+            error = MissingTRError(error.where, "pass --tr SECONDS")
         message = " ".join(str(error).split())
         print(f"fmrilm {args.command}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None

@@ -7,6 +7,7 @@ Remote-code rule (DESIGN.md §2): this file imports only transformers and siblin
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -403,6 +404,23 @@ class FmriLMConfig(PreTrainedConfig):
             value = getattr(self, field)
             self._require(isinstance(value, (int, float)) and value >= 0, field, "a non-negative number", value)
             setattr(self, field, float(value))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "FmriLMConfig":
+        """As `PreTrainedConfig.from_pretrained`, except that a config of another `model_type` and the
+        checks of this class are `FmriInputError`s naming the config file."""
+        location = str(pretrained_model_name_or_path)
+        source = os.path.join(location, "config.json") if os.path.isdir(location) else location
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") != cls.model_type:
+            raise FmriInputError(
+                f"{source}: expected an fMRI-language model config (model_type {cls.model_type!r}), found model_type "
+                f"{config_dict.get('model_type')!r}"
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except FmriInputError as error:
+            raise FmriInputError(f"{source}: {error}") from None
 
     @staticmethod
     def _require(condition: bool, field: str, expectation: str, value: Any) -> None:

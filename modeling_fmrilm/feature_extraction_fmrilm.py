@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, FeatureExtractionMixin
 
-from .errors import FmriInputError
+from .errors import FmriInputError, MissingTRError
 
 PAD_STRATEGIES = (None, "interpolate")
 RESAMPLE_METHODS = ("antialias", "linear")
@@ -40,6 +40,8 @@ ANTIALIAS_HALF_WIDTH = 10
 ANTIALIAS_KAISER_BETA = 5.0
 # Output frames per matrix product of the anti-aliased resampler (bounds its dense weight block).
 ANTIALIAS_BLOCK = 64
+# Values per block of the finiteness check of `validate_fmri` (its mask stays at 4 MiB).
+_CHECK_BLOCK_VALUES = 1 << 22
 
 
 def validate_fmri(
@@ -100,14 +102,14 @@ def validate_fmri(
             f"(shape {array.shape})"
         )
     if require_tr and tr is None:
-        raise FmriInputError(f"{name}: no repetition time (tr) given; pass tr=<seconds>")
+        raise MissingTRError(f"{name}: no repetition time (tr) given")
     if tr is not None and not (np.isfinite(tr) and tr > 0):
         raise FmriInputError(f"{name}: expected a positive repetition time in seconds, found tr={tr!r}")
     array = array.astype(np.float32, copy=False)
-    finite = np.isfinite(array)
-    if not finite.all():
-        rois = np.flatnonzero(~finite.all(axis=1))
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    rows = max(1, _CHECK_BLOCK_VALUES // max(1, n_time))  # the finiteness mask is made block by block of ROIs
+    rois = np.concatenate([np.empty(0, np.int64)] + [np.flatnonzero(~np.isfinite(array[i : i + rows]).all(axis=1)) + i for i in range(0, n_rois, rows)])
+    if rois.size:
+        first = (int(rois[0]), int(np.flatnonzero(~np.isfinite(array[rois[0]]))[0]))
         raise FmriInputError(
             f"{name}: expected finite values, found NaN/inf in {rois.size} ROI(s) "
             f"(ROI indices {rois[:10].tolist()}{'…' if rois.size > 10 else ''}; first at {first})"

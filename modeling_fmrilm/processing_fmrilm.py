@@ -31,6 +31,34 @@ from .feature_extraction_fmrilm import per_scan_trs
 FMRI_TOKEN_PATTERN = re.compile(r"<fmri_\d{5}>|<fmri>|</fmri>|<fmri_pad>|<fmri_fc>")
 """Every fMRI token string: the code tokens and the specials."""
 
+FMRI_TOKEN_FAMILY = re.compile(r"</?\s*fmri[^<>]*>", re.IGNORECASE)
+"""Every string of the fMRI token family, in any case: `<fmri>`, `</fmri>`, `<fmri_pad>`, `<fmri_fc>`,
+the code tokens `<fmri_NNNNN>` and any other `<fmri…>` tag (reserved for the fMRI tokens)."""
+
+
+def check_no_fmri_tokens(text: str, name: str, allow_markers: bool = True) -> None:
+    """Refuse fMRI token strings in text about to be tokenized: only the processor's expansion of an
+    `<fmri>` marker writes fMRI tokens, so text cannot smuggle code ids into a prompt.
+
+    Args:
+        text: the text.
+        name: how the error names it (`text[0]`, `question`).
+        allow_markers: exact `<fmri>` markers are allowed (a prompt given to the processor, one marker
+            per scan). `fmrilm ask` and the app pass `False` for the user's question: it is plain text,
+            and the code places the scan's marker.
+
+    Raises:
+        FmriInputError: naming the first such string and where it is.
+    """
+    for match in FMRI_TOKEN_FAMILY.finditer(text):
+        if not (allow_markers and match.group() == FMRI_START_TOKEN):
+            raise FmriInputError(
+                f"{name}: expected plain text, found the fMRI token string {match.group()!r} at character {match.start()}; "
+                f"fMRI tokens come only from the processor's expansion of {FMRI_START_TOKEN}"
+                + (" markers, one per scan" if allow_markers else ", which fmrilm places for the scan")
+            )
+
+
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}{{- '### Question: ' -}}"
@@ -147,7 +175,8 @@ class FmriProcessor(ProcessorMixin):
             `fmri_values` `(n_scans * windows_per_scan, n_rois, window_length)` float32.
 
         Raises:
-            FmriInputError: the number of `<fmri>` markers and of scans differ (both counts named),
+            FmriInputError: fMRI token strings other than `<fmri>` in the text (`check_no_fmri_tokens`),
+                the number of `<fmri>` markers and of scans differ (both counts named),
                 a scan with fewer than `windows_per_scan` windows (the scan named), truncation that
                 cut placeholders, or any input the feature extractor rejects.
         """
@@ -157,6 +186,8 @@ class FmriProcessor(ProcessorMixin):
         if text is None:
             raise FmriInputError(f"text: expected a prompt or a list of prompts with one {FMRI_START_TOKEN} per scan, found None")
         prompts = [text] if isinstance(text, str) else list(text)
+        for i, prompt in enumerate(prompts):
+            check_no_fmri_tokens(prompt, f"text[{i}]")
         markers = [prompt.count(FMRI_START_TOKEN) for prompt in prompts]
         scans = self._flatten_scans(fmri, markers)
         if sum(markers) != len(scans):
@@ -278,4 +309,4 @@ def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "FMRI_TOKEN_PATTERN", "FmriProcessor"]
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "FMRI_TOKEN_FAMILY", "FMRI_TOKEN_PATTERN", "FmriProcessor", "check_no_fmri_tokens"]

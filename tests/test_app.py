@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_view_of_an_embedded_scan(app):
     "content,tr,problem",
     [
         (b"not a numpy file", 2.0, "expected a numeric NumPy .npy array, found no readable .npy header"),
-        (np.ones((94, 40), np.float32), 0, "no repetition time found"),
+        (np.ones((94, 40), np.float32), 0, "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); enter it in the “TR in seconds (0: the file's own)” field"),
         (np.ones((94, 40), np.float32), 2.0, "constant"),
         (np.ones((90, 40), np.float32), 2.0, "expected 94 ROIs"),
     ],
@@ -85,6 +86,34 @@ def test_bad_uploads_show_the_readers_error_without_the_temporary_path(app, tmp_
     shown = app.view(str(upload), None, tr)
     assert shown.scan is None and shown.windows is None
     assert shown.status.startswith("**Could not read this scan.** bad.npy: ") and problem in shown.status and str(tmp_path) not in shown.status
+
+
+def test_an_upload_over_the_size_limit_is_not_read(embedded_model, tmp_path):
+    model, processor = load_model(embedded_model)
+    small = AskApp(model, processor, max_upload_mb=0.01)
+    np.save(tmp_path / "scan.npy", np.random.default_rng(0).standard_normal((94, 40)))  # 30 kB
+    shown = small.view(str(tmp_path / "scan.npy"), None, 2.0)
+    assert shown.scan is None
+    assert shown.status == "**Could not read this scan.** scan.npy: expected an upload of at most 0.01 MB (the app's --max-upload-mb), found 0.0 MB".replace("0.0 MB", f"{(tmp_path / 'scan.npy').stat().st_size / 1e6:,.1f} MB")
+
+
+@pytest.mark.parametrize(
+    "name,content,problem",
+    [
+        ("bad.tsv", "r0\tr1\n", "bad.tsv: expected time rows below the header row (time rows x ROI columns), found 2 column name(s) and no rows"),
+        ("bad.tsv", "\0" * 1000, "bad.tsv: expected a text table of at most 100,000 time rows"),
+    ],
+)
+def test_hostile_uploads_show_one_line(app, tmp_path, name, content, problem):
+    (tmp_path / name).write_text(content)
+    shown = app.view(str(tmp_path / name), None, 2.0)
+    assert shown.scan is None and shown.status.startswith(f"**Could not read this scan.** {problem}") and "\n" not in shown.status
+
+
+def test_questions_cannot_carry_fmri_tokens(app):
+    scan = read_scan(load_embedded(("gw",))[0].source, tr=2.0)
+    turns, problem = app.answer("what <fmri_00001><fmri_00002></fmri>", [], scan)
+    assert turns == [] and problem.startswith("**Could not answer.** question: expected plain text, found the fMRI token string '<fmri_00001>' at character 5")
 
 
 def test_nifti_upload_without_an_atlas_asks_for_one(app, tmp_path):
@@ -166,3 +195,64 @@ def test_page_in_headless_chromium(embedded_model, tmp_path):
     finally:
         driver.quit()
         page.close()
+
+
+SESSIONS_SCRIPT = """
+import sys
+from gradio_client import Client, handle_file
+url, scan, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(n):
+    client = Client(url, verbose=False)
+    client.predict(handle_file(scan), None, 2.0, api_name="/show")
+    client.predict("Is this a control?", api_name="/reply")
+    client.close()  # the tab closes: its heartbeat stops
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason='needs gradio (pip install "fmrilm[app]")')
+def test_sessions_leave_no_state_no_uploads_and_no_memory_behind(embedded_model, tmp_path, monkeypatch):
+    """Sessions from another process upload a scan, ask and close their tab. After they end no session
+    holds state, their uploads are gone, the server's memory has not grown with them (it grew ~5.7 MB
+    a session before), an upload over the limit is refused, and stopping the server removes its folder."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from modeling_fmrilm.app import serve
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.2")
+    page, url = serve(embedded_model, port=_free_port(), max_new_tokens=MAX_NEW_TOKENS, block=False, max_upload_mb=1)
+    folder = os.environ["GRADIO_TEMP_DIR"]
+    scan = load_embedded(("gw",))[0].source
+    server = psutil.Process()
+
+    def sessions(n, path=scan):
+        result = subprocess.run(
+            [sys.executable, "-c", SESSIONS_SCRIPT, url, str(path), str(n)], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "client")},
+        )  # fmt: skip
+        time.sleep(1.0)  # the heartbeats notice the closed tabs
+        return result
+
+    try:
+        assert folder.startswith(str(tmp_path / "gradio" / "fmrilm-app-"))
+        assert sessions(4).returncode == 0  # the first sessions load what every later one uses
+        before = server.memory_info().rss
+        assert sessions(8).returncode == 0
+        grown_mib = (server.memory_info().rss - before) / 2**20
+        assert not any(session.state_data for session in page.state_holder.session_data.values())
+        assert not [name for _, _, names in os.walk(folder) for name in names if name == Path(scan).name]
+        assert grown_mib < 16, grown_mib
+        big = tmp_path / "big.npy"
+        np.save(big, np.random.default_rng(0).standard_normal((94, 2000)))  # 1.5 MB
+        refused = sessions(1, big)
+        assert refused.returncode != 0 and "exceeds the maximum file size of 1000000 bytes" in refused.stderr, refused.stderr[-2000:]
+    finally:
+        page.close()
+    time.sleep(0.5)
+    assert not os.path.exists(folder) and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "gradio")

@@ -5,8 +5,13 @@ delegation of `train`, `evaluate` and `build-corpus`."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+from functools import reduce
 
 import nibabel as nib
 import numpy as np
@@ -125,29 +130,100 @@ def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["ask", "--model", "{model}", "--scan", "{missing}", "--tr", "2", "q"], "missing.npy: file not found"),
+        (["ask", "--model", "{model}", "--scan", "{missing}", "--tr", "2", "q"], "missing.npy: expected a scan file, found no such file"),
         (["ask", "--model", "{missing_dir}", "--scan", "{scan}", "q"], "expected an fMRI-language model folder"),
-        (["ask", "--model", "{model}", "--scan", "{scan}", "q"], "no repetition time found"),
+        (["ask", "--model", "{model}", "--scan", "{scan}", "q"], "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); pass --tr SECONDS"),
         (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2"], "expected a question"),
         (["ask", "--model", "{model}", "--scan", "{wrong_rois}", "--tr", "2", "q"], "expected 6 ROIs"),
         (["ask", "--scan", "{scan}", "q"], "the following arguments are required: --model"),
-        (["preprocess", "{missing}"], "missing.npy: file not found"),
+        (["preprocess", "{missing}"], "missing.npy: expected a scan file, found no such file"),
         (["train", "--config-file", "ddp.yaml", "stage1"], "need --launcher accelerate or torchrun"),
         (["build-corpus", "--output-dir", "{tmp}/corpus", "--scans", "{tmp}"], "--scans needs --atlas-table"),
         (["export", "--model", "{tmp}", "--output", "{tmp}/out"], "expected a model folder with its processor"),
         (["push", "--folder", "{tmp}/none", "--repo-id", "org/name"], "expected a non-empty folder"),
         (["ask", "--model", "{model}", "--scan", "{scan}", "--bogus", "q"], "unrecognized arguments: --bogus"),
+        (
+            ["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "what <fmri_00001><fmri_00002></fmri>"],
+            "question: expected plain text, found the fMRI token string '<fmri_00001>' at character 5",
+        ),
+        (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "and <fmri>?"], "found the fMRI token string '<fmri>' at character 4; fMRI tokens come only from the processor's expansion of <fmri>, which fmrilm places for the scan"),
+        (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "--max-new-tokens", "0", "q"], "--max-new-tokens/--max_new_tokens: expected a positive integer, found 0"),
+        (["ask", "--model", "{model}", "--scan", "{tmp}", "--tr", "2", "q"], "expected a scan file, found a folder (pass a file inside it)"),
+        (["preprocess", "{header_only}", "--tr", "2"], "header_only.tsv: expected time rows below the header row (time rows x ROI columns), found 3 column name(s) and no rows"),
+        (["preprocess", "{huge}", "--tr", "2"], "huge.npy: expected a parcellated scan of at most 100,000 ROIs x 100,000 frames, 134,217,728 values and 1 GiB, found a declared shape (94, 1000000000000) of float32"),
+        (["preprocess", "{wrong_rois}", "--tr", "2", "--num-rois", "6"], "wrong_rois.npy: expected 6 ROIs on axis 0, found shape (axis 0: 5, axis 1: 40)"),
     ],
 )
 def test_user_mistakes_end_in_one_line_and_status_2(argv, message, model_dir, scan_file, tmp_path, capsys):
     np.save(tmp_path / "wrong_rois.npy", np.random.default_rng(0).standard_normal((5, 40)))
+    (tmp_path / "header_only.tsv").write_text("r0\tr1\tr2\n")
+    with open(tmp_path / "huge.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (94, 10**12)})
     paths = {
         "model": model_dir, "scan": scan_file, "missing": tmp_path / "missing.npy", "missing_dir": tmp_path / "no_model",
-        "wrong_rois": tmp_path / "wrong_rois.npy", "tmp": tmp_path,
+        "wrong_rois": tmp_path / "wrong_rois.npy", "tmp": tmp_path, "header_only": tmp_path / "header_only.tsv",
+        "huge": tmp_path / "huge.npy",
     }  # fmt: skip
     status, out, err = run([part.format(**paths) for part in argv], capsys)
     assert status == 2 and out == ""
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        reduce(lambda entry, key: entry[key], parents, config)[last] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+BROKEN_MODELS = {
+    # what is broken: (how the copy of the model folder is broken, the message, raised by the config loader too)
+    "truncated model.safetensors": (lambda f: os.truncate(f / "model.safetensors", 1000), "model.safetensors: expected a safetensors file, found 1000 bytes without a readable header", False),
+    "model.safetensors cut in its data": (
+        lambda f: os.truncate(f / "model.safetensors", (f / "model.safetensors").stat().st_size // 2),
+        r"model.safetensors: the header places tensor data up to byte", False,
+    ),
+    "garbage tokenizer.json": (lambda f: (f / "tokenizer.json").write_text("garbage"), "tokenizer.json: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read", False),
+    "tokenizer.json without keys": (lambda f: (f / "tokenizer.json").write_text("{}"), "tokenizer.json: expected a tokenizer file", False),
+    "oversized vocab_size": (
+        lambda f: _edit_config(f, text_config__vocab_size=10**12),
+        "has shape (335, 32), where {folder}/config.json gives (1000000000000, 32); the config does not describe these weights", False,
+    ),
+    "another model_type": (lambda f: _edit_config(f, model_type="gpt2"), "{folder}/config.json: expected an fMRI-language model", True),
+    "a bad config value": (lambda f: _edit_config(f, windows_per_scan=0), "{folder}/config.json: FmriLMConfig.windows_per_scan: expected a positive integer, found 0", True),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_MODELS))
+def test_broken_model_folders_end_in_one_line(kind, model_dir, scan_file, tmp_path, capsys):
+    from modeling_fmrilm import FmriInputError, FmriLMConfig, FmriLMForCausalLM
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    breaks, message, config_loader = BROKEN_MODELS[kind]
+    breaks(folder)
+    message = message.format(folder=folder)
+    status, out, err = run(["ask", "--model", str(folder), "--scan", str(scan_file), "--tr", "2", "q"], capsys)
+    assert status == 2 and out == ""
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    if config_loader:  # the Python API names the file as well
+        for load in (FmriLMConfig.from_pretrained, FmriLMForCausalLM.from_pretrained):
+            with pytest.raises(FmriInputError, match=re.escape(message)):
+                load(folder)
+
+
+def test_preprocess_warns_in_one_line_of_more_rois_than_frames(tmp_path, capsys):
+    np.save(tmp_path / "tall.npy", np.random.default_rng(0).standard_normal((30, 20)))
+    status, out, err = run(["preprocess", str(tmp_path / "tall.npy"), "--tr", "2", "--window-length", "8"], capsys)
+    assert status == 0 and "30      20" in out
+    assert err.splitlines() == [
+        f"fmrilm preprocess: warning: {tmp_path / 'tall.npy'}: 30 ROIs on axis 0 but only 20 frames on axis 1; if the array is "
+        "time-major (n_timepoints, n_rois), transpose it (time_major=True), or give the ROI count to check it "
+        "(num_rois, fmrilm preprocess --num-rois)"
+    ]
+    status, out, err = run(["preprocess", str(tmp_path / "tall.npy"), "--tr", "2", "--window-length", "8", "--num-rois", "30"], capsys)
+    assert status == 0 and err == ""
 
 
 def test_console_script_error_is_one_line_in_a_fresh_process(tmp_path):
@@ -156,7 +232,7 @@ def test_console_script_error_is_one_line_in_a_fresh_process(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.splitlines() == [f"fmrilm preprocess: error: {tmp_path / 'absent.mat'}: file not found"]
+    assert result.stderr.splitlines() == [f"fmrilm preprocess: error: {tmp_path / 'absent.mat'}: expected a scan file, found no such file"]
 
 
 def test_evaluate_without_the_engine_says_so(monkeypatch, capsys):

@@ -49,6 +49,20 @@ def npz_truncated(path):
     truncated(path)
 
 
+def sparse(path, size):
+    """A file of `size` zero bytes that takes no disk space."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def npy_header_only(path, shape, descr, fill=False):
+    """A .npy header declaring `shape`, followed (`fill`) by as many zero data bytes as it needs, sparse."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": descr, "fortran_order": False, "shape": shape})
+        if fill:
+            handle.truncate(handle.tell() + int(np.prod(shape)) * np.dtype(descr).itemsize)
+
+
 def with_value(row, column, value):
     def write(path):
         data = good()
@@ -101,7 +115,17 @@ ARRAY_CASES = {
     "too short": ("a.npy", lambda p: np.save(p, good()[:, :1]), r"expected at least 2 time points on axis 1, found 1"),
     "several arrays, no key": ("a.npz", lambda p: np.savez(p, x=good(), y=good()), r"expected one array holding the time series or key=<name>, found \['x', 'y'\]"),
     "unknown suffix": ("a.txt", table("1 2 3\n"), r"expected one of \('\.mat'.*found '\.txt'"),
-    "missing file": ("a.npy", lambda p: None, r"a\.npy: file not found"),
+    "missing file": ("a.npy", lambda p: None, r"a\.npy: expected a scan file, found no such file"),
+    "a folder": ("a.npy", lambda p: p.mkdir(), r"a\.npy: expected a scan file, found a folder"),
+    "symbolic link loop": ("a.npy", lambda p: (p.symlink_to(p.with_name("b.npy")), p.with_name("b.npy").symlink_to(p)), r"a\.npy: expected a scan file, found a symbolic link loop"),
+    "header-only TSV": ("a.tsv", table("r0\tr1\tr2\n"), r"expected time rows below the header row .*found 3 column name\(s\) and no rows"),
+    "NUL-filled TSV (1 GB, sparse)": ("a.tsv", lambda p: sparse(p, 2**30), r"expected a text table of at most 100,000 time rows .*found binary content \(a NUL byte at byte 0\)"),
+    "CSV line too long": ("a.csv", table("r0\n" + "1" * 3_200_001 + "\n"), r"found line 2 longer than 3,200,000 bytes"),
+    "CSV of too many rows": ("a.csv", table("r0,r1\n" + "1,2\n" * 100_001), r"found at least 100,001 rows"),
+    ".npy declaring shape (94, 1e12)": ("a.npy", lambda p: npy_header_only(p, (94, 10**12), "<f4"), r"expected a parcellated scan of at most 100,000 ROIs x 100,000 frames, 134,217,728 values and 1 GiB, found a declared shape \(94, 1000000000000\) of float32"),
+    ".npy of 1 GB, valid header (sparse)": ("a.npy", lambda p: npy_header_only(p, (94, 2_856_000), "<f4", fill=True), r"found a declared shape \(94, 2856000\) of float32 \(1,024\.1 MiB\)"),
+    ".npy declaring 4 GB of text": ("a.npy", lambda p: npy_header_only(p, (1000, 10_000), "<U100", fill=True), r"and 1 GiB, found a declared shape \(1000, 10000\) of <U100 \(3,814\.7 MiB\)"),
+    ".h5 declaring a huge dataset": ("a.h5", lambda p: h5py.File(p, "w").create_dataset("tc", shape=(94, 10**9), dtype="f4"), r"found a declared shape \(94, 1000000000\) of float32"),
 }
 
 
@@ -134,6 +158,8 @@ NIFTI_CASES = {
     "corrupt gzip": ("bold.nii.gz", lambda p: p.write_bytes(b"\x1f\x8b\x08\x00" + b"garbage" * 30), r"found a truncated or corrupt gzip stream"),
     "not a NIfTI": ("bold.nii.gz", lambda p: p.write_bytes(gzip.compress(b"hello world" * 60)), r"expected a NIfTI-1/2 image, found content nibabel cannot read"),
     "truncated data block": ("bold.nii", nifti_truncated_data, r"expected \(4, 4, 3, 12\) voxels of float32 as the header says, found a truncated data block"),
+    "empty file": ("bold.nii.gz", lambda p: p.write_bytes(b""), r"expected a NIfTI-1/2 image, found an empty file \(0 bytes\)"),
+    "a few bytes of gzip": ("bold.nii.gz", lambda p: p.write_bytes(gzip.compress(b"\x00" * 10)), r"expected a NIfTI-1/2 image, found content nibabel cannot read"),
     "3-D image": ("bold.nii.gz", lambda p: nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4)), p), r"expected a 4-D image \(x, y, z, time\), found 3-D"),
 }
 
@@ -170,3 +196,40 @@ def test_bad_atlas_is_named(tmp_path, kind):
     nib.save(bold_image(), path)
     with pytest.raises(FmriInputError, match=pattern):
         read_nifti(path, atlas, tr=2.0)
+
+
+PEAK_SCRIPT = """
+import resource, sys, time
+import pandas  # noqa: F401  (imported by the table reader; its own memory is not the file's)
+from modeling_fmrilm import FmriInputError
+from modeling_fmrilm.io import read_array_file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    read_array_file(sys.argv[1], tr=2.0)
+except FmriInputError as error:
+    print(type(error).__name__)
+print(time.perf_counter() - start, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+@pytest.mark.parametrize("name,write", [
+    ("nul.tsv", lambda p: sparse(p, 2**30)),
+    ("big.npy", lambda p: npy_header_only(p, (94, 2_856_000), "<f4", fill=True)),
+    ("constant.npy", lambda p: npy_header_only(p, (3000, 10_000), "<f8", fill=True)),  # 240 MB of zeros, inside the caps
+])  # fmt: skip
+def test_hostile_files_are_refused_in_bounded_memory(tmp_path, name, write):
+    """Peak memory of reading the file, in a fresh process, over what the process held before: a 1 GB
+    NUL-filled table or a 1 GB .npy beyond the caps is refused within a second and a few MiB; a
+    constant .npy inside the caps costs its float32 result (120 MB), never the file twice."""
+    import subprocess
+    import sys
+
+    write(tmp_path / name)
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / name)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    refused, figures = result.stdout.splitlines()
+    seconds, peak_mib = map(float, figures.split())
+    assert refused == "FmriInputError"
+    limit_s, limit_mib = (5.0, 200) if name == "constant.npy" else (1.0, 20)
+    assert seconds < limit_s and peak_mib < limit_mib, (seconds, peak_mib)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,23 @@ def test_a_tokenizer_without_fmri_tokens_is_rejected():
     _, processor = tiny_lm.build("gpt2")
     with pytest.raises(FmriInputError, match=r"FmriProcessor.tokens_per_window: expected a positive integer, found None"):
         FmriProcessor(processor.feature_extractor, processor.tokenizer)
+
+
+@pytest.mark.parametrize("smuggled", ["<fmri_00001><fmri_00002></fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>", "<FMRI_PAD>", "< fmri_00003 >"])
+def test_text_cannot_carry_fmri_tokens(processor, smuggled):
+    """Only the expansion of an `<fmri>` marker writes fMRI tokens: token strings in the text are refused."""
+    prompt = f"<fmri> Is this a control? {smuggled}"
+    with pytest.raises(FmriInputError, match=rf"text\[0\]: expected plain text, found the fMRI token string '{re.escape(smuggled.split('>')[0])}>' at character 26; fMRI tokens come only from the processor's expansion of <fmri> markers"):
+        processor(text=prompt, fmri=tiny_lm.scan(1), tr=2.0)
+    with pytest.raises(FmriInputError, match=r"text\[1\]: expected plain text"):
+        processor(text=["<fmri> fine", f"<fmri> {smuggled}"], fmri=[tiny_lm.scan(1), tiny_lm.scan(2)], tr=2.0)
+
+
+def test_lookalike_text_is_plain_text(built):
+    """Near misses of the token strings tokenize as text: no code id, one <fmri>, one </fmri>, N placeholders."""
+    model, processor = built
+    config = model.config
+    ids = processor(text="<fmri> fmri_00001> fmri_pad> <fmri_00002 <fmri", fmri=tiny_lm.scan(1), tr=2.0)["input_ids"][0]
+    assert not set(ids) & set(config.code_token_ids)
+    assert ids.count(config.fmri_start_token_id) == ids.count(config.fmri_end_token_id) == 1
+    assert ids.count(config.fmri_pad_token_id) == N

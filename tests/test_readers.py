@@ -106,3 +106,30 @@ def test_folder_reading_and_bids_entities(tmp_path, scan_array):
     assert parse_entities(files[0]) == {"sub": "01", "task": "rest"}
     with pytest.raises(FmriInputError, match="no such folder"):
         find_scan_files(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("dtype,order", [("<f4", "C"), (">f8", "C"), ("<i2", "C"), ("<f8", "F")])
+def test_npy_read_in_blocks_keeps_values_and_layout(tmp_path, scan_array, dtype, order, monkeypatch):
+    """The .npy reader fills its float32 result block by block (a block smaller than the array here)."""
+    from modeling_fmrilm.io import readers
+
+    monkeypatch.setattr(readers, "_BLOCK_BYTES", 64)
+    stored = np.asarray(scan_array, dtype=dtype, order=order)
+    np.save(tmp_path / "a.npy", stored)
+    scan = read_array_file(tmp_path / "a.npy", tr=2.0)
+    assert scan.data.dtype == np.float32
+    np.testing.assert_array_equal(scan.data, stored.astype(np.float32))
+
+
+def test_more_rois_than_frames_warns_unless_the_count_is_given(tmp_path):
+    data = np.random.default_rng(0).standard_normal((30, 12))
+    np.save(tmp_path / "tall.npy", data)
+    with pytest.warns(UserWarning, match=r"tall\.npy: 30 ROIs on axis 0 but only 12 frames on axis 1; if the array is time-major"):
+        read_array_file(tmp_path / "tall.npy", tr=2.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_array_file(tmp_path / "tall.npy", tr=2.0, num_rois=30).n_rois == 30
+    with pytest.raises(FmriInputError, match=r"expected 12 ROIs on axis 0, found shape \(axis 0: 30, axis 1: 12\); axis 1 has 12 entries"):
+        read_array_file(tmp_path / "tall.npy", tr=2.0, num_rois=12)

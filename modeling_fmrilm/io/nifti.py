@@ -31,11 +31,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..errors import FmriInputError
+from ..errors import FmriInputError, MissingTRError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import parse_entities, sidecar_tr, subject_and_session
 from .censoring import CENSORING, censored_mask, check_gaps, fill_censored, kept_frames
-from .scan import FmriScan
+from .scan import FmriScan, require_file
 
 try:  # ISA-L's inflate is a drop-in for zlib's, 3-4x faster
     from isal import isal_zlib as _zlib
@@ -53,6 +53,7 @@ _UNREADABLE = (
     _zlib.error,
     nib.filebasedimages.ImageFileError,
     nib.spatialimages.HeaderDataError,
+    nib.wrapstruct.WrapStructError,
 )
 
 
@@ -61,8 +62,9 @@ def load_image(img: ImageLike) -> nib.Nifti1Image:
     if isinstance(img, nib.spatialimages.SpatialImage):
         return img
     path = Path(img)
-    if not path.is_file():
-        raise FmriInputError(f"{path}: NIfTI file not found")
+    require_file(path, "a NIfTI file")
+    if path.stat().st_size == 0:
+        raise FmriInputError(f"{path}: expected a NIfTI-1/2 image, found an empty file (0 bytes)")
     if path.name.endswith(".gz"):
         compressed = path.read_bytes()
         try:
@@ -140,9 +142,9 @@ def resolve_tr(img: nib.Nifti1Image, path: str | Path | None, tr: float | None) 
             return found
     found = _header_tr(img)
     if found is None:
-        raise FmriInputError(
+        raise MissingTRError(
             f"{path or 'img'}: no repetition time (no tr argument, no RepetitionTime in a JSON sidecar, "
-            "no time zoom in the NIfTI header); pass tr=<seconds>"
+            "no time zoom in the NIfTI header)"
         )
     return found
 

@@ -11,11 +11,21 @@ complex, non-numeric and non-finite values (`validate_fmri`).
 The repetition time comes from, in order: the `tr` argument, the BIDS JSON metadata
 (`RepetitionTime`, by the inheritance principle), the file itself (a `tr`/`TR` entry of a .mat/.npz, an attribute of the .h5
 dataset); otherwise `FmriInputError`.
+
+Sizes are checked before anything is allocated, against what a parcellated scan can be: at most
+`MAX_ROIS` ROIs, `MAX_FRAMES` frames and `MAX_VALUES` values in all (512 MiB as float32; 1 GiB
+as stored). A .npy or .h5 array is checked by its header's shape (a .npy also against the file's
+length); a .npy is then read in blocks into the float32 result. A text table is first streamed
+once, in blocks of `_BLOCK_BYTES`: it may hold no NUL byte, at most `MAX_FRAMES` rows below its
+header, lines of at most `MAX_ROIS * MAX_CHARS_PER_VALUE` bytes and at most `MAX_VALUES` cells,
+so that no more than `MAX_VALUES * MAX_CHARS_PER_VALUE` bytes are ever parsed.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,11 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FmriInputError
+from ..errors import FmriInputError, MissingTRError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import sidecar_tr, subject_and_session
 from .nifti import read_nifti
-from .scan import FmriScan
+from .scan import FmriScan, require_file
+
+MAX_ROIS = 100_000
+"""Most ROIs a scan may have (dense CIFTI grayordinates are 91,282)."""
+MAX_FRAMES = 100_000
+"""Most frames a scan may have (almost 3 hours at TR 0.1 s)."""
+MAX_VALUES = 2**27
+"""Most values (ROIs x frames) a scan may hold: 512 MiB as float32."""
+MAX_CHARS_PER_VALUE = 32
+"""Most bytes a table cell may take with its separator (`%.18e` of a negative number takes 26)."""
+_BLOCK_BYTES = 1 << 20
 
 ARRAY_SUFFIXES = (".mat", ".npy", ".npz", ".h5", ".hdf5", ".tsv", ".csv")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -69,36 +89,60 @@ def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
     return content[chosen], tr
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        with open(path, "rb") as handle:
-            return np.load(handle, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as error:
-        raise FmriInputError(f"{path}: expected a numeric NumPy .npy array, found {_npy_problem(path, error)}") from None
+def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse, before reading, an array whose declared shape no parcellated scan has: an axis longer than
+    `MAX_ROIS` (= `MAX_FRAMES`), more than `MAX_VALUES` values or more than `MAX_VALUES * 8` bytes."""
+    values = math.prod(shape)
+    if values > MAX_VALUES or max(shape, default=0) > max(MAX_ROIS, MAX_FRAMES) or values * dtype.itemsize > MAX_VALUES * 8:
+        raise FmriInputError(
+            f"{path}: expected a parcellated scan of at most {MAX_ROIS:,} ROIs x {MAX_FRAMES:,} frames, "
+            f"{MAX_VALUES:,} values and {MAX_VALUES * 8 / 2**30:g} GiB, found a declared shape {shape} of {dtype} "
+            f"({values * dtype.itemsize / 2**20:,.1f} MiB)"
+        )
 
 
-def _npy_problem(path: Path, error: BaseException) -> str:
-    """What is wrong with a .npy file numpy refused, in terms of its header."""
-    size = path.stat().st_size
-    if size == 0:
-        return "an empty file (0 bytes)"
+def _npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """`(shape, fortran_order, dtype, data offset)` of a .npy file, or `FmriInputError` saying why there is none."""
+    if path.stat().st_size == 0:
+        raise _npy_error(path, "an empty file (0 bytes)")
     read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            shape, _, dtype = read_header[version](handle)
+            shape, fortran_order, dtype = read_header[version](handle)
             offset = handle.tell()
-    except (OSError, EOFError, ValueError, KeyError) as header_error:
-        return f"no readable .npy header ({type(header_error).__name__}: {header_error})"
+    except (OSError, EOFError, ValueError, KeyError) as error:
+        raise _npy_error(path, f"no readable .npy header ({type(error).__name__}: {error})") from None
     if dtype.hasobject:
-        return f"an array of Python objects (dtype {dtype}, shape {shape}), which is never unpickled"
-    needed = int(np.prod(shape)) * dtype.itemsize
-    if size - offset < needed:
-        return (
-            f"{size - offset} data bytes where the header's shape {shape} of {dtype} needs {needed}: "
-            "the file is truncated"
+        raise _npy_error(path, f"an array of Python objects (dtype {dtype}, shape {shape}), which is never unpickled")
+    return shape, fortran_order, dtype, offset
+
+
+def _npy_error(path: Path, found: str) -> FmriInputError:
+    return FmriInputError(f"{path}: expected a numeric NumPy .npy array, found {found}")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a .npy file: header checked against the caps and the file's length, then read in
+    blocks straight into float32 (real numbers) so that the file is never held twice."""
+    shape, fortran_order, dtype, offset = _npy_header(path)
+    check_declared_size(path, shape, dtype)
+    needed = math.prod(shape) * dtype.itemsize
+    if path.stat().st_size - offset < needed:
+        raise _npy_error(
+            path,
+            f"{path.stat().st_size - offset} data bytes where the header's shape {shape} of {dtype} needs {needed}: "
+            "the file is truncated",
         )
-    return f"content numpy cannot read ({type(error).__name__}: {error})"
+    stored = shape[::-1] if fortran_order else shape
+    array = np.empty(stored, np.float32 if dtype.kind in "fiu" else dtype)
+    flat = array.reshape(-1)
+    step = max(1, _BLOCK_BYTES // dtype.itemsize)
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for start in range(0, flat.size, step):
+            flat[start : start + step] = np.fromfile(handle, dtype=dtype, count=min(step, flat.size - start))
+    return array.T if fortran_order else array
 
 
 def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
@@ -122,6 +166,7 @@ def _read_h5(path: Path, key: str | None) -> tuple[np.ndarray, float | None]:
             handle.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
             chosen = _choose(datasets, key, path, "dataset")
             dataset = handle[chosen]
+            check_declared_size(path, dataset.shape, dataset.dtype)
             tr = next((float(dataset.attrs[k]) for k in _TR_KEYS if k in dataset.attrs), None)
             if tr is None:
                 tr = next((float(handle.attrs[k]) for k in _TR_KEYS if k in handle.attrs), None)
@@ -137,6 +182,7 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
     import pandas as pd
 
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    _check_table_size(path, sep)
     try:
         frame = pd.read_csv(path, sep=sep)
     except pd.errors.EmptyDataError as error:
@@ -144,6 +190,11 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         _check_ragged(path, sep)
         raise _unreadable(path, "table of time rows x ROI columns with a header row", error) from None
+    if frame.empty:
+        raise FmriInputError(
+            f"{path}: expected time rows below the header row (time rows x ROI columns), found "
+            f"{len(frame.columns)} column name(s) and no rows"
+        )
     if frame.isna().to_numpy().any():
         _check_ragged(path, sep)  # pandas pads short rows with NaN
     text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
@@ -156,6 +207,37 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
             f"{text[0]!r}, line {row + 2})"
         )
     return frame.to_numpy().T, [str(c) for c in frame.columns]
+
+
+def _check_table_size(path: Path, sep: str) -> None:
+    """Stream over a table's bytes once, in blocks, before it is parsed: refuse NUL bytes, a line longer
+    than `MAX_ROIS * MAX_CHARS_PER_VALUE` bytes, more than `MAX_FRAMES` rows below the header and
+    more than `MAX_VALUES` cells (the rule of the module docstring)."""
+    expected = (
+        f"a text table of at most {MAX_FRAMES:,} time rows below its header, {MAX_ROIS:,} ROI columns "
+        f"({MAX_ROIS * MAX_CHARS_PER_VALUE:,} bytes a line) and {MAX_VALUES:,} cells"
+    )
+    longest_line, separator = MAX_ROIS * MAX_CHARS_PER_VALUE, ord(sep)
+    offset = line_start = lines = cells = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK_BYTES):
+            data = np.frombuffer(block, np.uint8)
+            if not data.all():
+                nul = offset + int(np.argmin(data))
+                raise FmriInputError(f"{path}: expected {expected}, found binary content (a NUL byte at byte {nul:,})")
+            ends = np.flatnonzero(data == ord("\n")) + offset
+            starts = np.concatenate(([line_start], ends + 1))
+            lengths = np.append(ends, offset + data.size) - starts
+            lines += ends.size
+            cells += int(np.count_nonzero(data == separator)) + ends.size
+            if lengths.max() > longest_line:
+                line = lines - ends.size + int(np.argmax(lengths > longest_line)) + 1
+                raise FmriInputError(f"{path}: expected {expected}, found line {line:,} longer than {longest_line:,} bytes")
+            if lines > MAX_FRAMES + 1:
+                raise FmriInputError(f"{path}: expected {expected}, found at least {lines - 1:,} rows")
+            if cells > MAX_VALUES:
+                raise FmriInputError(f"{path}: expected {expected}, found at least {cells:,} cells")
+            line_start, offset = int(starts[-1]), offset + data.size
 
 
 def _check_ragged(path: Path, sep: str) -> None:
@@ -195,7 +277,8 @@ def read_array_file(
             needed when the file holds more than one.
         time_major: the stored array is `(n_timepoints, n_rois)` (ignored for tables, which are
             always time rows).
-        num_rois: expected ROI count; a mismatch raises `FmriInputError` naming both axes.
+        num_rois: expected ROI count; a mismatch raises `FmriInputError` naming both axes. Without
+            it, a scan with more ROIs than frames (often a time-major array) gives a `UserWarning`.
         subject, session: ids; by default from BIDS entities in the name, else the parent folder.
         dataset, atlas, roi_names: metadata carried into the record.
 
@@ -203,8 +286,7 @@ def read_array_file(
         `FmriScan` with ROI-major float32 data.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FmriInputError(f"{path}: file not found")
+    require_file(path, "a scan file")
     suffix = path.suffix.lower()
     file_tr: float | None = None
     names = roi_names
@@ -226,11 +308,18 @@ def read_array_file(
     resolved_tr = tr if tr is not None else sidecar_tr(path)
     resolved_tr = resolved_tr if resolved_tr is not None else file_tr
     if resolved_tr is None:
-        raise FmriInputError(
+        raise MissingTRError(
             f"{path}: no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, "
-            "no tr entry in the file); pass tr=<seconds>"
+            "no tr entry in the file)"
         )
     array = validate_fmri(data, str(path), num_rois=num_rois, tr=resolved_tr)
+    if num_rois is None and array.shape[0] > array.shape[1]:
+        warnings.warn(
+            f"{path}: {array.shape[0]} ROIs on axis 0 but only {array.shape[1]} frames on axis 1; if the array is "
+            "time-major (n_timepoints, n_rois), transpose it (time_major=True), or give the ROI count to check it "
+            "(num_rois, fmrilm preprocess --num-rois)",
+            stacklevel=2,
+        )
     if names is not None and len(names) != array.shape[0]:
         raise FmriInputError(f"{path}: {len(names)} ROI names given for {array.shape[0]} ROIs")
     default_subject, default_session = subject_and_session(path)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..errors import FmriInputError
 
 
 @dataclass
@@ -77,3 +81,24 @@ class FmriScan:
             "n_interpolated": int(self.interpolated.sum()),
             **self.extra,
         }
+
+
+def require_file(path: Path, what: str) -> None:
+    """Raise `FmriInputError` unless `path` is a regular file (or a link to one), saying what it is instead."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        found = "a folder (pass a file inside it)"
+    elif path.is_symlink():
+        try:
+            path.resolve(strict=True)
+            found = "a symbolic link to something that is not a regular file"
+        except RuntimeError:  # Python < 3.13 reports a link loop as RuntimeError
+            found = "a symbolic link loop"
+        except OSError as error:
+            found = "a symbolic link loop" if error.errno == errno.ELOOP else "a symbolic link to a missing file"
+    elif path.exists():
+        found = "something that is not a regular file (a device, a pipe or a socket)"
+    else:
+        found = "no such file"
+    raise FmriInputError(f"{path}: expected {what}, found {found}")
