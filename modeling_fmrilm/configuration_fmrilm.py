@@ -1,6 +1,6 @@
-"""Configurations of fMRI-LM (DESIGN.md §4, §5).
+"""Configurations of fMRI-LM.
 
-Remote-code rule (DESIGN.md §2): this file imports only transformers and sibling modules, so that
+Remote-code rule (README, "Layout"): this file imports only transformers and sibling modules, so that
 `save_pretrained` can copy it into a Hub repository and `trust_remote_code=True` loads it where
 `modeling_fmrilm` is not installed.
 """

@@ -1,6 +1,6 @@
 """Feature extractor for fMRI-LM: validation, TR resampling, windowing and robust z-scoring.
 
-Remote-code rule (DESIGN.md §2): this file imports only numpy, torch, transformers and sibling
+Remote-code rule (README, "Layout"): this file imports only numpy, torch, transformers and sibling
 modules, so that `save_pretrained` can copy it into a Hub repository.
 
 A scan is a float array `(n_rois, n_timepoints)` (ROI-major) sampled every `tr` seconds. The

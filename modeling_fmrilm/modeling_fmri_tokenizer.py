@@ -1,6 +1,6 @@
-"""Stage 1 of fMRI-LM: the neural tokenizer that turns fMRI windows into discrete codes (DESIGN.md §4).
+"""Stage 1 of fMRI-LM: the neural tokenizer that turns fMRI windows into discrete codes.
 
-Remote-code rule (DESIGN.md §2): this file imports only torch, transformers and sibling modules,
+Remote-code rule (README, "Layout"): this file imports only torch, transformers and sibling modules,
 so that `save_pretrained` can copy it into a Hub repository.
 
 Pipeline for a batch of windows `(batch, num_rois, window_length)`:

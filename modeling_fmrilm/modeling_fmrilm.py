@@ -1,6 +1,6 @@
-"""Stage 2/3 of fMRI-LM: a causal language model that reads and writes fMRI tokens (DESIGN.md §5).
+"""Stage 2/3 of fMRI-LM: a causal language model that reads and writes fMRI tokens.
 
-Remote-code rule (DESIGN.md §2): this file imports only torch, transformers and sibling modules,
+Remote-code rule (README, "Layout"): this file imports only torch, transformers and sibling modules,
 so that `save_pretrained` can copy it into a Hub repository and `trust_remote_code=True` loads it
 where `modeling_fmrilm` is not installed.
 
@@ -60,7 +60,7 @@ def code_embeddings(codebook: torch.Tensor, hidden_size: int, seed: int = CODE_P
     """Unit-norm embedding directions `(num_codes, hidden_size)` for the code vectors `codebook` `(num_codes, code_dim)`.
 
     When `code_dim == hidden_size` the directions are the code vectors themselves (the tokenizer was
-    trained in the LM's width, DESIGN.md §4). Otherwise they go through a fixed random orthogonal
+    trained in the LM's width). Otherwise they go through a fixed random orthogonal
     map drawn from `seed`: with `code_dim < hidden_size` it embeds the codebook isometrically (all
     angles between codes are kept); with `code_dim > hidden_size` it projects onto a random
     `hidden_size`-dimensional subspace (angles are kept only approximately). The map is not learned:

@@ -1,6 +1,6 @@
 """Processor of fMRI-LM: the feature extractor for scans + the text tokenizer, with `<fmri>` expansion.
 
-Remote-code rule (DESIGN.md §2): this file imports only numpy, torch, transformers and sibling
+Remote-code rule (README, "Layout"): this file imports only numpy, torch, transformers and sibling
 modules, so that `save_pretrained` can copy it into a Hub repository. Reading scan files needs
 `modeling_fmrilm.io` (nibabel, scipy, h5py …): it is imported only when a path is given, and only
 where the package is installed.

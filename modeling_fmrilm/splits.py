@@ -1,4 +1,4 @@
-"""The one subject split of the whole pipeline (DESIGN.md §2, §3).
+"""The one subject split of the whole pipeline.
 
 Every subject key `dataset/subject` is assigned to `train`, `validation` or `test` by a seeded
 hash of the key itself, not by shuffling a list: the assignment of a subject never depends on

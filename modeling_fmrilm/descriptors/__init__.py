@@ -1,4 +1,4 @@
-"""Imaging descriptors of fMRI scans and the descriptor corpus (DESIGN.md §6).
+"""Imaging descriptors of fMRI scans and the descriptor corpus.
 
 One module per feature family, each a function over a batch `(n_scans, n_rois, n_timepoints)`:
 `connectivity`, `graph`, `gradients`, `ica`, `amplitude`, `temporal`; `reference` (the pipeline

@@ -32,7 +32,7 @@ from . import amplitude, connectivity, gradients, graph, ica, temporal
 REFERENCE_VERSION = "fmrilm-descriptors/2"  # 2: features at the target TR, compiled graph code
 POOLED = "__all__"
 
-# The 23 described scalars (DESIGN.md §1/§6), by domain, in text order.
+# The 23 described scalars, by domain, in text order.
 DOMAINS: dict[str, list[str]] = {
     "connectivity": ["fc_mean", "fc_within", "fc_between"],
     "gradients": [f"gradient{g}_{s}" for g in (1, 2, 3) for s in ("range", "variance")],

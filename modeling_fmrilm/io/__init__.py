@@ -1,4 +1,4 @@
-"""Readers that turn files into `FmriScan` records (DESIGN.md §3)."""
+"""Readers that turn files into `FmriScan` records."""
 
 from .bids import applicable_sidecars, bids_metadata, parse_entities, sidecar_tr
 from .embedded import AtlasTable, aal2_table, load_embedded

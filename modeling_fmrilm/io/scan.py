@@ -1,4 +1,4 @@
-"""The scan record of the data contract (DESIGN.md §3)."""
+"""The scan record of the data contract."""
 
 from __future__ import annotations
 

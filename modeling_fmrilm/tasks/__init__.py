@@ -1,4 +1,4 @@
-"""Stage 3 tasks and their evaluation (DESIGN.md §1, §5): what is asked about a scan, how it is answered and scored.
+"""Stage 3 tasks and their evaluation: what is asked about a scan, how it is answered and scored.
 
 One concept per module:
 

@@ -6,7 +6,7 @@ Builders for every label source and for the offline tasks:
 - [`cohort_task_data`]: (offline) the cohort of each embedded scan, HCP or gw, from its `dataset`;
 - [`descriptor_task_data`]: (offline) one question per named network pair: is its coupling
   `" lower"`, `" typical"` or `" higher"` than the cohort's, from the descriptor corpus's
-  `z_network_pair_fc` (z < -1, -1 <= z <= 1, z > 1: the corpus's severity bands, DESIGN.md §1,
+  `z_network_pair_fc` (z < -1, -1 <= z <= 1, z > 1: the corpus's severity bands,
   with the mild and marked bands merged);
 - [`synthetic_task_data`]: the synthetic cohort's group and score.
 

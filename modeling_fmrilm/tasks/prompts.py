@@ -1,6 +1,6 @@
 """Instruction prompts: paraphrase pools, the three paradigms, and prompts rendered into token ids.
 
-Layout of one scan's block (the paper's, DESIGN.md §1), the scan first as in Stage 2:
+Layout of one scan's block (the paper's), the scan first as in Stage 2:
 
     <fmri>
     {cohort line}{description}### Question: {question}

@@ -1,4 +1,4 @@
-"""What each stage adds to `transformers.Trainer` (DESIGN.md §2): datasets, collators, callbacks.
+"""What each stage adds to `transformers.Trainer`: datasets, collators, callbacks.
 
 One module per stage (`stage1`, …) plus what they share (`common`: cohorts, the subject split,
 window datasets, checkpoints and the atomic final save; `text`: the frozen text encoder and word

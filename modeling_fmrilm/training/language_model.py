@@ -1,4 +1,4 @@
-"""The offline language model of the demo (DESIGN.md §5): a byte-level BPE text tokenizer trained on
+"""The offline language model of the demo: a byte-level BPE text tokenizer trained on
 the descriptor corpus by the `tokenizers` library, and a small GPT-2- or Qwen3-shaped causal LM built
 from its config (random weights). On a machine with a Hub connection `--base_model Qwen/Qwen3-0.6B`
 takes this one's place through the same code path."""
