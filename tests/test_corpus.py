@@ -36,6 +36,17 @@ def make_scans(n_subjects=8, seed=0):
     return scans
 
 
+def scan_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """`make_scans()` saved as `.npy` files under `tmp_path/scans` (150 frames each), and their atlas table."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for scan in make_scans():
+        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
+    table = tmp_path / "atlas.tsv"
+    table.write_text("network\n" + "\n".join(LABELS) + "\n")
+    return folder, table
+
+
 @pytest.mark.parametrize(
     "z,expected",
     [(-2.01, "markedly lower"), (-2.0, "somewhat reduced"), (-1.01, "somewhat reduced"), (-1.0, "typical"),
@@ -342,12 +353,7 @@ def test_cli_shares_accept_both_flag_spellings(tmp_path):
     assert script.parse_args(["--output-dir", "a", "--num_proc", "3", "--fractions", "0.6", "0.2", "0.2"]).fractions == [0.6, 0.2, 0.2]
     with pytest.raises(FmriInputError, match="both or neither"):
         script.parse_args(["--output-dir", "a", "--shard-index", "0"])
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    for scan in make_scans():
-        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
-    table = tmp_path / "atlas.tsv"
-    table.write_text("network\n" + "\n".join(LABELS) + "\n")
+    folder, table = scan_folder(tmp_path)
     common = ["--scans", str(folder), "--tr", "2.0", "--atlas_table", str(table), "--output-dir", str(tmp_path / "out"),
               "--n-ica-components", "4", "--density", "0.2", "--seed", "4", "--shard_size", "3"]
     script.main([*common, "--fit-reference-only"])

@@ -26,23 +26,12 @@ from modeling_fmrilm.descriptors.corpus import build_corpus
 from modeling_fmrilm.locking import LOCK_NAME, folder_lock
 from modeling_fmrilm.training.common import check_checkpoint, last_complete_checkpoint
 from modeling_fmrilm.training.stage1 import train_stage1
-from test_corpus import FRACTIONS, LABELS, SETTINGS, folder_files, make_scans
+from test_cli import run
+from test_corpus import FRACTIONS, LABELS, SETTINGS, folder_files, make_scans, scan_folder
 from test_training_stage1 import EXACT, TINY_MODEL, manifest, synthetic_scans, tiny_run
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`fmrilm argv` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        cli.main(argv)
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -57,16 +46,6 @@ def wait_for(condition, what: str, timeout: float = 120.0) -> None:
 
 
 # -- (1) one writer per folder ---------------------------------------------------------------
-
-
-def scan_folder(tmp_path: Path) -> tuple[Path, Path]:
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    for scan in make_scans():
-        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
-    table = tmp_path / "atlas.tsv"
-    table.write_text("network\n" + "\n".join(LABELS) + "\n")
-    return folder, table
 
 
 HELD_BUILD = """
