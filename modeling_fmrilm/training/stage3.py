@@ -115,7 +115,7 @@ class CodeTable:
         self.codes: dict[int, list[int]] = {}
         self.rows: dict[int, list[int]] = {}
         reads_connectivity = model.config.reads_connectivity
-        blocks = []
+        blocks, offset = [], 0
         unique = list({id(scan): scan for scan in scans}.values())
         for start in range(0, len(unique), batch_size):
             chunk = unique[start : start + batch_size]
@@ -127,7 +127,6 @@ class CodeTable:
             owners = features["scan_index"][keep]
             if reads_connectivity:
                 blocks.append(model.fmri_connectivity(windows).cpu().numpy().astype(np.float16))
-            offset = sum(len(block) for block in blocks[:-1]) if reads_connectivity else 0
             for index, scan in enumerate(chunk):
                 mine = owners == index
                 rows = codes[mine]
@@ -135,6 +134,7 @@ class CodeTable:
                     raise FmriInputError(f"{scan.name}: {len(rows)} window(s), fewer than windows_per_scan={per_scan}")
                 self.codes[id(scan)] = rows.reshape(-1).tolist()
                 self.rows[id(scan)] = (offset + torch.nonzero(mine).flatten()).tolist()
+            offset += len(windows)
         self.connectivity = np.concatenate(blocks) if blocks else None
 
     def __getitem__(self, scan: Any) -> list[int]:
