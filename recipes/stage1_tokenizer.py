@@ -14,7 +14,7 @@ and `--flag-name` both work, and a single `.json`/`.yaml` file may hold them all
 
 from __future__ import annotations
 
-from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.common import parse_arguments, process_group_destroyed_on_exit
 from modeling_fmrilm.training.stage1 import Stage1Arguments, Stage1TrainingArguments, train_stage1
 
 
@@ -28,4 +28,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with process_group_destroyed_on_exit():
+        main()

@@ -14,7 +14,7 @@ Every `TrainingArguments` flag works (`--max_steps`, `--gradient_checkpointing`,
 
 from __future__ import annotations
 
-from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.common import parse_arguments, process_group_destroyed_on_exit
 from modeling_fmrilm.training.stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
 
 
@@ -28,4 +28,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with process_group_destroyed_on_exit():
+        main()

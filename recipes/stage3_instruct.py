@@ -14,7 +14,7 @@ With only `--output_dir` on the embedded data it first trains Stage 2 (and what 
 
 from __future__ import annotations
 
-from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.common import parse_arguments, process_group_destroyed_on_exit
 from modeling_fmrilm.training.stage3 import Stage3Arguments, Stage3TrainingArguments, train_stage3
 
 
@@ -28,4 +28,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with process_group_destroyed_on_exit():
+        main()

@@ -9,7 +9,7 @@ import hashlib
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -377,6 +377,19 @@ class SumLoggingTrainer(Trainer):
         super().log(logs, start_time)
 
 
+@contextlib.contextmanager
+def process_group_destroyed_on_exit() -> Iterator[None]:
+    """Wrap a recipe's `main`: the `torch.distributed` process group that Trainer's launch created is
+    destroyed before the interpreter shuts down, however the run ends. Left to interpreter shutdown,
+    gloo's worker threads can outlive Python and abort the process (SIGABRT, "terminate called
+    without an active exception") after the model was already saved."""
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse dataclasses with `HfArgumentParser`: `--flag_name` and `--flag-name` both work; a single
     `.json`/`.yaml` argument is read as a file of arguments."""
@@ -405,6 +418,7 @@ __all__ = [
     "load_cohort",
     "manifest_of",
     "parse_arguments",
+    "process_group_destroyed_on_exit",
     "resolve_resume",
     "save_final",
     "scan_subject_key",
