@@ -85,8 +85,10 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
     assert torch.equal(batch["fmri_connectivity"], torch.as_tensor(table[[2, 0, 1]]))
     longest = max(len(e["input_ids"]) for e in examples)
     assert batch["input_ids"].shape == (3, longest) and batch["objective"].tolist() == [0, 1, 2]
-    assert batch["attention_mask"].sum(1).tolist() == [len(e["input_ids"]) for e in examples]
-    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    assert "attention_mask" not in batch  # right padding under a causal mask: the loss below is that of the unpadded sequences
+    mask = ObjectiveCollator(pad, table, attention_mask=True)(examples)["attention_mask"]
+    assert mask.sum(1).tolist() == [len(e["input_ids"]) for e in examples] and mask[:, 0].all()
+    assert (batch["labels"][mask == 0] == IGNORE_INDEX).all()
 
     args = Stage2TrainingArguments(output_dir=str(tmp_path), eval_strategy="no")
     trainer = ObjectiveTrainer(model=model, args=args, data_collator=ObjectiveCollator(pad), objectives={"f2t": 1.0, "f2f": 0.1, "t2t": 0.5})

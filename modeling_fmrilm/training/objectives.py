@@ -39,13 +39,21 @@ class WindowConnectivity:
 
 @dataclass
 class ObjectiveCollator:
-    """Pads examples to the longest in the batch: `input_ids` (pad id), `labels` (-100),
-    `attention_mask`, and `objective` per sequence; with `connectivity` (an array, or a
+    """Pads examples on the right to the longest in the batch: `input_ids` (pad id), `labels`
+    (-100) and `objective` per sequence; with `connectivity` (an array, or a
     [`WindowConnectivity`], indexed by a list of window rows), also `fmri_connectivity`: the rows of
-    every example's `fmri_windows`, in batch order `(n_windows, num_rois, num_rois)`."""
+    every example's `fmri_windows`, in batch order `(n_windows, num_rois, num_rois)`.
+
+    No `attention_mask` by default (`attention_mask=True` adds it): in a causal LM a token attends
+    only to earlier positions, so with right padding no real token ever sees a pad, and positions
+    count from 0 either way; the pads' own outputs carry no label. Without a mask, SDPA runs its
+    causal kernel instead of the masked one, which halves the attention time of the bench's
+    ~940-token Stage 2 sequences on a CPU (`tests/test_training_stage2.py` checks the batch's loss
+    is that of its sequences run one by one, unpadded)."""
 
     pad_token_id: int
     connectivity: Any = None
+    attention_mask: bool = False
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(item["input_ids"]) for item in items)
@@ -58,7 +66,9 @@ class ObjectiveCollator:
             labels[row, :n] = torch.as_tensor(item["labels"])
             attention_mask[row, :n] = 1
         objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "objective": objective}
+        batch = {"input_ids": input_ids, "labels": labels, "objective": objective}
+        if self.attention_mask:
+            batch["attention_mask"] = attention_mask
         windows = [window for item in items for window in item.get("fmri_windows") or []]
         if self.connectivity is not None and windows:
             batch["fmri_connectivity"] = torch.as_tensor(np.asarray(self.connectivity[windows]))
@@ -78,19 +88,22 @@ class ObjectiveTrainer(SumLoggingTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, objective = inputs["labels"], inputs["objective"]
         outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "objective")})
-        logits = outputs.logits[:, :-1].float()
         targets = labels[:, 1:]
         mask = targets != IGNORE_INDEX
-        token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none") * mask
-        correct = (logits.argmax(-1) == targets) & mask
-        rows = torch.stack([objective == index for index in range(len(self.objective_names))]).to(token_loss.dtype)
-        totals = rows @ token_loss.sum(1)  # loss summed over each objective's target tokens
-        tokens = rows @ mask.sum(1).to(token_loss.dtype)
+        sequence = mask.nonzero()[:, 0]  # the sequence of each target token, in order
+        picked = outputs.logits[:, :-1][mask].float()  # only the target positions' logits: (n_targets, vocab)
+        wanted = targets[mask]
+        token_loss = F.cross_entropy(picked, wanted, reduction="none")
+        # the objective of each target token, one-hot: (n_objectives, n_targets)
+        rows = (objective[sequence][None] == torch.arange(len(self.objective_names), device=objective.device)[:, None]).to(token_loss.dtype)
+        totals = rows @ token_loss  # loss summed over each objective's target tokens
+        tokens = rows.sum(1)
+        correct = rows @ (picked.argmax(-1) == wanted).to(rows.dtype)
         processes = self.accelerator.num_processes
         global_tokens = self.accelerator.reduce(tokens.detach(), reduction="sum") if processes > 1 else tokens
         weights = self.objective_weights.to(totals.device)
         loss = processes * (weights * totals / global_tokens.clamp_min(1)).sum()
-        self.sums["train" if model.training else "eval"].add(loss_sum=totals, tokens=tokens, correct=rows @ correct.sum(1).to(rows.dtype))
+        self.sums["train" if model.training else "eval"].add(loss_sum=totals, tokens=tokens, correct=correct)
         return (loss, outputs) if return_outputs else loss
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
