@@ -66,7 +66,7 @@ demo: $(STAMP)
 	$(BIN)/fmrilm demo --output-dir $(DEMO_OUT)
 
 # The bench scripts (peak_memory.py, lm_quality.py and pipeline.py are modules they import).
-BENCHES := preprocess descriptors tokenizer lm lm_gpu instruct readout
+BENCHES := preprocess descriptors tokenizer train_step lm lm_gpu instruct readout
 bench: $(STAMP)
 	for name in $(BENCHES); do test ! -f bench/$$name.py || $(BIN)/python bench/$$name.py || exit 1; done
 

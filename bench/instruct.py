@@ -54,16 +54,30 @@ from types import SimpleNamespace
 import numpy as np
 from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
+from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE
 from modeling_fmrilm.tasks.evaluate import METHOD_LABELS, EvaluationReport, EvaluationSettings, build_parser, evaluate, merge_reports, model_split, offline_tasks, run_evaluation
 from modeling_fmrilm.tasks.scoring import LabelScorer
-from modeling_fmrilm.tasks.synthetic import SyntheticCohort, SyntheticSettings, make_synthetic_cohort
+from modeling_fmrilm.tasks.synthetic import SyntheticCohort, make_synthetic_cohort
 
 SCORING = ("loglik", "calibrated")
 TARGET_ROW = ("fmrilm calibrated", 0, "single")
-REFERENCE_ROWS = (("fmrilm loglik", 0, "single"), *((method, None, None) for method in ("brainmarks_fc", "tangent_fc", "window_fc", "token_fc")))
-"""Rows the target's criterion is also applied to (NOTE lines): the uncalibrated model, and the
-connectivity baselines on the whole scans, on the window(s) the model reads and on its decoded
+CODES_ONLY_ROW = ("fmrilm calibrated, connectivity blanked", 0, "single")
+DYNAMICS_BLANKED_ROW = ("fmrilm calibrated, codes blanked", 0, "single")
+WINDOW_FC_ROW = ("window_fc", None, None)
+FC_ROWS = (("brainmarks_fc", None, None), ("tangent_fc", None, None))
+REFERENCE_ROWS = (
+    ("fmrilm loglik", 0, "single"), CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW, (EMBEDDING_PROBE, None, None),
+    *((method, None, None) for method in ("brainmarks_fc", "tangent_fc", "window_fc", "token_fc")),
+)  # fmt: skip
+"""Rows the target's criterion is also applied to (NOTE lines): the uncalibrated model; the model
+with its connectivity stream blanked (what a codes-only model reads: the figures before the
+connectivity tokens) and with its codes blanked; the Brainmarks probe on its Stage 1 embeddings;
+the connectivity baselines on the whole scans, on the window(s) the model reads and on its decoded
 tokens, which say whether the criterion can be met at the bench's size at all."""
+WINDOW_FC_GAP = 0.05
+"""synthetic_group: the model within this much of the Brainmarks protocol on the FC of the window it reads."""
+CHANCE_TOLERANCE = 0.05
+"""synthetic_group with the connectivity stream blanked: "back at chance" is a mean within this much of chance."""
 
 
 def _balanced_accuracy(row) -> dict:
@@ -138,10 +152,74 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
                     lines.append(_reference_line(name, key, values, chance))
         else:
             lines.append(f"TARGET {name}: not run (no descriptor question scored) FAIL")
+    lines += stream_target_lines(report)
     for row in report.rows:
         delta = report.delta_vs_fc(row) if row.is_model and row.runs else None
         if delta is not None and delta < 0:
             lines.append(f"NOTE {row.task}, {row.method} k={row.shots} {row.paradigm}: a connectivity baseline is ahead by {-delta:.3f}")
+    return lines
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def stream_target_lines(report: EvaluationReport) -> list[str]:
+    """The targets of the two fMRI streams (criteria fixed before the bench ran them, issue 24):
+
+    - `synthetic_group_matches_window_fc`: the model's mean within `WINDOW_FC_GAP` of the Brainmarks
+      protocol on the FC of the window it reads (or above it);
+    - `synthetic_dynamics_beats_fc`: on the dynamics label (coupling equal between its groups), the
+      model above both connectivity baselines by more than twice its seed std;
+    - `synthetic_group_blanked_at_chance`: with the connectivity stream blanked, the synthetic group
+      within `CHANCE_TOLERANCE` of chance, so a gain is the stream's, not the cohort size's.
+
+    The F2T gap on the description's connectivity words is `bench/lm_quality.py`'s target
+    `f2t_connectivity_words_gap`, on the same seeds' Stage 2 models.
+    """
+    lines = []
+
+    def values(task: str, key: tuple) -> list[float]:
+        return _seed_values(report, task, key)
+
+    model, window = values("synthetic_group", TARGET_ROW), values("synthetic_group", WINDOW_FC_ROW)
+    name = "synthetic_group_matches_window_fc"
+    if model and window:
+        (m, ms), (w, ws) = _mean_std(model), _mean_std(window)
+        verdict = "PASS" if m - w >= -WINDOW_FC_GAP and len(model) >= 3 else "FAIL"
+        lines.append(
+            f"TARGET {name}: balanced accuracy {m:.3f} ± {ms:.3f} vs the window's FC (Brainmarks protocol) {w:.3f} ± {ws:.3f} "
+            f"({len(model)} seeds; gap {m - w:+.3f}, target >= {-WINDOW_FC_GAP:+.3f}) {verdict}"
+        )
+    else:
+        lines.append(f"TARGET {name}: not run (no model or no window-FC row on synthetic_group) FAIL")
+
+    name = "synthetic_dynamics_beats_fc"
+    model = values("synthetic_dynamics", TARGET_ROW)
+    baselines = {key[0]: values("synthetic_dynamics", key) for key in FC_ROWS}
+    if model and all(baselines.values()):
+        (m, ms), best = _mean_std(model), max(float(np.mean(v)) for v in baselines.values())
+        verdict = "PASS" if m - best > 2 * ms and len(model) >= 3 else "FAIL"
+        figures = ", ".join(f"{METHOD_LABELS.get(k, k)} {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for k, v in baselines.items())
+        lines.append(
+            f"TARGET {name}: balanced accuracy {m:.3f} ± {ms:.3f} ({len(model)} seeds) vs {figures} "
+            f"(target margin over the better {m - best:+.3f} > 2 std {2 * ms:.3f}) {verdict}"
+        )
+        lines += [_reference_line(name, key, v, 0.5) for key in (CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW) if (v := values("synthetic_dynamics", key))]
+    else:
+        lines.append(f"TARGET {name}: not run (no model or baseline row on synthetic_dynamics) FAIL")
+
+    name = "synthetic_group_blanked_at_chance"
+    blanked = values("synthetic_group", CODES_ONLY_ROW)
+    if blanked:
+        m, ms = _mean_std(blanked)
+        verdict = "PASS" if abs(m - 0.5) <= CHANCE_TOLERANCE and len(blanked) >= 3 else "FAIL"
+        lines.append(
+            f"TARGET {name}: balanced accuracy {m:.3f} ± {ms:.3f} ({len(blanked)} seeds) with the connectivity stream blanked, "
+            f"chance 0.500 (target |{m - 0.5:+.3f}| <= {CHANCE_TOLERANCE:.3f}) {verdict}"
+        )
+    else:
+        lines.append(f"TARGET {name}: not run (no connectivity-blanked row: a model reading both streams is needed) FAIL")
     return lines
 
 
@@ -168,7 +246,7 @@ def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[
 
     reports, sizes = [], []
     for seed in options.seeds:
-        settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs)
+        settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects)
         start = time.perf_counter()
         folders = run_pipeline(settings, workdir=Path(options.workdir))
         print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
@@ -176,15 +254,15 @@ def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[
         model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
         processor = AutoProcessor.from_pretrained(folders["stage3"])
         resplits = -(-options.n_resplits // len(options.seeds))  # the baselines' re-splits, shared out over the seeds
-        evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), scoring=SCORING, n_resplits=resplits)
+        evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), scoring=SCORING, n_resplits=resplits, blank_streams=True, embedding_probe=True)
+        start = time.perf_counter()
         reports.append(evaluate(tasks, model, processor, evaluation, model_split(folders["stage3"]), progress=False))
+        print(f"seed {seed}: evaluated in {time.perf_counter() - start:.0f} s", flush=True)
         scores = ", ".join(
             f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in reports[-1].rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
         )
         print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
-        cohort = make_synthetic_cohort(
-            SyntheticSettings(n_subjects=settings.synthetic_subjects, n_timepoints=settings.synthetic_timepoints, group_effect=settings.group_effect, score_effect=settings.score_effect, seed=seed)
-        )
+        cohort = make_synthetic_cohort(settings.synthetic())
         print(f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read:", flush=True)
         sizes.append(effect_sizes(model, processor, cohort))
     return merge_reports(reports), reports, sizes
@@ -201,11 +279,12 @@ def effect_lines(sizes: Sequence[dict[str, tuple[float, float]]]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     parser = argparse.ArgumentParser(prog="bench/instruct.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5], help="one trained pipeline per seed")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one trained pipeline per seed")
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 2])
     parser.add_argument("--n_resplits", type=int, default=100, help="baseline re-splits in all (shared out over the seeds)")
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
+    parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects, help="synthetic subjects per seed, besides the 12 embedded")
     parser.add_argument("--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)")
     parser.add_argument("--output_dir", default="outputs/bench_instruct")
     parser.add_argument("--model", default=None, help="score this trained model with `fmrilm evaluate`'s flags instead of training")
@@ -216,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     seed_reports: list[EvaluationReport] = []
     sizes: list[dict[str, tuple[float, float]]] = []
     if options.model is not None:
-        shared = ["--model", options.model, "--output_dir", options.output_dir, "--n_resplits", str(options.n_resplits), "--max_pairs", str(options.max_pairs)]
+        shared = ["--model", options.model, "--output_dir", options.output_dir, "--n_resplits", str(options.n_resplits), "--max_pairs", str(options.max_pairs), "--blank_streams", "--embedding_probe"]
         harness = build_parser().parse_args([*shared, "--seeds", *map(str, options.seeds), "--shots", *map(str, options.shots), "--scoring", *SCORING, *rest])
         report = run_evaluation(harness)
     else:

@@ -31,6 +31,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,53 +39,98 @@ import torch.nn.functional as F
 
 from modeling_fmrilm.descriptors.corpus import demo_corpus
 from modeling_fmrilm.io import load_embedded
-from modeling_fmrilm.training.objectives import IGNORE_INDEX
+from modeling_fmrilm.descriptors.text import OPENINGS
+from modeling_fmrilm.training.objectives import IGNORE_INDEX, WindowConnectivity
 from modeling_fmrilm.training.stage1 import demo_stage1
 from modeling_fmrilm.training.stage2 import ExampleBuilder, Stage2Arguments, Stage2TrainingArguments, encode_windows, train_stage2
 
 MIN_POOLED_T = 2.0
+MIN_CONNECTIVITY_T = 3.0  # issue 24: the connectivity section's gap, t over the pooled test subjects
 
 
 @torch.no_grad()
-def target_losses_and_hits(model: torch.nn.Module, examples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: mean loss over its labelled tokens, and the fraction of them predicted right (argmax)."""
+def target_losses_and_hits(model: torch.nn.Module, examples: list[dict], connectivity: WindowConnectivity | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: mean loss over its labelled tokens, and the fraction of them predicted right
+    (argmax); the connectivity rows of its `fmri_windows` come from `connectivity` (the codes table)."""
     losses, hits = [], []
     for example in examples:
         ids = torch.tensor([example["input_ids"]])
         labels = torch.tensor(example["labels"][1:])
-        logits = model(input_ids=ids).logits[0, :-1].float()
+        rows = {"fmri_connectivity": torch.as_tensor(connectivity[example["fmri_windows"]])} if connectivity is not None and example["fmri_windows"] else {}
+        logits = model(input_ids=ids, **rows).logits[0, :-1].float()
         mask = labels != IGNORE_INDEX
         losses.append(float(F.cross_entropy(logits[mask], labels[mask])))
         hits.append(float((logits[mask].argmax(-1) == labels[mask]).float().mean()))
     return np.array(losses), np.array(hits)
 
 
-def f2t_subject_gaps(model: torch.nn.Module, builder: ExampleBuilder, codes: dict[str, list], texts: dict[str, str], max_others: int | None = None, seed: int = 0) -> np.ndarray:
-    """Per test subject (sorted keys): the mean over its windows and the other subjects compared of
-    loss(its description | the other subject's tokens) - loss(its description | its own tokens).
+def connectivity_span(description: str) -> tuple[int, int]:
+    """Where the description's connectivity section is (its opening, the network-pair bands and their
+    z values), as characters `[start, end)`: from the connectivity opening to the next section's."""
+    starts = [description.find(opening) for opening in OPENINGS["connectivity"] if opening in description]
+    if not starts:
+        raise ValueError(f"expected a connectivity section ({OPENINGS['connectivity']}) in the description, found {description[:80]!r}")
+    start = min(starts)
+    later = [i for section, openings in OPENINGS.items() if section != "connectivity" for opening in openings if (i := description.find(opening, start)) > start]
+    return start, min(later, default=len(description))
 
-    `codes` holds the test windows (`subject_key`, `text_key`, `codes`); the other subject's window
-    is its window at the same position (cycled). Every other subject is compared, or `max_others`
-    of them drawn at random (seeded)."""
+
+def connectivity_words_only(example: dict, tokenizer: Any, description: str) -> dict:
+    """The F2T `example` with labels on the tokens of the description's connectivity section only."""
+    text = " " + description.strip()  # as `ExampleBuilder.f2t` tokenizes it
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start, end = connectivity_span(text)
+    keep = [start <= first < end for first, _ in encoded["offset_mapping"]] + [False]  # and not the end-of-text token
+    labels = example["labels"]
+    assert labels[len(labels) - len(keep) : len(labels) - 1] == encoded["input_ids"], "the description's tokens are not where ExampleBuilder.f2t put them"
+    head = labels[: len(labels) - len(keep)]
+    return {**example, "labels": head + [label if k else IGNORE_INDEX for label, k in zip(labels[len(head) :], keep)]}
+
+
+def f2t_subject_gaps(
+    model: torch.nn.Module, builder: ExampleBuilder, codes: Any, texts: dict[str, str], max_others: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Per test subject (sorted keys): the mean over its windows and the other subjects compared of
+    loss(its description | the other subject's tokens) - loss(its description | its own tokens),
+    over the whole description (`"all"`) and over its connectivity section's tokens only
+    (`"connectivity"`: the network-pair bands and z values, which the connectivity stream carries).
+
+    `codes` is the codes table of the test windows (`subject_key`, `text_key`, `codes`, and
+    `connectivity` for a model reading that stream); the other subject's window is its window at the
+    same position (cycled), codes and connectivity rows both. Every other subject is compared, or
+    `max_others` of them drawn at random (seeded)."""
     rng = np.random.default_rng(seed)
+    connectivity = WindowConnectivity(codes) if "connectivity" in codes.column_names else None
+    keys, text_keys, window_codes = codes["subject_key"], codes["text_key"], codes["codes"]
     windows: dict[str, list[int]] = {}
-    for index, subject in enumerate(codes["subject_key"]):
+    for index, subject in enumerate(keys):
         windows.setdefault(subject, []).append(index)
     subjects = sorted(windows)
-    gaps = []
+    gaps: dict[str, list[float]] = {"all": [], "connectivity": []}
     for subject in subjects:
         others = [other for other in subjects if other != subject]
         if max_others is not None and len(others) > max_others:
             others = list(rng.choice(others, max_others, replace=False))
         own, swapped = [], []
         for position, index in enumerate(windows[subject]):
-            key = codes["text_key"][index]
-            own.append(builder.f2t(codes["codes"][index], texts[key], key))
-            swapped += [builder.f2t(codes["codes"][windows[other][position % len(windows[other])]], texts[key], key) for other in others]
-        own_loss, _ = target_losses_and_hits(model, own)
-        swapped_loss, _ = target_losses_and_hits(model, swapped)
-        gaps.append(float((swapped_loss.reshape(len(own), len(others)) - own_loss[:, None]).mean()))
-    return np.array(gaps)
+            key = text_keys[index]
+            own.append(builder.f2t(window_codes[index], texts[key], key, window=index))
+            for other in others:
+                row = windows[other][position % len(windows[other])]
+                swapped.append(builder.f2t(window_codes[row], texts[key], key, window=row))
+        descriptions = [texts[text_keys[index]] for index in windows[subject]]
+        views = {
+            "all": (own, swapped),
+            "connectivity": (
+                [connectivity_words_only(e, builder.tokenizer, d) for e, d in zip(own, descriptions)],
+                [connectivity_words_only(e, builder.tokenizer, descriptions[i // len(others)]) for i, e in enumerate(swapped)],
+            ),
+        }
+        for view, (own_examples, swapped_examples) in views.items():
+            own_loss, _ = target_losses_and_hits(model, own_examples, connectivity)
+            swapped_loss, _ = target_losses_and_hits(model, swapped_examples, connectivity)
+            gaps[view].append(float((swapped_loss.reshape(len(own), len(others)) - own_loss[:, None]).mean()))
+    return {view: np.array(values) for view, values in gaps.items()}
 
 
 def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, epochs: int) -> dict[str, float]:
@@ -99,27 +145,30 @@ def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, e
     extractor = processor.feature_extractor
     extractor.window_stride = extractor.window_length
     test = split.subjects("test")
+    fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
     train_codes = encode_windows(model.fmri_tokenizer, extractor, scans, split.subjects("train"), folder / "cache")
-    test_codes = encode_windows(model.fmri_tokenizer, extractor, scans, test, folder / "cache").to_dict()
+    test_table = encode_windows(model.fmri_tokenizer, extractor, scans, test, folder / "cache", connectivity_fisher_z=fisher_z)
+    test_codes = test_table.select_columns(["text_key", "window_start", "codes"]).to_dict()
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
 
     # F2F on consecutive test windows, against the two baselines
     by_start = {(k, s): i for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"]))}
     pairs = [(i, by_start[(k, s + extractor.window_length)]) for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"])) if (k, s + extractor.window_length) in by_start]
     codes = np.array(test_codes["codes"])
-    f2f = [builder.f2f(codes[i], codes[j], "test") for i, j in pairs]
-    _, model_hits = target_losses_and_hits(model, f2f)
+    f2f = [builder.f2f(codes[i], codes[j], "test", windows=(i, j)) for i, j in pairs]
+    _, model_hits = target_losses_and_hits(model, f2f, WindowConnectivity(test_table) if fisher_z is not None else None)
     copy = np.mean([(codes[i] == codes[j]).mean() for i, j in pairs])
     train_matrix = np.array(train_codes["codes"])
     frequent = np.array([np.bincount(column, minlength=model.config.num_codes).argmax() for column in train_matrix.T])
     majority = np.mean([(codes[j] == frequent).mean() for _, j in pairs])
-    gaps = f2t_subject_gaps(model, builder, test_codes, result.data.texts)
+    gaps = f2t_subject_gaps(model, builder, test_table, result.data.texts)
     return {
         "seed": seed,
         "f2f_model": float(model_hits.mean()),
         "f2f_copy": float(copy),
         "f2f_frequent": float(majority),
-        "f2t_gaps": gaps.tolist(),
+        "f2t_gaps": gaps["all"].tolist(),
+        "f2t_connectivity_gaps": gaps["connectivity"].tolist(),
         "test_subjects": len(test),
         "pairs": len(pairs),
     }
@@ -140,11 +189,12 @@ def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     test = sorted(key for key, name in split.items() if name == "test")
     extractor = processor.feature_extractor
     extractor.window_stride = extractor.window_length
-    codes = encode_windows(model.fmri_tokenizer, extractor, bench_scans(settings), test, folders["stage2"].parent / "cache").to_dict()
+    fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
+    codes = encode_windows(model.fmri_tokenizer, extractor, bench_scans(settings), test, folders["stage2"].parent / "cache", connectivity_fisher_z=fisher_z)
     args = Stage2Arguments()
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
     gaps = f2t_subject_gaps(model, builder, codes, load_texts(folders["corpus"], args.text_column), max_others, seed)
-    return {"seed": seed, "f2t_gaps": gaps.tolist(), "test_subjects": len(test)}
+    return {"seed": seed, "f2t_gaps": gaps["all"].tolist(), "f2t_connectivity_gaps": gaps["connectivity"].tolist(), "test_subjects": len(test)}
 
 
 def gap_summary(gaps: list[float]) -> str:
@@ -173,7 +223,11 @@ def stage2_quality(seeds: list[int], stage1_epochs: int, stage2_epochs: int, max
     cohort = []
     for seed in seeds:
         cohort.append(cohort_seed(seed, max_others))
-        print(f"bench cohort, seed {seed}: F2T description loss gap, another subject's tokens minus its own: {gap_summary(cohort[-1]['f2t_gaps'])}", flush=True)
+        print(
+            f"bench cohort, seed {seed}: F2T description loss gap, another subject's tokens minus its own: {gap_summary(cohort[-1]['f2t_gaps'])}; "
+            f"on the connectivity section's tokens: {gap_summary(cohort[-1]['f2t_connectivity_gaps'])}",
+            flush=True,
+        )
     return rows, cohort
 
 
@@ -189,14 +243,20 @@ def print_targets(rows: list[dict], cohort: list[dict]) -> None:
     )
     embedded = ", ".join(f"{np.mean(row['f2t_gaps']):+.4f}" for row in rows)
     print(f"FIGURE f2t_gap_embedded: mean gap per seed {embedded} nats per description token (3 test subjects: reported, no target)")
-    means = [float(np.mean(row["f2t_gaps"])) for row in cohort]
-    pooled = np.concatenate([row["f2t_gaps"] for row in cohort])
+    print(gap_target("f2t_reads_the_scan", "description loss", cohort, "f2t_gaps", MIN_POOLED_T))
+    print(gap_target("f2t_connectivity_words_gap", "loss of the description's connectivity section", cohort, "f2t_connectivity_gaps", MIN_CONNECTIVITY_T))
+
+
+def gap_target(name: str, what: str, cohort: list[dict], key: str, min_t: float) -> str:
+    """The TARGET line of a bench-cohort F2T gap: positive on every seed, pooled t over subjects above `min_t`."""
+    means = [float(np.mean(row[key])) for row in cohort]
+    pooled = np.concatenate([row[key] for row in cohort])
     t = pooled.mean() / (pooled.std(ddof=1) / np.sqrt(len(pooled)))
-    ok = all(mean > 0 for mean in means) and t > MIN_POOLED_T
-    print(
-        f"TARGET f2t_reads_the_scan: bench cohort description loss, another subject's tokens minus its own, per seed "
+    ok = all(mean > 0 for mean in means) and t > min_t
+    return (
+        f"TARGET {name}: bench cohort {what}, another subject's tokens minus its own, per seed "
         f"{', '.join(f'{mean:+.4f}' for mean in means)} nats per token; over the {len(pooled)} test subjects of {len(cohort)} seeds "
-        f"{pooled.mean():+.4f}, t = {t:.1f} (target > 0 on every seed and t > {MIN_POOLED_T:.0f}) {'PASS' if ok else 'FAIL'}"
+        f"{pooled.mean():+.4f}, t = {t:.1f} (target > 0 on every seed and t > {min_t:.0f}) {'PASS' if ok else 'FAIL'}"
     )
 
 

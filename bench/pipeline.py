@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,23 +36,31 @@ class PipelineSettings:
     """What one seed's pipeline trains (a changed field retrains the stages after it)."""
 
     seed: int = 0
-    synthetic_subjects: int = 200
+    synthetic_subjects: int = 1000  # with the 12 embedded scans and the 0.6 training fraction, ~600 training subjects: a reader of FC-row tokens got 0.53-0.56 from 160 and 0.88 from 500
     synthetic_timepoints: int = 128  # two 64-frame windows (TR 2 s) per scan: the model reads one, the FC baselines both
     group_effect: float = 0.3  # the smallest of 0.2/0.3/0.4/0.5 at which the FC of the window the model reads meets the target's criterion (see bench/instruct.py)
     score_effect: float = 0.2
-    stage1_epochs: int = 8
-    stage2_epochs: int = 6
+    dynamics_effect: float = 1.0  # synthetic_dynamics: a Sensorimotor slow-noise variance equal to the signal's, coupling equal between its groups
+    # at most so many epochs: every stage keeps its epoch with the lowest validation loss (`quiet_run`);
+    # the counts fit 3 seeds' training (one process per seed, `python bench/pipeline.py --seed N`) and
+    # evaluation in ~90 minutes on the bench's 2-core machine
+    stage1_epochs: int = 4
+    stage2_epochs: int = 3
     stage2_lm_kind: str = "qwen3"  # the demo's small LM shape
     stage2_window_stride: int = 64  # one window per 64 frames: the cohort is large enough without overlap
-    stage3_epochs: int = 6
+    stage3_epochs: int = 3
+
+    def synthetic(self) -> SyntheticSettings:
+        """The synthetic cohort of this seed (the one Stage 3's synthetic tasks and the evaluation build)."""
+        return SyntheticSettings(
+            n_subjects=self.synthetic_subjects, n_timepoints=self.synthetic_timepoints, group_effect=self.group_effect,
+            score_effect=self.score_effect, dynamics_effect=self.dynamics_effect, seed=self.seed,
+        )  # fmt: skip
 
 
 def bench_scans(settings: PipelineSettings) -> list[FmriScan]:
     """The embedded scans and the seed's synthetic cohort (the same scans Stage 3's `synthetic` task builds)."""
-    synthetic = SyntheticSettings(
-        n_subjects=settings.synthetic_subjects, n_timepoints=settings.synthetic_timepoints, group_effect=settings.group_effect, score_effect=settings.score_effect, seed=settings.seed
-    )
-    return [*load_embedded(), *make_synthetic_cohort(synthetic).scans]
+    return [*load_embedded(), *make_synthetic_cohort(settings.synthetic()).scans]
 
 
 def _cached(folder: Path, key: dict[str, Any]) -> bool:
@@ -68,16 +77,21 @@ def _stamp(folder: Path, key: dict[str, Any]) -> None:
 
 
 def quiet_run(arguments_class: type, folder: Path, epochs: int, seed: int) -> Any:
-    """A stage's `TrainingArguments` for a bench run: no checkpoints, no bars, no integrations."""
+    """A stage's `TrainingArguments` for a bench run: no bars, no integrations, at most `epochs`
+    epochs, evaluated on the validation subjects after each one, and the epoch with the lowest
+    validation loss kept (Trainer's `load_best_model_at_end`; one checkpoint per epoch, the best
+    and the last kept), so the number of epochs is chosen on validation subjects, never on test ones."""
     return arguments_class(
-        output_dir=str(folder), num_train_epochs=epochs, seed=seed, save_strategy="no", disable_tqdm=True, log_level="warning", report_to="none"
-    )
+        output_dir=str(folder), num_train_epochs=epochs, seed=seed, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        disable_tqdm=True, log_level="warning", report_to="none",
+    )  # fmt: skip
 
 
 def corpus(settings: PipelineSettings, scans: list[FmriScan], workdir: Path = WORKDIR) -> Path:
     """The descriptor corpus of `scans`, split 0.6/0.2/0.2 by the seed."""
     folder = workdir / f"seed{settings.seed}" / "corpus"
-    key = {"synthetic": [settings.synthetic_subjects, settings.synthetic_timepoints], "effects": [settings.group_effect, settings.score_effect]}
+    key = {"synthetic": [settings.synthetic_subjects, settings.synthetic_timepoints], "effects": [settings.group_effect, settings.score_effect, settings.dynamics_effect]}
     stamp = folder.parent / "corpus_settings.json"
     if (folder / "README.md").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return folder
@@ -150,16 +164,44 @@ def stage3_task_options(settings: PipelineSettings, corpus_dir: Path) -> dict[st
         "synthetic_timepoints": settings.synthetic_timepoints,
         "group_effect": settings.group_effect,
         "score_effect": settings.score_effect,
+        "dynamics_effect": settings.dynamics_effect,
         "synthetic_seed": settings.seed,
     }
 
 
 def run_pipeline(settings: PipelineSettings, through: int = 3, workdir: Path = WORKDIR) -> dict[str, Path]:
-    """Corpus, Stage 1, Stage 2 and (with `through=3`) Stage 3 of one seed; returns their folders."""
+    """Corpus, Stage 1, Stage 2 and (with `through=3`) Stage 3 of one seed; returns their folders
+    and prints how long each took (a reused one takes a second)."""
+
+    def timed(name: str, build: Any, *arguments: Any) -> Path:
+        start = time.perf_counter()
+        folder = build(*arguments)
+        print(f"seed {settings.seed}: {name} ready in {time.perf_counter() - start:.0f} s", flush=True)
+        return folder
+
     scans = bench_scans(settings)
-    folders = {"corpus": corpus(settings, scans, workdir)}
-    folders["stage1"] = stage1(settings, scans, folders["corpus"], workdir)
-    folders["stage2"] = stage2(settings, scans, folders["corpus"], folders["stage1"], workdir)
+    folders = {"corpus": timed("descriptor corpus", corpus, settings, scans, workdir)}
+    folders["stage1"] = timed("Stage 1", stage1, settings, scans, folders["corpus"], workdir)
+    folders["stage2"] = timed("Stage 2", stage2, settings, scans, folders["corpus"], folders["stage1"], workdir)
     if through >= 3:
-        folders["stage3"] = stage3(settings, folders["corpus"], folders["stage2"], workdir)
+        folders["stage3"] = timed("Stage 3", stage3, settings, folders["corpus"], folders["stage2"], workdir)
     return folders
+
+
+def main() -> None:
+    """`python bench/pipeline.py --seed N`: train one seed's stages (so seeds can train in parallel
+    processes; `bench/instruct.py` then finds them ready and only evaluates)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects)
+    parser.add_argument("--workdir", default=str(WORKDIR))
+    options = parser.parse_args()
+    start = time.perf_counter()
+    folders = run_pipeline(PipelineSettings(seed=options.seed, synthetic_subjects=options.synthetic_subjects), workdir=Path(options.workdir))
+    print(f"seed {options.seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
