@@ -242,44 +242,54 @@ def effect_sizes(model, processor, cohort: SyntheticCohort) -> dict[str, tuple[f
     reads and those windows' codes decoded by its tokenizer, over every subject of the cohort.
 
     No model is fitted (so the training subjects count too): the figures say how much of each
-    effect a view keeps, where the table's rows, fitted on ~120 subjects, are noisy. They are not
+    effect a view keeps, where the table's rows, fitted on the training subjects, are noisy. They are not
     a ceiling: a classifier over all the ROI pairs (the tangent-space baseline) can beat the mean
     pair FC they are computed on."""
     windows, decoded = LabelScorer(model, processor).model_views(cohort.scans)
     views = {"whole scan": None, "window(s) the model reads": windows, "its tokens, decoded": decoded}
     sizes = {view: cohort.effect_sizes(signals) for view, signals in views.items()}
-    for view, (d, r) in sizes.items():
-        print(f"  {view}: group d {d:+.3f}, score r {r:+.3f}", flush=True)
     return sizes
 
 
-def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[EvaluationReport], list[dict[str, tuple[float, float]]]]:
-    """Train one pipeline per seed and score each on its own test subjects: the merged report, the
-    seeds' own reports, and each seed's `effect_sizes`."""
+def seed_report(seed: int, options: argparse.Namespace) -> tuple[EvaluationReport, dict[str, tuple[float, float]]]:
+    """Train (or reuse) one seed's pipeline and score it on its own test subjects: its report and `effect_sizes`."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    reports, sizes = [], []
-    for seed in options.seeds:
-        settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects)
-        start = time.perf_counter()
-        folders = run_pipeline(settings, workdir=Path(options.workdir))
-        print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
-        tasks = offline_tasks(SimpleNamespace(**stage3_task_options(settings, folders["corpus"]), pairs=None, max_pairs=options.max_pairs, output_dir=options.workdir))
-        model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
-        processor = AutoProcessor.from_pretrained(folders["stage3"])
-        resplits = -(-options.n_resplits // len(options.seeds))  # the baselines' re-splits, shared out over the seeds
-        evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), scoring=SCORING, n_resplits=resplits, blank_streams=True, embedding_probe=True)
-        start = time.perf_counter()
-        reports.append(evaluate(tasks, model, processor, evaluation, model_split(folders["stage3"]), progress=False))
-        print(f"seed {seed}: evaluated in {time.perf_counter() - start:.0f} s", flush=True)
-        scores = ", ".join(
-            f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in reports[-1].rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
-        )
-        print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
-        cohort = make_synthetic_cohort(settings.synthetic())
-        print(f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read:", flush=True)
-        sizes.append(effect_sizes(model, processor, cohort))
-    return merge_reports(reports), reports, sizes
+    settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects)
+    start = time.perf_counter()
+    folders = run_pipeline(settings, workdir=Path(options.workdir))
+    print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
+    tasks = offline_tasks(SimpleNamespace(**stage3_task_options(settings, folders["corpus"]), pairs=None, max_pairs=options.max_pairs, output_dir=options.workdir))
+    model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
+    processor = AutoProcessor.from_pretrained(folders["stage3"])
+    resplits = -(-options.n_resplits // len(options.seeds))  # the baselines' re-splits, shared out over the seeds
+    evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), scoring=SCORING, n_resplits=resplits, blank_streams=True, embedding_probe=True)
+    start = time.perf_counter()
+    report = evaluate(tasks, model, processor, evaluation, model_split(folders["stage3"]), progress=False)
+    print(f"seed {seed}: evaluated in {time.perf_counter() - start:.0f} s", flush=True)
+    scores = ", ".join(
+        f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in report.rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
+    )
+    print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
+    cohort = make_synthetic_cohort(settings.synthetic())
+    sizes = effect_sizes(model, processor, cohort)
+    print(f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read: " + "; ".join(f"{view}: group d {d:+.3f}, score r {r:+.3f}" for view, (d, r) in sizes.items()), flush=True)
+    return report, sizes
+
+
+def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[EvaluationReport], list[dict[str, tuple[float, float]]]]:
+    """`seed_report` for every seed, in `options.processes` processes: the merged report, the seeds'
+    own reports, and each seed's `effect_sizes`."""
+    if options.processes > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(options.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(seed_report, options.seeds, [options] * len(options.seeds)))
+    else:
+        results = [seed_report(seed, options) for seed in options.seeds]
+    reports = [report for report, _ in results]
+    return merge_reports(reports), reports, [sizes for _, sizes in results]
 
 
 def effect_lines(sizes: Sequence[dict[str, tuple[float, float]]]) -> list[str]:
@@ -299,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
     parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects, help="synthetic subjects per seed, besides the 12 embedded")
+    parser.add_argument("--processes", type=int, default=1, help="seeds trained and evaluated at once, one process each (one thread each is fastest on a 2-core machine)")
     parser.add_argument("--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)")
     parser.add_argument("--output_dir", default="outputs/bench_instruct")
     parser.add_argument("--model", default=None, help="score this trained model with `fmrilm evaluate`'s flags instead of training")
