@@ -49,19 +49,22 @@ MIN_CONNECTIVITY_T = 3.0  # issue 24: the connectivity section's gap, t over the
 
 
 @torch.no_grad()
+def target_token_losses(model: torch.nn.Module, example: dict, connectivity: WindowConnectivity | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The loss of each labelled token of `example`, and whether the model's argmax was right; the
+    connectivity rows of its `fmri_windows` come from `connectivity` (the codes table)."""
+    ids = torch.tensor([example["input_ids"]])
+    labels = torch.tensor(example["labels"][1:])
+    rows = {"fmri_connectivity": torch.as_tensor(connectivity[example["fmri_windows"]])} if connectivity is not None and example["fmri_windows"] else {}
+    logits = model(input_ids=ids, **rows).logits[0, :-1].float()
+    mask = labels != IGNORE_INDEX
+    losses = F.cross_entropy(logits[mask], labels[mask], reduction="none")
+    return losses.numpy(), (logits[mask].argmax(-1) == labels[mask]).numpy()
+
+
 def target_losses_and_hits(model: torch.nn.Module, examples: list[dict], connectivity: WindowConnectivity | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: mean loss over its labelled tokens, and the fraction of them predicted right
-    (argmax); the connectivity rows of its `fmri_windows` come from `connectivity` (the codes table)."""
-    losses, hits = [], []
-    for example in examples:
-        ids = torch.tensor([example["input_ids"]])
-        labels = torch.tensor(example["labels"][1:])
-        rows = {"fmri_connectivity": torch.as_tensor(connectivity[example["fmri_windows"]])} if connectivity is not None and example["fmri_windows"] else {}
-        logits = model(input_ids=ids, **rows).logits[0, :-1].float()
-        mask = labels != IGNORE_INDEX
-        losses.append(float(F.cross_entropy(logits[mask], labels[mask])))
-        hits.append(float((logits[mask].argmax(-1) == labels[mask]).float().mean()))
-    return np.array(losses), np.array(hits)
+    """Per example: mean loss over its labelled tokens, and the fraction of them predicted right (argmax)."""
+    results = [target_token_losses(model, example, connectivity) for example in examples]
+    return np.array([losses.mean() for losses, _ in results]), np.array([hits.mean() for _, hits in results])
 
 
 def connectivity_span(description: str) -> tuple[int, int]:
@@ -75,16 +78,13 @@ def connectivity_span(description: str) -> tuple[int, int]:
     return start, min(later, default=len(description))
 
 
-def connectivity_words_only(example: dict, tokenizer: Any, description: str) -> dict:
-    """The F2T `example` with labels on the tokens of the description's connectivity section only."""
+def connectivity_tokens(tokenizer: Any, description: str) -> np.ndarray:
+    """Which of an F2T example's labelled tokens (`ExampleBuilder.f2t`: the description, then the
+    end-of-text token) overlap the description's connectivity section."""
     text = " " + description.strip()  # as `ExampleBuilder.f2t` tokenizes it
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     start, end = connectivity_span(text)
-    keep = [start <= first < end for first, _ in encoded["offset_mapping"]] + [False]  # and not the end-of-text token
-    labels = example["labels"]
-    assert labels[len(labels) - len(keep) : len(labels) - 1] == encoded["input_ids"], "the description's tokens are not where ExampleBuilder.f2t put them"
-    head = labels[: len(labels) - len(keep)]
-    return {**example, "labels": head + [label if k else IGNORE_INDEX for label, k in zip(labels[len(head) :], keep)]}
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return np.array([first < end and last > start for first, last in offsets] + [False])  # tokens overlapping it (a token may carry the space before)
 
 
 def f2t_subject_gaps(
@@ -93,7 +93,8 @@ def f2t_subject_gaps(
     """Per test subject (sorted keys): the mean over its windows and the other subjects compared of
     loss(its description | the other subject's tokens) - loss(its description | its own tokens),
     over the whole description (`"all"`) and over its connectivity section's tokens only
-    (`"connectivity"`: the network-pair bands and z values, which the connectivity stream carries).
+    (`"connectivity"`: the network-pair bands and z values, which the connectivity stream carries),
+    both from the same forward pass.
 
     `codes` is the codes table of the test windows (`subject_key`, `text_key`, `codes`, and
     `connectivity` for a model reading that stream); the other subject's window is its window at the
@@ -111,25 +112,18 @@ def f2t_subject_gaps(
         others = [other for other in subjects if other != subject]
         if max_others is not None and len(others) > max_others:
             others = list(rng.choice(others, max_others, replace=False))
-        own, swapped = [], []
+        differences: dict[str, list[float]] = {"all": [], "connectivity": []}
         for position, index in enumerate(windows[subject]):
             key = text_keys[index]
-            own.append(builder.f2t(window_codes[index], texts[key], key, window=index))
+            section = connectivity_tokens(builder.tokenizer, texts[key])
+            own, _ = target_token_losses(model, builder.f2t(window_codes[index], texts[key], key, window=index), connectivity)
             for other in others:
                 row = windows[other][position % len(windows[other])]
-                swapped.append(builder.f2t(window_codes[row], texts[key], key, window=row))
-        descriptions = [texts[text_keys[index]] for index in windows[subject]]
-        views = {
-            "all": (own, swapped),
-            "connectivity": (
-                [connectivity_words_only(e, builder.tokenizer, d) for e, d in zip(own, descriptions)],
-                [connectivity_words_only(e, builder.tokenizer, descriptions[i // len(others)]) for i, e in enumerate(swapped)],
-            ),
-        }
-        for view, (own_examples, swapped_examples) in views.items():
-            own_loss, _ = target_losses_and_hits(model, own_examples, connectivity)
-            swapped_loss, _ = target_losses_and_hits(model, swapped_examples, connectivity)
-            gaps[view].append(float((swapped_loss.reshape(len(own), len(others)) - own_loss[:, None]).mean()))
+                swapped, _ = target_token_losses(model, builder.f2t(window_codes[row], texts[key], key, window=row), connectivity)
+                differences["all"].append(float(swapped.mean() - own.mean()))
+                differences["connectivity"].append(float(swapped[section].mean() - own[section].mean()))
+        for view, values in differences.items():
+            gaps[view].append(float(np.mean(values)))
     return {view: np.array(values) for view, values in gaps.items()}
 
 
@@ -203,15 +197,17 @@ def gap_summary(gaps: list[float]) -> str:
     return f"{values.mean():+.4f} ± {sem:.4f} (SEM over {len(values)} test subjects, {np.mean(values > 0):.0%} of them positive)"
 
 
-def stage2_quality(seeds: list[int], stage1_epochs: int, stage2_epochs: int, max_others: int = 8) -> tuple[list[dict], list[dict]]:
-    """The embedded-data runs and the bench cohort's, one row per seed each."""
+def stage2_quality(seeds: list[int], stage1_epochs: int, stage2_epochs: int, max_others: int = 8, embedded: bool = True) -> tuple[list[dict], list[dict]]:
+    """The embedded-data runs (unless `embedded` is false) and the bench cohort's, one row per seed each."""
     scans = load_embedded()
     rows = []
+    seeds_embedded = seeds if embedded else []
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as name:
         folder = Path(name)
-        demo_corpus(scans, folder / "corpus")
-        stage1 = demo_stage1(folder, folder / "corpus", num_epochs=stage1_epochs).final_dir
-        for seed in seeds:
+        if seeds_embedded:
+            demo_corpus(scans, folder / "corpus")
+            stage1 = demo_stage1(folder, folder / "corpus", num_epochs=stage1_epochs).final_dir
+        for seed in seeds_embedded:
             rows.append(run_seed(seed, folder, folder / "corpus", stage1, scans, stage2_epochs))
             row = rows[-1]
             print(
@@ -236,6 +232,15 @@ def print_targets(rows: list[dict], cohort: list[dict]) -> None:
         values = np.array([row[key] for row in rows])
         return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
 
+    if not rows:
+        print("TARGET f2f_accuracy: not run (--cohort_only) FAIL")
+    else:
+        print_embedded_targets(rows, mean_std)
+    print(gap_target("f2t_reads_the_scan", "description loss", cohort, "f2t_gaps", MIN_POOLED_T))
+    print(gap_target("f2t_connectivity_words_gap", "loss of the description's connectivity section", cohort, "f2t_connectivity_gaps", MIN_CONNECTIVITY_T))
+
+
+def print_embedded_targets(rows: list[dict], mean_std: Any) -> None:
     f2f_ok = all(row["f2f_model"] > max(row["f2f_copy"], row["f2f_frequent"]) for row in rows)
     print(
         f"TARGET f2f_accuracy: model {mean_std('f2f_model')} vs copy {mean_std('f2f_copy')}, most frequent "
@@ -243,8 +248,6 @@ def print_targets(rows: list[dict], cohort: list[dict]) -> None:
     )
     embedded = ", ".join(f"{np.mean(row['f2t_gaps']):+.4f}" for row in rows)
     print(f"FIGURE f2t_gap_embedded: mean gap per seed {embedded} nats per description token (3 test subjects: reported, no target)")
-    print(gap_target("f2t_reads_the_scan", "description loss", cohort, "f2t_gaps", MIN_POOLED_T))
-    print(gap_target("f2t_connectivity_words_gap", "loss of the description's connectivity section", cohort, "f2t_connectivity_gaps", MIN_CONNECTIVITY_T))
 
 
 def gap_target(name: str, what: str, cohort: list[dict], key: str, min_t: float) -> str:
@@ -266,8 +269,9 @@ def main() -> None:
     parser.add_argument("--stage1_epochs", type=int, default=25)
     parser.add_argument("--stage2_epochs", type=int, default=8)
     parser.add_argument("--max_others", type=int, default=8, help="other test subjects each bench-cohort subject is compared with")
+    parser.add_argument("--cohort_only", action="store_true", help="only the bench cohort's F2T gaps (its Stage 2 models, trained or reused by bench/pipeline.py)")
     options = parser.parse_args()
-    print_targets(*stage2_quality(options.seeds, options.stage1_epochs, options.stage2_epochs, options.max_others))
+    print_targets(*stage2_quality(options.seeds, options.stage1_epochs, options.stage2_epochs, options.max_others, embedded=not options.cohort_only))
 
 
 if __name__ == "__main__":
