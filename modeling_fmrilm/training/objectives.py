@@ -59,16 +59,15 @@ class ObjectiveCollator:
         length = max(len(item["input_ids"]) for item in items)
         input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
         for row, item in enumerate(items):
             n = len(item["input_ids"])
             input_ids[row, :n] = torch.as_tensor(item["input_ids"])
             labels[row, :n] = torch.as_tensor(item["labels"])
-            attention_mask[row, :n] = 1
         objective = torch.as_tensor([item["objective"] for item in items], dtype=torch.long)
         batch = {"input_ids": input_ids, "labels": labels, "objective": objective}
         if self.attention_mask:
-            batch["attention_mask"] = attention_mask
+            lengths = torch.as_tensor([len(item["input_ids"]) for item in items])
+            batch["attention_mask"] = (torch.arange(length)[None] < lengths[:, None]).long()
         windows = [window for item in items for window in item.get("fmri_windows") or []]
         if self.connectivity is not None and windows:
             batch["fmri_connectivity"] = torch.as_tensor(np.asarray(self.connectivity[windows]))
