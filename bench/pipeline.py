@@ -49,7 +49,12 @@ class PipelineSettings:
     stage2_epochs: int = 2
     stage2_lm_kind: str = "qwen3"  # the demo's small LM shape
     stage2_window_stride: int = 64  # one window per 64 frames: the cohort is large enough without overlap
-    stage3_epochs: int = 1  # 879 steps an epoch at ~1.1 s with three seeds at once
+    stage3_epochs: int = 2  # 879 steps an epoch at ~1.1 s with three seeds at once
+    # Stages 2 and 3: every training sequence's code tokens replaced by <fmri_pad> over the first half
+    # of the steps (FmriLMConfig.code_dropout): without it a model reading both streams stays at chance
+    # on what only the connectivity tokens carry (bench/streams.py)
+    code_dropout: float = 1.0
+    code_dropout_fraction: float = 0.5
 
     def synthetic(self) -> SyntheticSettings:
         """The synthetic cohort of this seed (the one Stage 3's synthetic tasks and the evaluation build)."""
@@ -111,7 +116,7 @@ def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage1"
     key = {**asdict(settings), "stage": 1}
-    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs"):
+    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "code_dropout", "code_dropout_fraction"):
         key.pop(name)
     if not _cached(folder, key):
         args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
@@ -130,8 +135,9 @@ def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
     key.pop("stage3_epochs")
     if not _cached(folder, key):
         args = Stage2Arguments(
-            fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=settings.stage2_window_stride
-        )
+            fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=settings.stage2_window_stride,
+            code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction,
+        )  # fmt: skip
         training_args = quiet_run(Stage2TrainingArguments, folder, settings.stage2_epochs, settings.seed)
         train_stage2(args, training_args, scans, console_logs=False)
         _stamp(folder, key)
@@ -146,7 +152,9 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
     tasks = stage3_task_options(settings, corpus_dir)
     key = {**asdict(settings), "stage": 3, "tasks": tasks}
     if not _cached(folder, key):
-        args = Stage3Arguments(model=str(stage2_dir), **tasks, evaluate=False)
+        args = Stage3Arguments(
+            model=str(stage2_dir), **tasks, evaluate=False, code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction
+        )
         training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
         train_stage3(args, training_args, console_logs=False)
         _stamp(folder, key)

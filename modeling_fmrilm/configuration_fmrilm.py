@@ -317,6 +317,11 @@ class FmriLMConfig(PreTrainedConfig):
         projector_hidden_size (`int`, *optional*): width of the connectivity projector's hidden
             layer (`Linear(num_rois, h) -> GELU -> Linear(h, hidden_size)`); defaults to the LM's
             hidden size.
+        code_dropout (`float`, defaults to 0.0): in training only, the probability that a sequence's
+            code tokens are all replaced by `<fmri_pad>` (one fixed embedding), so that the sequence
+            is read from its connectivity tokens alone. Without it, a model that reads both
+            streams does not learn to read the connectivity tokens: per subject, the code tokens
+            vary as much as the connectivity rows do, and outnumber them (see `bench/streams.py`).
         windows_per_scan (`int`, defaults to 1): windows of each scan the model reads (the
             paper reads the first one); a scan takes `windows_per_scan * fmri_tokenizer_config.num_tokens`
             placeholders.
@@ -349,6 +354,7 @@ class FmriLMConfig(PreTrainedConfig):
     fmri_streams: tuple[str, ...] | list[str] = ("codes",)
     connectivity_fisher_z: bool = False
     projector_hidden_size: int | None = None
+    code_dropout: float = 0.0
     windows_per_scan: int = 1
     f2t_loss_weight: float = 1.0
     f2f_loss_weight: float = 0.1
@@ -394,6 +400,13 @@ class FmriLMConfig(PreTrainedConfig):
             self.projector_hidden_size,
         )
         self.connectivity_fisher_z = bool(self.connectivity_fisher_z)
+        self._require(
+            isinstance(self.code_dropout, (int, float)) and not isinstance(self.code_dropout, bool) and 0 <= self.code_dropout <= 1,
+            "code_dropout",
+            "a probability in [0, 1]",
+            self.code_dropout,
+        )
+        self.code_dropout = float(self.code_dropout)
         self._require(
             isinstance(self.windows_per_scan, int) and not isinstance(self.windows_per_scan, bool) and self.windows_per_scan > 0,
             "windows_per_scan",

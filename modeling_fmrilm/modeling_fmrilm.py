@@ -373,6 +373,14 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             inputs_embeds = inputs_embeds.masked_scatter(positions[..., None], tiled.to(inputs_embeds.device))
         return inputs_embeds
 
+    def drop_code_stream(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        """`input_ids` with, in each sequence drawn with probability `config.code_dropout`, every code
+        token replaced by `<fmri_pad>` (the training-time stream dropout of [`FmriLMConfig`]; labels
+        are left as they are)."""
+        dropped = torch.rand(input_ids.shape[0], device=input_ids.device) < self.config.code_dropout
+        positions = self.stream_positions(input_ids, "codes") & dropped[:, None]
+        return input_ids.masked_fill(positions, self.config.fmri_pad_token_id)
+
     def insert_fmri_tokens(self, input_ids: torch.LongTensor, fmri_values: torch.Tensor) -> torch.LongTensor:
         """`input_ids` with the code tokens of `fmri_values` written into the `<fmri_pad>` positions.
 
@@ -455,6 +463,8 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
                 fmri_connectivity = self.fmri_connectivity(fmri_values)
         if config.reads_connectivity and input_ids is not None and labels is not None:
             labels = labels.masked_fill(labels == config.fmri_fc_token_id, IGNORE_INDEX)
+        if self.training and config.code_dropout > 0 and input_ids is not None:
+            input_ids = self.drop_code_stream(input_ids)
         if input_ids is not None and self.stream_blanks:
             inputs_embeds, input_ids = self.embed_with_blanks(input_ids, fmri_connectivity), None
         elif config.reads_connectivity and input_ids is not None:

@@ -86,6 +86,7 @@ def test_config_places_fmri_tokens_after_the_text_vocabulary_by_default():
         ({"fmri_pad_token_id": 50}, "first_code_token_id"),
         ({"windows_per_scan": 0}, "windows_per_scan"),
         ({"f2f_loss_weight": -0.1}, "f2f_loss_weight"),
+        ({"code_dropout": 1.5}, "code_dropout"),
         ({"text_config": {"model_type": "gpt2", "vocab_size": 0}}, "text_config"),
     ],
 )
@@ -565,6 +566,43 @@ def test_connectivity_stream_reaches_the_logits_through_a_calibrated_projector()
     assert not torch.allclose(logits, shuffled)
     torch.testing.assert_close(projected.norm(dim=-1).mean(), code_norm, rtol=1e-4, atol=0)
     assert factor > 0
+
+
+def test_code_dropout_replaces_a_dropped_sequence_s_codes_by_the_pad_token_in_training_only():
+    """p = 1: every code token reads as <fmri_pad> in training (the connectivity rows still written);
+    in eval mode, and with p = 0, the logits are the scan's own."""
+    model, processor = tiny_lm.build("qwen3")
+    inputs = prompt_inputs(processor)
+    ids = with_codes_written(model, inputs)
+    rows = model.fmri_connectivity(inputs["fmri_values"])
+    codes = model.stream_positions(ids, "codes")
+    padded = ids.masked_fill(codes, model.config.fmri_pad_token_id)
+    run = lambda input_ids: model(input_ids=input_ids, attention_mask=inputs["attention_mask"], fmri_connectivity=rows).logits  # noqa: E731
+    with torch.no_grad():
+        model.eval()
+        own, blank = run(ids), run(padded)
+        model.config.code_dropout = 1.0
+        assert torch.equal(run(ids), own)
+        model.train()
+        torch.testing.assert_close(run(ids), blank)
+        model.config.code_dropout = 0.0
+        torch.testing.assert_close(run(ids), own)
+    assert codes.sum() == inputs["fmri_values"].shape[0] * model.config.fmri_tokenizer_config.num_tokens
+    assert not torch.allclose(own, blank)
+
+
+def test_code_dropout_drops_whole_sequences_at_its_rate():
+    model, _ = tiny_lm.build("qwen3")
+    config = model.config
+    first = config.first_code_token_id
+    ids = torch.cat([torch.full((4000, 1), 3), first + torch.arange(6).repeat(4000, 1)], dim=1)
+    model.config.code_dropout = 0.3
+    torch.manual_seed(0)
+    dropped = model.drop_code_stream(ids)
+    rows = (dropped[:, 1:] == config.fmri_pad_token_id).all(1)
+    assert ((dropped[:, 1:] == ids[:, 1:]).all(1) | rows).all()  # a sequence is dropped whole or kept whole
+    assert torch.equal(dropped[:, 0], ids[:, 0])  # text tokens are never touched
+    assert abs(rows.float().mean().item() - 0.3) < 0.03  # binomial std at n=4000: 0.007
 
 
 def test_codes_only_checkpoint_saved_before_the_connectivity_stream_loads_unchanged(tmp_path):

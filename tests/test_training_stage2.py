@@ -183,6 +183,34 @@ def test_tiny_run_end_to_end(tmp_path):
     assert record["split"]["subjects"]["unknown/s5"] == "test" and record["examples"]["train"] > 0
 
 
+def test_code_dropout_applies_to_its_fraction_of_the_steps_and_is_off_in_the_saved_config(tmp_path):
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        rates: list[float] = []
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            self.rates.append(model.config.code_dropout)
+
+    inputs = write_inputs(tmp_path)
+    argv = stage2_argv(inputs, tmp_path / "run", "--max_steps", "4", "--code_dropout", "1.0", "--code_dropout_fraction", "0.5", "--save_strategy", "no")
+    args, training_args = parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv)
+    result = train_stage2(args, training_args, callbacks=[Seen()])
+    assert Seen.rates == [1.0, 1.0, 0.0, 0.0]
+    assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["code_dropout"] == 0.0
+    assert result.model.config.code_dropout == 0.0
+
+
+def test_code_dropout_asked_of_a_codes_only_model_names_the_streams():
+    from modeling_fmrilm.training.common import CodeDropoutArguments, code_dropout_callbacks
+
+    model, _ = tiny_lm.build("gpt2", fmri_streams=("codes",))
+    with pytest.raises(FmriInputError, match=r"code_dropout: 0.5 asked of a model that reads only \('codes',\)"):
+        code_dropout_callbacks(CodeDropoutArguments(code_dropout=0.5), model.config)
+    with pytest.raises(FmriInputError, match=r"code_dropout_fraction: expected a number in \[0, 1\]"):
+        CodeDropoutArguments(code_dropout_fraction=2.0)
+
+
 def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     done = subprocess.run([*launcher, str(ROOT / "recipes" / "stage2_align.py"), *argv], capture_output=True, text=True, env=env, timeout=300)

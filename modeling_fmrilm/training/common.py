@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer import FSDP_MODEL_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
@@ -335,6 +335,59 @@ class StageTrainingArguments(TrainingArguments):
     )
 
 
+@dataclass
+class CodeDropoutArguments:
+    """The code-stream dropout of a stage that trains a model reading both streams (see `FmriLMConfig.code_dropout`)."""
+
+    code_dropout: float = field(
+        default=0.0,
+        metadata={"help": "probability that a training sequence's code tokens are all replaced by <fmri_pad>, so it is read from its connectivity tokens alone (both-stream models)"},
+    )
+    code_dropout_fraction: float = field(default=0.5, metadata={"help": "the first fraction of the training steps that code_dropout applies to; the rest see every code token"})
+
+    def __post_init__(self) -> None:
+        for name in ("code_dropout", "code_dropout_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise FmriInputError(f"{name}: expected a number in [0, 1], found {value!r}")
+
+
+def code_dropout_callbacks(args: CodeDropoutArguments, config: Any) -> list[TrainerCallback]:
+    """The stage's [`CodeDropoutSchedule`] (none without code dropout).
+
+    Raises:
+        FmriInputError: code dropout asked of a model without the connectivity stream (it would read nothing).
+    """
+    if args.code_dropout == 0:
+        return []
+    if not config.reads_connectivity:
+        raise FmriInputError(
+            f"code_dropout: {args.code_dropout} asked of a model that reads only {config.fmri_streams}: its dropped sequences would hold no fMRI; "
+            "use it with fmri_streams including 'connectivity'"
+        )
+    return [CodeDropoutSchedule(config, args.code_dropout, args.code_dropout_fraction)]
+
+
+class CodeDropoutSchedule(TrainerCallback):
+    """Sets `config.code_dropout` to `probability` for the first `fraction` of the training steps
+    and to 0 after them (and at the end, so the saved config trains nothing further with it).
+
+    A model reading both streams learns to read its connectivity tokens only where the code tokens,
+    which differ from subject to subject as much as the connectivity rows do and outnumber them,
+    are out of the way; once it reads them, the rest of training, with every code token, teaches it
+    to read them beside the codes (`bench/streams.py` measures both)."""
+
+    def __init__(self, config: Any, probability: float, fraction: float) -> None:
+        self.config, self.probability, self.fraction = config, float(probability), float(fraction)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        on = state.global_step < self.fraction * state.max_steps
+        self.config.code_dropout = self.probability if on else 0.0
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.config.code_dropout = 0.0
+
+
 class ProgressBars(ProgressCallback):
     """Trainer's progress bars without the log dictionaries printed under them."""
 
@@ -403,6 +456,9 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 
 __all__ = [
+    "CodeDropoutArguments",
+    "CodeDropoutSchedule",
+    "code_dropout_callbacks",
     "BatchSums",
     "CohortArguments",
     "ProgressBars",

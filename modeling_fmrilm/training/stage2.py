@@ -39,9 +39,11 @@ from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import SubjectSplit, subject_of
 from .common import (
+    CodeDropoutArguments,
     CohortArguments,
     StageTrainingArguments,
     claims_output_dir,
+    code_dropout_callbacks,
     cohort_split,
     load_cohort,
     manifest_of,
@@ -58,7 +60,7 @@ OBJECTIVES = ("f2t", "f2f", "t2t")
 
 
 @dataclass
-class Stage2Arguments(CohortArguments):
+class Stage2Arguments(CodeDropoutArguments, CohortArguments):
     """Inputs, objectives and the demo language model of a Stage 2 run (optimisation: `Stage2TrainingArguments`)."""
 
     fmri_tokenizer: str | None = field(
@@ -397,7 +399,7 @@ def train_stage2(
         train_dataset=data.train,
         eval_dataset=data.validation,
         data_collator=ObjectiveCollator(pad, connectivity),
-        callbacks=list(callbacks),
+        callbacks=[*code_dropout_callbacks(args, config), *callbacks],
         console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))

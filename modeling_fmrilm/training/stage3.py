@@ -28,14 +28,14 @@ from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..splits import SubjectSplit
-from .common import StageTrainingArguments, claims_output_dir, resolve_resume, save_final
+from .common import CodeDropoutArguments, StageTrainingArguments, claims_output_dir, code_dropout_callbacks, resolve_resume, save_final
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 
 TASK_SOURCES = ("cohort", "descriptors", "synthetic")
 
 
 @dataclass
-class Stage3Arguments:
+class Stage3Arguments(CodeDropoutArguments):
     """The model, the task mixture, LoRA and the final evaluation of a Stage 3 run."""
 
     model: str | None = field(default=None, metadata={"help": "trained Stage 2 folder; default (embedded data, one process): train the demo one into output_dir/stage2"})
@@ -72,6 +72,7 @@ class Stage3Arguments:
         """Check the evaluation flags when parsed (the harness's own validation), not after training."""
         from ..tasks.evaluate import EvaluationSettings
 
+        super().__post_init__()
         EvaluationSettings(seeds=tuple(self.eval_seeds), shots=tuple(self.eval_shots), scoring=tuple(self.eval_scoring))
 
 
@@ -278,7 +279,7 @@ def train_stage3(
         eval_dataset=datasets.Dataset.from_list(validation) if validation else None,
         data_collator=ObjectiveCollator(pad, codes.connectivity),
         objectives=dict(zip(names, weights)),
-        callbacks=list(callbacks),
+        callbacks=[*code_dropout_callbacks(args, model.config), *callbacks],
         console_logs=console_logs,
     )
     trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
