@@ -372,10 +372,10 @@ class CodeDropoutSchedule(TrainerCallback):
     """Sets `config.code_dropout` to `probability` for the first `fraction` of the training steps
     and to 0 after them (and at the end, so the saved config trains nothing further with it).
 
-    A model reading both streams learns to read its connectivity tokens only where the code tokens,
-    which differ from subject to subject as much as the connectivity rows do and outnumber them,
-    are out of the way; once it reads them, the rest of training, with every code token, teaches it
-    to read them beside the codes (`bench/streams.py` measures both)."""
+    The idea: let a model reading both streams first learn its connectivity tokens with the code
+    tokens (which differ from subject to subject as much as the connectivity rows and outnumber
+    them) out of the way, then read them beside the codes. A small probe of this worked;
+    `bench/streams.py` measures it on the Stage 3 recipe, where it has not yet helped."""
 
     def __init__(self, config: Any, probability: float, fraction: float) -> None:
         self.config, self.probability, self.fraction = config, float(probability), float(fraction)
