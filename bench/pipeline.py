@@ -55,6 +55,9 @@ class PipelineSettings:
     # only the connectivity tokens carry; with it bench/streams.py read it on two of three seeds
     code_dropout: float = 1.0
     code_dropout_fraction: float = 0.5
+    # Stage 3 with the LM head trained whole beside LoRA (--train_lm_head): measured on seed 0 (2 epochs),
+    # still at chance (synthetic_group 0.440), so off; the frozen head kept answer tokens at ~-5 nats
+    stage3_train_lm_head: bool = False
 
     def synthetic(self) -> SyntheticSettings:
         """The synthetic cohort of this seed (the one Stage 3's synthetic tasks and the evaluation build)."""
@@ -116,7 +119,7 @@ def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage1"
     key = {**asdict(settings), "stage": 1}
-    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "code_dropout", "code_dropout_fraction"):
+    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "stage3_train_lm_head", "code_dropout", "code_dropout_fraction"):
         key.pop(name)
     if not _cached(folder, key):
         args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
@@ -132,7 +135,8 @@ def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage2"
     key = {**asdict(settings), "stage": 2}
-    key.pop("stage3_epochs")
+    for name in ("stage3_epochs", "stage3_train_lm_head"):
+        key.pop(name)
     if not _cached(folder, key):
         args = Stage2Arguments(
             fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=settings.stage2_window_stride,
@@ -153,7 +157,8 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
     key = {**asdict(settings), "stage": 3, "tasks": tasks}
     if not _cached(folder, key):
         args = Stage3Arguments(
-            model=str(stage2_dir), **tasks, evaluate=False, code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction
+            model=str(stage2_dir), **tasks, evaluate=False, code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction,
+            train_lm_head=settings.stage3_train_lm_head,
         )
         training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
         train_stage3(args, training_args, console_logs=False)

@@ -92,6 +92,23 @@ def test_lora_wraps_the_language_model_only(stage2_folder):
     assert any("connectivity_projector" in name for name in trainable)
 
 
+def test_train_lm_head_trains_the_output_head_whole_and_the_saved_adapter_holds_it(stage2_folder, tmp_path):
+    with pytest.raises(FmriInputError, match="train_lm_head: the language model's head is tied"):  # the fixture's GPT-2
+        lora_model(AutoModelForCausalLM.from_pretrained(stage2_folder), Stage3Arguments(train_lm_head=True))
+    model, _ = tiny_lm.build("qwen3")
+    model.save_pretrained(tmp_path / "base")
+    head = model.language_model.get_output_embeddings().weight.detach().clone()
+    peft_model = lora_model(model, Stage3Arguments(lora_r=2, lora_alpha=4, train_lm_head=True))
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("lm_head.modules_to_save" in name for name in trainable)
+    assert not any("fmri_tokenizer" in name for name in trainable)
+    with torch.no_grad():
+        peft_model.base_model.model.language_model.get_output_embeddings().modules_to_save["default"].weight.add_(1.0)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter").merge_and_unload()
+    torch.testing.assert_close(reloaded.language_model.get_output_embeddings().weight, head + 1.0)
+
+
 def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):
     with pytest.raises(FmriInputError, match=r"descriptor_scans: expected one of \('embedded', 'all'\), found 'every'"):
         task_sources(Stage3Arguments(descriptor_scans="every"), str(tmp_path))

@@ -61,6 +61,10 @@ class Stage3Arguments(CodeDropoutArguments):
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "module name suffixes; default every linear projection of the LM but its head"})
     train_fmri_rows: bool = field(default=True, metadata={"help": "with LoRA, also train the fMRI token rows (peft trainable_token_indices)"})
+    train_lm_head: bool = field(
+        default=False,
+        metadata={"help": "with LoRA, also train the LM's output head whole (peft modules_to_save): for a small LM whose head rows of the answer words are barely trained, which a frozen head keeps improbable"},
+    )
     evaluate: bool = field(default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"})
     eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_shots: list[int] = field(default_factory=lambda: [0, 2])
@@ -178,7 +182,8 @@ def instruction_examples(
 def lora_model(model: Any, args: Stage3Arguments) -> Any:
     """`model` wrapped by peft LoRA on the LM's projections (never the frozen fMRI tokenizer), with
     the fMRI token rows trainable when asked, and the connectivity projector (when the model has
-    one) trained whole and saved with the adapter (`modules_to_save`)."""
+    one) and, with `train_lm_head`, the LM's output head trained whole and saved with the adapter
+    (`modules_to_save`)."""
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -194,8 +199,13 @@ def lora_model(model: Any, args: Stage3Arguments) -> Any:
         raise FmriInputError(f"lora_target_modules: no linear projection of the language model matches {args.lora_target_modules}")
     config = model.config
     fmri_rows = [*config.code_token_ids, *config.special_token_ids.values()]
+    whole = ["connectivity_projector"] if config.reads_connectivity else []
+    if args.train_lm_head:
+        if config.tie_word_embeddings:
+            raise FmriInputError("train_lm_head: the language model's head is tied to its input embeddings; train it with full fine-tuning (--use_lora false)")
+        whole.append(next(name for name, module in model.named_modules() if module is head).rsplit(".", 1)[-1])
     peft_config = LoraConfig(
-        modules_to_save=["connectivity_projector"] if config.reads_connectivity else None,
+        modules_to_save=whole or None,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
