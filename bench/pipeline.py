@@ -56,7 +56,9 @@ class PipelineSettings:
     code_dropout: float = 1.0
     code_dropout_fraction: float = 0.5
     # Stage 3 with the LM head trained whole beside LoRA (--train_lm_head): measured on seed 0 (2 epochs),
-    # still at chance (synthetic_group 0.440), so off; the frozen head kept answer tokens at ~-5 nats
+    # still at chance (synthetic_group 0.440), so off; the frozen head kept answer tokens at ~-5 nats.
+    # Both were measured when the small LM's BPE split the answers into pieces (' Patient' in four);
+    # they are now one token each (training.language_model.train_bpe_tokenizer's whole_words), not yet measured
     stage3_train_lm_head: bool = False
 
     def synthetic(self) -> SyntheticSettings:

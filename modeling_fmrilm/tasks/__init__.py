@@ -37,7 +37,7 @@ from .labels import (
     task_targets,
 )
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text, render_token_ids
-from .registry import BIN_WORDS, TASKS, ScoreBins, Task, get_task, register_task
+from .registry import BIN_WORDS, TASKS, ScoreBins, Task, get_task, label_vocabulary, register_task
 from .scoring import LabelScorer
 from .synthetic import SyntheticCohort, SyntheticSettings, make_synthetic_cohort
 
@@ -66,6 +66,7 @@ __all__ = [
     "evaluate",
     "evaluate_main",
     "get_task",
+    "label_vocabulary",
     "load_table_scans",
     "make_synthetic_cohort",
     "most_varied",

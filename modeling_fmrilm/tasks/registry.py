@@ -166,6 +166,11 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def label_vocabulary() -> tuple[str, ...]:
+    """Every registered task's label words (leading space included), in registry order, each once."""
+    return tuple(dict.fromkeys(word for task in TASKS.values() for word in task.label_words))
+
+
 for _task in (
     Task("sex", "classification", "sex", "sex", (" Male", " Female"), SEX_VALUES, {"topic": "the participant's sex"}),
     Task("adhd", "classification", "diagnosis", "diagnosis", (" Control", " ADHD"), {"control": 0, "adhd": 1},
@@ -193,4 +198,4 @@ for _task in (
     register_task(_task)
 
 
-__all__ = ["BIN_WORDS", "KINDS", "SEX_VALUES", "TASKS", "ScoreBins", "Task", "get_task", "register_task"]
+__all__ = ["BIN_WORDS", "KINDS", "SEX_VALUES", "TASKS", "ScoreBins", "Task", "get_task", "label_vocabulary", "register_task"]

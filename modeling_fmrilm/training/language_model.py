@@ -5,7 +5,7 @@ takes this one's place through the same code path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, GPT2Config, PretrainedConfig, PreTrainedTokenizerFast, Qwen3Config
@@ -16,9 +16,16 @@ END_OF_TEXT = "<|endoftext|>"
 LANGUAGE_MODEL_KINDS = ("gpt2", "qwen3")
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (GPT-2 style, `<|endoftext|>` as bos/eos/pad) trained on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000, whole_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2 style, `<|endoftext|>` as bos/eos/pad) trained on `texts`.
+
+    Each of `whole_words` (leading space included, as `" Patient"`) that the trained merges split is
+    added as one token (a normal added token: matched in the text before BPE, decoded as itself).
+    A pretrained LM's vocabulary has common words such as the tasks' answers as single tokens; a BPE
+    trained on the descriptor corpus never sees `" Patient"` and splits it into four pieces, each of
+    which a small model must then learn to predict in turn (the bench's Stage 3 left every piece
+    after the first at about -5 nats)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -27,6 +34,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrai
         vocab_size=vocab_size, special_tokens=[END_OF_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    split = [word for word in dict.fromkeys(whole_words) if len(tokenizer.encode(word).ids) > 1]
+    tokenizer.add_tokens([AddedToken(word, normalized=False, special=False) for word in split])
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=END_OF_TEXT)
 
 
@@ -58,11 +67,13 @@ def build_small_language_model(
     num_heads: int = 4,
     max_positions: int = 2048,
     seed: int = 0,
+    whole_words: Sequence[str] = (),
 ) -> Path:
-    """Train the BPE tokenizer on `texts`, build the small LM from its config, save both to `folder`."""
+    """Train the BPE tokenizer on `texts` (each of `whole_words` one token), build the small LM from
+    its config, save both to `folder`."""
     import torch
 
-    tokenizer = train_bpe_tokenizer(texts, vocab_size)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size, whole_words)
     config = small_language_model_config(
         kind, len(tokenizer), hidden_size, num_layers, num_heads, max_positions, tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     )

@@ -38,6 +38,7 @@ from transformers import set_seed
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..splits import SubjectSplit, subject_of
+from ..tasks.registry import label_vocabulary
 from .common import (
     CodeDropoutArguments,
     CohortArguments,
@@ -343,7 +344,7 @@ def load_parts(args: Stage2Arguments, training_args: Stage2TrainingArguments, te
             if not (Path(base_model) / "config.json").is_file():
                 build_small_language_model(
                     texts_for_bpe, base_model, args.small_lm_kind, args.small_lm_vocab_size, args.small_lm_hidden_size,
-                    args.small_lm_layers, args.small_lm_heads, seed=training_args.seed,
+                    args.small_lm_layers, args.small_lm_heads, seed=training_args.seed, whole_words=label_vocabulary(),
                 )  # fmt: skip
     model, processor = FmriLMForCausalLM.from_parts(args.fmri_tokenizer, base_model, args.text_tokenizer)
     for name in ("f2t_loss_weight", "f2f_loss_weight", "t2t_loss_weight"):
