@@ -62,6 +62,7 @@ def test_codebook_holds_at_the_paper_shapes():
 
 
 def _distributed_worker(rank: int, world_size: int, rendezvous: str, steps: list, results: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool (it hangs without OMP_NUM_THREADS=1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         torch.manual_seed(100 + rank)  # each rank draws its own restart picks: rank 0's must win
