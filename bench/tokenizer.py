@@ -35,7 +35,7 @@ from sklearn.cluster import MiniBatchKMeans
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
 from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
-from modeling_fmrilm.training.common import WindowDataset, scan_subject_key, scan_text_key
+from modeling_fmrilm.training.common import scan_subject_key
 from modeling_fmrilm.training.stage1 import (
     Stage1Arguments,
     Stage1TrainingArguments,
@@ -103,9 +103,10 @@ def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, flo
     seconds = time.perf_counter() - start
     tokenizer = result.model.base_model
     config = tokenizer.config
-    text_keys = sorted({scan_text_key(s) for s in scans})
-    train = WindowDataset.from_scans(scans, split.subjects("train"), result.feature_extractor, text_keys).fmri_values
-    test = WindowDataset.from_scans(scans, split.subjects("test"), result.feature_extractor, text_keys).fmri_values
+    train, test = (
+        torch.as_tensor(result.feature_extractor([s for s in scans if scan_subject_key(s) in set(split.subjects(name))])["fmri_values"])
+        for name in ("train", "test")
+    )
     held_out = evaluate_tokenizer(tokenizer, test)
     train_metrics = evaluate_tokenizer(tokenizer, train)
     restarts = [entry["restart_rate"] for entry in result.history if "restart_rate" in entry]

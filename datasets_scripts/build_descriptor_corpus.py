@@ -33,7 +33,7 @@ from transformers import HfArgumentParser
 from modeling_fmrilm.descriptors.corpus import build_corpus, build_shards, corpus_config, merge, prepare, push_to_hub
 from modeling_fmrilm.descriptors.reference import DescriptorSettings
 from modeling_fmrilm.errors import FmriInputError
-from modeling_fmrilm.io import FmriScan, aal2_table, find_scan_files, iter_scans, load_embedded
+from modeling_fmrilm.io import FmriScan, ScanFiles, aal2_table, load_embedded
 from modeling_fmrilm.io.embedded import ATLAS_NAME
 from modeling_fmrilm.splits import DEFAULT_FRACTIONS
 
@@ -76,21 +76,6 @@ class CorpusArguments:
         modes = [self.fit_reference_only, self.shard_index is not None, self.merge]
         if sum(modes) > 1:
             raise FmriInputError("expected at most one of --fit-reference-only, --shard-index/--num-shards and --merge")
-
-
-class ScanFiles(Sequence[FmriScan]):
-    """The scans of a folder as a lazy sequence: an item is read when asked for, so a share reads
-    only its own files."""
-
-    def __init__(self, folder: str, **read_options) -> None:
-        self.files = find_scan_files(folder)
-        self.read_options = read_options
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> FmriScan:
-        return next(iter_scans([self.files[index]], **self.read_options))
 
 
 def read_network_labels(path: str | Path) -> list[str]:

@@ -2,6 +2,7 @@
 
     fmrilm demo                              all three stages on the embedded data (README)
     fmrilm preprocess my_scans/ --tr 2.0     what the feature extractor makes of a folder of scans
+    fmrilm preprocess my_scans/ --output-dir store    the window store every stage can train from
     fmrilm build-corpus --output-dir corpus  the descriptor corpus (datasets_scripts/build_descriptor_corpus.py)
     fmrilm train stage1|stage2|stage3 ...    a stage's recipe (recipes/), in this process or under a launcher
     fmrilm evaluate --model DIR ...          the model beside the majority and connectivity baselines
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from .errors import FmriInputError, MissingTRError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, iter_scans
+from .splits import DEFAULT_FRACTIONS
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The checkout holding `recipes/` and `datasets_scripts/` (an editable install's source folder)."""
@@ -113,14 +116,70 @@ def run_demo(args: argparse.Namespace) -> None:
 
 
 def run_preprocess(args: argparse.Namespace) -> None:
+    """Summarise the windows of the inputs, or with `--output-dir` build their window store
+    (`modeling_fmrilm.window_store`: one machine, or `--prepare-only`, shares and `--merge`)."""
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    scans = list(
-        tqdm(iter_scans(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois), desc="reading scans", unit="scan", leave=False, delay=1.0)
-    )
     extractor = FmriFeatureExtractor(
-        target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
+        num_rois=args.num_rois, target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
     )
-    print(summarize_cohort(scans, extractor))
+    if args.output_dir is None:
+        store_only = [flag for flag, value in STORE_FLAGS.items() if getattr(args, value) not in (None, False)]
+        if store_only:
+            raise FmriInputError(f"{', '.join(store_only)}: build a window store, so they need --output-dir")
+        scans = list(
+            tqdm(iter_scans(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois), desc="reading scans", unit="scan", leave=False, delay=1.0)
+        )
+        print(summarize_cohort(scans, extractor))
+        return
+    build_store(args, inputs, extractor)
+
+
+STORE_FLAGS = {"--prepare-only": "prepare_only", "--shard-index": "shard_index", "--merge": "merge", "--split-manifest": "split_manifest", "--skip-bad": "skip_bad"}
+
+
+def first_readable(source: Sequence[FmriScan], skip_bad: bool) -> FmriScan:
+    """The first scan of `source` that reads (with `skip_bad`; else the first scan, or its error)."""
+    for index in range(len(source)):
+        try:
+            return source[index]
+        except FmriInputError:
+            if not skip_bad or index == len(source) - 1:
+                raise
+    raise FmriInputError("inputs: expected at least one scan, found none")
+
+
+def build_store(args: argparse.Namespace, inputs: str | list[str], extractor: FmriFeatureExtractor) -> None:
+    """`fmrilm preprocess ... --output-dir STORE`: the steps of `modeling_fmrilm.window_store`."""
+    from .io import ScanFiles
+    from .window_store import build_store_shards, build_window_store, merge_store, prepare_store, store_config
+
+    if (args.shard_index is None) != (args.num_shards is None):
+        raise FmriInputError("--shard-index and --num-shards: expected both or neither")
+    if sum([args.prepare_only, args.shard_index is not None, args.merge]) > 1:
+        raise FmriInputError("expected at most one of --prepare-only, --shard-index/--num-shards and --merge")
+    source = ScanFiles(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois)
+    if extractor.num_rois is None:  # every window of a store has one shape: the first readable scan's ROI count
+        extractor.num_rois = first_readable(source, args.skip_bad).n_rois
+    command = args.command_line
+    config = store_config(extractor, args.shard_size)
+    split = dict(fractions=args.fractions, split_manifest=args.split_manifest, split_seed=args.split_seed, shard_size=args.shard_size)
+    if args.prepare_only:
+        plan = prepare_store(source, args.output_dir, extractor, skip_bad=args.skip_bad, **split)
+        print(f"window store prepared in {args.output_dir}/.build: {len(plan.infos)} scans in {len(plan.shards)} shards; "
+              f"skipped {len(plan.skipped)} scan(s)")  # fmt: skip
+        return
+    if args.shard_index is not None:
+        reused = build_store_shards(source, args.output_dir, args.shard_index, args.num_shards, args.num_proc, expected_config=config)
+        print(f"share {args.shard_index} of {args.num_shards} finished ({reused} shard(s) already done)")
+        return
+    if args.merge:
+        summary = merge_store(args.output_dir, command, expected_config=config)
+    else:
+        summary = build_window_store(source, args.output_dir, extractor, num_proc=args.num_proc, skip_bad=args.skip_bad, command=command, **split)
+    print(f"window store written to {summary.folder}: {summary.scans} scans, windows " + ", ".join(f"{k} {v}" for k, v in summary.windows.items())
+          + f"; skipped {len(summary.skipped)} scan(s)")  # fmt: skip
+    for message in summary.skipped:
+        print(f"skipped: {message}")
 
 
 def run_build_corpus(args: argparse.Namespace) -> None:
@@ -241,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.set_defaults(func=run_demo)
 
-    pre = commands.add_parser("preprocess", help="summarise windows made from a folder or files")
+    pre = commands.add_parser("preprocess", help="summarise the windows of a folder or files, or write them as a window store")
     pre.add_argument("inputs", nargs="+", help="a folder of scans or scan files")
     pre.add_argument("--tr", type=float, default=None, help="repetition time when files carry none")
     pre.add_argument("--key", default=None, help="variable/array/dataset holding the time series")
@@ -249,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--target-tr", type=float, default=2.0)
     pre.add_argument("--window-length", type=int, default=160)
     pre.add_argument("--window-stride", type=int, default=None)
+    store = pre.add_argument_group("window store (with --output-dir; modeling_fmrilm.window_store)")
+    store.add_argument("--output-dir", default=None, help="write the windows as a window store there instead of summarising them")
+    store.add_argument("--shard-size", type=positive_int, default=16, help="scans per shard (per Arrow file, per unit of resumable work)")
+    store.add_argument("--num-proc", type=positive_int, default=1, help="processes computing shards on this machine")
+    store.add_argument("--skip-bad", action="store_true", help="skip unreadable or unusable scans (listed) instead of stopping")
+    store.add_argument("--split-manifest", default=None, help="splits.json, corpus or store whose subject split is kept")
+    store.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS), help="train/validation/test fractions of subjects")
+    store.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    store.add_argument("--prepare-only", action="store_true", help="survey and split the scans, then stop (before the shares)")
+    store.add_argument("--shard-index", type=int, default=None, help="build only this share of the shards (with --num-shards)")
+    store.add_argument("--num-shards", type=positive_int, default=None, help="number of shares the shards are dealt into")
+    store.add_argument("--merge", action="store_true", help="publish the store from finished shares")
     pre.set_defaults(func=run_preprocess)
 
     corpus = commands.add_parser(
@@ -320,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = extra
+    args.command_line = shlex.join(["fmrilm", *(sys.argv[1:] if argv is None else argv)])
 
     def one_line(message: Warning | str, *_: object, **__: object) -> None:
         print(f"fmrilm {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)

@@ -419,6 +419,15 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
             scans.append((name, array, float(scan_tr)))
         return scans
 
+    def validate(self, fmri: Any, tr: float | Sequence[float] | None = None) -> None:
+        """Check scans as a call would, without computing any window.
+
+        Raises:
+            FmriInputError: naming the first scan that is not 2-D, has another ROI count, non-finite
+                values, no TR, or too few time points for one window.
+        """
+        self._as_scans(fmri, tr)
+
     def preprocess(self, data: np.ndarray, tr: float) -> np.ndarray:
         """Resample, (stretch if asked) and normalise `(..., n_rois, n_timepoints)` sampled at `tr`."""
         data = resample(data, tr, self.target_tr, method=self.resample_method)

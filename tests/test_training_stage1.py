@@ -20,7 +20,9 @@ from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError, FmriTokenizerModel
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
-from modeling_fmrilm.training.common import WindowDataset, last_complete_checkpoint, parse_arguments, resolve_resume
+from modeling_fmrilm.feature_extraction_fmrilm import FmriFeatureExtractor
+from modeling_fmrilm.training.common import last_complete_checkpoint, parse_arguments, resolve_resume
+from modeling_fmrilm.window_store import WindowStore
 from modeling_fmrilm.training.stage1 import (
     Stage1Arguments,
     Stage1TrainingArguments,
@@ -114,7 +116,7 @@ def test_split_metrics_and_final_folder(tmp_path, four_subjects):
     windows = extractor(scans[3], return_tensors="pt")["fmri_values"]
     torch.testing.assert_close(loaded.encode(windows), result.model.base_model.encode(windows))
     with torch.no_grad():
-        values = result.trainer.eval_dataset.fmri_values
+        values = result.trainer.eval_dataset.windows[:]["fmri_values"]
         evaluated = reconstruction_r2(values, loaded.decode(loaded.encode(values)))
     assert evaluated == pytest.approx(last["eval_r2"], abs=1e-4)
     assert not list(final.parent.glob(".final-*"))
@@ -253,20 +255,21 @@ def test_corpus_split_reaches_stage1_and_no_test_subject_is_trained_on(tmp_path)
         [*TINY_MODEL, "--output_dir", str(tmp_path / "run"), "--text_dataset", str(corpus), "--num_train_epochs", "1",
          "--config_overrides", EXACT, "--num_codes", "8"]
     )  # fmt: skip
-    seen = []
-    original = WindowDataset.from_scans.__func__
+    validated = []
+    original = FmriFeatureExtractor.validate
 
-    def recording(cls, chosen_scans, subjects, extractor, text_keys):
-        seen.extend(subjects)
-        return original(cls, chosen_scans, subjects, extractor, text_keys)
+    def recording(self, fmri, tr=None):
+        validated.append(f"{fmri.dataset}/{fmri.subject}")
+        return original(self, fmri, tr)
 
-    WindowDataset.from_scans = classmethod(recording)
+    FmriFeatureExtractor.validate = recording
     try:
         result = train_stage1(args, training_args, scans=scans)
     finally:
-        WindowDataset.from_scans = classmethod(original)
+        FmriFeatureExtractor.validate = original
     assert set(result.trainer.train_dataset.subject_keys) == set(split.subjects("train"))
     assert set(result.trainer.eval_dataset.subject_keys) == set(split.subjects("validation"))
-    assert not set(seen) & set(split.subjects("test"))
+    assert set(validated) == set(split.subjects("train")) | set(split.subjects("validation"))  # the scans the store read
+    assert not WindowStore.open(tmp_path / "run" / "window_store").record["windows"]["test"]
     record = json.loads((tmp_path / "run" / "final" / "training_record.json").read_text())
     assert record["split"]["subjects"] == split.to_json()["subjects"]

@@ -20,7 +20,7 @@ from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
-from modeling_fmrilm.training.common import parse_arguments
+from modeling_fmrilm.training.common import parse_arguments, store_windows
 from modeling_fmrilm.training.objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
 from modeling_fmrilm.training.stage2 import (
     ExampleBuilder,
@@ -29,6 +29,7 @@ from modeling_fmrilm.training.stage2 import (
     encode_windows,
     train_stage2,
 )
+from modeling_fmrilm.window_store import WindowStore, build_window_store
 
 ROOT = Path(__file__).parents[1]
 
@@ -114,18 +115,21 @@ def synthetic_scans(n_subjects: int, n_frames: int = 40) -> list[FmriScan]:
 def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
     model, processor = parts
     scans = synthetic_scans(3)
-    codes = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, ["toy/s0", "toy/s2"], tmp_path)
+    split = SubjectSplit({"toy/s0": "train", "toy/s1": "test", "toy/s2": "validation"})
+    build_window_store(scans, tmp_path / "store", processor.feature_extractor, split_manifest=split, progress=False)
+    windows = store_windows(WindowStore.open(tmp_path / "store"), ["train", "validation"], processor.feature_extractor.stride)
+    codes = encode_windows(model.fmri_tokenizer, windows, "store 1", tmp_path / "cache")
     assert codes.column_names == ["subject_key", "text_key", "window_start", "codes"]
-    assert sorted(set(codes["subject_key"])) == ["toy/s0", "toy/s2"] and codes["window_start"] == [0, 16, 0, 16]
-    windows = processor.feature_extractor([scans[0], scans[2]], return_tensors="pt")["fmri_values"]
-    assert codes["codes"] == model.fmri_tokenizer.encode(windows).tolist()
+    assert list(codes["subject_key"]) == ["toy/s0", "toy/s0", "toy/s2", "toy/s2"] and list(codes["window_start"]) == [0, 16, 0, 16]
+    expected = processor.feature_extractor([scans[0], scans[2]], return_tensors="pt")["fmri_values"]
+    torch.testing.assert_close(model.fmri_tokenizer.encode(expected), torch.tensor(list(codes["codes"])))
 
     def refuse(*args, **kwargs):
         raise AssertionError("encoded again instead of reading the cache")
 
     monkeypatch.setattr(model.fmri_tokenizer, "encode", refuse)
-    again = encode_windows(model.fmri_tokenizer, processor.feature_extractor, scans, ["toy/s0", "toy/s2"], tmp_path)
-    assert again["codes"] == codes["codes"]
+    again = encode_windows(model.fmri_tokenizer, windows, "store 1", tmp_path / "cache")
+    assert list(again["codes"]) == list(codes["codes"])
 
 
 def write_inputs(folder: Path, n_subjects: int = 6) -> dict[str, Path]:
@@ -181,6 +185,45 @@ def test_tiny_run_end_to_end(tmp_path):
         torch.testing.assert_close(model(**batch).logits, result.model(**batch).logits)
     record = json.loads((final / "training_record.json").read_text())
     assert record["split"]["subjects"]["unknown/s5"] == "test" and record["examples"]["train"] > 0
+
+
+def test_stage2_from_a_window_store_at_a_finer_stride_equals_stage2_from_the_scans(tmp_path):
+    """A store made by `fmrilm preprocess` every 8 frames (test subject included) gives Stage 2's
+    windows every 16 frames: the same codes, examples and, after two steps, the same weights as the
+    run that reads the scans; a store with other preprocessing than the Stage 1 tokenizer's is refused."""
+    from safetensors.torch import load_file
+
+    from modeling_fmrilm.cli import main as cli_main
+
+    inputs = write_inputs(tmp_path)
+    store = tmp_path / "store"
+    cli_main(["preprocess", str(inputs["data"]), "--tr", "2", "--window-length", "16", "--window-stride", "8",
+              "--target-tr", "2", "--split-manifest", str(inputs["corpus"]), "--output-dir", str(store)])  # fmt: skip
+    assert WindowStore.open(store).record["windows"]["test"] == 4  # s5's windows are in the store, and never read
+    def without_data_dir(argv: list[str]) -> list[str]:
+        at = argv.index("--data_dir")
+        return argv[:at] + argv[at + 2 :]
+
+    runs = {}
+    for name, source in (("scans", []), ("store", ["--window_store", str(store)])):
+        argv = stage2_argv(inputs, tmp_path / name, "--max_steps", "2", "--save_strategy", "no", *source)
+        argv = without_data_dir(argv) if source else argv
+        runs[name] = train_stage2(*parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv), console_logs=False)
+    from_scans, from_store = runs["scans"], runs["store"]
+    assert set(from_store.data.codes["subject_key"]) == {f"unknown/s{i}" for i in range(5)}
+    assert list(from_store.data.codes["window_start"]) == list(from_scans.data.codes["window_start"]) == [0, 16] * 5
+    assert list(from_store.data.codes["codes"]) == list(from_scans.data.codes["codes"])
+    assert from_store.data.train.to_list() == from_scans.data.train.to_list()
+    weights = [load_file(tmp_path / name / "final" / "model.safetensors") for name in ("scans", "store")]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
+    other = tmp_path / "other_store"
+    cli_main(["preprocess", str(inputs["data"]), "--tr", "2", "--window-length", "12", "--output-dir", str(other)])
+    argv = stage2_argv(inputs, tmp_path / "refused", "--window_store", str(other))
+    with pytest.raises(FmriInputError, match="--window_store and --data_dir: expected one"):
+        train_stage2(*parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv))
+    with pytest.raises(FmriInputError, match=r"window_length 12 \(asked for 16\)"):
+        train_stage2(*parse_arguments((Stage2Arguments, Stage2TrainingArguments), without_data_dir(argv)))
 
 
 def test_code_dropout_applies_to_its_fraction_of_the_steps_and_is_off_in_the_saved_config(tmp_path):

@@ -37,17 +37,16 @@ keeps the fitted structure and the finished shards.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
-import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,8 @@ from ..atomic import replace_folder, write_atomically
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..locking import folder_lock
-from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, SubjectSplit, resolve_split, subject_key, text_key, write_manifest
+from ..sharded_build import PLAN_NAME, BuildPlan, ScanInfo, ScanSource, run_shards, selected_scans, survey_scans
+from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, resolve_split, write_manifest
 from . import graph
 from . import text as descriptor_text
 from .reference import (
@@ -81,42 +81,11 @@ from .reference import (
 CONFIG_NAME = "descriptors"
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-network", "nilearn", "pyarrow")
 WORK_DIR = ".build"
-PLAN_NAME = "plan.json"
 STRUCTURE = "structure"
+PREPARE_HINT = "fit the reference first (build_descriptor_corpus.py --fit-reference-only)"
 FEATURE_BATCH = 16  # scans per compute_features call: bounds memory at any shard size (26 MB per 450x450 stack)
 DEMO_FRACTIONS = (0.6, 0.2, 0.2)  # 12 embedded subjects, seed 0: 6 train, 3 validation, 3 test
 UNREACHABLE = "pairs without a path add 0 to global and local efficiency (1 / inf), as networkx defines them"
-ScanSource = Sequence[FmriScan] | Callable[[], Iterable[FmriScan]]
-
-
-@dataclass
-class ScanInfo:
-    """What the survey pass keeps of a scan (the data is re-read later)."""
-
-    index: int
-    name: str
-    subject: str
-    session: str | None
-    dataset: str
-    tr: float
-    n_timepoints: int
-    split: str = ""
-
-    @property
-    def key(self) -> str:
-        """Machine-independent scan id, `dataset/subject[/session]/file name`: the record's `scan`
-        column and the seed of its phrasing (an absolute path would change both between machines)."""
-        return "/".join(part for part in (self.text_key, Path(self.name).name) if part)
-
-    @property
-    def text_key(self) -> str:
-        """`dataset/subject[/session]`: the key of this scan's text (`modeling_fmrilm.splits.text_key`)."""
-        return text_key(self.dataset, self.subject, self.session)
-
-    @property
-    def subject_key(self) -> str:
-        """`dataset/subject`: the unit of the split."""
-        return subject_key(self.dataset, self.subject)
 
 
 @dataclass
@@ -137,97 +106,11 @@ def corpus_config(roi_labels: Sequence[str], atlas: str, settings: DescriptorSet
     return json.loads(json.dumps(config))  # as a saved plan holds it (tuples become lists)
 
 
-@dataclass
-class BuildPlan:
-    """The surveyed scans, their split and the configuration: what every share and the merge agree on."""
-
-    infos: list[ScanInfo]
-    split: SubjectSplit
-    config: dict
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def shards(self) -> list[list[ScanInfo]]:
-        size = self.config["shard_size"]
-        return [self.infos[i : i + size] for i in range(0, len(self.infos), size)]
-
-    @property
-    def fingerprint(self) -> str:
-        state = {"scans": [asdict(i) for i in self.infos], "split": self.split.to_json(), "config": self.config}
-        return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
-
-    def save(self, work: Path) -> None:
-        content = {
-            "fingerprint": self.fingerprint,
-            "config": self.config,
-            "split": self.split.to_json(),
-            "scans": [asdict(i) for i in self.infos],
-            "skipped": self.skipped,
-        }
-        write_atomically(work / PLAN_NAME, lambda handle: handle.write(json.dumps(content).encode()))
-
-    @classmethod
-    def load(cls, work: Path, expected_config: dict | None = None) -> "BuildPlan":
-        """The plan in `work`; with `expected_config`, refuses one prepared with another configuration."""
-        path = work / PLAN_NAME
-        if not path.is_file():
-            raise FmriInputError(
-                f"{path}: no build plan there; fit the reference first (build_descriptor_corpus.py --fit-reference-only)"
-            )
-        content = json.loads(path.read_text())
-        split = content["split"]
-        plan = cls(
-            [ScanInfo(**info) for info in content["scans"]],
-            SubjectSplit(split["subjects"], split["seed"], tuple(split["fractions"])),
-            content["config"],
-            content["skipped"],
-        )
-        if expected_config is not None and plan.config != expected_config:
-            differing = sorted(k for k in expected_config if plan.config.get(k) != expected_config[k])
-            raise FmriInputError(
-                f"{path}: prepared with other {', '.join(differing)} than asked for now "
-                f"(prepared: {json.dumps({k: plan.config.get(k) for k in differing})[:500]}); "
-                "use the arguments of the preparation, or prepare again"
-            )
-        return plan
-
-
-def _scans(source: ScanSource) -> Iterator[FmriScan]:
-    return iter(source() if callable(source) else source)
-
-
-def _selected(source: ScanSource, wanted: Iterable[int]) -> Iterator[tuple[int, FmriScan]]:
-    """`(position, scan)` for the wanted positions in order: indexed in a sequence (a lazy one reads
-    only those files), filtered from a fresh iterator otherwise (which stops after the last one)."""
-    wanted = sorted(set(wanted))
-    if isinstance(source, Sequence):
-        yield from ((index, source[index]) for index in wanted)
-        return
-    chosen = set(wanted)
-    for index, scan in enumerate(_scans(source) if chosen else ()):
-        if index in chosen:
-            chosen.discard(index)
-            yield index, scan
-            if not chosen:
-                return
-
-
 def survey(
     source: ScanSource, n_rois: int, settings: DescriptorSettings, skip_bad: bool = False, progress: bool = True
 ) -> tuple[list[ScanInfo], list[str]]:
     """Validate every scan once; returns the good scans' infos and one message per skipped scan."""
-    infos, skipped = [], []
-    for index, scan in enumerate(tqdm(_scans(source), desc="checking scans", disable=not progress)):
-        try:
-            validate_scan(scan.data, scan.tr, scan.name, n_rois, settings)
-        except FmriInputError as error:
-            if not skip_bad:
-                raise
-            skipped.append(str(error))
-            print(f"skipped: {error}", file=sys.stderr)
-            continue
-        infos.append(ScanInfo(index, scan.name, scan.subject, scan.session, scan.dataset, float(scan.tr), scan.n_timepoints))
-    return infos, skipped
+    return survey_scans(source, lambda scan: validate_scan(scan.data, scan.tr, scan.name, n_rois, settings), skip_bad, progress)
 
 
 def _batches(
@@ -260,6 +143,11 @@ def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: Co
                 out[name] = np.zeros((len(items), *values.shape[1:]), dtype=values.dtype)
             out[name][rows] = values
     return out
+
+
+def _shard_task(reference: CohortReference, shard: int, infos: Sequence[ScanInfo], scans: Sequence[FmriScan]) -> dict[str, np.ndarray]:
+    """`shard_features` of one shard's scans (the task `run_shards` runs, here or in a worker)."""
+    return shard_features([(row, np.asarray(scan.data), float(scan.tr)) for row, scan in enumerate(scans)], reference)
 
 
 def _raw_path(work: Path, shard: int) -> Path:
@@ -304,7 +192,7 @@ def _fit_reference(source: ScanSource, plan: BuildPlan, settings: DescriptorSett
 
     def batches() -> Iterator[tuple[np.ndarray, float]]:
         for indices in groups.values():
-            items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in _selected(source, indices))
+            items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in selected_scans(source, indices))
             yield from ((batch, tr) for _, batch, tr in _batches(items))
 
     config = plan.config
@@ -338,12 +226,7 @@ def prepare(
         for info in infos:
             info.split = split.of(info.subject_key)
         plan = BuildPlan(infos, split, corpus_config(roi_labels, atlas, settings, shard_size), skipped)
-        if work.exists():
-            previous = json.loads((work / PLAN_NAME).read_text()) if (work / PLAN_NAME).is_file() else {}
-            if previous.get("fingerprint") != plan.fingerprint:
-                shutil.rmtree(work)
-        (work / "raw").mkdir(parents=True, exist_ok=True)
-        plan.save(work)
+        plan.install(work, "raw")
         if not (work / f"{STRUCTURE}.json").exists():
             _fit_reference(source, plan, settings).save(work, STRUCTURE)
         return plan
@@ -366,46 +249,17 @@ def build_shards(
     if not 0 <= shard_index < num_shards:
         raise FmriInputError(f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}")
     work = Path(output_dir) / WORK_DIR
-    plan = BuildPlan.load(work, expected_config)
+    plan = BuildPlan.load(work, expected_config, PREPARE_HINT)
     reference = CohortReference.load(work, STRUCTURE)
     shards = plan.shards
     mine = [k for k in range(len(shards)) if k % num_shards == shard_index]
     todo = [k for k in mine if not _finished(work, k)]
-    info_at = {info.index: (k, row, info) for k in todo for row, info in enumerate(shards[k])}
-    pending: dict[int, list[tuple[int, np.ndarray, float]]] = {k: [] for k in todo}
-    bar = tqdm(total=len(todo), desc=f"descriptor shards (share {shard_index}/{num_shards})", disable=not progress)
-    executor = ProcessPoolExecutor(num_proc) if num_proc > 1 and len(todo) > 1 else None
-    futures = {}
 
-    def finish(k: int, features: dict[str, np.ndarray]) -> None:
+    def save(k: int, features: dict[str, np.ndarray]) -> None:
         write_atomically(_raw_path(work, k), lambda handle: np.savez(handle, **features))
-        bar.update()
 
-    try:
-        for index, scan in _selected(source, info_at):
-            k, row, info = info_at[index]
-            if scan.name != info.name:
-                raise FmriInputError(
-                    f"{scan.name}: expected {info.name} at position {index} of the scans, as when the build was "
-                    f"prepared ({work / PLAN_NAME}); the source changed: prepare again"
-                )
-            pending[k].append((row, np.asarray(scan.data), float(scan.tr)))
-            if len(pending[k]) < len(shards[k]):
-                continue
-            items = pending.pop(k)
-            if executor is None:
-                finish(k, shard_features(items, reference))
-                continue
-            futures[k] = executor.submit(shard_features, items, reference)
-            while len(futures) > 2 * num_proc:
-                done = next(iter(futures))
-                finish(done, futures.pop(done).result())
-        for k, future in futures.items():
-            finish(k, future.result())
-    finally:
-        bar.close()
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    task = functools.partial(_shard_task, reference)
+    run_shards(source, plan, todo, task, save, num_proc, progress, f"descriptor shards (share {shard_index}/{num_shards})", work / PLAN_NAME)
     return len(mine) - len(todo)
 
 
@@ -553,7 +407,7 @@ def merge(
     output_dir = Path(output_dir)
     with folder_lock(output_dir, "a corpus build"):
         work = output_dir / WORK_DIR
-        plan = BuildPlan.load(work, expected_config)
+        plan = BuildPlan.load(work, expected_config, PREPARE_HINT)
         reference = CohortReference.load(work, STRUCTURE)
         shards = plan.shards
         missing = [k for k in range(len(shards)) if not _finished(work, k)]

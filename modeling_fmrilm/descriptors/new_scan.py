@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import FmriScan
-from .corpus import ScanInfo
+from ..sharded_build import ScanInfo
 from .reference import DESCRIBED, DOMAINS, POOLED, CohortReference, compute_features, validate_scan, zscores
 from .text import describe
 

@@ -370,6 +370,23 @@ def iter_scans(
             yield read_array_file(file, **kwargs)
 
 
+class ScanFiles(Sequence[FmriScan]):
+    """The scans of a folder (or a list of files) as a lazy sequence: an item is read when asked
+    for, so a share of a sharded build reads only its own files. `read_options` go to the readers
+    (`iter_scans`)."""
+
+    def __init__(self, paths: str | Path | Sequence[str | Path], **read_options: Any) -> None:
+        single = isinstance(paths, (str, Path))
+        self.files = find_scan_files(paths) if single and Path(paths).is_dir() else [Path(p) for p in ([paths] if single else paths)]
+        self.read_options = read_options
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> FmriScan:
+        return next(iter_scans([self.files[index]], **self.read_options))
+
+
 def load_scans(paths: str | Path | Sequence[str | Path], pattern: str = "*", **kwargs: Any) -> list[FmriScan]:
     """All scans of a folder or file list, as a list (see `iter_scans`)."""
     return list(iter_scans(paths, pattern, **kwargs))

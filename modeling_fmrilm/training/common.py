@@ -4,6 +4,7 @@ datasets, checkpoint lookup, argument parsing, the claim on the output folder an
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -27,6 +29,7 @@ from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
 from ..locking import folder_lock
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
+from ..window_store import WindowStore
 
 
 def scan_subject_key(scan: FmriScan) -> str:
@@ -64,39 +67,115 @@ def manifest_of(folder: str | None) -> str | None:
     return folder if folder is not None and (Path(folder) / MANIFEST_NAME).is_file() else None
 
 
-class WindowDataset(torch.utils.data.Dataset):
-    """Windows of the scans of some subjects: items `{"fmri_values": (n_rois, window_length), "text_index": int}`.
+class StoreWindows(torch.utils.data.Dataset):
+    """One split of a window store (`modeling_fmrilm.window_store`), memory-mapped: items
+    `{"fmri_values": (n_rois, window_length), "text_index": int}`, fetched a batch at a time
+    (`__getitems__`, which torch's DataLoader calls) straight from the Arrow files.
 
-    `text_index` points into the cohort-wide list of text keys (`dataset/subject[/session]`) that
-    the dataset was built with; `subject_keys[i]` is window `i`'s subject.
+    `text_index` points into `text_keys`, the list of text keys (`dataset/subject[/session]`) the
+    dataset was built with (-1 for a window whose key is not listed); `subject_keys[i]` is window
+    `i`'s subject.
     """
 
-    def __init__(self, fmri_values: torch.Tensor, subject_keys: list[str], text_index: torch.Tensor) -> None:
-        self.fmri_values = fmri_values
-        self.subject_keys = subject_keys
-        self.text_index = text_index
-
-    @classmethod
-    def from_scans(
-        cls, scans: Sequence[FmriScan], subjects: Sequence[str], extractor: FmriFeatureExtractor, text_keys: Sequence[str]
-    ) -> "WindowDataset":
-        """Every window of the scans whose `dataset/subject` is in `subjects`; `text_keys` lists the
-        text key of every scan of the cohort (the index that `text_index` refers to)."""
-        wanted = set(subjects)
-        chosen = [scan for scan in scans if scan_subject_key(scan) in wanted]
-        if not chosen:
-            return cls(torch.empty(0, extractor.num_rois or 0, extractor.window_length), [], torch.empty(0, dtype=torch.long))
-        features = extractor(chosen, return_tensors="pt")
-        sources = [chosen[i] for i in features["scan_index"].tolist()]
+    def __init__(self, windows: Any, text_keys: Sequence[str]) -> None:
+        self.windows = windows.select_columns(["fmri_values"]).with_format("torch")
+        self.subject_keys = list(windows["subject_key"])
         position = {key: i for i, key in enumerate(text_keys)}
-        text_index = torch.tensor([position[scan_text_key(s)] for s in sources], dtype=torch.long)
-        return cls(features["fmri_values"], [scan_subject_key(s) for s in sources], text_index)
+        self.text_index = torch.tensor([position.get(key, -1) for key in windows["text_key"]], dtype=torch.long)
 
     def __len__(self) -> int:
-        return len(self.fmri_values)
+        return len(self.text_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"fmri_values": self.fmri_values[index], "text_index": self.text_index[index]}
+        return {"fmri_values": self.windows[int(index)]["fmri_values"], "text_index": self.text_index[index]}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        values = self.windows[list(map(int, indices))]["fmri_values"]
+        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices)]
+
+
+STORE_DIR = "window_store"
+
+
+WINDOWING = ("num_rois", "target_tr", "window_length")
+"""What a run's windows must share with the store's (the stride is checked apart: `store_windows`)."""
+
+
+def check_store_extractor(store: WindowStore, expected: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING) -> None:
+    """Refuse a store whose feature extractor differs from `expected` in `fields` (naming each),
+    or whose window stride does not divide `expected`'s (a run reads every window of the store
+    that starts on its own stride, `store_windows`).
+
+    Raises:
+        FmriInputError: naming the store, each differing field and both values.
+    """
+    made, wanted = store.feature_extractor, expected
+    differing = [f"{name} {getattr(made, name)!r} (asked for {getattr(wanted, name)!r})" for name in fields if getattr(made, name) != getattr(wanted, name)]
+    if wanted.stride % made.stride:
+        differing.append(f"window_stride {made.stride} (asked for {wanted.stride}, which it does not divide)")
+    if differing:
+        raise FmriInputError(
+            f"{store.location}: the window store was made with {', '.join(differing)}; pass the store's values or build a store with these"
+        )
+
+
+def store_windows(store: WindowStore, splits: Sequence[str], stride: int) -> Any:
+    """The windows of `splits` (concatenated in that order) that start every `stride` frames, as
+    a memory-mapped `datasets.Dataset` (an index selection on the store when the stride is
+    coarser than the store's, no copy)."""
+    import datasets
+
+    windows = [store.windows(split) for split in splits]
+    joined = windows[0] if len(windows) == 1 else datasets.concatenate_datasets(windows)
+    if stride == store.feature_extractor.stride:
+        return joined
+    starts = np.asarray(joined.with_format("numpy")["window_start"])
+    return joined.select(np.flatnonzero(starts % stride == 0), keep_in_memory=True)
+
+
+def training_store(
+    args: CohortArguments, training_args: TrainingArguments, extractor: FmriFeatureExtractor, manifest: str | None,
+    scans: Sequence[FmriScan] | None = None, fields: Sequence[str] = WINDOWING,
+) -> WindowStore:  # fmt: skip
+    """The window store a stage reads: `--window_store` when given (its extractor checked against
+    `extractor` in `fields` and stride, `check_store_extractor`; its split against `manifest` when
+    one is given), else one built with `extractor` into `output_dir/window_store` from the
+    training and validation subjects' scans of `scans` or of the cohort (`--data_dir` or the
+    embedded data; the test subjects' scans are not read). The main process builds it while the
+    others wait (`main_process_first`); a folder that already holds the store of the same scans
+    and settings is reused.
+
+    Raises:
+        FmriInputError: the store's windows or split disagree with the run's, or no scan.
+    """
+    from ..window_store import build_window_store
+
+    if args.window_store is not None and args.data_dir is not None:
+        raise FmriInputError(f"--window_store and --data_dir: expected one (the store {args.window_store} or the scans of {args.data_dir}), found both")
+    if args.window_store is not None:
+        store = WindowStore.open(args.window_store)
+        check_store_extractor(store, extractor, [name for name in fields if getattr(extractor, name) is not None])
+        if manifest is not None:
+            expected = resolve_split(store.split.assignment, manifest)
+            moved = sorted(key for key, value in store.split.assignment.items() if expected.of(key) != value)
+            if moved:
+                raise FmriInputError(
+                    f"{store.location}: its subject split differs from {manifest}'s for {len(moved)} subject(s) ({moved[:5]}); "
+                    f"build the store with --split-manifest {manifest}"
+                )
+        return store
+    scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
+    split = cohort_split(scans, manifest, args.split_fractions, args.split_seed)
+    seen = set(split.subjects("train")) | set(split.subjects("validation"))
+    chosen = [scan for scan in scans if scan_subject_key(scan) in seen]
+    if extractor.num_rois is None:
+        extractor = copy.deepcopy(extractor)
+        extractor.num_rois = scans[0].n_rois
+    folder = Path(training_args.output_dir) / STORE_DIR
+    with training_args.main_process_first(desc="building the window store"):
+        if training_args.process_index == 0:
+            build_window_store(chosen, folder, extractor, split_manifest=split, progress=False)
+    return WindowStore.open(folder)
 
 
 @dataclass
@@ -306,6 +385,9 @@ class CohortArguments:
     """Where a stage's scans come from and how their subjects are split (shared by the stages)."""
 
     data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
+    window_store: str | None = field(
+        default=None, metadata={"help": "window store (fmrilm preprocess --output-dir) to read instead of --data_dir: a folder or Hub dataset id"}
+    )
     tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
     key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
     cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
@@ -457,20 +539,23 @@ def parse_arguments(types: tuple[type, ...], argv: Sequence[str] | None = None) 
 
 
 __all__ = [
+    "STORE_DIR",
+    "WINDOWING",
+    "BatchSums",
     "CodeDropoutArguments",
     "CodeDropoutSchedule",
-    "code_dropout_callbacks",
-    "BatchSums",
     "CohortArguments",
     "ProgressBars",
     "StageTrainingArguments",
+    "StoreWindows",
     "SumLoggingTrainer",
     "WindowCollator",
-    "WindowDataset",
+    "check_checkpoint",
+    "check_store_extractor",
     "claims_output_dir",
+    "code_dropout_callbacks",
     "cohort_split",
     "digests_across_processes",
-    "check_checkpoint",
     "last_complete_checkpoint",
     "load_cohort",
     "manifest_of",
@@ -480,4 +565,6 @@ __all__ = [
     "save_final",
     "scan_subject_key",
     "scan_text_key",
+    "store_windows",
+    "training_store",
 ]

@@ -14,6 +14,7 @@ evaluation and `push_to_hub` are Trainer's.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -35,17 +36,15 @@ from .common import (
     CohortArguments,
     StageTrainingArguments,
     SumLoggingTrainer,
+    StoreWindows,
     WindowCollator,
-    WindowDataset,
     claims_output_dir,
-    cohort_split,
     digests_across_processes,
-    load_cohort,
     manifest_of,
     resolve_resume,
     save_final,
-    scan_subject_key,
-    scan_text_key,
+    store_windows,
+    training_store,
 )
 from .text import encode_texts, load_texts, word_embedding_matrix
 
@@ -238,21 +237,27 @@ def train_stage1(
 ) -> Stage1Result:
     """Train the tokenizer on the training subjects of the split, evaluate on its validation
     subjects (its test subjects are never read), and save `output_dir/final` atomically:
-    model, feature extractor and `training_record.json` (split, mixed precision, processes)."""
-    scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
+    model, feature extractor and `training_record.json` (split, mixed precision, processes).
+
+    The windows are read from a window store (`training_store`): `--window_store`, or one built
+    into `output_dir/window_store` from `scans` (or the cohort of `--data_dir`)."""
     extractor = FmriFeatureExtractor(
-        num_rois=scans[0].n_rois, target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
-    )
-    split = cohort_split(scans, args.split_manifest or manifest_of(args.text_dataset), args.split_fractions, args.split_seed)
-    seen = set(split.subjects("train")) | set(split.subjects("validation"))
-    text_keys = sorted({scan_text_key(scan) for scan in scans if scan_subject_key(scan) in seen})
-    train_data = WindowDataset.from_scans(scans, split.subjects("train"), extractor, text_keys)
-    validation_data = WindowDataset.from_scans(scans, split.subjects("validation"), extractor, text_keys)
+        num_rois=scans[0].n_rois if scans else None, target_tr=args.target_tr, window_length=args.window_length,
+        window_stride=args.window_stride,
+    )  # fmt: skip
+    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.text_dataset), scans)
+    split, stride = store.split, extractor.stride
+    extractor = copy.deepcopy(store.feature_extractor)  # the store's preprocessing, at this run's stride
+    extractor.window_stride = stride
+    train_windows, validation_windows = (store_windows(store, [name], stride) for name in ("train", "validation"))
+    text_keys = sorted(set(train_windows["text_key"]) | set(validation_windows["text_key"]))
+    train_data = StoreWindows(train_windows, text_keys)
+    validation_data = StoreWindows(validation_windows, text_keys)
     if len(train_data) == 0:
         raise FmriInputError("training subjects: their scans give no window; check window_length against the scans' length")
     texts = text_table(args, text_keys)
     words = word_embedding_matrix(args.word_embeddings_model) if args.word_embeddings_model else None
-    config = build_config(args, scans[0].n_rois, None if texts is None else texts.shape[1], None if words is None else words.shape[1])
+    config = build_config(args, extractor.num_rois, None if texts is None else texts.shape[1], None if words is None else words.shape[1])
     if len(validation_data) == 0:
         training_args.eval_strategy = "no"
     set_seed(training_args.seed)  # the weights must not depend on the process or the run
@@ -289,6 +294,7 @@ def train_stage1(
         "codebook_initialised": codebook_fitted,
         "log_history": trainer.state.log_history,
         "split": split.to_json(),
+        "window_store": store.location,
         "train_windows": len(train_data),
         "validation_windows": len(validation_data),
     }

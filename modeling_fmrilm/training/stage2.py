@@ -23,7 +23,6 @@ config's weights (the paper's 1.0 / 0.1 / 0.5), and logs each objective's loss a
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -36,8 +35,10 @@ import torch
 from transformers import set_seed
 
 from ..errors import FmriInputError
+from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan
 from ..splits import SubjectSplit, subject_of
+from ..window_store import WindowStore
 from ..tasks.registry import label_vocabulary
 from .common import (
     CodeDropoutArguments,
@@ -45,13 +46,14 @@ from .common import (
     StageTrainingArguments,
     claims_output_dir,
     code_dropout_callbacks,
-    cohort_split,
     load_cohort,
     manifest_of,
     resolve_resume,
     save_final,
     scan_subject_key,
     scan_text_key,
+    store_windows,
+    training_store,
 )
 from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
@@ -131,43 +133,29 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def encode_windows(
     fmri_tokenizer: torch.nn.Module,
-    feature_extractor: Any,
-    scans: Sequence[FmriScan],
-    subjects: Sequence[str],
+    windows: Any,
+    cache_key: str,
     cache_dir: Path,
     batch_size: int = 64,
     connectivity_fisher_z: bool | None = None,
 ):
-    """Every window of the scans of `subjects` as a `datasets.Dataset` with the tokenizer's codes.
+    """The tokenizer's codes of window-store rows `windows` (`modeling_fmrilm.window_store`), as a
+    `datasets.Dataset`.
 
     Columns: `subject_key`, `text_key`, `window_start` (frame), `codes` (`num_tokens` ints), and
     with `connectivity_fisher_z` not None, `connectivity` (`(num_rois, num_rois)` float16, the
-    window's `connectivity_rows` in Pearson's r, or Fisher's z when True). One `datasets.map` pass
-    whose cache file is keyed by the windows, the tokenizer weights and the connectivity setting,
-    so a second run (or a resumed one) reads them instead of encoding again.
+    window's `connectivity_rows` in Pearson's r, or Fisher's z when True). One batched
+    `datasets.map` pass over the memory-mapped store (bounded memory whatever the cohort size),
+    whose cache file is keyed by `cache_key` (which windows of which store), the tokenizer weights
+    and the connectivity setting, so a second run (or a resumed one) reads it instead of encoding
+    again.
     """
     from ..modeling_fmrilm import connectivity_rows
 
-    import datasets
-
-    wanted = set(subjects)
-    chosen = [scan for scan in scans if scan_subject_key(scan) in wanted]
-    if not chosen:
-        raise FmriInputError(f"subjects {sorted(wanted)[:5]}…: no scan of these subjects")
-    features = feature_extractor(chosen, return_tensors="np")
-    sources = [chosen[i] for i in features["scan_index"].tolist()]
-    values = features["fmri_values"].astype(np.float32)
-    windows = datasets.Dataset.from_dict(
-        {
-            "subject_key": [scan_subject_key(s) for s in sources],
-            "text_key": [scan_text_key(s) for s in sources],
-            "window_start": (features["window_index"] * feature_extractor.stride).tolist(),
-            "fmri_values": values,
-        }
-    )
-    key = hashlib.sha256(values.tobytes())
+    if len(windows) == 0:
+        raise FmriInputError("training and validation subjects: no window of theirs in the window store")
+    key = hashlib.sha256(cache_key.encode())
     key.update(weights_digest(fmri_tokenizer).encode())
-    key.update(repr(sorted(windows["text_key"])).encode())
     key.update(f"connectivity_fisher_z={connectivity_fisher_z}".encode())
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = next(fmri_tokenizer.parameters()).device
@@ -180,14 +168,15 @@ def encode_windows(
             columns["connectivity"] = connectivity_rows(fmri_values, connectivity_fisher_z).cpu().numpy().astype(np.float16)
         return columns
 
-    return windows.map(
+    kept = ("subject_key", "text_key", "window_start")
+    return windows.with_format("numpy", columns=["fmri_values"], output_all_columns=True).map(
         encode,
         batched=True,
         batch_size=batch_size,
-        remove_columns=["fmri_values"],
+        remove_columns=[name for name in windows.column_names if name not in kept],
         cache_file_name=str(cache_dir / f"codes-{key.hexdigest()[:24]}.arrow"),
         desc="encoding windows",
-    )
+    ).with_format(None)
 
 
 class ExampleBuilder:
@@ -279,12 +268,12 @@ def t2t_texts(args: Stage2Arguments, corpus_texts: dict[str, str], split: Subjec
     return [text for text in split[args.t2t_column] if text]
 
 
-def prepare_prerequisites(args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan]) -> None:
+def prepare_prerequisites(args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None) -> None:
     """Fill in `corpus` and `fmri_tokenizer` when a demo run (embedded data) left them out, by
     building the corpus and training the small Stage 1 tokenizer into the output folder."""
     if args.corpus is not None and args.fmri_tokenizer is not None:
         return
-    if args.data_dir is not None or training_args.world_size > 1:
+    if args.data_dir is not None or args.window_store is not None or training_args.world_size > 1:
         raise FmriInputError(
             "corpus/fmri_tokenizer: expected --corpus (datasets_scripts/build_descriptor_corpus.py) and --fmri_tokenizer "
             "(recipes/stage1_tokenizer.py) for your own data or a multi-process run; only a one-process run on the embedded data builds them"
@@ -305,22 +294,24 @@ def prepare_prerequisites(args: Stage2Arguments, training_args: Stage2TrainingAr
 
 
 def build_stage2_data(
-    args: Stage2Arguments, model: Any, processor: Any, scans: Sequence[FmriScan], split: SubjectSplit, texts: dict[str, str], cache_dir: Path
+    args: Stage2Arguments, model: Any, processor: Any, store: WindowStore, texts: dict[str, str], cache_dir: Path
 ) -> Stage2Data:
-    """The cached window codes and the training/validation examples of the split's subjects."""
+    """The cached window codes and the training/validation examples of the store's split's subjects."""
     import datasets
 
+    split = store.split
     train_subjects, validation_subjects = split.subjects("train"), split.subjects("validation")
-    seen = {scan_text_key(scan) for scan in scans if scan_subject_key(scan) in set(train_subjects) | set(validation_subjects)}
+    window_length = processor.feature_extractor.window_length
+    stride = args.window_stride or window_length
+    windows = store_windows(store, ["train", "validation"], stride)
+    seen = set(windows["text_key"])
     missing = sorted(seen - set(texts))
     if missing:
         raise FmriInputError(f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})")
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
-    window_length = processor.feature_extractor.window_length
-    extractor = copy.deepcopy(processor.feature_extractor)
-    extractor.window_stride = args.window_stride or window_length
     fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
-    codes = encode_windows(model.fmri_tokenizer, extractor, scans, train_subjects + validation_subjects, cache_dir, connectivity_fisher_z=fisher_z)
+    cache_key = f"{store.record['sha256']}:train+validation:stride={stride}:rows={len(windows)}"
+    codes = encode_windows(model.fmri_tokenizer, windows, cache_key, cache_dir, connectivity_fisher_z=fisher_z)
     train = builder.scan_examples(codes, texts, window_length, train_subjects)
     for text in t2t_texts(args, texts, split):
         train.extend(builder.t2t(text))
@@ -378,13 +369,18 @@ def train_stage2(
 ) -> Stage2Result:
     """Train the fMRI-language model on the training subjects (validation subjects evaluated, test
     subjects never read) and save `output_dir/final` (model + processor) atomically."""
-    scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
+    if args.window_store is None:
+        scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
     prepare_prerequisites(args, training_args, scans)
     set_seed(training_args.seed)
-    split = cohort_split(scans, args.split_manifest or manifest_of(args.corpus), args.split_fractions, args.split_seed)
+    extractor = FmriFeatureExtractor.from_pretrained(args.fmri_tokenizer)  # Stage 1's preprocessing, at this stage's stride
+    extractor.window_stride = args.window_stride or extractor.window_length
+    fields = [name for name in extractor.to_dict() if name not in ("window_stride", "feature_extractor_type", "auto_map")]
+    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.corpus), scans, fields)
+    split = store.split
     texts = load_texts(args.corpus, args.text_column)
     model, processor = load_parts(args, training_args, texts_of(texts, split, "train"))
-    data = build_stage2_data(args, model, processor, scans, split, texts, Path(training_args.output_dir) / "cache")
+    data = build_stage2_data(args, model, processor, store, texts, Path(training_args.output_dir) / "cache")
     if data.validation is None:
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
