@@ -29,7 +29,7 @@ from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
 from ..locking import folder_lock
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
-from ..window_store import WindowStore
+from ..window_store import WindowStore, build_window_store
 
 
 def scan_subject_key(scan: FmriScan) -> str:
@@ -148,8 +148,6 @@ def training_store(
     Raises:
         FmriInputError: the store's windows or split disagree with the run's, or no scan.
     """
-    from ..window_store import build_window_store
-
     if args.window_store is not None and args.data_dir is not None:
         raise FmriInputError(f"--window_store and --data_dir: expected one (the store {args.window_store} or the scans of {args.data_dir}), found both")
     if args.window_store is not None:
