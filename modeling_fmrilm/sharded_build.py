@@ -46,6 +46,11 @@ class ScanInfo:
     n_timepoints: int
     split: str = ""
 
+    @classmethod
+    def of(cls, index: int, scan: FmriScan) -> "ScanInfo":
+        """The info of `scan`, at position `index` of its source."""
+        return cls(index, scan.name, scan.subject, scan.session, scan.dataset, float(scan.tr), scan.n_timepoints)
+
     @property
     def key(self) -> str:
         """Machine-independent scan id, `dataset/subject[/session]/file name` (an absolute path
@@ -180,7 +185,7 @@ def survey_scans(
             skipped.append(str(error))
             print(f"skipped: {error}", file=sys.stderr)
             continue
-        infos.append(ScanInfo(index, scan.name, scan.subject, scan.session, scan.dataset, float(scan.tr), scan.n_timepoints))
+        infos.append(ScanInfo.of(index, scan))
     return infos, skipped
 
 

@@ -119,7 +119,7 @@ def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
     build_window_store(scans, tmp_path / "store", processor.feature_extractor, split_manifest=split, progress=False)
     windows = store_windows(WindowStore.open(tmp_path / "store"), ["train", "validation"], processor.feature_extractor.stride)
     codes = encode_windows(model.fmri_tokenizer, windows, "store 1", tmp_path / "cache")
-    assert codes.column_names == ["subject_key", "text_key", "window_start", "codes"]
+    assert codes.column_names == ["subject_key", "text_key", "scan", "window_start", "codes"]
     assert list(codes["subject_key"]) == ["toy/s0", "toy/s0", "toy/s2", "toy/s2"] and list(codes["window_start"]) == [0, 16, 0, 16]
     expected = processor.feature_extractor([scans[0], scans[2]], return_tensors="pt")["fmri_values"]
     torch.testing.assert_close(model.fmri_tokenizer.encode(expected), torch.tensor(list(codes["codes"])))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
@@ -20,8 +21,10 @@ from modeling_fmrilm import FmriFeatureExtractor, FmriInputError, FmriLMForCausa
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import split_subjects
 from modeling_fmrilm.tasks.data import cohort_task_data
+from modeling_fmrilm.tasks.evaluate import model_split
 from modeling_fmrilm.training.common import parse_arguments
 from modeling_fmrilm.training.objectives import IGNORE_INDEX
+from modeling_fmrilm.window_store import WindowStore, build_window_store
 from modeling_fmrilm.training.stage3 import (
     CodeTable,
     Stage3Arguments,
@@ -61,13 +64,19 @@ def stage2_folder(tmp_path_factory):
     return folder
 
 
-def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_folder):
+def code_table(model, processor, scans, split, folder: Path) -> CodeTable:
+    """The CodeTable of a window store of `scans` (split as `split` says) built in `folder`."""
+    build_window_store(scans, folder / "store", processor.feature_extractor, split_manifest=split, progress=False)
+    return CodeTable(model, WindowStore.open(folder / "store"), processor.feature_extractor.stride, folder / "cache")
+
+
+def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_folder, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(stage2_folder)
     processor = AutoProcessor.from_pretrained(stage2_folder)
     data = cohort_task_data(load_embedded())
     keys = sorted(set(data.subject_keys))
     split = split_subjects(keys, (0.6, 0.2, 0.2), seed=0)
-    codes = CodeTable(model, processor, data.scans)
+    codes = code_table(model, processor, data.scans, split, tmp_path)
     examples = instruction_examples([data], split, "train", codes, processor, prompts_per_item=2, seed=0)
     train_items = [i for i, key in enumerate(data.subject_keys) if split.of(key) == "train"]
     assert len(examples) == 2 * len(train_items)
@@ -79,6 +88,29 @@ def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_
     position = first["input_ids"].index(start)
     scan_codes = first["input_ids"][position + 1 : position + 1 + 94]
     assert [c - model.config.first_code_token_id for c in scan_codes] == codes[data.scans[train_items[0]]]
+
+
+def test_code_table_holds_the_tokenizer_codes_and_connectivity_of_the_training_and_validation_scans(stage2_folder, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
+    processor = AutoProcessor.from_pretrained(stage2_folder)
+    scans = load_embedded()
+    split = split_subjects(sorted({f"{s.dataset}/{s.subject}" for s in scans}), (0.6, 0.2, 0.2), seed=0)
+    codes = code_table(model, processor, scans, split, tmp_path)
+    seen = [scan for scan in scans if split.of(f"{scan.dataset}/{scan.subject}") != "test"]
+    test_scan = next(scan for scan in scans if split.of(f"{scan.dataset}/{scan.subject}") == "test")
+    first = torch.stack([torch.as_tensor(processor.feature_extractor(scan)["fmri_values"][0]) for scan in seen])  # each scan's first window
+    with torch.no_grad():
+        expected_codes = model.fmri_tokenizer.encode(first)
+        expected_rows = model.fmri_connectivity(first).numpy().astype("float16")
+    assert model.config.reads_connectivity and model.config.windows_per_scan == 1
+    # another batch composition may round a distance differently and flip a near tie: allow 1% of codes
+    agreement = (torch.as_tensor([codes[scan] for scan in seen]) == expected_codes).float().mean()
+    assert agreement >= 0.99
+    rows = codes.connectivity[[codes.windows(scan)[0] for scan in seen]]
+    assert rows.shape == (len(seen), 94, 94)
+    np.testing.assert_allclose(rows.astype("float32"), expected_rows.astype("float32"), atol=2e-3)
+    with pytest.raises(FmriInputError, match=rf"{test_scan.dataset}/{test_scan.subject}.*not among the training and validation scans of the window store"):
+        codes[test_scan]
 
 
 def test_lora_wraps_the_language_model_only(stage2_folder):
@@ -151,6 +183,33 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
     methods = {row.method for row in result.report.rows if row.task == "cohort"}
     assert {"fmrilm loglik", "fmrilm calibrated"} <= methods and {"majority", "brainmarks_fc", "tangent_fc"} <= {m.split(" (")[0] for m in methods}
     assert (tmp_path / "evaluation" / "evaluation.json").is_file()
+
+
+def test_stage3_from_a_given_window_store_equals_one_building_its_own_and_a_mismatched_store_is_refused(stage2_folder, tmp_path):
+    scans = load_embedded()
+    extractor = AutoProcessor.from_pretrained(stage2_folder).feature_extractor
+    split = model_split(stage2_folder)
+    build_window_store(scans, tmp_path / "store", extractor, split_manifest=split, progress=False)  # every split, as `fmrilm preprocess` writes
+    argv = ["--model", str(stage2_folder), "--tasks", "cohort", "--prompts_per_item", "1", "--max_steps", "3", "--evaluate", "false",
+            "--save_strategy", "no", "--eval_strategy", "no", "--warmup_steps", "0", "--disable_tqdm", "true"]  # fmt: skip
+    finals = {}
+    for name, extra in {"own": [], "given": ["--window_store", str(tmp_path / "store")]}.items():
+        args, training_args = parse_arguments((Stage3Arguments, Stage3TrainingArguments), [*argv, *extra, "--output_dir", str(tmp_path / name)])
+        finals[name] = train_stage3(args, training_args, console_logs=False).model.state_dict()
+    assert (tmp_path / "own" / "window_store" / "window_store.json").is_file() and not (tmp_path / "given" / "window_store").exists()
+    for key, value in finals["own"].items():
+        torch.testing.assert_close(finals["given"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+    other = FmriFeatureExtractor(num_rois=94, window_length=32)
+    build_window_store(scans, tmp_path / "store32", other, split_manifest=split, progress=False)
+    resplit = split_subjects(sorted(split.assignment), (0.6, 0.2, 0.2), seed=5)
+    build_window_store(scans, tmp_path / "resplit", extractor, split_manifest=resplit, progress=False)
+    for store, message in {"store32": r"made with window_length 32 \(asked for 16\)", "resplit": r"its subject split differs from the split of .*stage2"}.items():
+        args, training_args = parse_arguments(
+            (Stage3Arguments, Stage3TrainingArguments), [*argv, "--window_store", str(tmp_path / store), "--output_dir", str(tmp_path / f"run_{store}")]
+        )
+        with pytest.raises(FmriInputError, match=message):
+            train_stage3(args, training_args, console_logs=False)
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan, load_embedded, load_scans
 from ..locking import folder_lock
+from ..sharded_build import ScanInfo
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SubjectSplit, resolve_split, subject_key, text_key
 from ..window_store import WindowStore, build_window_store
 
@@ -40,6 +41,11 @@ def scan_subject_key(scan: FmriScan) -> str:
 def scan_text_key(scan: FmriScan) -> str:
     """The key of a scan's text: `dataset/subject[/session]`."""
     return text_key(scan.dataset, scan.subject, scan.session)
+
+
+def scan_store_key(scan: FmriScan) -> str:
+    """A scan's id in a window store's `scan` column: `dataset/subject[/session]/file name`."""
+    return ScanInfo.of(0, scan).key
 
 
 def load_cohort(data_dir: str | None, tr: float | None = None, key: str | None = None, cohorts: Sequence[str] = ("hcp", "gw")) -> list[FmriScan]:
@@ -101,6 +107,12 @@ WINDOWING = ("num_rois", "target_tr", "window_length")
 """What a run's windows must share with the store's (the stride is checked apart: `store_windows`)."""
 
 
+def preprocessing_fields(extractor: FmriFeatureExtractor) -> list[str]:
+    """Every preprocessing setting of `extractor` but its window stride (what a stage reading a
+    store made for a trained tokenizer checks, `check_store_extractor`)."""
+    return [name for name in extractor.to_dict() if name not in ("window_stride", "feature_extractor_type", "auto_map")]
+
+
 def check_store_extractor(store: WindowStore, expected: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING) -> None:
     """Refuse a store whose feature extractor differs from `expected` in `fields` (naming each),
     or whose window stride does not divide `expected`'s (a run reads every window of the store
@@ -137,13 +149,11 @@ def training_store(
     args: CohortArguments, training_args: TrainingArguments, extractor: FmriFeatureExtractor, manifest: str | None,
     scans: Sequence[FmriScan] | None = None, fields: Sequence[str] = WINDOWING,
 ) -> WindowStore:  # fmt: skip
-    """The window store a stage reads: `--window_store` when given (its extractor checked against
-    `extractor` in `fields` and stride, `check_store_extractor`; its split against `manifest` when
-    one is given), else one built with `extractor` into `output_dir/window_store` from the
-    training and validation subjects' scans of `scans` or of the cohort (`--data_dir` or the
-    embedded data; the test subjects' scans are not read). The main process builds it while the
-    others wait (`main_process_first`); a folder that already holds the store of the same scans
-    and settings is reused.
+    """The window store a stage reads: `--window_store` when given (`open_checked_store`, its split
+    checked against `manifest`'s when one is given), else one built with `extractor` into
+    `output_dir/window_store` from the training and validation subjects' scans of `scans` or of
+    the cohort (`--data_dir` or the embedded data; the test subjects' scans are not read;
+    `build_run_store`).
 
     Raises:
         FmriInputError: the store's windows or split disagree with the run's, or no scan.
@@ -151,28 +161,55 @@ def training_store(
     if args.window_store is not None and args.data_dir is not None:
         raise FmriInputError(f"--window_store and --data_dir: expected one (the store {args.window_store} or the scans of {args.data_dir}), found both")
     if args.window_store is not None:
-        store = WindowStore.open(args.window_store)
-        check_store_extractor(store, extractor, [name for name in fields if getattr(extractor, name) is not None])
+        store = open_checked_store(args.window_store, extractor, fields)
         if manifest is not None:
-            expected = resolve_split(store.split.assignment, manifest)
-            moved = sorted(key for key, value in store.split.assignment.items() if expected.of(key) != value)
-            if moved:
-                raise FmriInputError(
-                    f"{store.location}: its subject split differs from {manifest}'s for {len(moved)} subject(s) ({moved[:5]}); "
-                    f"build the store with --split-manifest {manifest}"
-                )
+            check_store_split(store, resolve_split(store.split.assignment, manifest), f"{manifest}'s", f"--split-manifest {manifest}")
         return store
     scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
     split = cohort_split(scans, manifest, args.split_fractions, args.split_seed)
     seen = set(split.subjects("train")) | set(split.subjects("validation"))
-    chosen = [scan for scan in scans if scan_subject_key(scan) in seen]
+    return build_run_store([scan for scan in scans if scan_subject_key(scan) in seen], split, extractor, training_args)
+
+
+def open_checked_store(location: str, extractor: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING) -> WindowStore:
+    """The window store at `location` (a folder or Hub dataset id), its feature extractor checked
+    against `extractor` in those of `fields` that `extractor` sets, and in stride (`check_store_extractor`)."""
+    store = WindowStore.open(location)
+    check_store_extractor(store, extractor, [name for name in fields if getattr(extractor, name) is not None])
+    return store
+
+
+def check_store_split(store: WindowStore, expected: SubjectSplit, whose: str, remedy: str) -> None:
+    """Refuse a store whose split puts a subject elsewhere than `expected` does.
+
+    Raises:
+        FmriInputError: naming the store, `whose` split it differs from, up to five such subjects and the `remedy` flag.
+    """
+    moved = sorted(key for key, value in store.split.assignment.items() if expected.of(key) != value)
+    if moved:
+        raise FmriInputError(
+            f"{store.location}: its subject split differs from {whose} for {len(moved)} subject(s) ({moved[:5]}); build the store with {remedy}"
+        )
+
+
+def build_run_store(scans: Sequence[FmriScan], split: SubjectSplit, extractor: FmriFeatureExtractor, training_args: TrainingArguments) -> WindowStore:
+    """The window store of `scans` (split as `split` assigns them) built with `extractor` into
+    `output_dir/window_store`. The main process builds it while the others wait
+    (`main_process_first`); a folder that already holds the store of the same scans and settings
+    is reused.
+
+    Raises:
+        FmriInputError: no scan.
+    """
+    if not scans:
+        raise FmriInputError("window store: no scan of a training or validation subject to build it from")
     if extractor.num_rois is None:
         extractor = copy.deepcopy(extractor)
         extractor.num_rois = scans[0].n_rois
     folder = Path(training_args.output_dir) / STORE_DIR
     with training_args.main_process_first(desc="building the window store"):
         if training_args.process_index == 0:
-            build_window_store(chosen, folder, extractor, split_manifest=split, progress=False)
+            build_window_store(scans, folder, extractor, split_manifest=split, progress=False)
     return WindowStore.open(folder)
 
 
@@ -548,8 +585,10 @@ __all__ = [
     "StoreWindows",
     "SumLoggingTrainer",
     "WindowCollator",
+    "build_run_store",
     "check_checkpoint",
     "check_store_extractor",
+    "check_store_split",
     "claims_output_dir",
     "code_dropout_callbacks",
     "cohort_split",
@@ -557,10 +596,13 @@ __all__ = [
     "last_complete_checkpoint",
     "load_cohort",
     "manifest_of",
+    "open_checked_store",
     "parse_arguments",
+    "preprocessing_fields",
     "process_group_destroyed_on_exit",
     "resolve_resume",
     "save_final",
+    "scan_store_key",
     "scan_subject_key",
     "scan_text_key",
     "store_windows",

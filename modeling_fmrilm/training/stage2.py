@@ -48,6 +48,7 @@ from .common import (
     code_dropout_callbacks,
     load_cohort,
     manifest_of,
+    preprocessing_fields,
     resolve_resume,
     save_final,
     scan_subject_key,
@@ -142,7 +143,7 @@ def encode_windows(
     """The tokenizer's codes of window-store rows `windows` (`modeling_fmrilm.window_store`), as a
     `datasets.Dataset`.
 
-    Columns: `subject_key`, `text_key`, `window_start` (frame), `codes` (`num_tokens` ints), and
+    Columns: `subject_key`, `text_key`, `scan`, `window_start` (frame), `codes` (`num_tokens` ints), and
     with `connectivity_fisher_z` not None, `connectivity` (`(num_rois, num_rois)` float16, the
     window's `connectivity_rows` in Pearson's r, or Fisher's z when True). One batched
     `datasets.map` pass over the memory-mapped store (bounded memory whatever the cohort size),
@@ -154,7 +155,9 @@ def encode_windows(
 
     if len(windows) == 0:
         raise FmriInputError("training and validation subjects: no window of theirs in the window store")
+    kept = ("subject_key", "text_key", "scan", "window_start")
     key = hashlib.sha256(cache_key.encode())
+    key.update(f"columns={kept}".encode())
     key.update(weights_digest(fmri_tokenizer).encode())
     key.update(f"connectivity_fisher_z={connectivity_fisher_z}".encode())
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,6 @@ def encode_windows(
             columns["connectivity"] = connectivity_rows(fmri_values, connectivity_fisher_z).cpu().numpy().astype(np.float16)
         return columns
 
-    kept = ("subject_key", "text_key", "window_start")
     return windows.with_format("numpy", columns=["fmri_values"], output_all_columns=True).map(
         encode,
         batched=True,
@@ -375,12 +377,12 @@ def train_stage2(
     set_seed(training_args.seed)
     extractor = FmriFeatureExtractor.from_pretrained(args.fmri_tokenizer)  # Stage 1's preprocessing, at this stage's stride
     extractor.window_stride = args.window_stride or extractor.window_length
-    fields = [name for name in extractor.to_dict() if name not in ("window_stride", "feature_extractor_type", "auto_map")]
-    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.corpus), scans, fields)
+    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.corpus), scans, preprocessing_fields(extractor))
     split = store.split
     texts = load_texts(args.corpus, args.text_column)
     model, processor = load_parts(args, training_args, texts_of(texts, split, "train"))
-    data = build_stage2_data(args, model, processor, store, texts, Path(training_args.output_dir) / "cache")
+    with training_args.main_process_first(desc="encoding the windows"):  # the others read the main process's cache
+        data = build_stage2_data(args, model, processor, store, texts, Path(training_args.output_dir) / "cache")
     if data.validation is None:
         training_args.eval_strategy = "no"
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id

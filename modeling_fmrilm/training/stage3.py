@@ -28,8 +28,23 @@ from transformers import set_seed
 
 from ..errors import FmriInputError
 from ..splits import SubjectSplit
-from .common import CodeDropoutArguments, StageTrainingArguments, claims_output_dir, code_dropout_callbacks, resolve_resume, save_final
-from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer
+from ..window_store import WindowStore
+from .common import (
+    CodeDropoutArguments,
+    StageTrainingArguments,
+    build_run_store,
+    check_store_split,
+    claims_output_dir,
+    code_dropout_callbacks,
+    open_checked_store,
+    preprocessing_fields,
+    resolve_resume,
+    save_final,
+    scan_store_key,
+    scan_subject_key,
+    store_windows,
+)
+from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
 
 TASK_SOURCES = ("cohort", "descriptors", "synthetic")
 
@@ -47,6 +62,10 @@ class Stage3Arguments(CodeDropoutArguments):
     descriptor_scans: str = field(
         default="embedded",
         metadata={"help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"},
+    )
+    window_store: str | None = field(
+        default=None,
+        metadata={"help": "window store (folder or Hub dataset id, `fmrilm preprocess`) holding the training and validation task scans; default: one built from them into output_dir/window_store"},
     )
     synthetic_subjects: int = 200
     synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
@@ -108,46 +127,60 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
 
 
 class CodeTable:
-    """Each scan's code list (the first `windows_per_scan` windows, flattened), encoded once in
-    batches, and for a model that reads the connectivity stream, those windows' connectivity rows
-    (`connectivity`, `(n_scans * windows_per_scan, num_rois, num_rois)` float16, the precision the
-    stream is defined at; `windows(scan)` gives a scan's rows in it)."""
+    """The code tokens of each training and validation scan of a window store (its first
+    `windows_per_scan` windows at the model's stride, flattened), and for a model that reads the
+    connectivity stream, those windows' connectivity rows (`connectivity`, a [`WindowConnectivity`]
+    `(num_rois, num_rois)` float16 per window, the precision the stream is defined at;
+    `windows(scan)` gives a scan's rows in it). One cached `encode_windows` pass over the
+    memory-mapped store (`stage2.encode_windows`), as Stage 2's; scans are found by their store key
+    (`scan_store_key`)."""
 
-    def __init__(self, model: Any, processor: Any, scans: Sequence[Any], batch_size: int = 64) -> None:
+    def __init__(self, model: Any, store: WindowStore, stride: int, cache_dir: Path, batch_size: int = 64) -> None:
+        from .stage2 import encode_windows
+
         per_scan = model.config.windows_per_scan
-        tokenizer = model.fmri_tokenizer
-        device = next(tokenizer.parameters()).device
-        self.codes: dict[int, list[int]] = {}
-        self.rows: dict[int, list[int]] = {}
-        reads_connectivity = model.config.reads_connectivity
-        blocks, offset = [], 0
-        unique = list({id(scan): scan for scan in scans}.values())
-        for start in range(0, len(unique), batch_size):
-            chunk = unique[start : start + batch_size]
-            features = processor.feature_extractor(chunk, return_tensors="pt")
-            keep = features["window_index"] < per_scan
-            windows = features["fmri_values"][keep].to(device)
-            with torch.no_grad():
-                codes = tokenizer.encode(windows).cpu()
-            owners = features["scan_index"][keep]
-            if reads_connectivity:
-                blocks.append(model.fmri_connectivity(windows).cpu().numpy().astype(np.float16))
-            for index, scan in enumerate(chunk):
-                mine = owners == index
-                rows = codes[mine]
-                if len(rows) < per_scan:
-                    raise FmriInputError(f"{scan.name}: {len(rows)} window(s), fewer than windows_per_scan={per_scan}")
-                self.codes[id(scan)] = rows.reshape(-1).tolist()
-                self.rows[id(scan)] = (offset + torch.nonzero(mine).flatten()).tolist()
-            offset += len(windows)
-        self.connectivity = np.concatenate(blocks) if blocks else None
+        self.location = store.location
+        windows = store_windows(store, ["train", "validation"], stride)
+        first = np.flatnonzero(np.asarray(windows.with_format("numpy")["window_start"]) < per_scan * stride)
+        windows = windows.select(first, keep_in_memory=True)
+        fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
+        cache_key = f"{store.record['sha256']}:train+validation:stride={stride}:first {per_scan} windows:rows={len(windows)}"
+        encoded = encode_windows(model.fmri_tokenizer, windows, cache_key, cache_dir, batch_size, fisher_z)
+        rows: dict[str, list[int]] = {}
+        for row, key in enumerate(encoded["scan"]):
+            rows.setdefault(key, []).append(row)
+        short = sorted(key for key, mine in rows.items() if len(mine) < per_scan)
+        if short:
+            raise FmriInputError(f"{short[:5]}: fewer windows than windows_per_scan={per_scan} ({len(short)} scan(s))")
+        codes = encoded["codes"]
+        self.codes = {key: [code for row in mine for code in codes[row]] for key, mine in rows.items()}
+        self.rows = rows
+        self.connectivity = WindowConnectivity(encoded) if fisher_z is not None else None
 
     def __getitem__(self, scan: Any) -> list[int]:
-        return self.codes[id(scan)]
+        key = scan_store_key(scan)
+        if key not in self.codes:
+            raise FmriInputError(
+                f"{key}: not among the training and validation scans of the window store {self.location}; "
+                "build the store from the task scans (fmrilm preprocess), or leave --window_store out"
+            )
+        return self.codes[key]
 
     def windows(self, scan: Any) -> list[int]:
         """The scan's rows in `connectivity` (empty for a codes-only model)."""
-        return self.rows[id(scan)] if self.connectivity is not None else []
+        return self.rows[scan_store_key(scan)] if self.connectivity is not None else []
+
+
+def task_store(args: Stage3Arguments, training_args: Stage3TrainingArguments, extractor: Any, split: SubjectSplit, tasks: Sequence[Any]) -> WindowStore:
+    """The window store the task scans' windows are read from: `--window_store` (its preprocessing
+    checked against the model's, its split against the model's), or one built from the training
+    and validation subjects' task scans (each scan once, by store key) into `output_dir/window_store`."""
+    if args.window_store is not None:
+        store = open_checked_store(args.window_store, extractor, preprocessing_fields(extractor))
+        check_store_split(store, split, f"the split of {args.model}", f"--split-manifest {args.model}/training_record.json's split (or its corpus)")
+        return store
+    scans = {scan_store_key(scan): scan for data in tasks for scan in data.scans if split.of(scan_subject_key(scan)) in ("train", "validation")}
+    return build_run_store(list(scans.values()), split, extractor, training_args)
 
 
 def instruction_examples(
@@ -272,7 +305,9 @@ def train_stage3(
     weights = args.task_weights or [1.0] * len(tasks)
     if len(weights) != len(tasks):
         raise FmriInputError(f"task_weights: expected {len(tasks)} weights (tasks {[d.task.name for d in tasks]}), found {len(weights)}")
-    codes = CodeTable(model, processor, [scan for data in tasks for scan in data.scans])
+    store = task_store(args, training_args, processor.feature_extractor, split, tasks)
+    with training_args.main_process_first(desc="encoding the task windows"):  # the others read the main process's cache
+        codes = CodeTable(model, store, processor.feature_extractor.stride, Path(training_args.output_dir) / "cache")
     build = lambda which: instruction_examples(tasks, split, which, codes, processor, args.prompts_per_item, training_args.seed)  # noqa: E731
     train, validation = build("train"), build("validation")
     if not train:
@@ -349,5 +384,6 @@ __all__ = [
     "demo_stage3",
     "instruction_examples",
     "lora_model",
+    "task_store",
     "train_stage3",
 ]
