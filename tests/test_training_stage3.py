@@ -212,6 +212,32 @@ def test_stage3_from_a_given_window_store_equals_one_building_its_own_and_a_mism
             train_stage3(args, training_args, console_logs=False)
 
 
+def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unless_told_not_to(stage2_folder, tmp_path):
+    loud = tmp_path / "loud"
+    model = AutoModelForCausalLM.from_pretrained(stage2_folder)
+    with torch.no_grad():  # as Stage 2 left the bench's projector: its rows at 8x the norm of the embedding rows
+        model.connectivity_projector.linear_2.weight.mul_(8.0)
+        model.connectivity_projector.linear_2.bias.mul_(8.0)
+    model.save_pretrained(loud)
+    AutoProcessor.from_pretrained(stage2_folder).save_pretrained(loud)
+    (loud / "training_record.json").write_bytes((stage2_folder / "training_record.json").read_bytes())
+    argv = ["--model", str(loud), "--tasks", "cohort", "--prompts_per_item", "1", "--max_steps", "1", "--learning_rate", "0", "--evaluate", "false",
+            "--save_strategy", "no", "--eval_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
+    scans = [scan for scan in load_embedded() if model_split(loud).of(f"{scan.dataset}/{scan.subject}") == "train"]
+    windows = torch.as_tensor(AutoProcessor.from_pretrained(loud).feature_extractor(scans, return_tensors="pt")["fmri_values"])
+    ratios = {}
+    for calibrate in ("true", "false"):
+        args, training_args = parse_arguments(
+            (Stage3Arguments, Stage3TrainingArguments), [*argv, "--calibrate_connectivity", calibrate, "--output_dir", str(tmp_path / calibrate)]
+        )
+        final = train_stage3(args, training_args, console_logs=False).model
+        with torch.no_grad():
+            projected = final.connectivity_projector(final.fmri_connectivity(windows)).norm(dim=-1).mean()
+            code_rows = final.get_input_embeddings().weight[list(final.config.code_token_ids)].norm(dim=-1).mean()
+        ratios[calibrate] = float(projected / code_rows)
+    assert ratios["true"] == pytest.approx(1.0, rel=0.1) and ratios["false"] > 4
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(stage2_folder, tmp_path):
     common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--evaluate", "false",

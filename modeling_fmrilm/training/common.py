@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -469,6 +469,16 @@ class CodeDropoutArguments:
                 raise FmriInputError(f"{name}: expected a number in [0, 1], found {value!r}")
 
 
+def calibrate_on_training_windows(model: Any, connectivity: Any, example_windows: Iterable[Sequence[int]], n_windows: int = 256) -> float:
+    """`model.calibrate_connectivity_projector` on the connectivity rows of up to about `n_windows`
+    windows spread over those the training examples read (`example_windows`: each example's
+    `fmri_windows`, rows of `connectivity`). Returns the factor applied."""
+    windows = sorted({window for rows in example_windows for window in rows})
+    if not windows:
+        raise FmriInputError("training examples: none reads a window, so the connectivity projector has nothing to be calibrated on")
+    return model.calibrate_connectivity_projector(torch.as_tensor(np.asarray(connectivity[windows[:: max(1, len(windows) // n_windows)]])))
+
+
 def code_dropout_callbacks(args: CodeDropoutArguments, config: Any) -> list[TrainerCallback]:
     """The stage's [`CodeDropoutSchedule`] (none without code dropout).
 
@@ -586,6 +596,7 @@ __all__ = [
     "SumLoggingTrainer",
     "WindowCollator",
     "build_run_store",
+    "calibrate_on_training_windows",
     "check_checkpoint",
     "check_store_extractor",
     "check_store_split",

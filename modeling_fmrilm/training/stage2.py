@@ -44,6 +44,7 @@ from .common import (
     CodeDropoutArguments,
     CohortArguments,
     StageTrainingArguments,
+    calibrate_on_training_windows,
     claims_output_dir,
     code_dropout_callbacks,
     load_cohort,
@@ -389,8 +390,7 @@ def train_stage2(
     config = model.config
     connectivity = WindowConnectivity(data.codes) if config.reads_connectivity else None
     if connectivity is not None:
-        train_windows = sorted({w for windows in data.train["fmri_windows"] for w in windows})
-        model.calibrate_connectivity_projector(torch.as_tensor(connectivity[train_windows[:: max(1, len(train_windows) // 256)]]))
+        calibrate_on_training_windows(model, connectivity, data.train["fmri_windows"])
     trainer = ObjectiveTrainer(
         model=model,
         objectives={"f2t": config.f2t_loss_weight, "f2f": config.f2f_loss_weight, "t2t": config.t2t_loss_weight},

@@ -33,6 +33,7 @@ from .common import (
     CodeDropoutArguments,
     StageTrainingArguments,
     build_run_store,
+    calibrate_on_training_windows,
     check_store_split,
     claims_output_dir,
     code_dropout_callbacks,
@@ -83,6 +84,13 @@ class Stage3Arguments(CodeDropoutArguments):
     train_lm_head: bool = field(
         default=False,
         metadata={"help": "with LoRA, also train the LM's output head whole (peft modules_to_save): for a small LM whose head rows of the answer words are barely trained, which a frozen head keeps improbable"},
+    )
+    calibrate_connectivity: bool = field(
+        default=True,
+        metadata={
+            "help": "rescale the connectivity projector's output to the code rows' mean norm on the training windows first (as Stage 2 does at its start): "
+            "Stage 2 can leave the projected rows several times the norm of every text row, and Stage 3 then stayed at chance on what they carry (bench seed 0)"
+        },
     )
     evaluate: bool = field(default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"})
     eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -314,6 +322,8 @@ def train_stage3(
         raise FmriInputError("tasks: no item of a training subject")
     if not validation:
         training_args.eval_strategy = "no"
+    if args.calibrate_connectivity and codes.connectivity is not None:
+        calibrate_on_training_windows(model, codes.connectivity, (example["fmri_windows"] for example in train))
     trainee = lora_model(model, args) if args.use_lora else model
     names = [data.task.name for data in tasks]
     pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
