@@ -36,7 +36,7 @@ from modeling_fmrilm.tasks import (
 )
 from modeling_fmrilm.tasks.evaluate import model_split
 from modeling_fmrilm.tasks.metrics import score_predictions, summarize
-from modeling_fmrilm.tasks.prompts import DESCRIBE_REQUESTS, QUESTIONS, STATEMENTS
+from modeling_fmrilm.tasks.prompts import DESCRIBE_REQUESTS, QUESTIONS, STATEMENTS, check_distinguishable
 from modeling_fmrilm.tasks.scoring import softmax
 from modeling_fmrilm.tasks.splitting import select_shots, strata_of, stratified_split
 
@@ -85,6 +85,23 @@ def test_paraphrase_choice_is_seeded():
     draw = lambda seed: [question_text(task, np.random.default_rng(seed)) for _ in range(1)]  # noqa: E731
     assert draw(3) == draw(3)
     assert len({question_text(task, np.random.default_rng(seed)) for seed in range(40)}) >= 10
+
+
+def test_tasks_that_share_a_question_and_its_answers_are_refused_together():
+    """Two tasks asked in the same words and answered by the same label words cannot both be taught on
+    one prompt: the registered tasks (and the network-pair questions, one per pair) pass, the
+    dynamics task asked as a diagnosis with the group task's words is refused by name."""
+    pairs = [get_task("network_pair").with_fields(f"network_pair:{a}-{b}", a=a, b=b) for a, b in [("Visual", "Default"), ("Default", "Visual"), ("Visual", "Visual")]]
+    check_distinguishable([task for name, task in TASKS.items() if name != "network_pair"] + pairs)
+    group = get_task("synthetic_group")
+    assert get_task("synthetic_dynamics").question != group.question
+    assert set(get_task("synthetic_dynamics").label_words).isdisjoint(group.label_words)
+    as_diagnosis = Task("dynamics_as_diagnosis", "classification", "diagnosis", "dynamics", group.label_words, {"control": 0, "patient": 1}, {"condition": "slowed dynamics"})
+    with pytest.raises(FmriInputError, match="'synthetic_group' and 'dynamics_as_diagnosis'.*cannot tell them apart"):
+        check_distinguishable([group, get_task("sex"), as_diagnosis])
+    check_distinguishable([group, group])  # the same task twice is one task
+    other_words = Task("dynamics_other_words", "classification", "diagnosis", "dynamics", (" Typical", " Slow"), {"typical": 0, "slow": 1}, {"condition": "slowed dynamics"})
+    check_distinguishable([group, other_words])
 
 
 def test_task_validation_and_encoding():

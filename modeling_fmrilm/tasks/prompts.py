@@ -155,6 +155,28 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
         "Please state whether this participant's {score} is {options}.",
         "For this scan, is the participant's {score} {options} than typical for the cohort?",
     ),
+    "dynamics": (
+        "Are the signal dynamics of this scan {options}?",
+        "Is the slow fluctuation of this participant's BOLD signal {options}?",
+        "Classify the temporal dynamics of this scan as {options}.",
+        "Based on this resting-state scan, are the dynamics {options}?",
+        "How would you describe this participant's signal dynamics: {options}?",
+        "Are {condition} present in this scan? Answer {options}.",
+        "Judge the temporal dynamics of this recording ({options}).",
+        "Does this scan show {condition}? Answer {options}.",
+        "Are this participant's BOLD time courses {options} in their dynamics?",
+        "Tell me whether this scan's dynamics are {options}.",
+        "Which fits the dynamics of this scan better: {options}?",
+        "From this fMRI recording, are the signal dynamics {options}?",
+        "Rate how slow this participant's signal is: {options}.",
+        "Would you call the dynamics of this scan {options}?",
+        "Decide between {options} for the dynamics of this scan.",
+        "Assign this scan's temporal dynamics to {options}.",
+        "Given this brain activity, are its dynamics {options}?",
+        "Is the autocorrelation of this participant's signal {options}?",
+        "Please state whether the signal dynamics here are {options}.",
+        "What best describes the time-course dynamics of this scan, {options}?",
+    ),
     "age_band": (
         "In which age band is this participant: {options}?",
         "How old is the participant ({options})?",
@@ -213,6 +235,7 @@ STATEMENTS: dict[str, str] = {
     "network_pair": " Coupling between the {a} and {b} networks is{label} relative to the cohort.",
     "score": " The participant's {score} is{label} relative to the cohort.",
     "age_band": " The participant's age band is{label}.",
+    "dynamics": " The signal dynamics of this scan are{label}.",
 }
 """The open-ended answer of each question family; `{label}` is the label word (leading space included)."""
 
@@ -243,6 +266,27 @@ def answer_text(task: Task, label: int, paradigm: str = "single", fields: Mappin
 def answer_texts(task: Task, paradigm: str = "single", fields: Mapping[str, str] | None = None) -> list[str]:
     """Every class's answer continuation, in class order (what scoring compares)."""
     return [answer_text(task, label, paradigm, fields) for label in range(task.n_classes)]
+
+
+def check_distinguishable(tasks: Sequence[Task]) -> None:
+    """Refuse two tasks that ask a question in the same words with the same label words.
+
+    Trained together, such tasks put two independent labels on one prompt (the model is taught each
+    task's answer and its opposite), and at evaluation nothing in the prompt says which task is asked.
+
+    Raises:
+        FmriInputError: naming both tasks and one question they share.
+    """
+    asked: dict[tuple[tuple[str, ...], str], str] = {}
+    for task in tasks:
+        for template in QUESTIONS[task.question]:
+            question = _format(template, task, None)
+            other = asked.setdefault((task.label_words, question), task.name)
+            if other != task.name:
+                raise FmriInputError(
+                    f"tasks {other!r} and {task.name!r}: both answer {question!r} with {task.options}; the model cannot "
+                    "tell them apart. Give one of them its own question family or label words"
+                )
 
 
 def _checked_paradigm(paradigm: str) -> str:
@@ -358,6 +402,7 @@ __all__ = [
     "ScanBlock",
     "answer_text",
     "answer_texts",
+    "check_distinguishable",
     "code_token_offset",
     "question_text",
     "render_token_ids",

@@ -192,8 +192,8 @@ for _task in (
          {"condition": "the patient condition", "topic": "the diagnostic group"}),
     Task("synthetic_score", "regression", "score", "score", BIN_WORDS, None,
          {"score": "symptom score", "topic": "the participant's symptom score"}),
-    Task("synthetic_dynamics", "classification", "diagnosis", "dynamics", (" Control", " Patient"), {"control": 0, "patient": 1},
-         {"condition": "the slow-dynamics condition", "topic": "the dynamics group"}),
+    Task("synthetic_dynamics", "classification", "dynamics", "dynamics", (" typical", " slow"), {"typical": 0, "slow": 1},
+         {"condition": "slowed dynamics", "topic": "the signal dynamics"}),
 ):  # fmt: skip
     register_task(_task)
 

@@ -19,8 +19,8 @@ Each synthetic subject's scan `(94 AAL2 regions, n_timepoints)` is Gaussian with
   `u + score_noise * N(0, 1)`: the score is tied to that pair's coupling, plus noise;
 - a **dynamics effect** (`dynamics_effect > 0`; a second group label, `dynamics`, drawn
   independently of `group`): every region of `dynamics_network` gets its own added noise of
-  variance `dynamics_effect`, slow (AR(1), coefficient `dynamics_ar`) for the `dynamics` patients
-  and white for the controls. The noise is independent of every other signal and standardised
+  variance `dynamics_effect`, slow (AR(1), coefficient `dynamics_ar`) for the subjects labelled
+  `slow` and white for those labelled `typical`. The noise is independent of every other signal and standardised
   (zero mean, unit variance) within each block of `dynamics_block` frames, so its sample variance is
   the same in both groups in any window made of whole blocks and in the whole scan (a slow noise
   left alone has less variance inside a short window than a white one, which would show in the
@@ -141,7 +141,7 @@ class SyntheticCohort:
         return float(d), float(r)
 
     def label_table(self) -> LabelTable:
-        """Canonical columns `group` (`control`/`patient`), `score` and `dynamics` (`control`/`patient`),
+        """Canonical columns `group` (`control`/`patient`), `score` and `dynamics` (`typical`/`slow`),
         for the `synthetic_*` tasks."""
         return LabelTable(
             source=f"synthetic cohort (seed {self.settings.seed})",
@@ -150,7 +150,7 @@ class SyntheticCohort:
             columns={
                 "group": ["patient" if g else "control" for g in self.group],
                 "score": [float(s) for s in self.score],
-                "dynamics": ["patient" if g else "control" for g in self.dynamics],
+                "dynamics": ["slow" if g else "typical" for g in self.dynamics],
             },
         )
 

@@ -121,8 +121,10 @@ class Stage3TrainingArguments(StageTrainingArguments):
 
 
 def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
-    """The `TaskData` of the named sources (the evaluation harness's own builders)."""
+    """The `TaskData` of the named sources (the evaluation harness's own builders), refused when two
+    of them ask the same question with the same answers (`check_distinguishable`)."""
     from ..tasks.evaluate import DESCRIPTOR_SCANS, offline_tasks
+    from ..tasks.prompts import check_distinguishable
 
     unknown = sorted(set(args.tasks) - set(TASK_SOURCES))
     if unknown:
@@ -131,7 +133,9 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
         raise FmriInputError(f"descriptor_scans: expected one of {DESCRIPTOR_SCANS}, found {args.descriptor_scans!r}")
     names = ("tasks", "corpus", "pairs", "max_pairs", "descriptor_scans", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "dynamics_effect", "synthetic_seed")
     options = {name: getattr(args, name) for name in names}
-    return offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
+    tasks = offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
+    check_distinguishable([data.task for data in tasks])
+    return tasks
 
 
 class CodeTable:
