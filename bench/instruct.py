@@ -255,7 +255,9 @@ def seed_report(seed: int, options: argparse.Namespace) -> tuple[EvaluationRepor
     """Train (or reuse) one seed's pipeline and score it on its own test subjects: its report and `effect_sizes`."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    settings = PipelineSettings(seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects)
+    settings = PipelineSettings(
+        seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects, stage3_use_lora=not options.stage3_full_finetune
+    )
     start = time.perf_counter()
     folders = run_pipeline(settings, workdir=Path(options.workdir))
     print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
@@ -309,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
     parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects, help="synthetic subjects per seed, besides the 12 embedded")
+    parser.add_argument("--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA (bench/pipeline.py's stage3_use_lora)")
     parser.add_argument("--processes", type=int, default=1, help="seeds trained and evaluated at once, one process each (one thread each is fastest on a 2-core machine)")
     parser.add_argument("--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)")
     parser.add_argument("--output_dir", default="outputs/bench_instruct")

@@ -63,6 +63,10 @@ class PipelineSettings:
     # Stage 3 with the LM head trained whole beside LoRA (--train_lm_head), as in the seed-0 runs above
     # (with the answer words one token each, training.language_model.train_bpe_tokenizer's whole_words)
     stage3_train_lm_head: bool = True
+    # Stage 3 with LoRA (r8, the bench's default) or full fine-tuning (--stage3_full_finetune): on the
+    # Stage 3 recipe with a group and a score question mixed (bench/mixture.py's language-model rows),
+    # LoRA read the group far less well than full fine-tuning of the same model for the same steps
+    stage3_use_lora: bool = True
 
     def synthetic(self) -> SyntheticSettings:
         """The synthetic cohort of this seed (the one Stage 3's synthetic tasks and the evaluation build)."""
@@ -124,7 +128,7 @@ def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage1"
     key = {**asdict(settings), "stage": 1}
-    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "stage3_train_lm_head", "code_dropout", "code_dropout_fraction"):
+    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "stage3_train_lm_head", "stage3_use_lora", "code_dropout", "code_dropout_fraction"):
         key.pop(name)
     if not _cached(folder, key):
         args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
@@ -140,7 +144,7 @@ def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage2"
     key = {**asdict(settings), "stage": 2}
-    for name in ("stage3_epochs", "stage3_train_lm_head"):
+    for name in ("stage3_epochs", "stage3_train_lm_head", "stage3_use_lora"):
         key.pop(name)
     if not _cached(folder, key):
         args = Stage2Arguments(
@@ -163,7 +167,7 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
     if not _cached(folder, key):
         args = Stage3Arguments(
             model=str(stage2_dir), **tasks, evaluate=False, code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction,
-            train_lm_head=settings.stage3_train_lm_head,
+            train_lm_head=settings.stage3_train_lm_head, use_lora=settings.stage3_use_lora,
         )
         training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
         train_stage3(args, training_args, console_logs=False)
@@ -215,10 +219,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=main.__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects)
+    parser.add_argument("--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA")
     parser.add_argument("--workdir", default=str(WORKDIR))
     options = parser.parse_args()
     start = time.perf_counter()
-    folders = run_pipeline(PipelineSettings(seed=options.seed, synthetic_subjects=options.synthetic_subjects), workdir=Path(options.workdir))
+    settings = PipelineSettings(seed=options.seed, synthetic_subjects=options.synthetic_subjects, stage3_use_lora=not options.stage3_full_finetune)
+    folders = run_pipeline(settings, workdir=Path(options.workdir))
     print(f"seed {options.seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,8 +59,11 @@ ANSWERS = (" Control", " Patient")
 RECIPES = {"without code dropout": 0.0, "code dropout 1.0, first half": 1.0}
 
 
-def build_model(windows: torch.Tensor, seed: int) -> tuple[FmriLMForCausalLM, object]:
-    """The bench's model shape: a random Stage 1 tokenizer (k-means codebook on `windows`) and the small Qwen3 LM."""
+def build_model(
+    windows: torch.Tensor, seed: int, questions: Sequence[str] = (QUESTION,), answers: Sequence[str] = ANSWERS
+) -> tuple[FmriLMForCausalLM, object]:
+    """The bench's model shape: a random Stage 1 tokenizer (k-means codebook on `windows`) and the small
+    Qwen3 LM, its text tokenizer trained on the `questions` and `answers` it will be asked (each answer one token)."""
     torch.manual_seed(seed)
     config = FmriTokenizerConfig(
         num_rois=windows.shape[1], window_length=WINDOW, patch_length=PATCH, hidden_size=64, num_hidden_layers=2, num_decoder_layers=1,
@@ -67,7 +71,7 @@ def build_model(windows: torch.Tensor, seed: int) -> tuple[FmriLMForCausalLM, ob
     )  # fmt: skip
     tokenizer = FmriTokenizerModel(config)
     tokenizer(windows[:512])  # k-means initialisation of the codebook on the cohort's windows
-    text_tokenizer = train_bpe_tokenizer([QUESTION, *ANSWERS] * 4, vocab_size=300)
+    text_tokenizer = train_bpe_tokenizer([*questions, *answers] * 4, vocab_size=300, whole_words=answers)
     lm_config = small_language_model_config("qwen3", len(text_tokenizer), hidden_size=64, num_layers=2, num_heads=4, max_positions=1024)
     from transformers import AutoModelForCausalLM
 
@@ -75,30 +79,36 @@ def build_model(windows: torch.Tensor, seed: int) -> tuple[FmriLMForCausalLM, ob
     return FmriLMForCausalLM.from_parts(tokenizer.eval(), language_model, text_tokenizer=text_tokenizer)
 
 
-def examples(model: FmriLMForCausalLM, processor: object, windows: torch.Tensor, group: np.ndarray) -> tuple[list[dict], np.ndarray, list[int]]:
-    """Prompt + answer ids per subject (codes written in, one window each), the connectivity table, the answers' token ids."""
-    prompt = processor(text=["<fmri>" + QUESTION], fmri=[windows[0].numpy()], tr=2.0)["input_ids"][0]
+def examples(
+    model: FmriLMForCausalLM, processor: object, windows: torch.Tensor, labels: np.ndarray,
+    question: str = QUESTION, answers: Sequence[str] = ANSWERS, objective: int = 0,
+) -> tuple[list[dict], np.ndarray, list[int]]:  # fmt: skip
+    """Prompt + answer ids per subject (codes written in, one window each; answer `answers[label]`),
+    the connectivity table, the answers' token ids."""
+    prompt = processor(text=["<fmri>" + question], fmri=[windows[0].numpy()], tr=2.0)["input_ids"][0]
     prompt = torch.as_tensor(prompt)
     with torch.no_grad():
         codes = torch.cat([model.fmri_to_token_ids(chunk) for chunk in windows.split(128)])
         connectivity = torch.cat([model.fmri_connectivity(chunk) for chunk in windows.split(128)]).numpy().astype(np.float16)
-    answer_ids = [processor.tokenizer(text, add_special_tokens=False)["input_ids"][0] for text in ANSWERS]
+    answer_ids = [processor.tokenizer(text, add_special_tokens=False)["input_ids"][0] for text in answers]
+    if len(set(answer_ids)) < len(answer_ids):
+        raise ValueError(f"answers {answers}: their first tokens {answer_ids} are not distinct")
     placeholders = prompt == model.config.fmri_pad_token_id
     items = []
-    for i, label in enumerate(group):
+    for i, label in enumerate(labels):
         ids = prompt.clone()
         ids[placeholders] = codes[i]
         context = ids.tolist()
         items.append({
             "input_ids": context + [answer_ids[label]], "labels": [IGNORE_INDEX] * len(context) + [answer_ids[label]],
-            "objective": 0, "fmri_windows": [i],
+            "objective": objective, "fmri_windows": [i],
         })  # fmt: skip
     return items, connectivity, answer_ids
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, items: list[dict], collator: ObjectiveCollator, answer_ids: list[int], blank_codes: bool) -> np.ndarray:
-    """The answer with the higher logit after each prompt (codes as given, or all read as `<fmri_pad>`)."""
+def answer_logits(model: torch.nn.Module, items: list[dict], collator: ObjectiveCollator, answer_ids: list[int], blank_codes: bool) -> np.ndarray:
+    """The answers' logits `(n_items, n_answers)` after each prompt (codes as given, or all read as `<fmri_pad>`)."""
     model.eval()
     config = model.config
     predictions = []
@@ -108,8 +118,32 @@ def predict(model: torch.nn.Module, items: list[dict], collator: ObjectiveCollat
         if blank_codes:
             ids = ids.masked_fill((ids >= config.first_code_token_id) & (ids < config.code_token_ids.stop), config.fmri_pad_token_id)
         logits = model(input_ids=ids, fmri_connectivity=batch["fmri_connectivity"]).logits[:, -1, answer_ids]
-        predictions.append(logits.argmax(-1).numpy())
+        predictions.append(logits.float().numpy())
     return np.concatenate(predictions)
+
+
+def fine_tune(
+    model: FmriLMForCausalLM, items: list[dict], collator: ObjectiveCollator, objectives: dict[str, float], seed: int, epochs: int,
+    code_dropout: float, use_lora: bool = True,
+) -> torch.nn.Module:  # fmt: skip
+    """The Stage 3 recipe on `items`: LoRA (`training.stage3.lora_model`, the LM head trained too) or
+    full fine-tuning, `ObjectiveTrainer` at lr 1e-3 and batch 8, `code_dropout` over the first half
+    of the steps; returns the trained module (the peft model under LoRA)."""
+    # train_lm_head: Stage 3 starts from a Stage 2 model whose LM head was trained; this LM's head is
+    # random, and frozen under LoRA it bounds the logits (the answer loss stayed at ~5.8 nats, near log(vocab))
+    args = Stage3Arguments(model="unused", code_dropout=code_dropout, code_dropout_fraction=0.5, evaluate=False, train_lm_head=True, use_lora=use_lora)
+    trainee = lora_model(model, args) if use_lora else model
+    with tempfile.TemporaryDirectory() as folder:
+        training_args = Stage3TrainingArguments(
+            output_dir=folder, num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=1e-3, seed=seed, save_strategy="no",
+            eval_strategy="no", logging_steps=10**6, disable_tqdm=True, log_level="warning", report_to="none",
+        )  # fmt: skip
+        trainer = ObjectiveTrainer(
+            model=trainee, args=training_args, train_dataset=items, data_collator=collator, objectives=objectives,
+            callbacks=code_dropout_callbacks(args, model.config), console_logs=False,
+        )  # fmt: skip
+        trainer.train()
+    return trainee
 
 
 def run(seed: int, epochs: int) -> dict[str, float]:
@@ -126,25 +160,11 @@ def run(seed: int, epochs: int) -> dict[str, float]:
         model, processor = build_model(windows, seed)
         items, connectivity, answer_ids = examples(model, processor, windows, group)
         model.calibrate_connectivity_projector(torch.as_tensor(connectivity[:N_TRAIN:4]).float())
-        # train_lm_head: Stage 3 starts from a Stage 2 model whose LM head was trained; this LM's head is
-        # random, and frozen under LoRA it bounds the logits (the answer loss stayed at ~5.8 nats, near log(vocab))
-        args = Stage3Arguments(model="unused", code_dropout=dropout, code_dropout_fraction=0.5, evaluate=False, train_lm_head=True)
-        trainee = lora_model(model, args)
-        pad = processor.tokenizer.pad_token_id
-        collator = ObjectiveCollator(pad, connectivity)
-        with tempfile.TemporaryDirectory() as folder:
-            training_args = Stage3TrainingArguments(
-                output_dir=folder, num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=1e-3, seed=seed, save_strategy="no",
-                eval_strategy="no", logging_steps=10**6, disable_tqdm=True, log_level="warning", report_to="none",
-            )  # fmt: skip
-            trainer = ObjectiveTrainer(
-                model=trainee, args=training_args, train_dataset=items[:N_TRAIN], data_collator=collator, objectives={"group": 1.0},
-                callbacks=code_dropout_callbacks(args, model.config), console_logs=False,
-            )  # fmt: skip
-            trainer.train()
+        collator = ObjectiveCollator(processor.tokenizer.pad_token_id, connectivity)
+        trainee = fine_tune(model, items[:N_TRAIN], collator, {"group": 1.0}, seed, epochs, dropout)
         test = items[N_TRAIN:]
         for blank in (False, True):
-            predicted = predict(trainee, test, collator, answer_ids, blank)
+            predicted = answer_logits(trainee, test, collator, answer_ids, blank).argmax(-1)
             scores[f"{name}, codes {'blanked' if blank else 'read'}"] = balanced_accuracy_score(group[N_TRAIN:], predicted)
         print(f"seed {seed}, {name}: {time.perf_counter() - start:.0f} s", flush=True)
     return scores
