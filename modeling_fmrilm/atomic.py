@@ -38,6 +38,11 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_directory(path.parent)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """`write_atomically` for a UTF-8 text file."""
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():

@@ -212,14 +212,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    try:
-        from .tasks.evaluate import evaluate_main
-    except ModuleNotFoundError as error:
-        if not (error.name or "").startswith(f"{__package__}.tasks"):
-            raise
-        raise FmriInputError(
-            "fmrilm evaluate: the evaluation engine (modeling_fmrilm.tasks.evaluate) is not part of this installation"
-        ) from None
+    from .tasks.evaluate import evaluate_main
+
     evaluate_main(args.argv)
 
 

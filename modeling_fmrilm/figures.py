@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomically
+
 
 def _pyplot():
     import matplotlib
@@ -22,10 +24,10 @@ def _pyplot():
 
 def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    _pyplot().close(figure)
-    temporary.replace(path)
+    try:
+        write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        _pyplot().close(figure)
     return path
 
 

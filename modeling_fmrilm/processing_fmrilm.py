@@ -113,7 +113,6 @@ class FmriProcessor(ProcessorMixin):
         self.windows_per_scan = windows_per_scan
         self.connectivity_tokens_per_window = connectivity_tokens_per_window
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
-        self.fmri_token, self.fmri_end_token, self.fmri_pad_token = FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN
         added = tokenizer.get_added_vocab()
         required = (FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN) + ((FMRI_FC_TOKEN,) if connectivity_tokens_per_window else ())
         missing = [token for token in required if token not in added]

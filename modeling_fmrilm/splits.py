@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text_atomically
 from .errors import FmriInputError
 
 SPLITS = ("train", "validation", "test")
@@ -108,14 +107,11 @@ def split_subjects(
 
 
 def write_manifest(folder: str | Path, split: SubjectSplit) -> Path:
-    """Write `folder/splits.json` atomically (temp file + rename) and return its path."""
+    """Write `folder/splits.json` atomically (`write_text_atomically`) and return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST_NAME
-    handle, temporary = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}-", dir=folder)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(split.to_json(), stream, indent=2)
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(split.to_json(), indent=2))
     return path
 
 

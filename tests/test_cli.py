@@ -235,14 +235,6 @@ def test_console_script_error_is_one_line_in_a_fresh_process(tmp_path):
     assert result.stderr.splitlines() == [f"fmrilm preprocess: error: {tmp_path / 'absent.mat'}: expected a scan file, found no such file"]
 
 
-def test_evaluate_without_the_engine_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "modeling_fmrilm.tasks.evaluate", None)
-    status, out, err = run(["evaluate", "--model", "x"], capsys)
-    assert status == 2 and err.strip() == (
-        "fmrilm evaluate: error: fmrilm evaluate: the evaluation engine (modeling_fmrilm.tasks.evaluate) is not part of this installation"
-    )
-
-
 def test_train_under_a_launcher_runs_the_recipe_there(monkeypatch, capsys):
     calls = []
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomically, write_text_atomically
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import resample, validate_fmri
 from . import amplitude, connectivity, gradients, graph, ica, temporal
@@ -127,16 +128,14 @@ class CohortReference:
         return len(self.roi_labels)
 
     def save(self, folder: str | Path, stem: str = "cohort_reference") -> None:
-        """Write `<stem>.json` and `<stem>.npz` atomically (temp file + rename)."""
+        """Write `<stem>.npz`, then `<stem>.json` (which `load` reads first), each atomically."""
         folder = Path(folder)
         arrays = {
             "tangent_mean": self.tangent_mean,
             "gradient_reference": self.gradient_reference,
             "ica_mixing": self.ica_mixing,
         }
-        npz_tmp = folder / f".{stem}.npz.tmp"
-        with open(npz_tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+        write_atomically(folder / f"{stem}.npz", lambda handle: np.savez(handle, **arrays))
         meta = {
             "version": self.version,
             "atlas": self.atlas,
@@ -149,10 +148,7 @@ class CohortReference:
             "norms": self.norms,
             "arrays": f"{stem}.npz",
         }
-        json_tmp = folder / f".{stem}.json.tmp"
-        json_tmp.write_text(json.dumps(meta, indent=1))
-        npz_tmp.replace(folder / f"{stem}.npz")
-        json_tmp.replace(folder / f"{stem}.json")
+        write_text_atomically(folder / f"{stem}.json", json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path, stem: str = "cohort_reference") -> "CohortReference":

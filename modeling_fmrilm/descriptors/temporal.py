@@ -1,6 +1,6 @@
 """Temporal statistics per ROI of a batch of scans `(n_scans, n_rois, n_timepoints)`.
 
-- `temporal_std`, `tsnr` (mean / std over time: meaningful on unnormalised intensities only);
+- `tsnr` (mean / std over time: meaningful on unnormalised intensities only);
 - `lag1_autocorrelation`: `sum (x_t - m)(x_t+1 - m) / sum (x_t - m)^2`;
 - `hurst_dfa`: Hurst exponent by detrended fluctuation analysis (Peng et al. 1994): the profile
   `cumsum(x - mean)` is cut into non-overlapping windows of each scale, a line is removed from each
@@ -16,11 +16,6 @@ import numpy as np
 from ..errors import FmriInputError
 
 MIN_DFA_SCALE = 8
-
-
-def temporal_std(x: np.ndarray) -> np.ndarray:
-    """Standard deviation over time (ddof 0): `(..., n_t)` -> `(...)`."""
-    return np.asarray(x, dtype=np.float64).std(axis=-1)
 
 
 def tsnr(x: np.ndarray) -> np.ndarray:

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -48,6 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..atomic import write_text_atomically
 from ..configuration_fmrilm import FMRI_STREAMS
 from ..errors import FmriInputError
 from ..io import FmriScan
@@ -225,16 +224,13 @@ class EvaluationReport:
         }
 
     def save(self, folder: str | Path, stem: str = "evaluation") -> tuple[Path, Path]:
-        """Write `<stem>.md` and `<stem>.json` atomically (temp file + rename)."""
+        """Write `<stem>.md` and `<stem>.json`, each atomically (`write_text_atomically`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for suffix, text in ((".md", self.to_markdown() + "\n"), (".json", json.dumps(self.to_json(), indent=1, default=_json_default))):
-            handle, temporary = tempfile.mkstemp(prefix=f".{stem}{suffix}-", dir=folder)
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
             path = folder / f"{stem}{suffix}"
-            os.replace(temporary, path)
+            write_text_atomically(path, text)
             paths.append(path)
         return paths[0], paths[1]
 

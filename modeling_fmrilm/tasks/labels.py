@@ -52,7 +52,6 @@ ABIDE_CSV = "Phenotypic_V1_0b_preprocessed1.csv"
 ABIDE_MISSING = -9999.0
 ADHD_CSV = "ADHD200_40subs_motion_parameters_and_phenotypics.csv"
 ADHD_FUNC = "data/{id}/{id}_rest_tshift_RPI_voreg_mni.nii.gz"
-ADHD_CONFOUNDS = "data/{id}/{id}_regressors.csv"
 
 
 @dataclass(frozen=True)
