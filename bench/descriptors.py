@@ -39,19 +39,19 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import json  # noqa: E402
 import shutil  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from peak_memory import run_with_peak_rss  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
 from modeling_fmrilm.descriptors import amplitude, connectivity, gradients, graph  # noqa: E402
 from modeling_fmrilm.io import FmriScan  # noqa: E402
+from peak_memory import run_with_peak_rss  # noqa: E402
 
 N_ROIS, N_T, TR, CHUNK, DENSITY = 100, 1200, 0.72, 50, 0.1
 LABELS = [f"net{i // 10}" for i in range(N_ROIS)]

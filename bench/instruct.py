@@ -58,12 +58,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
 from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE
-from modeling_fmrilm.tasks.evaluate import METHOD_LABELS, EvaluationReport, EvaluationSettings, build_parser, evaluate, merge_reports, model_split, offline_tasks, run_evaluation
+from modeling_fmrilm.tasks.evaluate import (
+    METHOD_LABELS,
+    EvaluationReport,
+    EvaluationSettings,
+    build_parser,
+    evaluate,
+    merge_reports,
+    model_split,
+    offline_tasks,
+    run_evaluation,
+)
 from modeling_fmrilm.tasks.scoring import LabelScorer
 from modeling_fmrilm.tasks.synthetic import SyntheticCohort, make_synthetic_cohort
+from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
 SCORING = ("loglik", "calibrated")
 TARGET_ROW = ("fmrilm calibrated", 0, "single")

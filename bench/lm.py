@@ -82,7 +82,7 @@ def interleaved_best(repeats: int, **runs) -> dict[str, float]:
     """Fastest CPU time of each callable in `runs`, called in turn (rotating the order) `repeats` times after a warm-up."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs.items())
-    for name, run in order:
+    for _, run in order:
         run()
     for repeat in range(repeats):
         shift = repeat % len(order)

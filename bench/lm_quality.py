@@ -38,11 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from modeling_fmrilm.descriptors.corpus import demo_corpus
-from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.descriptors.text import OPENINGS
+from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.training.objectives import IGNORE_INDEX, WindowConnectivity
 from modeling_fmrilm.training.stage1 import demo_stage1
-from modeling_fmrilm.training.stage2 import ExampleBuilder, Stage2Arguments, Stage2TrainingArguments, encode_windows, train_stage2
+from modeling_fmrilm.training.stage2 import (
+    ExampleBuilder,
+    Stage2Arguments,
+    Stage2TrainingArguments,
+    encode_windows,
+    train_stage2,
+)
 
 MIN_POOLED_T = 2.0
 MIN_CONNECTIVITY_T = 3.0  # issue 24: the connectivity section's gap, t over the pooled test subjects
@@ -146,8 +152,8 @@ def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, e
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
 
     # F2F on consecutive test windows, against the two baselines
-    by_start = {(k, s): i for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"]))}
-    pairs = [(i, by_start[(k, s + extractor.window_length)]) for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"])) if (k, s + extractor.window_length) in by_start]
+    by_start = {(k, s): i for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True))}
+    pairs = [(i, by_start[(k, s + extractor.window_length)]) for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True)) if (k, s + extractor.window_length) in by_start]
     codes = np.array(test_codes["codes"])
     f2f = [builder.f2f(codes[i], codes[j], "test", windows=(i, j)) for i, j in pairs]
     _, model_hits = target_losses_and_hits(model, f2f, WindowConnectivity(test_table) if fisher_z is not None else None)
@@ -170,10 +176,9 @@ def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, e
 
 def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     """The F2T gaps of the bench cohort's Stage 2 model of `seed` (trained, or reused, by `bench/pipeline.py`)."""
-    from pipeline import PipelineSettings, bench_scans, run_pipeline
-
     from modeling_fmrilm import FmriLMForCausalLM, FmriProcessor
     from modeling_fmrilm.training.text import load_texts
+    from pipeline import PipelineSettings, bench_scans, run_pipeline
 
     settings = PipelineSettings(seed=seed)
     folders = run_pipeline(settings, through=2)

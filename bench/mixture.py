@@ -75,12 +75,12 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from transformers import Qwen3Config, Qwen3Model, Trainer, TrainingArguments
 
-from streams import ANSWERS as GROUP_ANSWERS
-from streams import QUESTION as GROUP_QUESTION
-from streams import answer_logits, build_model, examples, fine_tune
 from modeling_fmrilm.modeling_fmrilm import connectivity_rows
 from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
 from modeling_fmrilm.training.objectives import ObjectiveCollator
+from streams import ANSWERS as GROUP_ANSWERS
+from streams import QUESTION as GROUP_QUESTION
+from streams import answer_logits, build_model, examples, fine_tune
 
 N_TRAIN, N_TEST = 600, 600
 GROUP_EFFECT, SCORE_EFFECT = 0.3, 0.2
@@ -186,7 +186,7 @@ def run(recipe: str, train: Cohort, test: Cohort, seed: int, workdir: str) -> di
     trainer.train()
     test_labels = {GROUP: test.group, SCORE: score_terciles(train.score, test.score)}
     out = {}
-    for q, name in ((GROUP, "group"), (SCORE, "score")):
+    for q in (GROUP, SCORE):
         logits = trainer.predict(Items(test.rows, test_labels, (q,), False)).predictions[:, CLASSES[q]]
         if q == GROUP:
             difference = logits[:, 1] - logits[:, 0]

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from fractions import Fraction
 import time
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import nibabel as nib
@@ -26,10 +26,9 @@ import numpy as np
 from scipy.interpolate import interp1d
 from scipy.signal import resample_poly
 
-from peak_memory import run_with_peak_rss
-
 from modeling_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.io.nifti import read_nifti
+from peak_memory import run_with_peak_rss
 
 SHAPE = (61, 73, 61)
 N_VOLUMES = 300
@@ -121,8 +120,8 @@ def bench_extractor() -> dict[str, float]:
     ratios = {}
     for method, baseline in (("antialias", "resample_poly"), ("linear", "interp1d")):
         extractor = FmriFeatureExtractor(num_rois=94, resample_method=method)
-        t_loop, reference = best_of(2, lambda: loop_baseline(scans, 0.72, 2.0, 160, method))
-        t_ours, features = best_of(2, lambda: extractor(scans, tr=0.72))
+        t_loop, reference = best_of(2, lambda method=method: loop_baseline(scans, 0.72, 2.0, 160, method))
+        t_ours, features = best_of(2, lambda extractor=extractor: extractor(scans, tr=0.72))
         diff = float(np.abs(features["fmri_values"] - np.stack(reference)).max())
         ratios[method] = t_loop / t_ours
         print(f"    {method}: loop ({baseline}) {200 / t_loop:.0f} scans/s; extractor {200 / t_ours:.0f} scans/s; "

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pipeline import PipelineSettings, bench_scans, corpus, stage1
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from transformers import AutoFeatureExtractor, Qwen3Config, Qwen3ForSequenceClassification, Trainer, TrainingArguments
 
@@ -43,6 +42,7 @@ from modeling_fmrilm.io import FmriScan, aal2_table
 from modeling_fmrilm.modeling_fmri_tokenizer import FmriTokenizerModel
 from modeling_fmrilm.tasks.baselines import fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
+from pipeline import PipelineSettings, bench_scans, corpus, stage1
 
 SETTINGS = ((0.3, 160), (0.3, 2000), (1.0, 2000))  # (group effect, training subjects)
 N_TEST = 600

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -135,7 +134,7 @@ class PeakMemory:
             self.anon, self.file = max(self.anon, status["RssAnon"]), max(self.file, status["RssFile"])
             self._stop.wait(0.02)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -223,7 +222,7 @@ class MemoryWindows:
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         values = self.values[list(map(int, indices))]
-        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices)]
+        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)]
 
 
 def windows_in_memory(store_folder: str, chunk: int = 256) -> tuple[Any, Any]:

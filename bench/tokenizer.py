@@ -84,7 +84,7 @@ def seed_split(keys: list[str], seed: int, n_test: int = 2, n_validation: int = 
     """A bench split: `n_test` held-out and `n_validation` validation subjects drawn with `seed`."""
     order = np.random.default_rng(seed).permutation(sorted(set(keys)))
     names = ["test"] * n_test + ["validation"] * n_validation + ["train"] * (len(order) - n_test - n_validation)
-    return SubjectSplit(dict(zip(order.tolist(), names)), seed=seed)
+    return SubjectSplit(dict(zip(order.tolist(), names, strict=True)), seed=seed)
 
 
 def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, float]:

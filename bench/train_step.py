@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pipeline import PipelineSettings, bench_scans, corpus, stage1
 
 from modeling_fmrilm.training.objectives import ObjectiveCollator
 from modeling_fmrilm.training.stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
+from pipeline import PipelineSettings, bench_scans, corpus, stage1
 
 WORKDIR = Path("outputs/bench_train_step")
 
@@ -71,13 +71,13 @@ def main() -> None:
         embeds = torch.randn(*batch["input_ids"].shape, model.config.text_config.hidden_size)
         lm = model.language_model
 
-        def bare() -> None:
+        def bare(lm: torch.nn.Module = lm, embeds: torch.Tensor = embeds) -> None:
             lm(inputs_embeds=embeds).logits.float().logsumexp(-1).mean().backward()
 
         def fmrilm(inputs: dict) -> Callable[[], None]:
             return lambda: trainer.compute_loss(model, dict(inputs)).backward()
 
-        def trainer_step() -> None:
+        def trainer_step(batch: dict = batch) -> None:
             trainer.training_step(model, dict(batch))
             trainer.optimizer.step()
             trainer.optimizer.zero_grad()

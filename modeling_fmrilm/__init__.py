@@ -2,9 +2,9 @@
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForPreTraining
 
+from .configuration_fmrilm import FmriTokenizerConfig
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .configuration_fmrilm import FmriTokenizerConfig
 from .modeling_fmri_tokenizer import (
     FmriTokenizerForPreTraining,
     FmriTokenizerForPreTrainingOutput,

@@ -77,10 +77,8 @@ def _remove_uploads(paths: Iterable[str]) -> None:
     """Delete a session's uploaded files and their folders (Gradio puts each upload in a folder of its own)."""
     for path in map(Path, paths):
         path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # not empty, or gone
             path.parent.rmdir()
-        except OSError:  # not empty, or gone
-            pass
 
 
 def _return_freed_memory() -> None:

@@ -127,9 +127,7 @@ def load_model(model: str | Path, trust_remote_code: bool = False, processor: An
     """An `FmriLMForCausalLM` (eval mode) and its `FmriProcessor` (`processor`, when already
     loaded with `load_processor`, is reused) from a folder or a Hub id; a local folder's weights are
     checked first (`check_weights`)."""
-    from transformers import AutoModelForCausalLM
-
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     processor = processor if processor is not None else load_processor(model, trust_remote_code)
     if Path(model).is_dir():

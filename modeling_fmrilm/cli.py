@@ -79,7 +79,7 @@ def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor)
     values = features["fmri_values"]
     counts = np.bincount(features["scan_index"], minlength=len(scans))
     lines = [f"{'dataset':<8} {'subject':<10} {'rois':>5} {'frames':>7} {'TR (s)':>7} {'windows':>8}"]
-    for scan, count in zip(scans, counts):
+    for scan, count in zip(scans, counts, strict=True):
         lines.append(
             f"{scan.dataset:<8} {scan.subject:<10} {scan.n_rois:>5} {scan.n_timepoints:>7} {scan.tr:>7.2f} {count:>8}"
         )

@@ -420,7 +420,7 @@ class FmriLMConfig(PreTrainedConfig):
             setattr(self, field, float(value))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "FmriLMConfig":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> FmriLMConfig:
         """As `PreTrainedConfig.from_pretrained`, except that a config of another `model_type` and the
         checks of this class are `FmriInputError`s naming the config file."""
         location = str(pretrained_model_name_or_path)

@@ -21,13 +21,13 @@ from .locking import folder_lock
 
 def run_demo(output_dir: Path) -> None:
     """Run every stage on the embedded scans, writing into `output_dir` (held with its lock, `modeling_fmrilm.locking`)."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
     from .cli import summarize_cohort
     from .training.stage1 import demo_stage1
     from .training.stage2 import demo_stage2
     from .training.stage3 import demo_stage3
-
-    import datasets
-    from transformers.utils import logging as transformers_logging
 
     # The libraries' own bars (weights loaded and written, dataset maps) would bury the stages' output.
     transformers_logging.disable_progress_bar()

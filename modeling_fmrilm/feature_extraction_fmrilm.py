@@ -402,7 +402,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
             raise FmriInputError("fmri: expected at least one scan, found an empty list")
         trs = per_scan_trs(tr, len(items))
         scans = []
-        for i, (item, scan_tr) in enumerate(zip(items, trs)):
+        for i, (item, scan_tr) in enumerate(zip(items, trs, strict=True)):
             data = getattr(item, "data", item)
             name = getattr(item, "name", None) or f"fmri[{i}]"
             scan_tr = scan_tr if scan_tr is not None else getattr(item, "tr", None)
@@ -473,7 +473,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
         for (_, scan_tr), members in groups.items():
             stacked = np.stack([scans[i][1] for i in members])
             cut = self.windows(self.preprocess(stacked, scan_tr))
-            pieces.update(zip(members, cut))
+            pieces.update(zip(members, cut, strict=True))
         order = range(len(scans))
         values = np.concatenate([pieces[i] for i in order]).astype(np.float32, copy=False)
         counts = [pieces[i].shape[0] for i in order]

@@ -36,7 +36,7 @@ def plot_reconstruction(window: np.ndarray, reconstruction: np.ndarray, r2: floa
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.2]})
     limit = float(np.percentile(np.abs(window), 99))
-    for axis, values, name in zip(axes[:2], (window, reconstruction), ("held-out window", "reconstruction from its codes")):
+    for axis, values, name in zip(axes[:2], (window, reconstruction), ("held-out window", "reconstruction from its codes"), strict=True):
         image = axis.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         axis.set(title=name, xlabel="frame (TR 2 s)", ylabel="ROI")
     figure.colorbar(image, ax=axes[:2], shrink=0.8, label="robust z")
@@ -58,7 +58,7 @@ def plot_windows(fmri_values: np.ndarray, windows_read: int, target_tr: float, t
     figure, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown) + 1.2, 3.8), squeeze=False)
     limit = float(np.percentile(np.abs(shown), 99)) or 1.0
     extent = (0.0, shown.shape[2] * target_tr, shown.shape[1] - 0.5, -0.5)
-    for index, (axis, window) in enumerate(zip(axes[0], shown)):
+    for index, (axis, window) in enumerate(zip(axes[0], shown, strict=True)):
         image = axis.imshow(window, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent)
         axis.set(title=f"window {index + 1}" + (" (read by the model)" if index < windows_read else ""), xlabel="time in window (s)")
     axes[0][0].set_ylabel("ROI")
@@ -111,11 +111,11 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
     """One panel per stage: the named log keys (training and `eval_` entries) against the epoch."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4), squeeze=False)
-    for axis, (stage, history) in zip(axes[0], histories.items()):
+    for axis, (stage, history) in zip(axes[0], histories.items(), strict=True):
         for index, key in enumerate(keys[stage]):
             points = [(entry["epoch"], entry[key]) for entry in history if key in entry and "epoch" in entry]
             if points:
-                x, y = zip(*points)
+                x, y = zip(*points, strict=True)
                 axis.plot(x, y, marker=".", color=f"C{index}", linestyle="--" if key.startswith("eval_") else "-", label=key)
         axis.set(title=stage, xlabel="epoch")
         axis.legend(fontsize=8)

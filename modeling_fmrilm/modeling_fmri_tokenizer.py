@@ -185,7 +185,7 @@ def _all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
     padded[: rows.shape[0]] = rows
     gathered = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(gathered, padded)
-    return torch.cat([part[: int(size)] for part, size in zip(gathered, sizes)])
+    return torch.cat([part[: int(size)] for part, size in zip(gathered, sizes, strict=True)])
 
 
 class _Float32Buffers(nn.Module):

@@ -199,7 +199,7 @@ class FmriProcessor(ProcessorMixin):
         expected = {FMRI_PAD_TOKEN: (self.fmri_pad_token_id, self.placeholders_per_scan)}
         if self.connectivity_placeholders_per_scan:
             expected[FMRI_FC_TOKEN] = (self.fmri_fc_token_id, self.connectivity_placeholders_per_scan)
-        for i, (ids, n_markers) in enumerate(zip(data["input_ids"], markers)):
+        for i, (ids, n_markers) in enumerate(zip(data["input_ids"], markers, strict=True)):
             for token, (token_id, per_scan) in expected.items():
                 found = sum(1 for value in ids if value == token_id)
                 if found != n_markers * per_scan:
@@ -225,7 +225,7 @@ class FmriProcessor(ProcessorMixin):
                 raise FmriInputError(
                     f"fmri: expected one list of scans per prompt ({len(markers)} prompts), found {len(fmri)} lists"
                 )
-            for i, (scans, count) in enumerate(zip(fmri, markers)):
+            for i, (scans, count) in enumerate(zip(fmri, markers, strict=True)):
                 if len(scans) != count:
                     raise FmriInputError(
                         f"fmri[{i}]: found {count} {FMRI_START_TOKEN} marker(s) in text[{i}] and {len(scans)} scan(s); "
@@ -237,7 +237,7 @@ class FmriProcessor(ProcessorMixin):
     def _scan_windows(self, scans: list[Any], tr: float | Sequence[float | None] | None) -> np.ndarray:
         """First `windows_per_scan` windows of each scan, `(n_scans * windows_per_scan, n_rois, window_length)`."""
         trs = per_scan_trs(tr, len(scans))
-        scans = [self._read_scan(scan, scan_tr) if isinstance(scan, (str, os.PathLike)) else scan for scan, scan_tr in zip(scans, trs)]
+        scans = [self._read_scan(scan, scan_tr) if isinstance(scan, (str, os.PathLike)) else scan for scan, scan_tr in zip(scans, trs, strict=True)]
         features = self.feature_extractor(scans, tr=trs)
         wanted = self.windows_per_scan
         keep = features["window_index"] < wanted

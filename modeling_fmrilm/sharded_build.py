@@ -14,8 +14,8 @@ import hashlib
 import json
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class ScanInfo:
     split: str = ""
 
     @classmethod
-    def of(cls, index: int, scan: FmriScan) -> "ScanInfo":
+    def of(cls, index: int, scan: FmriScan) -> ScanInfo:
         """The info of `scan`, at position `index` of its source."""
         return cls(index, scan.name, scan.subject, scan.session, scan.dataset, float(scan.tr), scan.n_timepoints)
 
@@ -109,7 +109,7 @@ class BuildPlan:
         self.save(work)
 
     @classmethod
-    def load(cls, work: Path, expected_config: dict | None = None, prepare_hint: str = "prepare the build first") -> "BuildPlan":
+    def load(cls, work: Path, expected_config: dict | None = None, prepare_hint: str = "prepare the build first") -> BuildPlan:
         """The plan in `work`; with `expected_config`, refuses one prepared with another configuration.
 
         Raises:

@@ -82,7 +82,7 @@ class SubjectSplit:
         """The split of `key`; a key the assignment does not list gets the same hash function."""
         return self.assignment.get(key) or assign_split(key, self.fractions, self.seed)
 
-    def extended(self, keys: Iterable[str]) -> "SubjectSplit":
+    def extended(self, keys: Iterable[str]) -> SubjectSplit:
         """This split with `keys` added (each by the hash function unless already listed)."""
         assignment = dict(self.assignment)
         for key in keys:

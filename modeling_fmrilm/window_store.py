@@ -56,10 +56,18 @@ from tqdm.auto import tqdm
 from .atomic import replace_folder, write_atomically
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .locking import folder_lock
 from .io import FmriScan
+from .locking import folder_lock
 from .sharded_build import PLAN_NAME, BuildPlan, ScanInfo, ScanSource, run_shards, survey_scans
-from .splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, SubjectSplit, read_manifest, resolve_split, write_manifest
+from .splits import (
+    DEFAULT_FRACTIONS,
+    MANIFEST_NAME,
+    SPLITS,
+    SubjectSplit,
+    read_manifest,
+    resolve_split,
+    write_manifest,
+)
 
 CONFIG_NAME = "windows"
 RECORD_NAME = "window_store.json"
@@ -170,7 +178,7 @@ def shard_tables(infos: Sequence[ScanInfo], arrays: Sequence[np.ndarray], config
     depend on which shard, share or store it was put in.
     """
     extractor = _extractor(config)
-    per_scan = [extractor(array, tr=info.tr) for array, info in zip(arrays, infos)]
+    per_scan = [extractor(array, tr=info.tr) for array, info in zip(arrays, infos, strict=True)]
     values = np.concatenate([features["fmri_values"] for features in per_scan])
     window_index = np.concatenate([features["window_index"] for features in per_scan])
     scan_of = np.repeat(np.arange(len(infos)), [len(features["window_index"]) for features in per_scan])
@@ -438,7 +446,7 @@ class WindowStore:
     record: dict
 
     @classmethod
-    def open(cls, location: str | Path) -> "WindowStore":
+    def open(cls, location: str | Path) -> WindowStore:
         """Open a store folder or Hub dataset id (its record, feature extractor and split; no windows read).
 
         Raises:

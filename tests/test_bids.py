@@ -8,7 +8,14 @@ import pytest
 from nilearn.interfaces.bids import parse_bids_filename
 
 from modeling_fmrilm import FmriInputError
-from modeling_fmrilm.io import applicable_sidecars, bids_metadata, parse_entities, read_array_file, read_nifti, sidecar_tr
+from modeling_fmrilm.io import (
+    applicable_sidecars,
+    bids_metadata,
+    parse_entities,
+    read_array_file,
+    read_nifti,
+    sidecar_tr,
+)
 
 
 def write_json(path, content):

@@ -13,8 +13,9 @@ from modeling_fmrilm.feature_extraction_fmrilm import resample, robust_zscore, s
 from tokenizer_helpers import stage1_folder
 
 pytest.importorskip("brainmarks.models.base")  # a bare `brainmarks` can be this repository's namespace portion
-from brainmarks.models import fmrilm as plugin  # noqa: E402
 from brainmarks.models.registry import list_models  # noqa: E402
+
+from brainmarks.models import fmrilm as plugin  # noqa: E402
 
 
 def brainmarks_sample(series: np.ndarray, tr: float) -> dict:

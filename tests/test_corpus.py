@@ -57,7 +57,7 @@ def test_band_boundaries(z, expected):
 
 
 def describe(seed=0, scan_id="scan-1"):
-    z = {name: round(float(v), 2) for name, v in zip(reference.DESCRIBED, np.linspace(-3, 3, len(reference.DESCRIBED)))}
+    z = {name: round(float(v), 2) for name, v in zip(reference.DESCRIBED, np.linspace(-3, 3, len(reference.DESCRIBED)), strict=True)}
     pairs = ["A-A", "A-B", "B-B", "A-C", "B-C", "C-C"]
     return text.describe(z, pairs, [2.5, -1.5, 0.2, 1.2, -2.2, float("nan")], "toy", scan_id, reference.DOMAINS, seed), z
 
@@ -246,7 +246,7 @@ def test_text_and_scan_ids_do_not_depend_on_where_files_live(tmp_path):
         out = tmp_path / place / "corpus"
         build_corpus(scans, out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         rows = load_dataset(str(out))["train"]
-        texts.append(list(zip(rows["scan"], rows["text"])))
+        texts.append(list(zip(rows["scan"], rows["text"], strict=True)))
     assert texts[0] == texts[1]
     assert texts[0][0][0].endswith("_bold.npy") and str(tmp_path) not in texts[0][0][0]
 
@@ -335,7 +335,7 @@ def test_split_manifest_keeps_the_assignment_of_a_grown_cohort(tmp_path):
         key = splits.subject_key(scan.dataset, scan.subject)
         assert result.assignment[key] == splits.assign_split(key, FRACTIONS, seed=4)
     tests = load_dataset(str(tmp_path / "grown"), split="test")
-    assert moved in {splits.subject_key(d, s) for d, s in zip(tests["dataset"], tests["subject"])}
+    assert moved in {splits.subject_key(d, s) for d, s in zip(tests["dataset"], tests["subject"], strict=True)}
 
 
 def test_demo_corpus_splits_the_embedded_subjects_6_3_3(tmp_path):

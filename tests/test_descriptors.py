@@ -61,7 +61,7 @@ def test_cholesky_precision_and_batched_ledoit_wolf_match_numpy_and_sklearn():
 
     x = synthetic(n_scans=2, n_rois=20, n_t=60)
     shrunk = connectivity.covariance(x)
-    for scan, matrix in zip(x, shrunk):
+    for scan, matrix in zip(x, shrunk, strict=True):
         np.testing.assert_allclose(matrix, LedoitWolf().fit(scan.T).covariance_, atol=1e-12)
     np.testing.assert_allclose(connectivity.precision(shrunk), np.linalg.inv(shrunk), rtol=1e-9, atol=1e-12)
     singular = np.stack([shrunk[0], np.ones((20, 20))])
@@ -378,7 +378,7 @@ def test_frame_selection_streams_the_seeded_subset_of_all_frames():
     short = reference.FrameSelection(1000, 100, seed=3)
     short.add(rows[:10])
     with pytest.raises(FmriInputError, match="expected 1000 frames"):
-        short.frames
+        _ = short.frames
 
 
 def test_cohort_norms_streamed_in_batches_equal_numpy_on_the_whole_cohort():

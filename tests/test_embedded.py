@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from modeling_fmrilm import FmriFeatureExtractor, FmriInputError
-from modeling_fmrilm.io import aal2_table, load_embedded
-from modeling_fmrilm.io import embedded
+from modeling_fmrilm.io import aal2_table, embedded, load_embedded
 
 
 @pytest.fixture(scope="module")

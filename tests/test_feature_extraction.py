@@ -54,7 +54,7 @@ def test_antialias_matches_resample_poly_and_removes_the_alias():
     tr, target_tr = 0.72, 2.0  # resample_poly's up/down: 2.0 / 0.72 = 50 / 18
     t = np.arange(1200) * tr
     amps = np.array([1.0, 2.0, 0.5])
-    in_band = sum(a * np.sin(2 * np.pi * f * t + a) for a, f in zip(amps, IN_BAND))
+    in_band = sum(a * np.sin(2 * np.pi * f * t + a) for a, f in zip(amps, IN_BAND, strict=True))
     signal = (100 + in_band + np.sin(2 * np.pi * ABOVE_NYQUIST * t)).astype(np.float32)
     out = resample(signal, tr, target_tr)
     assert out.shape == (resampled_length(1200, tr, target_tr),) == (432,)  # no frame lost at the edges

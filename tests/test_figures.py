@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from modeling_fmrilm.figures import plot_codebook_usage, plot_fc_with_description, plot_reconstruction, plot_training_curves
+from modeling_fmrilm.figures import (
+    plot_codebook_usage,
+    plot_fc_with_description,
+    plot_reconstruction,
+    plot_training_curves,
+)
 
 
 def test_every_figure_is_a_png(tmp_path):

@@ -26,10 +26,10 @@ from transformers import (
 )
 
 import tiny_lm
-from remote_code import run_without_package
 from modeling_fmrilm import FmriInputError, FmriLMConfig, FmriLMForCausalLM, FmriProcessor
 from modeling_fmrilm.configuration_fmrilm import fmri_code_tokens
 from modeling_fmrilm.modeling_fmrilm import code_embeddings, connectivity_rows
+from remote_code import run_without_package
 
 KINDS = pytest.mark.parametrize("kind", tiny_lm.LM_KINDS)
 LORA_TARGETS = {"gpt2": ["c_attn", "c_fc"], "qwen3": ["q_proj", "v_proj", "up_proj"]}
@@ -380,7 +380,7 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    for kind, line in zip(tiny_lm.LM_KINDS, lines[-3:-1]):
+    for kind, line in zip(tiny_lm.LM_KINDS, lines[-3:-1], strict=True):
         name, model_module, processor_module = line.split()
         assert name == kind and not model_module.startswith("modeling_fmrilm") and not processor_module.startswith("modeling_fmrilm")
     assert lines[-1].startswith("path: FmriInputError reading scan files needs the fmrilm package")
@@ -475,7 +475,7 @@ def test_peft_lora_with_trainable_fmri_rows_saves_reloads_and_merges(kind, tmp_p
     assert not any("fmri_tokenizer" in name for name in trainable)
     torch.manual_seed(3)
     with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
+        for parameter in peft_model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
     inputs = prompt_inputs(processor)

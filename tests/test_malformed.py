@@ -139,8 +139,8 @@ def bold_image(n_time=12) -> nib.Nifti1Image:
     return image
 
 
-def atlas_image(shape=SHAPE, affine=np.eye(4)) -> nib.Nifti1Image:
-    return nib.Nifti1Image((np.arange(np.prod(shape)).reshape(shape) % 3 + 1).astype(np.int16), affine)
+def atlas_image(shape=SHAPE, affine=None) -> nib.Nifti1Image:
+    return nib.Nifti1Image((np.arange(np.prod(shape)).reshape(shape) % 3 + 1).astype(np.int16), np.eye(4) if affine is None else affine)
 
 
 def nifti_truncated_gzip(path):

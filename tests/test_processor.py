@@ -103,7 +103,7 @@ def test_scans_as_records_stacked_arrays_and_files(processor, tmp_path):
     stacked = processor(text="<fmri> <fmri>", fmri=np.stack(scans), tr=[2.0, 1.0])["fmri_values"]
     np.testing.assert_array_equal(stacked, reference)
     paths = [tmp_path / "a.npy", tmp_path / "b.npy"]
-    for path, data in zip(paths, scans):
+    for path, data in zip(paths, scans, strict=True):
         np.save(path, data)
     from_files = processor(text="<fmri> <fmri>", fmri=[str(paths[0]), paths[1]], tr=[2.0, 1.0])["fmri_values"]
     np.testing.assert_array_equal(from_files, reference)

@@ -20,7 +20,7 @@ from datasets import load_dataset
 from safetensors.torch import load_file
 
 import tiny_lm
-from modeling_fmrilm import FmriInputError, FmriLMForCausalLM, FmriTokenizerModel, cli
+from modeling_fmrilm import FmriInputError, FmriLMForCausalLM, FmriTokenizerModel
 from modeling_fmrilm.descriptors import corpus
 from modeling_fmrilm.descriptors.corpus import build_corpus
 from modeling_fmrilm.locking import LOCK_NAME, folder_lock
@@ -193,9 +193,9 @@ def test_a_truncated_shard_is_named_moved_aside_and_rebuilt_to_the_uninterrupted
     shard = out / ".build" / "raw" / "shard-00001.npz"
     whole = shard.read_bytes()
     shard.write_bytes(whole[: len(whole) // 2])  # what a crash before the data reached the disk leaves
-    with pytest.warns(UserWarning, match=re.escape(f"{shard}: truncated or corrupt shard (BadZipFile") + ".*moved to shard-00001.npz.corrupt, computed again"):
-        with pytest.raises(FmriInputError, match=r"1 missing \(\[1\]\)"):
-            corpus.merge(out, "build", progress=False)
+    corrupt = re.escape(f"{shard}: truncated or corrupt shard (BadZipFile") + ".*moved to shard-00001.npz.corrupt, computed again"
+    with pytest.warns(UserWarning, match=corrupt), pytest.raises(FmriInputError, match=r"1 missing \(\[1\]\)"):
+        corpus.merge(out, "build", progress=False)
     assert (shard.parent / "shard-00001.npz.corrupt").read_bytes() == whole[: len(whole) // 2]
     shard.with_name("shard-00001.npz.corrupt").rename(shard)  # corrupt again, for the whole build's rerun
     with pytest.warns(UserWarning, match="shard-00001.npz: truncated or corrupt shard"):

@@ -76,7 +76,7 @@ def test_every_family_has_at_least_20_distinct_paraphrases_that_format_for_every
         for template in QUESTIONS[task.question] + DESCRIBE_REQUESTS:
             text = template.format(**task.format_fields(fields))
             assert "{" not in text and text.strip()
-        assert set(answer_texts(task, "open", fields)) and all(word.strip() in s for word, s in zip(task.label_words, answer_texts(task, "open", fields)))
+        assert set(answer_texts(task, "open", fields)) and all(word.strip() in s for word, s in zip(task.label_words, answer_texts(task, "open", fields), strict=True))
         assert task.question in STATEMENTS
 
 
@@ -185,7 +185,7 @@ def test_single_and_multi_token_label_words_are_scored_as_whole_continuations(bu
     assert lengths[0] == 1 and lengths[1] > 1 and lengths[2] == 1
     scans = toy_scans(3)
     texts = ["<fmri>\n### Question: A?\n### Answer:", "<fmri>\nCohort: toy.\n### Question: A longer one?\n### Answer:", "<fmri>\n### Question: B?\n### Answer:"]
-    contexts = [scorer.prompt_ids(text, [scan]) for text, scan in zip(texts, scans)]
+    contexts = [scorer.prompt_ids(text, [scan]) for text, scan in zip(texts, scans, strict=True)]
     assert len({len(c) for c in contexts}) > 1  # different lengths: the left padding is exercised
     scores = scorer.loglikelihoods(contexts, answer_texts(task))
     answer_ids = scorer.answer_ids(answer_texts(task))
@@ -253,7 +253,7 @@ def test_calibrated_scores_are_loglik_less_offsets_from_label_balanced_training_
     raw = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "loglik")
     calibrated = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "calibrated")
     prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), 2, 3)
-    assert all(set(shots) <= set(train) and data.subject_keys[i] not in {data.subject_keys[j] for j in shots} for (_, shots), i in zip(prompts, np.concatenate([test, reference])))
+    assert all(set(shots) <= set(train) and data.subject_keys[i] not in {data.subject_keys[j] for j in shots} for (_, shots), i in zip(prompts, np.concatenate([test, reference]), strict=True))
     hand = scorer.loglikelihoods([scorer.prompt_ids(p.text(processor), p.scans) for p, _ in prompts[len(test) :]], answer_texts(data.task))
     offsets = label_offsets(hand - np.log(np.exp(hand).sum(1, keepdims=True)), labels[reference])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw) - offsets), rtol=1e-6, atol=1e-9)
@@ -267,7 +267,7 @@ def test_constrained_generation_follows_the_label_prefix_tree(built):
     eos = processor.tokenizer.eos_token_id
     contexts = [scorer.prompt_ids("<fmri>\n### Question: Which?\n### Answer:", [scan]) for scan in toy_scans(4)]
     choices = scorer.constrained_choices(contexts, answers)
-    for context, choice in zip(contexts, choices):
+    for context, choice in zip(contexts, choices, strict=True):
         prefix: list[int] = []
         while True:  # greedy by hand over the allowed tokens
             allowed = {a[len(prefix)] for a in answer_ids if len(a) > len(prefix) and a[: len(prefix)] == prefix}
@@ -289,7 +289,7 @@ def test_constrained_generation_follows_the_label_prefix_tree(built):
 def test_pooled_hidden_states_average_the_prompt_tokens(built):
     model, processor = built
     scorer = LabelScorer(model, processor)
-    contexts = [scorer.prompt_ids(t, [s]) for t, s in zip(["<fmri> a", "<fmri>\n### Question: longer?"], toy_scans(2))]
+    contexts = [scorer.prompt_ids(t, [s]) for t, s in zip(["<fmri> a", "<fmri>\n### Question: longer?"], toy_scans(2), strict=True)]
     pooled = scorer.pooled_hidden_states(contexts)
     with torch.no_grad():
         alone = [
@@ -336,7 +336,7 @@ def test_shots_are_label_balanced_training_examples_never_from_the_evaluated_sub
     for k in (2, 4, 10):
         prompts = build_prompts(data, labels, train, test, k, seed=1)
         assert len(prompts) == len(test)
-        for (prompt, shots), i in zip(prompts, test):
+        for (prompt, shots), i in zip(prompts, test, strict=True):
             assert len(shots) == k and set(shots) <= set(train)
             assert data.subject_keys[i] not in {data.subject_keys[j] for j in shots}
             counts = np.bincount(labels[shots], minlength=2)
@@ -472,7 +472,7 @@ def test_evaluate_uses_the_models_split_test_subjects(built):
 
     model, processor = built
     data = toy_task("sex", np.tile([0, 1], 6))
-    assignment = {key: split for key, split in zip(data.subject_keys, ["train"] * 7 + ["validation"] * 2 + ["test"] * 3)}
+    assignment = {key: split for key, split in zip(data.subject_keys, ["train"] * 7 + ["validation"] * 2 + ["test"] * 3, strict=True)}
     report = evaluate([data], model, processor, EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=3), SubjectSplit(assignment), progress=False)
     assert report.row("sex", "fmrilm loglik", 0, "single").n_test == [3, 3]
     assert report.row("sex", "majority").n_train == [7, 7]
@@ -554,9 +554,8 @@ def test_a_blanked_stream_no_longer_reaches_the_answer_and_the_table_has_its_row
                 model(input_ids=ids, fmri_connectivity=rows).logits, model(input_ids=other_codes, fmri_connectivity=rows).logits, rtol=0, atol=0
             )
     assert model.stream_blanks == {} and scorer.blanked_stream is None
-    with pytest.raises(FmriInputError, match="expected one of the model's streams"):
-        with model.blank_stream("dynamics", torch.zeros(1, 32)):
-            pass
+    with pytest.raises(FmriInputError, match="expected one of the model's streams"), model.blank_stream("dynamics", torch.zeros(1, 32)):
+        pass
 
     rng = np.random.default_rng(0)
     data = toy_task("sex", rng.integers(0, 2, 12), toy_scans(12))

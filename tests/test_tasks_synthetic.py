@@ -47,7 +47,7 @@ def standardized(cohort) -> np.ndarray:
 def pair_coupling(cohort, a: str, b: str) -> np.ndarray:
     x = standardized(cohort)
     fc = x @ x.transpose(0, 2, 1) / x.shape[-1]
-    return fc[:, SYSTEMS == a][:, :, SYSTEMS == b].mean(axis=(1, 2))
+    return fc[:, a == SYSTEMS][:, :, b == SYSTEMS].mean(axis=(1, 2))
 
 
 def test_structure_comes_from_the_embedded_scans(structure):
@@ -100,7 +100,7 @@ def test_effect_sizes_are_the_pair_couplings_d_and_r(structure):
     d, r = cohort.effect_sizes()
     assert np.allclose((d, r), reference(cohort)) and d > 1.0 and r > 0.5
     halves = [scan.data[:, :48] for scan in cohort.scans]  # a view of the scans: their first 48 frames
-    cut = SyntheticCohort([FmriScan(x, 2.0, s.subject) for x, s in zip(halves, cohort.scans)], cohort.group, cohort.score, cohort.latent, cohort.ar_coefficients, cohort.settings)
+    cut = SyntheticCohort([FmriScan(x, 2.0, s.subject) for x, s in zip(halves, cohort.scans, strict=True)], cohort.group, cohort.score, cohort.latent, cohort.ar_coefficients, cohort.settings)
     assert np.allclose(cohort.effect_sizes(halves), reference(cut))
     null = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.0, score_effect=0.0, seed=4), structure=structure)
     assert abs(null.effect_sizes()[0]) < 0.6 and abs(null.effect_sizes()[1]) < 0.35  # 2.3 and 2.7 standard errors at n = 60
@@ -118,7 +118,7 @@ def test_each_subject_has_its_own_autocorrelation(structure):
     noise = np.random.default_rng(0).standard_normal((2, 3, 20000))
     phi = np.array([0.3, 0.7])
     circular = ar1_filter(noise, phi)
-    recursive = np.stack([lfilter([np.sqrt(1 - p**2)], [1, -p], n, axis=-1) for p, n in zip(phi, noise)])
+    recursive = np.stack([lfilter([np.sqrt(1 - p**2)], [1, -p], n, axis=-1) for p, n in zip(phi, noise, strict=True)])
     for series in (circular, recursive):
         np.testing.assert_allclose(series.var(axis=-1), 1, atol=0.05)
         np.testing.assert_allclose((series[..., 2:] * series[..., :-2]).mean(-1).mean(-1), phi**2, atol=0.03)
@@ -231,7 +231,7 @@ def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_pat
         assert data.targets.tolist() == expected.tolist()
         assert data.subject_keys[:12] == [f"{s.dataset}/{s.subject}" for s in load_embedded()]
         assert data.subject_keys[12:] == tasks[2].subject_keys == [f"synthetic/sub-{i:04d}" for i in range(1, 7)]
-        assert all(a is b for a, b in zip(data.scans[12:], tasks[2].scans))  # one cohort, built once
+        assert all(a is b for a, b in zip(data.scans[12:], tasks[2].scans, strict=True))  # one cohort, built once
     assert not list(tmp_path.iterdir())  # no demo corpus built
 
 

@@ -40,7 +40,7 @@ def test_attention_implementation_is_switchable_and_eager_matches_sdpa():
         eager = model(x, output_hidden_states=True)
     assert torch.equal(eager.codes, sdpa.codes)
     torch.testing.assert_close(eager.reconstruction, sdpa.reconstruction, rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(eager.hidden_states + eager.decoder_hidden_states, sdpa.hidden_states + sdpa.decoder_hidden_states):
+    for mine, theirs in zip(eager.hidden_states + eager.decoder_hidden_states, sdpa.hidden_states + sdpa.decoder_hidden_states, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -94,7 +94,7 @@ def test_pretraining_model_returns_the_same_states():
     base = model.fmri_tokenizer(x, output_hidden_states=True, output_attentions=True)
     for name in ("hidden_states", "attentions", "decoder_hidden_states", "decoder_attentions"):
         assert len(out[name]) == len(base[name]) > 0, name
-        for mine, theirs in zip(out[name], base[name]):
+        for mine, theirs in zip(out[name], base[name], strict=True):
             torch.testing.assert_close(mine, theirs)
 
 
@@ -216,7 +216,7 @@ def test_export_and_fullgraph_compile_in_eval_give_the_eager_outputs():
         decoded = torch.compile(model.decode, fullgraph=True, backend="eager")(codes)
     for out in (exported, compiled):
         out = out if isinstance(out, tuple) else out.to_tuple()
-        for mine, theirs in zip(out, eager.to_tuple()):
+        for mine, theirs in zip(out, eager.to_tuple(), strict=True):
             torch.testing.assert_close(mine, theirs)
     assert torch.equal(codes, eager.codes)
     torch.testing.assert_close(decoded, eager.reconstruction)

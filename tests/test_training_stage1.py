@@ -18,11 +18,10 @@ from transformers import AutoFeatureExtractor, AutoModel
 
 from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError, FmriTokenizerModel
+from modeling_fmrilm.feature_extraction_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
-from modeling_fmrilm.feature_extraction_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.training.common import last_complete_checkpoint, parse_arguments, resolve_resume
-from modeling_fmrilm.window_store import WindowStore
 from modeling_fmrilm.training.stage1 import (
     Stage1Arguments,
     Stage1TrainingArguments,
@@ -30,6 +29,7 @@ from modeling_fmrilm.training.stage1 import (
     train_stage1,
 )
 from modeling_fmrilm.training.text import load_texts
+from modeling_fmrilm.window_store import WindowStore
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "stage1_tokenizer.py"

@@ -96,7 +96,7 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
         expected = 0.0
-        for example, weight in zip(examples, (1.0, 0.1, 0.5)):
+        for example, weight in zip(examples, (1.0, 0.1, 0.5), strict=True):
             ids = torch.tensor([example["input_ids"]])
             rows = {"fmri_connectivity": torch.as_tensor(table[example["fmri_windows"]])} if example["fmri_windows"] else {}
             logits = model(input_ids=ids, **rows).logits[0, :-1]
@@ -151,7 +151,7 @@ def write_inputs(folder: Path, n_subjects: int = 6) -> dict[str, Path]:
     texts = [tiny_lm.SENTENCES[i % len(tiny_lm.SENTENCES)] for i in range(n_subjects)]
     Dataset.from_dict({"dataset": ["unknown"] * n_subjects, "subject": subjects, "text": texts}).to_parquet(corpus / "data" / "train-00000.parquet")
     roles = ["train"] * (n_subjects - 2) + ["validation", "test"]
-    write_manifest(corpus, SubjectSplit({f"unknown/{s}": role for s, role in zip(subjects, roles)}))
+    write_manifest(corpus, SubjectSplit({f"unknown/{s}": role for s, role in zip(subjects, roles, strict=True)}))
     data = folder / "scans"
     data.mkdir()
     for i, subject in enumerate(subjects):

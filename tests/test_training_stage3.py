@@ -17,14 +17,19 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 
 import tiny_lm
 from equivalence import SGD_STEP, assert_same_step
-from modeling_fmrilm import FmriFeatureExtractor, FmriInputError, FmriLMForCausalLM, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm import (
+    FmriFeatureExtractor,
+    FmriInputError,
+    FmriLMForCausalLM,
+    FmriTokenizerConfig,
+    FmriTokenizerModel,
+)
 from modeling_fmrilm.io import load_embedded
 from modeling_fmrilm.splits import split_subjects
 from modeling_fmrilm.tasks.data import cohort_task_data
 from modeling_fmrilm.tasks.evaluate import model_split
 from modeling_fmrilm.training.common import parse_arguments
 from modeling_fmrilm.training.objectives import IGNORE_INDEX
-from modeling_fmrilm.window_store import WindowStore, build_window_store
 from modeling_fmrilm.training.stage3 import (
     CodeTable,
     Stage3Arguments,
@@ -34,6 +39,7 @@ from modeling_fmrilm.training.stage3 import (
     task_sources,
     train_stage3,
 )
+from modeling_fmrilm.window_store import WindowStore, build_window_store
 
 ROOT = Path(__file__).parents[1]
 

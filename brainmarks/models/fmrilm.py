@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from brainmarks.models.base import Embeddings
 from brainmarks.models.registry import register_model
+from torch import Tensor, nn
+
 from modeling_fmrilm.embeddings import load_encoder, roi_embeddings
 from modeling_fmrilm.errors import FmriInputError
 from modeling_fmrilm.feature_extraction_fmrilm import PAD_STRATEGIES, FmriFeatureExtractor, resampled_length

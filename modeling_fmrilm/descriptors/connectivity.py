@@ -129,7 +129,7 @@ class TangentSpace:
 
     def fit(
         self, covariances: np.ndarray | Sequence[np.ndarray], max_iter: int = 30, tol: float = 1e-7, chunk: int = 16
-    ) -> "TangentSpace":
+    ) -> TangentSpace:
         """Geometric mean of SPD matrices by Riemannian gradient descent.
 
         `covariances`: one `(n_scans, n, n)` array or a list of such batches (not concatenated,
@@ -150,7 +150,7 @@ class TangentSpace:
             sqrt = (vectors * np.sqrt(values)) @ vectors.T
             logs_mean = sum(map_eigenvalues(np.log, inv_sqrt @ piece @ inv_sqrt).sum(axis=0) for piece in pieces) / n_scans
             norm = np.linalg.norm(logs_mean)
-            mean = sqrt @ map_eigenvalues(lambda v: np.exp(v * step), logs_mean) @ sqrt
+            mean = sqrt @ map_eigenvalues(lambda v, step=step: np.exp(v * step), logs_mean) @ sqrt
             if norm < best_norm:
                 best_norm = norm
             elif norm > best_norm:
@@ -200,7 +200,7 @@ def network_membership(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
 def network_pair_names(networks: Sequence[str]) -> list[str]:
     """`"A-B"` for every pair of networks with A <= B in order (within-network pairs included)."""
     rows, cols = np.triu_indices(len(networks))
-    return [f"{networks[i]}-{networks[j]}" for i, j in zip(rows, cols)]
+    return [f"{networks[i]}-{networks[j]}" for i, j in zip(rows, cols, strict=True)]
 
 
 def network_pair_fc(fc: np.ndarray, labels: Sequence[str]) -> np.ndarray:

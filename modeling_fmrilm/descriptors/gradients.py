@@ -30,7 +30,6 @@ from scipy import linalg
 from ..errors import FmriInputError
 from .connectivity import network_membership
 
-
 KERNELS = ("normalized_angle", None)
 
 

@@ -38,7 +38,7 @@ class GroupICA:
         self.seed = seed
         self.mixing = None if mixing is None else np.asarray(mixing, dtype=np.float64)
 
-    def fit(self, frames: np.ndarray, max_iter: int = 1000) -> "GroupICA":
+    def fit(self, frames: np.ndarray, max_iter: int = 1000) -> GroupICA:
         """Fit on concatenated z-scored frames `(total frames, n_rois)`."""
         if frames.shape[0] <= frames.shape[1]:
             raise FmriInputError(

@@ -17,6 +17,7 @@ TR.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 from collections.abc import Iterable, Sequence
@@ -96,7 +97,7 @@ class DescriptorSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DescriptorSettings":
+    def from_dict(cls, values: dict) -> DescriptorSettings:
         values = dict(values)
         values["alff_band"] = tuple(values["alff_band"])
         return cls(**values)
@@ -151,7 +152,7 @@ class CohortReference:
         write_text_atomically(folder / f"{stem}.json", json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, folder: str | Path, stem: str = "cohort_reference") -> "CohortReference":
+    def load(cls, folder: str | Path, stem: str = "cohort_reference") -> CohortReference:
         """Read a reference written by `save`; refuses another version."""
         folder = Path(folder)
         path = folder / f"{stem}.json"
@@ -206,10 +207,8 @@ def release_freed_memory() -> None:
     covariances left ~400 MB resident under the group ICA's SVD (peak 1.76 GB; 1.38 GB trimmed).
     A no-op where the C library is not glibc.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class FrameSelection:

@@ -22,9 +22,9 @@ and takes the second row's value, as `nilearn.interfaces.fmriprep.load_confounds
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import reduce
 from operator import mul
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def _label_names(present: np.ndarray, labels: LabelsLike, atlas_name: str) -> li
         key = "index" if "index" in table.columns else "label"
         if key not in table.columns or "name" not in table.columns:
             raise FmriInputError(f"{labels}: expected columns 'index' (or 'label') and 'name', found {list(table.columns)}")
-        labels = dict(zip(table[key].astype(int), table["name"].astype(str)))
+        labels = dict(zip(table[key].astype(int), table["name"].astype(str), strict=True))
     if not isinstance(labels, Mapping):
         names = list(labels)
         if len(names) != present.size:

@@ -21,7 +21,14 @@ One concept per module:
 - `evaluate`: the engine, its report (markdown + JSON) and `evaluate_main` (`fmrilm evaluate`).
 """
 
-from .data import TaskData, cohort_task_data, descriptor_task_data, most_varied, synthetic_task_data, task_data_from_table
+from .data import (
+    TaskData,
+    cohort_task_data,
+    descriptor_task_data,
+    most_varied,
+    synthetic_task_data,
+    task_data_from_table,
+)
 from .evaluate import EvaluationReport, EvaluationSettings, build_prompts, evaluate, evaluate_main
 from .labels import (
     ColumnSpec,

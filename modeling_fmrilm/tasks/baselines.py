@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from ..descriptors.connectivity import correlation
 from ..io import FmriScan
@@ -72,7 +72,7 @@ class BaselineInputs:
         self.fc = pearson_fc_features(scans)
         self.series = [np.asarray(scan.data, dtype=np.float64).T for scan in scans]
 
-    def split(self, train: np.ndarray, test: np.ndarray) -> "SplitFeatures":
+    def split(self, train: np.ndarray, test: np.ndarray) -> SplitFeatures:
         return SplitFeatures(self, train, test)
 
 

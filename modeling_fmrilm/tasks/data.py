@@ -123,7 +123,7 @@ def cohort_task_data(scans: Sequence[FmriScan]) -> TaskData:
     """
     task = get_task("cohort")
     targets = [task.encode(scan.dataset) for scan in scans]
-    unknown = [scan.name for scan, target in zip(scans, targets) if target is None]
+    unknown = [scan.name for scan, target in zip(scans, targets, strict=True) if target is None]
     if unknown:
         raise FmriInputError(f"cohort task: expected scans of {sorted(task.values or {})}, found other data sets for {unknown}")
     return TaskData(task, list(scans), np.asarray(targets, dtype=np.int64), [subject_key(s.dataset, s.subject) for s in scans])
@@ -147,7 +147,7 @@ def network_pairs(corpus: str | Path) -> list[tuple[str, str]]:
         raise FmriInputError(f"{path}: expected the corpus's cohort reference (it names the networks), found no such file")
     networks = json.loads(path.read_text())["networks"]
     rows, cols = np.triu_indices(len(networks))
-    return [(networks[i], networks[j]) for i, j in zip(rows, cols)]
+    return [(networks[i], networks[j]) for i, j in zip(rows, cols, strict=True)]
 
 
 def pair_band(z: np.ndarray) -> np.ndarray:

@@ -449,8 +449,8 @@ def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, Bas
     views = scorer.model_views(scans)
     tr = float(scorer.processor.feature_extractor.target_tr)
     return {
-        name: BaselineInputs([FmriScan(signal, tr, scan.subject, scan.session, scan.dataset) for scan, signal in zip(scans, signals)])
-        for name, signals in zip(VIEW_PROBES, views)
+        name: BaselineInputs([FmriScan(signal, tr, scan.subject, scan.session, scan.dataset) for scan, signal in zip(scans, signals, strict=True)])
+        for name, signals in zip(VIEW_PROBES, views, strict=True)
     }
 
 
@@ -458,7 +458,7 @@ def _model_runs(
     rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings, blanked: str | None = None
 ) -> None:
     bins = [ScoreBins.fit(d.targets[train]) if d.task.kind == "regression" else None for d in group]
-    labels = [item_labels(d, b) for d, b in zip(group, bins)]
+    labels = [item_labels(d, b) for d, b in zip(group, bins, strict=True)]
     for scoring in settings.scoring:
         method = f"fmrilm {scoring}" + (f", {blanked} blanked" if blanked else "")
         for k in settings.shots:
@@ -480,11 +480,11 @@ def _model_runs(
                         for r in chunk_rows:
                             r.skipped = str(error)
                         continue
-                    for u, (data, probabilities) in enumerate(zip(chunk, results)):
+                    for u, (data, probabilities) in enumerate(zip(chunk, results, strict=True)):
                         metrics = score_predictions(data.task, data.targets[test], probabilities, None, bins[offset + u])
                         chunk_rows[u].add(metrics, len(train), len(test))
     if settings.probe and blanked is None:
-        for data, b, lab in zip(group, bins, labels):
+        for data, b, lab in zip(group, bins, labels, strict=True):
             if data.task.kind != "regression":
                 continue
             row = rows.get(data, "fmrilm ridge probe", 0, "single")
@@ -502,7 +502,7 @@ def evaluate(
     tasks: Sequence[TaskData],
     model: Any = None,
     processor: Any = None,
-    settings: EvaluationSettings = EvaluationSettings(),
+    settings: EvaluationSettings | None = None,
     split: SubjectSplit | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
@@ -512,10 +512,11 @@ def evaluate(
         tasks: the tasks' items (`data.py` builders).
         model, processor: an `FmriLMForCausalLM` (or a peft model around one) and its processor;
             `None`: baselines only.
-        settings: seeds, shots, paradigms, scoring, re-splits.
+        settings: seeds, shots, paradigms, scoring, re-splits (`None`: `EvaluationSettings()`).
         split: the subject split the model was trained on (its manifest): its test subjects are
             scored, for every seed; `None`: a stratified split per seed.
     """
+    settings = EvaluationSettings() if settings is None else settings
     if (model is None) != (processor is None):
         raise FmriInputError("model/processor: give both (model rows) or neither (baselines only)")
     if settings.embedding_probe and model is None:
@@ -575,7 +576,7 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
     for report in reports:
         for row in report.rows:
             merged = rows.setdefault(row.key, Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm))
-            for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test):
+            for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test, strict=True):
                 merged.add(metrics, n_train, n_test, row.notes)
             merged.skipped = merged.skipped or row.skipped
     tasks = list(dict.fromkeys(key[0] for key in rows))

@@ -137,7 +137,7 @@ class LabelTable:
         """
         if column not in self.columns:
             raise FmriInputError(f"{self.source}: expected a {column!r} column, found {sorted(self.columns)}")
-        return dict(zip(self.subjects, self.columns[column]))
+        return dict(zip(self.subjects, self.columns[column], strict=True))
 
 
 def _read_frame(path: Path, sep: str | None = None) -> Any:
@@ -197,12 +197,12 @@ def read_subject_csv(
     scan_files: dict[str, Path] = {}
     no_scan: list[str] = []
     if scan_column:
-        for subject, cell in zip(subjects, frame[scan_column].tolist()):
+        for subject, cell in zip(subjects, frame[scan_column].tolist(), strict=True):
             if cell.strip().lower() in MISSING_STRINGS:
                 no_scan.append(subject)
             else:
                 scan_files[subject] = path.parent / cell.strip()
-    families = dict(zip(subjects, (f.strip() for f in frame[family_column].tolist()))) if family_column else None
+    families = dict(zip(subjects, (f.strip() for f in frame[family_column].tolist()), strict=True)) if family_column else None
     return _table(frame, path, dataset or path.stem, subjects, specs, scan_files=scan_files, no_scan=no_scan, families=families)
 
 
@@ -262,7 +262,7 @@ def read_abide_pcp(
     subjects = [_number_text(s.strip()) for s in frame["SUB_ID"].tolist()]
     folder = root / pipeline / _pcp_strategy(band_pass_filtering, global_signal_regression)
     scan_files, no_scan = {}, []
-    for subject, file_id in zip(subjects, frame["FILE_ID"].tolist()):
+    for subject, file_id in zip(subjects, frame["FILE_ID"].tolist(), strict=True):
         candidate = folder / f"{file_id.strip()}_{derivative}.1D"
         if file_id.strip() in ("", "no_filename") or not candidate.is_file():
             no_scan.append(subject)

@@ -92,7 +92,7 @@ class Task:
             return number if np.isfinite(number) else None
         return (self.values or {}).get(str(value).strip().lower())
 
-    def with_fields(self, name: str, **fields: str) -> "Task":
+    def with_fields(self, name: str, **fields: str) -> Task:
         """A copy under another name with more fields (e.g. one descriptor question per network pair)."""
         return Task(name, self.kind, self.question, self.column, self.label_words, self.values, {**self.fields, **fields})
 
@@ -109,7 +109,7 @@ class ScoreBins:
     centers: tuple[float, ...]
 
     @classmethod
-    def fit(cls, train_targets: Sequence[float], n_bins: int = len(BIN_WORDS)) -> "ScoreBins":
+    def fit(cls, train_targets: Sequence[float], n_bins: int = len(BIN_WORDS)) -> ScoreBins:
         """Quantile edges of `train_targets` (`n_bins - 1` inner edges) and each bin's training mean.
 
         Raises:

@@ -104,7 +104,7 @@ class LabelScorer:
             )
             codes = (base.fmri_to_token_ids(inputs["fmri_values"]) - first).reshape(len(chunk), -1).cpu().tolist()
             windows = inputs["fmri_values"].reshape(len(chunk), -1, *inputs["fmri_values"].shape[1:]).float().cpu().numpy()
-            for scan, scan_codes, scan_windows in zip(chunk, codes, windows):
+            for scan, scan_codes, scan_windows in zip(chunk, codes, windows, strict=True):
                 self._codes[id(scan)] = (scan, scan_codes)
                 self._windows[id(scan)] = scan_windows
                 if base.config.reads_connectivity:
@@ -184,7 +184,7 @@ class LabelScorer:
             FmriInputError: an answer that tokenizes to nothing.
         """
         ids = [self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
-        empty = [answer for answer, tokens in zip(answers, ids) if not tokens]
+        empty = [answer for answer, tokens in zip(answers, ids, strict=True) if not tokens]
         if empty:
             raise FmriInputError(f"answers: {empty} tokenize to no token")
         return ids

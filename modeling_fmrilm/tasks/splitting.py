@@ -70,7 +70,7 @@ def stratified_split(
     order = np.lexsort((rng.random(len(sizes)), -(quotas - counts)))
     counts[order[: max(remainder, 0)]] += 1
     test_groups: list[int] = []
-    for stratum, count in zip(strata_present, counts):
+    for stratum, count in zip(strata_present, counts, strict=True):
         members = rng.permutation(np.flatnonzero(group_stratum == stratum))
         test_groups.extend(members[:count].tolist())
     in_test = np.isin(member_group, test_groups)

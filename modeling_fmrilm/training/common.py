@@ -18,8 +18,8 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer import FSDP_MODEL_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy, SchedulerType
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
@@ -97,7 +97,7 @@ class StoreWindows(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         values = self.windows[list(map(int, indices))]["fmri_values"]
-        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices)]
+        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)]
 
 
 STORE_DIR = "window_store"
@@ -412,7 +412,7 @@ class BatchSums:
         if accelerator.num_processes > 1:
             flat = accelerator.reduce(flat, reduction="sum")
         self.reset()
-        return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values()))))
+        return dict(zip(self.sizes, flat.cpu().split(list(self.sizes.values())), strict=True))
 
 
 @dataclass

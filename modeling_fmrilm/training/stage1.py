@@ -35,8 +35,8 @@ from ..splits import SubjectSplit
 from .common import (
     CohortArguments,
     StageTrainingArguments,
-    SumLoggingTrainer,
     StoreWindows,
+    SumLoggingTrainer,
     WindowCollator,
     claims_output_dir,
     digests_across_processes,
@@ -110,7 +110,7 @@ class Stage1Result:
     model: FmriTokenizerForPreTraining
     feature_extractor: FmriFeatureExtractor
     split: SubjectSplit
-    trainer: "Stage1Trainer"
+    trainer: Stage1Trainer
     final_dir: Path
 
     @property

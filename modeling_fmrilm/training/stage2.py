@@ -38,8 +38,8 @@ from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan
 from ..splits import SubjectSplit, subject_of
-from ..window_store import WindowStore
 from ..tasks.registry import label_vocabulary
+from ..window_store import WindowStore
 from .common import (
     CodeDropoutArguments,
     CohortArguments,
@@ -240,9 +240,9 @@ class ExampleBuilder:
         row in `codes_table`."""
         rows = codes_table.select_columns(["subject_key", "text_key", "window_start", "codes"]).to_dict()
         wanted = None if subjects is None else set(subjects)
-        by_start = {(key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"]))}
+        by_start = {(key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"], strict=True))}
         examples = []
-        for i, (subject, key, start, codes) in enumerate(zip(rows["subject_key"], rows["text_key"], rows["window_start"], rows["codes"])):
+        for i, (subject, key, start, codes) in enumerate(zip(rows["subject_key"], rows["text_key"], rows["window_start"], rows["codes"], strict=True)):
             if wanted is not None and subject not in wanted:
                 continue
             name = f"{key} window at frame {start}"

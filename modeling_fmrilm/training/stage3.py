@@ -337,7 +337,7 @@ def train_stage3(
         train_dataset=datasets.Dataset.from_list(train),
         eval_dataset=datasets.Dataset.from_list(validation) if validation else None,
         data_collator=ObjectiveCollator(pad, codes.connectivity),
-        objectives=dict(zip(names, weights)),
+        objectives=dict(zip(names, weights, strict=True)),
         callbacks=[*code_dropout_callbacks(args, model.config), *callbacks],
         console_logs=console_logs,
     )
@@ -345,7 +345,7 @@ def train_stage3(
     record = {
         "stage": 3,
         "arguments": asdict(args),
-        "tasks": dict(zip(names, weights)),
+        "tasks": dict(zip(names, weights, strict=True)),
         "mixed_precision": trainer.accelerator.mixed_precision,
         "num_processes": trainer.accelerator.num_processes,
         "split": split.to_json(),
