@@ -59,7 +59,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # (b) the paper's shape: 17 cortical networks (400 ROIs) + 50 subcortical ROIs, 300 frames at TR 2 s
 PAPER_SIZES = [24] * 9 + [23] * 8 + [50]
-PAPER_LABELS = [f"Network{k + 1:02d}" for k, size in enumerate(PAPER_SIZES[:-1]) for _ in range(size)] + ["Subcortex"] * 50
+PAPER_LABELS = [f"Network{k + 1:02d}" for k, size in enumerate(PAPER_SIZES[:-1]) for _ in range(size)] + [
+    "Subcortex"
+] * 50
 PAPER_T, PAPER_TR = 300, 2.0
 MAX_RSS_MB, MIN_SCANS_PER_S = 1536, 5.0
 
@@ -195,22 +197,36 @@ def bench_100_rois(args: argparse.Namespace) -> list[str]:
     start = time.perf_counter()
     refs = [reference_one(scan(i), tangent, grad_ref) for i in range(args.reference_scans)]
     reference_rate = args.reference_scans / (time.perf_counter() - start)
-    print(f"reference loop: timed on the first {args.reference_scans} scans, extrapolated: {reference_rate:.1f} scans/s")
+    print(
+        f"reference loop: timed on the first {args.reference_scans} scans, extrapolated: {reference_rate:.1f} scans/s"
+    )
 
     shared = [k for k in refs[0] if k not in ("gradients", "modularity")]
-    diffs = {k: max(float(np.max(np.abs(np.asarray(first[k][i]) - refs[i][k]))) for i in range(args.reference_scans)) for k in shared}
+    diffs = {
+        k: max(float(np.max(np.abs(np.asarray(first[k][i]) - refs[i][k]))) for i in range(args.reference_scans))
+        for k in shared
+    }
     for name, value in diffs.items():
         print(f"  max |batched - reference| {name:<18} {value:.2e}")
-    mean_gap, max_gap = relative_modularity_gap(first["modularity"][: args.reference_scans], [r["modularity"] for r in refs])
-    print(f"  modularity (scikit-network vs networkx Louvain): mean |relative difference| {mean_gap:.2%}, max {max_gap:.2%}")
+    mean_gap, max_gap = relative_modularity_gap(
+        first["modularity"][: args.reference_scans], [r["modularity"] for r in refs]
+    )
+    print(
+        f"  modularity (scikit-network vs networkx Louvain): mean |relative difference| {mean_gap:.2%}, max {max_gap:.2%}"
+    )
     corr = min(
         abs(np.corrcoef(first["gradients"][i][:, g], refs[i]["gradients"][:, g])[0, 1])
-        for i in range(args.reference_scans) for g in range(3)
+        for i in range(args.reference_scans)
+        for g in range(3)
     )
-    print(f"  gradients vs BrainSpace: min |correlation| {corr:.4f} (not in max_abs_diff: BrainSpace runs ARPACK "
-          "on the non-symmetric diffusion operator, an approximate eigensolver; ours is exact)")
+    print(
+        f"  gradients vs BrainSpace: min |correlation| {corr:.4f} (not in max_abs_diff: BrainSpace runs ARPACK "
+        "on the non-symmetric diffusion operator, an approximate eigensolver; ours is exact)"
+    )
     small, large = (peak_rss_mb(n) for n in args.memory_scans)
-    print(f"peak RSS streaming {args.memory_scans[0]} scans: {small:.0f} MB; {args.memory_scans[1]} scans: {large:.0f} MB")
+    print(
+        f"peak RSS streaming {args.memory_scans[0]} scans: {small:.0f} MB; {args.memory_scans[1]} scans: {large:.0f} MB"
+    )
     ratio, worst, memory = batched_rate / reference_rate, max(diffs.values()), large / small
     return [
         f"TARGET speed: ratio {ratio:.1f}x (target >= 5x) {'PASS' if ratio >= 5 else 'FAIL'}",
@@ -246,7 +262,9 @@ class PaperCohort(Sequence):
     def __getitem__(self, index: int) -> FmriScan:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        return FmriScan(paper_scan(index), PAPER_TR, f"sub-{index:05d}", dataset="synthetic450", atlas="Schaefer400-17+TianS3")
+        return FmriScan(
+            paper_scan(index), PAPER_TR, f"sub-{index:05d}", dataset="synthetic450", atlas="Schaefer400-17+TianS3"
+        )
 
 
 class Stopwatch:
@@ -301,7 +319,11 @@ def corpus_run(output_dir: str, n_scans: int, num_proc: int, prepared: str | Non
     for clock in (watch.wall, watch.cpu):
         if "prepare" in clock:
             clock["fit"] = clock.pop("prepare") - clock["survey"]
-    return {"wall": watch.wall, "cpu": watch.cpu, "children_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "wall": watch.wall,
+        "cpu": watch.cpu,
+        "children_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def run_corpus(output_dir: Path, n_scans: int, num_proc: int, prepared: Path | None = None) -> tuple[dict, float]:
@@ -386,19 +408,23 @@ def bench_paper_shape(args: argparse.Namespace, workdir: Path) -> list[str]:
 
     from modeling_fmrilm.descriptors.reference import CohortReference
 
-    print(f"(b) the paper's shape: 450 ROIs ({len(PAPER_SIZES) - 1} networks + subcortex) x {PAPER_T} frames, "
-          f"TR {PAPER_TR} s, shards of 64 scans. Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: "
-          "on a shared machine a process gets less than its core, so rates are given per CPU-second too "
-          "(= scans/s of a process that has its core to itself)")
+    print(
+        f"(b) the paper's shape: 450 ROIs ({len(PAPER_SIZES) - 1} networks + subcortex) x {PAPER_T} frames, "
+        f"TR {PAPER_TR} s, shards of 64 scans. Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: "
+        "on a shared machine a process gets less than its core, so rates are given per CPU-second too "
+        "(= scans/s of a process that has its core to itself)"
+    )
     runs, peaks = {}, {}
     for n_scans in args.paper_scans:
         runs[n_scans], peaks[n_scans] = run_corpus(workdir / f"one-{n_scans}", n_scans, 1)
         wall, cpu = runs[n_scans]["wall"], runs[n_scans]["cpu"]
         steps = ("survey", "shards", "merge")
-        print(f"  {n_scans} scans, 1 process: reference fit {wall['fit']:.1f} s wall / {cpu['fit']:.1f} s CPU (reported "
-              f"apart); survey + shards + merge {sum(wall[k] for k in steps):.1f} s wall = "
-              f"{n_scans / sum(wall[k] for k in steps):.2f} scans/s, {sum(cpu[k] for k in steps):.1f} s CPU = "
-              f"{n_scans / sum(cpu[k] for k in steps):.2f} scans per CPU-second; peak RSS {peaks[n_scans]:.0f} MB (fit included)")
+        print(
+            f"  {n_scans} scans, 1 process: reference fit {wall['fit']:.1f} s wall / {cpu['fit']:.1f} s CPU (reported "
+            f"apart); survey + shards + merge {sum(wall[k] for k in steps):.1f} s wall = "
+            f"{n_scans / sum(wall[k] for k in steps):.2f} scans/s, {sum(cpu[k] for k in steps):.1f} s CPU = "
+            f"{n_scans / sum(cpu[k] for k in steps):.2f} scans per CPU-second; peak RSS {peaks[n_scans]:.0f} MB (fit included)"
+        )
     largest = max(args.paper_scans)
     one = runs[largest]
     two, two_peak = run_corpus(workdir / "two", largest, 2, prepared=workdir / f"one-{largest}-prepared")
@@ -406,14 +432,18 @@ def bench_paper_shape(args: argparse.Namespace, workdir: Path) -> list[str]:
     work_one, work_two = (sum(run["cpu"][k] for k in ("shards", "merge")) for run in (one, two))
     wall_ratio = sum(one["wall"][k] for k in ("shards", "merge")) / sum(two["wall"][k] for k in ("shards", "merge"))
     efficiency = work_one / work_two
-    print(f"  {largest} scans, 2 processes (same prepared reference): shards + merge {wall_ratio:.2f}x the 1-process "
-          f"wall-clock rate at load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU seconds {work_one:.1f} "
-          f"(1 process) vs {work_two:.1f} (2 processes, all of them): efficiency {efficiency:.2f}, i.e. "
-          f"{2 * efficiency:.2f}x with two free cores; peak RSS parent {two_peak:.0f} MB, largest worker "
-          f"{two['children_peak_mb']:.0f} MB; folder identical to the 1-process one, file for file: {same}")
+    print(
+        f"  {largest} scans, 2 processes (same prepared reference): shards + merge {wall_ratio:.2f}x the 1-process "
+        f"wall-clock rate at load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU seconds {work_one:.1f} "
+        f"(1 process) vs {work_two:.1f} (2 processes, all of them): efficiency {efficiency:.2f}, i.e. "
+        f"{2 * efficiency:.2f}x with two free cores; peak RSS parent {two_peak:.0f} MB, largest worker "
+        f"{two['children_peak_mb']:.0f} MB; folder identical to the 1-process one, file for file: {same}"
+    )
 
     reference = CohortReference.load(workdir / f"one-{largest}")
-    records = {row["subject"]: row for row in pq.read_table(workdir / f"one-{largest}" / "data" / "descriptors").to_pylist()}
+    records = {
+        row["subject"]: row for row in pq.read_table(workdir / f"one-{largest}" / "data" / "descriptors").to_pylist()
+    }
     start = time.perf_counter()
     refs = [paper_reference_one(paper_scan(i), reference.tangent_mean) for i in range(args.paper_reference_scans)]
     reference_rate = args.paper_reference_scans / (time.perf_counter() - start)
@@ -428,15 +458,19 @@ def bench_paper_shape(args: argparse.Namespace, workdir: Path) -> list[str]:
         ours = [records[f"sub-{i:05d}"][name] for i in range(len(louvain))]
         gaps[name] = relative_modularity_gap(ours, [ref[name] for ref in louvain])
         seed_gap = relative_modularity_gap([ref[f"{name}_seed1"] for ref in louvain], [ref[name] for ref in louvain])
-        print(f"  {name} on {len(louvain)} scans, scikit-network vs networkx Louvain: mean |relative difference| "
-              f"{gaps[name][0]:.2%}, max {gaps[name][1]:.2%} (networkx seed 1 vs seed 0: mean {seed_gap[0]:.2%}, "
-              f"max {seed_gap[1]:.2%})")
+        print(
+            f"  {name} on {len(louvain)} scans, scikit-network vs networkx Louvain: mean |relative difference| "
+            f"{gaps[name][0]:.2%}, max {gaps[name][1]:.2%} (networkx seed 1 vs seed 0: mean {seed_gap[0]:.2%}, "
+            f"max {seed_gap[1]:.2%})"
+        )
     steps = ("survey", "shards", "merge")
     per_cpu_second = largest / sum(one["cpu"][k] for k in steps)
     wall_rate = largest / sum(one["wall"][k] for k in steps)
-    print(f"  library loop (nilearn, scipy, networkx; these {len(refs[0])} features only): {reference_rate:.3f} scans/s on "
-          f"the first {len(refs)} scans; the corpus builder end to end is {wall_rate / reference_rate:.0f}x that (wall clock, "
-          "both under the same load)")
+    print(
+        f"  library loop (nilearn, scipy, networkx; these {len(refs[0])} features only): {reference_rate:.3f} scans/s on "
+        f"the first {len(refs)} scans; the corpus builder end to end is {wall_rate / reference_rate:.0f}x that (wall clock, "
+        "both under the same load)"
+    )
     worst, peak = max(diffs.values()), max([*peaks.values(), two_peak, two["children_peak_mb"]])
     modularity_gap = max(mean for mean, _ in gaps.values())
     return [

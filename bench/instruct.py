@@ -130,7 +130,9 @@ def _reference_line(name: str, key: tuple, values: list[float], chance: float) -
 
 def _seed_values(report: EvaluationReport, task: str, key: tuple) -> list[float]:
     rows = [r for r in report.rows if r.key == (task, *key)]
-    return [run["balanced_accuracy"] for run in rows[0].runs if run.get("balanced_accuracy") is not None] if rows else []
+    return (
+        [run["balanced_accuracy"] for run in rows[0].runs if run.get("balanced_accuracy") is not None] if rows else []
+    )
 
 
 def _descriptor_values(seed_reports: Sequence[EvaluationReport], key: tuple) -> tuple[list[float], float | None]:
@@ -154,7 +156,12 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
     given, as each seed's corpus picks its own most varied pairs: per seed, the mean balanced
     accuracy over its pairs; otherwise one target per pair (the same pairs for every seed)."""
     lines = []
-    targets = [r for r in report.rows if r.method == "majority" and (r.task == "synthetic_group" or (not seed_reports and r.task.startswith("network_pair:")))]
+    targets = [
+        r
+        for r in report.rows
+        if r.method == "majority"
+        and (r.task == "synthetic_group" or (not seed_reports and r.task.startswith("network_pair:")))
+    ]
     for baseline in targets:
         name, chance = f"beats_chance_{baseline.task}", 1.0 / baseline.n_classes
         rows = [r for r in report.rows if r.key == (baseline.task, *TARGET_ROW)]
@@ -163,7 +170,11 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
             lines.append(f"TARGET {name}: not run ({reason}) (target > chance {chance:.3f} + 2 std) FAIL")
             continue
         lines.append(_target_line(name, _seed_values(report, baseline.task, TARGET_ROW), chance, "seeds"))
-        lines += [_reference_line(name, key, values, chance) for key in REFERENCE_ROWS if (values := _seed_values(report, baseline.task, key))]
+        lines += [
+            _reference_line(name, key, values, chance)
+            for key in REFERENCE_ROWS
+            if (values := _seed_values(report, baseline.task, key))
+        ]
     if seed_reports:
         name = "beats_chance_descriptor_questions"
         per_seed, chance = _descriptor_values(seed_reports, TARGET_ROW)
@@ -176,11 +187,16 @@ def target_lines(report: EvaluationReport, seed_reports: Sequence[EvaluationRepo
         else:
             lines.append(f"TARGET {name}: not run (no descriptor question scored) FAIL")
     lines += stream_target_lines(report)
-    lines += [f"NOTE {task}, the codes-only model before the connectivity stream (200 synthetic subjects, 6 seeds): {figure}" for task, figure in CODES_ONLY_BEFORE.items()]
+    lines += [
+        f"NOTE {task}, the codes-only model before the connectivity stream (200 synthetic subjects, 6 seeds): {figure}"
+        for task, figure in CODES_ONLY_BEFORE.items()
+    ]
     for row in report.rows:
         delta = report.delta_vs_fc(row) if row.is_model and row.runs else None
         if delta is not None and delta < 0:
-            lines.append(f"NOTE {row.task}, {row.method} k={row.shots} {row.paradigm}: a connectivity baseline is ahead by {-delta:.3f}")
+            lines.append(
+                f"NOTE {row.task}, {row.method} k={row.shots} {row.paradigm}: a connectivity baseline is ahead by {-delta:.3f}"
+            )
     return lines
 
 
@@ -224,12 +240,19 @@ def stream_target_lines(report: EvaluationReport) -> list[str]:
     if model and all(baselines.values()):
         (m, ms), best = _mean_std(model), max(float(np.mean(v)) for v in baselines.values())
         verdict = "PASS" if m - best > 2 * ms and len(model) >= 3 else "FAIL"
-        figures = ", ".join(f"{METHOD_LABELS.get(k, k)} {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for k, v in baselines.items())
+        figures = ", ".join(
+            f"{METHOD_LABELS.get(k, k)} {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
+            for k, v in baselines.items()
+        )
         lines.append(
             f"TARGET {name}: balanced accuracy {m:.3f} ± {ms:.3f} ({len(model)} seeds) vs {figures} "
             f"(target margin over the better {m - best:+.3f} > 2 std {2 * ms:.3f}) {verdict}"
         )
-        lines += [_reference_line(name, key, v, 0.5) for key in (CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW) if (v := values("synthetic_dynamics", key))]
+        lines += [
+            _reference_line(name, key, v, 0.5)
+            for key in (CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW)
+            if (v := values("synthetic_dynamics", key))
+        ]
     else:
         lines.append(f"TARGET {name}: not run (no model or baseline row on synthetic_dynamics) FAIL")
 
@@ -243,7 +266,9 @@ def stream_target_lines(report: EvaluationReport) -> list[str]:
             f"chance 0.500 (target |{m - 0.5:+.3f}| <= {CHANCE_TOLERANCE:.3f}) {verdict}"
         )
     else:
-        lines.append(f"TARGET {name}: not run (no connectivity-blanked row: a model reading both streams is needed) FAIL")
+        lines.append(
+            f"TARGET {name}: not run (no connectivity-blanked row: a model reading both streams is needed) FAIL"
+        )
     return lines
 
 
@@ -266,30 +291,58 @@ def seed_report(seed: int, options: argparse.Namespace) -> tuple[EvaluationRepor
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     settings = PipelineSettings(
-        seed=seed, stage3_epochs=options.stage3_epochs, synthetic_subjects=options.synthetic_subjects, stage3_use_lora=not options.stage3_full_finetune
+        seed=seed,
+        stage3_epochs=options.stage3_epochs,
+        synthetic_subjects=options.synthetic_subjects,
+        stage3_use_lora=not options.stage3_full_finetune,
     )
     start = time.perf_counter()
     folders = run_pipeline(settings, workdir=Path(options.workdir))
-    print(f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
-    tasks = offline_tasks(SimpleNamespace(**stage3_task_options(settings, folders["corpus"]), pairs=None, max_pairs=options.max_pairs, output_dir=options.workdir))
+    print(
+        f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})",
+        flush=True,
+    )
+    tasks = offline_tasks(
+        SimpleNamespace(
+            **stage3_task_options(settings, folders["corpus"]),
+            pairs=None,
+            max_pairs=options.max_pairs,
+            output_dir=options.workdir,
+        )
+    )
     model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
     processor = AutoProcessor.from_pretrained(folders["stage3"])
     resplits = -(-options.n_resplits // len(options.seeds))  # the baselines' re-splits, shared out over the seeds
-    evaluation = EvaluationSettings(seeds=(seed,), shots=tuple(options.shots), scoring=SCORING, n_resplits=resplits, blank_streams=True, embedding_probe=True)
+    evaluation = EvaluationSettings(
+        seeds=(seed,),
+        shots=tuple(options.shots),
+        scoring=SCORING,
+        n_resplits=resplits,
+        blank_streams=True,
+        embedding_probe=True,
+    )
     start = time.perf_counter()
     report = evaluate(tasks, model, processor, evaluation, model_split(folders["stage3"]), progress=False)
     print(f"seed {seed}: evaluated in {time.perf_counter() - start:.0f} s", flush=True)
     scores = ", ".join(
-        f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}" for row in report.rows if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
+        f"{row.task} {row.summary()['balanced_accuracy']['mean']:.3f}"
+        for row in report.rows
+        if row.runs and row.key[1:] == TARGET_ROW and row.kind != "regression"
     )
     print(f"seed {seed}: zero-shot balanced accuracy on its test subjects: {scores}", flush=True)
     cohort = make_synthetic_cohort(settings.synthetic())
     sizes = effect_sizes(model, processor, cohort)
-    print(f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read: " + "; ".join(f"{view}: group d {d:+.3f}, score r {r:+.3f}" for view, (d, r) in sizes.items()), flush=True)
+    print(
+        f"seed {seed}: the synthetic effects over all {len(cohort.scans)} subjects, by what is read: "
+        + "; ".join(f"{view}: group d {d:+.3f}, score r {r:+.3f}" for view, (d, r) in sizes.items()),
+        flush=True,
+    )
     return report, sizes
 
 
-def trained_report(options: argparse.Namespace) -> tuple[EvaluationReport, list[EvaluationReport], list[dict[str, tuple[float, float]]]]:
+def trained_report(
+    options: argparse.Namespace,
+) -> tuple[EvaluationReport, list[EvaluationReport], list[dict[str, tuple[float, float]]]]:
     """`seed_report` for every seed, in `options.processes` processes: the merged report, the seeds'
     own reports, and each seed's `effect_sizes`."""
     if options.processes > 1:
@@ -309,23 +362,51 @@ def effect_lines(sizes: Sequence[dict[str, tuple[float, float]]]) -> list[str]:
     lines = []
     for view in sizes[0]:
         d, r = (np.array([seed[view][i] for seed in sizes]) for i in (0, 1))
-        lines.append(f"FIGURE synthetic_effect, {view}: group d {d.mean():+.3f} ± {d.std(ddof=1):.3f}, score r {r.mean():+.3f} ± {r.std(ddof=1):.3f}")
+        lines.append(
+            f"FIGURE synthetic_effect, {view}: group d {d.mean():+.3f} ± {d.std(ddof=1):.3f}, score r {r.mean():+.3f} ± {r.std(ddof=1):.3f}"
+        )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     parser = argparse.ArgumentParser(prog="bench/instruct.py", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one trained pipeline per seed")
-    parser.add_argument("--shots", nargs="+", type=int, default=[0], help="in-context examples per prompt (the targets are zero-shot; 2 triples the prompts)")
-    parser.add_argument("--n_resplits", type=int, default=100, help="baseline re-splits in all (shared out over the seeds)")
+    parser.add_argument(
+        "--shots",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="in-context examples per prompt (the targets are zero-shot; 2 triples the prompts)",
+    )
+    parser.add_argument(
+        "--n_resplits", type=int, default=100, help="baseline re-splits in all (shared out over the seeds)"
+    )
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
-    parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects, help="synthetic subjects per seed, besides the 12 embedded")
-    parser.add_argument("--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA (bench/pipeline.py's stage3_use_lora)")
-    parser.add_argument("--processes", type=int, default=1, help="seeds trained and evaluated at once, one process each (one thread each is fastest on a 2-core machine)")
-    parser.add_argument("--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)")
+    parser.add_argument(
+        "--synthetic_subjects",
+        type=int,
+        default=PipelineSettings.synthetic_subjects,
+        help="synthetic subjects per seed, besides the 12 embedded",
+    )
+    parser.add_argument(
+        "--stage3_full_finetune",
+        action="store_true",
+        help="Stage 3 by full fine-tuning instead of LoRA (bench/pipeline.py's stage3_use_lora)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="seeds trained and evaluated at once, one process each (one thread each is fastest on a 2-core machine)",
+    )
+    parser.add_argument(
+        "--workdir", default=str(WORKDIR), help="each seed's corpus and stages (reused when their settings match)"
+    )
     parser.add_argument("--output_dir", default="outputs/bench_instruct")
-    parser.add_argument("--model", default=None, help="score this trained model with `fmrilm evaluate`'s flags instead of training")
+    parser.add_argument(
+        "--model", default=None, help="score this trained model with `fmrilm evaluate`'s flags instead of training"
+    )
     options, rest = parser.parse_known_args(argv)
     if len(options.seeds) < 3:
         parser.error(f"--seeds: the bench reports mean ± std over at least 3 seeds, found {options.seeds}")
@@ -333,8 +414,30 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
     seed_reports: list[EvaluationReport] = []
     sizes: list[dict[str, tuple[float, float]]] = []
     if options.model is not None:
-        shared = ["--model", options.model, "--output_dir", options.output_dir, "--n_resplits", str(options.n_resplits), "--max_pairs", str(options.max_pairs), "--blank_streams", "--embedding_probe"]
-        harness = build_parser().parse_args([*shared, "--seeds", *map(str, options.seeds), "--shots", *map(str, options.shots), "--scoring", *SCORING, *rest])
+        shared = [
+            "--model",
+            options.model,
+            "--output_dir",
+            options.output_dir,
+            "--n_resplits",
+            str(options.n_resplits),
+            "--max_pairs",
+            str(options.max_pairs),
+            "--blank_streams",
+            "--embedding_probe",
+        ]
+        harness = build_parser().parse_args(
+            [
+                *shared,
+                "--seeds",
+                *map(str, options.seeds),
+                "--shots",
+                *map(str, options.shots),
+                "--scoring",
+                *SCORING,
+                *rest,
+            ]
+        )
         report = run_evaluation(harness)
     else:
         if rest:

@@ -39,13 +39,29 @@ def text_configs(hidden: int, layers: int) -> dict[str, object]:
     """The two LM shapes of the paper (GPT-2, Qwen3) at a CPU-sized width."""
     return {
         "gpt2": GPT2Config(
-            vocab_size=TEXT_VOCAB, n_positions=1024, n_embd=hidden, n_layer=layers, n_head=hidden // 64,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+            vocab_size=TEXT_VOCAB,
+            n_positions=1024,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=hidden // 64,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
         ),
         "qwen3": Qwen3Config(
-            vocab_size=TEXT_VOCAB, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-            num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 128), head_dim=64,
-            max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
+            vocab_size=TEXT_VOCAB,
+            hidden_size=hidden,
+            intermediate_size=3 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=hidden // 64,
+            num_key_value_heads=max(1, hidden // 128),
+            head_dim=64,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            bos_token_id=0,
+            eos_token_id=0,
         ),
     }
 
@@ -53,8 +69,15 @@ def text_configs(hidden: int, layers: int) -> dict[str, object]:
 def build(text_config: object, seed: int) -> FmriLMForCausalLM:
     torch.manual_seed(seed)
     tokenizer_config = FmriTokenizerConfig(
-        num_rois=NUM_ROIS, window_length=WINDOW_LENGTH, patch_length=WINDOW_LENGTH, hidden_size=128,
-        num_hidden_layers=2, num_decoder_layers=1, num_attention_heads=4, num_codes=8192, code_dim=128,
+        num_rois=NUM_ROIS,
+        window_length=WINDOW_LENGTH,
+        patch_length=WINDOW_LENGTH,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_decoder_layers=1,
+        num_attention_heads=4,
+        num_codes=8192,
+        code_dim=128,
     )
     # No ids given: the 8192 code tokens and the three specials go after the text vocabulary.
     return FmriLMForCausalLM(FmriLMConfig(fmri_tokenizer_config=tokenizer_config, text_config=text_config))
@@ -66,7 +89,9 @@ def batch(model: FmriLMForCausalLM, batch_size: int, text_tokens: int, seed: int
     generator = torch.Generator().manual_seed(seed)
     text = torch.randint(TEXT_VOCAB, (batch_size, text_tokens), generator=generator)
     n_fmri = NUM_ROIS
-    fmri_block = torch.tensor([config.fmri_start_token_id, *[config.fmri_pad_token_id] * n_fmri, config.fmri_end_token_id])
+    fmri_block = torch.tensor(
+        [config.fmri_start_token_id, *[config.fmri_pad_token_id] * n_fmri, config.fmri_end_token_id]
+    )
     input_ids = torch.cat([fmri_block.expand(batch_size, -1), text], dim=1)
     fmri_values = torch.randn(batch_size, NUM_ROIS, WINDOW_LENGTH, generator=generator)
     codes_written = model.insert_fmri_tokens(input_ids, fmri_values)
@@ -108,14 +133,21 @@ def measure(kind: str, text_config: object, args: argparse.Namespace) -> dict[st
     )
     model.eval()
     prompt = {"input_ids": inputs["input_ids"][:1], "fmri_values": inputs["fmri_values"][:1]}
-    generate = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "do_sample": False, "pad_token_id": 0}
+    generate = {
+        "max_new_tokens": args.new_tokens,
+        "min_new_tokens": args.new_tokens,
+        "do_sample": False,
+        "pad_token_id": 0,
+    }
     outputs: dict[str, torch.Tensor] = {}
 
     def run_generate(use_cache: bool) -> None:
         with torch.inference_mode():
             outputs[str(use_cache)] = model.generate(**prompt, use_cache=use_cache, **generate)
 
-    generation = interleaved_best(max(1, args.repeats // 3), cached=lambda: run_generate(True), uncached=lambda: run_generate(False))
+    generation = interleaved_best(
+        max(1, args.repeats // 3), cached=lambda: run_generate(True), uncached=lambda: run_generate(False)
+    )
     tokens = args.batch_size * ids.shape[1]
     print(
         f"{kind}: {sum(p.numel() for p in bare.parameters()) / 1e6:.1f}M LM parameters, batch {args.batch_size} x "
@@ -147,13 +179,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quality_seeds", type=int, nargs="*", default=[0, 1, 2], help="Stage 2 runs for (c); none to skip")
+    parser.add_argument(
+        "--quality_seeds", type=int, nargs="*", default=[0, 1, 2], help="Stage 2 runs for (c); none to skip"
+    )
     parser.add_argument("--stage1_epochs", type=int, default=25)
     parser.add_argument("--stage2_epochs", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    results = {kind: measure(kind, config, args) for kind, config in text_configs(args.hidden_size, args.num_layers).items()}
+    results = {
+        kind: measure(kind, config, args) for kind, config in text_configs(args.hidden_size, args.num_layers).items()
+    }
 
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
@@ -165,9 +201,13 @@ def main() -> None:
         print(f"TARGET forward_backward_{kind}: ratio {ratio:.2f}x (target <= 1.10x) {verdict(ratio <= 1.10)}")
     for kind, result in results.items():
         speedup = result["cache_speedup"]
-        print(f"TARGET generate_cache_speedup_{kind}: ratio {speedup:.2f}x (target >= 1.00x) {verdict(speedup >= 1.0)}")
+        print(
+            f"TARGET generate_cache_speedup_{kind}: ratio {speedup:.2f}x (target >= 1.00x) {verdict(speedup >= 1.0)}"
+        )
         same = bool(result["same_tokens"])
-        print(f"TARGET generate_cache_same_tokens_{kind}: {'identical' if same else 'different'} (target identical) {verdict(same)}")
+        print(
+            f"TARGET generate_cache_same_tokens_{kind}: {'identical' if same else 'different'} (target identical) {verdict(same)}"
+        )
     if args.quality_seeds:
         from lm_quality import print_targets, stage2_quality  # the data stack (datasets, nibabel), only for (c)
 

@@ -58,13 +58,17 @@ def compile_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, inpu
         training_step(compiled, optimizer, inputs)
         return compiled, True
     except Exception as error:  # noqa: BLE001 - any graph break is reported, then measured without fullgraph
-        print(f"  {type(module).__name__}: fullgraph=True failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+        print(
+            f"  {type(module).__name__}: fullgraph=True failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+        )
         compiled = torch.compile(module)
         training_step(compiled, optimizer, inputs)
         return compiled, False
 
 
-def measure(runs: dict[str, Callable[[], None]], rounds: int, steps: int, tokens: int) -> dict[str, tuple[float, float]]:
+def measure(
+    runs: dict[str, Callable[[], None]], rounds: int, steps: int, tokens: int
+) -> dict[str, tuple[float, float]]:
     """Median tokens/s over `rounds` interleaved rounds of `steps` steps, and peak GiB of one step, per run."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     peaks: dict[str, float] = {}
@@ -111,14 +115,21 @@ def main() -> None:
         return
     device = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size} x {args.seq_len} tokens")
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size} x {args.seq_len} tokens"
+    )
     model = build(qwen3_0_6b_config(), seed=0)
     # bench/lm.py's prompts (codes written on the CPU in float32, as the pre-computed pass does), then the GPU
-    inputs = {name: value.to(device) for name, value in batch(model, args.batch_size, args.seq_len - NUM_ROIS - 2, seed=0).items()}
+    inputs = {
+        name: value.to(device)
+        for name, value in batch(model, args.batch_size, args.seq_len - NUM_ROIS - 2, seed=0).items()
+    }
     model = model.to(device).train()
     bare = model.language_model
     ids, placeholders = inputs["codes_written"], inputs["input_ids"]
-    print(f"  LM: {sum(p.numel() for p in bare.parameters()) / 1e6:.0f}M parameters, vocabulary {bare.config.vocab_size}")
+    print(
+        f"  LM: {sum(p.numel() for p in bare.parameters()) / 1e6:.0f}M parameters, vocabulary {bare.config.vocab_size}"
+    )
     feeds = {
         "bare": (bare, {"input_ids": ids, "labels": ids}),
         "wrapper": (model, {"input_ids": ids, "labels": ids}),
@@ -139,15 +150,21 @@ def main() -> None:
             start = time.perf_counter()
             step_module, fullgraph[name] = compile_step(module, optimizer, feed)
             compiled[name] = lambda m=step_module, f=feed: training_step(m, optimizer, f)
-            print(f"  compiled {name}: one graph (fullgraph=True) {fullgraph[name]}, compile + first step {time.perf_counter() - start:.0f} s")
+            print(
+                f"  compiled {name}: one graph (fullgraph=True) {fullgraph[name]}, compile + first step {time.perf_counter() - start:.0f} s"
+            )
         results["compiled"] = measure(compiled, args.rounds, args.steps, tokens)
         report("compiled", results["compiled"])
     for mode, result in results.items():
         ratio = result["wrapper"][0] / result["bare"][0]
-        print(f"TARGET gpu_tokens_per_s_{mode}: ratio {ratio:.2f}x (target >= 0.90x) {'PASS' if ratio >= 0.90 else 'FAIL'}")
+        print(
+            f"TARGET gpu_tokens_per_s_{mode}: ratio {ratio:.2f}x (target >= 0.90x) {'PASS' if ratio >= 0.90 else 'FAIL'}"
+        )
     if not args.no_compile:
         ok = fullgraph["wrapper"]
-        print(f"TARGET gpu_wrapper_one_graph: {'one graph' if ok else 'graph breaks'} (target one graph) {'PASS' if ok else 'FAIL'}")
+        print(
+            f"TARGET gpu_wrapper_one_graph: {'one graph' if ok else 'graph breaks'} (target one graph) {'PASS' if ok else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

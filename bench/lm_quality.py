@@ -55,19 +55,27 @@ MIN_CONNECTIVITY_T = 3.0  # issue 24: the connectivity section's gap, t over the
 
 
 @torch.no_grad()
-def target_token_losses(model: torch.nn.Module, example: dict, connectivity: WindowConnectivity | None = None) -> tuple[np.ndarray, np.ndarray]:
+def target_token_losses(
+    model: torch.nn.Module, example: dict, connectivity: WindowConnectivity | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The loss of each labelled token of `example`, and whether the model's argmax was right; the
     connectivity rows of its `fmri_windows` come from `connectivity` (the codes table)."""
     ids = torch.tensor([example["input_ids"]])
     labels = torch.tensor(example["labels"][1:])
-    rows = {"fmri_connectivity": torch.as_tensor(connectivity[example["fmri_windows"]])} if connectivity is not None and example["fmri_windows"] else {}
+    rows = (
+        {"fmri_connectivity": torch.as_tensor(connectivity[example["fmri_windows"]])}
+        if connectivity is not None and example["fmri_windows"]
+        else {}
+    )
     logits = model(input_ids=ids, **rows).logits[0, :-1].float()
     mask = labels != IGNORE_INDEX
     losses = F.cross_entropy(logits[mask], labels[mask], reduction="none")
     return losses.numpy(), (logits[mask].argmax(-1) == labels[mask]).numpy()
 
 
-def target_losses_and_hits(model: torch.nn.Module, examples: list[dict], connectivity: WindowConnectivity | None = None) -> tuple[np.ndarray, np.ndarray]:
+def target_losses_and_hits(
+    model: torch.nn.Module, examples: list[dict], connectivity: WindowConnectivity | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per example: mean loss over its labelled tokens, and the fraction of them predicted right (argmax)."""
     results = [target_token_losses(model, example, connectivity) for example in examples]
     return np.array([losses.mean() for losses, _ in results]), np.array([hits.mean() for _, hits in results])
@@ -78,9 +86,17 @@ def connectivity_span(description: str) -> tuple[int, int]:
     z values), as characters `[start, end)`: from the connectivity opening to the next section's."""
     starts = [description.find(opening) for opening in OPENINGS["connectivity"] if opening in description]
     if not starts:
-        raise ValueError(f"expected a connectivity section ({OPENINGS['connectivity']}) in the description, found {description[:80]!r}")
+        raise ValueError(
+            f"expected a connectivity section ({OPENINGS['connectivity']}) in the description, found {description[:80]!r}"
+        )
     start = min(starts)
-    later = [i for section, openings in OPENINGS.items() if section != "connectivity" for opening in openings if (i := description.find(opening, start)) > start]
+    later = [
+        i
+        for section, openings in OPENINGS.items()
+        if section != "connectivity"
+        for opening in openings
+        if (i := description.find(opening, start)) > start
+    ]
     return start, min(later, default=len(description))
 
 
@@ -90,11 +106,18 @@ def connectivity_tokens(tokenizer: Any, description: str) -> np.ndarray:
     text = " " + description.strip()  # as `ExampleBuilder.f2t` tokenizes it
     start, end = connectivity_span(text)
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return np.array([first < end and last > start for first, last in offsets] + [False])  # tokens overlapping it (a token may carry the space before)
+    return np.array(
+        [first < end and last > start for first, last in offsets] + [False]
+    )  # tokens overlapping it (a token may carry the space before)
 
 
 def f2t_subject_gaps(
-    model: torch.nn.Module, builder: ExampleBuilder, codes: Any, texts: dict[str, str], max_others: int | None = None, seed: int = 0
+    model: torch.nn.Module,
+    builder: ExampleBuilder,
+    codes: Any,
+    texts: dict[str, str],
+    max_others: int | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Per test subject (sorted keys): the mean over its windows and the other subjects compared of
     loss(its description | the other subject's tokens) - loss(its description | its own tokens),
@@ -122,10 +145,14 @@ def f2t_subject_gaps(
         for position, index in enumerate(windows[subject]):
             key = text_keys[index]
             section = connectivity_tokens(builder.tokenizer, texts[key])
-            own, _ = target_token_losses(model, builder.f2t(window_codes[index], texts[key], key, window=index), connectivity)
+            own, _ = target_token_losses(
+                model, builder.f2t(window_codes[index], texts[key], key, window=index), connectivity
+            )
             for other in others:
                 row = windows[other][position % len(windows[other])]
-                swapped, _ = target_token_losses(model, builder.f2t(window_codes[row], texts[key], key, window=row), connectivity)
+                swapped, _ = target_token_losses(
+                    model, builder.f2t(window_codes[row], texts[key], key, window=row), connectivity
+                )
                 differences["all"].append(float(swapped.mean() - own.mean()))
                 differences["connectivity"].append(float(swapped[section].mean() - own[section].mean()))
         for view, values in differences.items():
@@ -147,16 +174,26 @@ def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, e
     test = split.subjects("test")
     fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
     train_codes = encode_windows(model.fmri_tokenizer, extractor, scans, split.subjects("train"), folder / "cache")
-    test_table = encode_windows(model.fmri_tokenizer, extractor, scans, test, folder / "cache", connectivity_fisher_z=fisher_z)
+    test_table = encode_windows(
+        model.fmri_tokenizer, extractor, scans, test, folder / "cache", connectivity_fisher_z=fisher_z
+    )
     test_codes = test_table.select_columns(["text_key", "window_start", "codes"]).to_dict()
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
 
     # F2F on consecutive test windows, against the two baselines
-    by_start = {(k, s): i for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True))}
-    pairs = [(i, by_start[(k, s + extractor.window_length)]) for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True)) if (k, s + extractor.window_length) in by_start]
+    by_start = {
+        (k, s): i for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True))
+    }
+    pairs = [
+        (i, by_start[(k, s + extractor.window_length)])
+        for i, (k, s) in enumerate(zip(test_codes["text_key"], test_codes["window_start"], strict=True))
+        if (k, s + extractor.window_length) in by_start
+    ]
     codes = np.array(test_codes["codes"])
     f2f = [builder.f2f(codes[i], codes[j], "test", windows=(i, j)) for i, j in pairs]
-    _, model_hits = target_losses_and_hits(model, f2f, WindowConnectivity(test_table) if fisher_z is not None else None)
+    _, model_hits = target_losses_and_hits(
+        model, f2f, WindowConnectivity(test_table) if fisher_z is not None else None
+    )
     copy = np.mean([(codes[i] == codes[j]).mean() for i, j in pairs])
     train_matrix = np.array(train_codes["codes"])
     frequent = np.array([np.bincount(column, minlength=model.config.num_codes).argmax() for column in train_matrix.T])
@@ -189,11 +226,23 @@ def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     extractor = processor.feature_extractor
     extractor.window_stride = extractor.window_length
     fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
-    codes = encode_windows(model.fmri_tokenizer, extractor, bench_scans(settings), test, folders["stage2"].parent / "cache", connectivity_fisher_z=fisher_z)
+    codes = encode_windows(
+        model.fmri_tokenizer,
+        extractor,
+        bench_scans(settings),
+        test,
+        folders["stage2"].parent / "cache",
+        connectivity_fisher_z=fisher_z,
+    )
     args = Stage2Arguments()
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
     gaps = f2t_subject_gaps(model, builder, codes, load_texts(folders["corpus"], args.text_column), max_others, seed)
-    return {"seed": seed, "f2t_gaps": gaps["all"].tolist(), "f2t_connectivity_gaps": gaps["connectivity"].tolist(), "test_subjects": len(test)}
+    return {
+        "seed": seed,
+        "f2t_gaps": gaps["all"].tolist(),
+        "f2t_connectivity_gaps": gaps["connectivity"].tolist(),
+        "test_subjects": len(test),
+    }
 
 
 def gap_summary(gaps: list[float]) -> str:
@@ -202,7 +251,9 @@ def gap_summary(gaps: list[float]) -> str:
     return f"{values.mean():+.4f} ± {sem:.4f} (SEM over {len(values)} test subjects, {np.mean(values > 0):.0%} of them positive)"
 
 
-def stage2_quality(seeds: list[int], stage1_epochs: int, stage2_epochs: int, max_others: int = 8, embedded: bool = True) -> tuple[list[dict], list[dict]]:
+def stage2_quality(
+    seeds: list[int], stage1_epochs: int, stage2_epochs: int, max_others: int = 8, embedded: bool = True
+) -> tuple[list[dict], list[dict]]:
     """The embedded-data runs (unless `embedded` is false) and the bench cohort's, one row per seed each."""
     scans = load_embedded()
     rows = []
@@ -242,7 +293,15 @@ def print_targets(rows: list[dict], cohort: list[dict]) -> None:
     else:
         print_embedded_targets(rows, mean_std)
     print(gap_target("f2t_reads_the_scan", "description loss", cohort, "f2t_gaps", MIN_POOLED_T))
-    print(gap_target("f2t_connectivity_words_gap", "loss of the description's connectivity section", cohort, "f2t_connectivity_gaps", MIN_CONNECTIVITY_T))
+    print(
+        gap_target(
+            "f2t_connectivity_words_gap",
+            "loss of the description's connectivity section",
+            cohort,
+            "f2t_connectivity_gaps",
+            MIN_CONNECTIVITY_T,
+        )
+    )
 
 
 def print_embedded_targets(rows: list[dict], mean_std: Any) -> None:
@@ -252,7 +311,9 @@ def print_embedded_targets(rows: list[dict], mean_std: Any) -> None:
         f"{mean_std('f2f_frequent')} over {len(rows)} seeds (above both on every seed) {'PASS' if f2f_ok else 'FAIL'}"
     )
     embedded = ", ".join(f"{np.mean(row['f2t_gaps']):+.4f}" for row in rows)
-    print(f"FIGURE f2t_gap_embedded: mean gap per seed {embedded} nats per description token (3 test subjects: reported, no target)")
+    print(
+        f"FIGURE f2t_gap_embedded: mean gap per seed {embedded} nats per description token (3 test subjects: reported, no target)"
+    )
 
 
 def gap_target(name: str, what: str, cohort: list[dict], key: str, min_t: float) -> str:
@@ -273,10 +334,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stage1_epochs", type=int, default=25)
     parser.add_argument("--stage2_epochs", type=int, default=8)
-    parser.add_argument("--max_others", type=int, default=8, help="other test subjects each bench-cohort subject is compared with")
-    parser.add_argument("--cohort_only", action="store_true", help="only the bench cohort's F2T gaps (its Stage 2 models, trained or reused by bench/pipeline.py)")
+    parser.add_argument(
+        "--max_others", type=int, default=8, help="other test subjects each bench-cohort subject is compared with"
+    )
+    parser.add_argument(
+        "--cohort_only",
+        action="store_true",
+        help="only the bench cohort's F2T gaps (its Stage 2 models, trained or reused by bench/pipeline.py)",
+    )
     options = parser.parse_args()
-    print_targets(*stage2_quality(options.seeds, options.stage1_epochs, options.stage2_epochs, options.max_others, embedded=not options.cohort_only))
+    print_targets(
+        *stage2_quality(
+            options.seeds,
+            options.stage1_epochs,
+            options.stage2_epochs,
+            options.max_others,
+            embedded=not options.cohort_only,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -103,7 +103,10 @@ LM_RECIPES = {  # name: (questions asked, LoRA)
 }
 PROMPTS = {
     GROUP: (GROUP_QUESTION, GROUP_ANSWERS),
-    SCORE: ("\n### Question: Is this participant's score low, medium or high?\n### Answer:", (" low", " medium", " high")),
+    SCORE: (
+        "\n### Question: Is this participant's score low, medium or high?\n### Answer:",
+        (" low", " medium", " high"),
+    ),
 }
 
 
@@ -119,7 +122,9 @@ class Cohort:
 
 
 def draw(n_subjects: int, seed: int) -> Cohort:
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=n_subjects, group_effect=GROUP_EFFECT, score_effect=SCORE_EFFECT, seed=seed))
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=n_subjects, group_effect=GROUP_EFFECT, score_effect=SCORE_EFFECT, seed=seed)
+    )
     data = torch.as_tensor(np.stack([scan.data for scan in cohort.scans]), dtype=torch.float32)  # (n, n_rois, n_t)
     windows = data.unfold(-1, WINDOW, STRIDE).transpose(1, 2)  # (n, n_windows, n_rois, WINDOW)
     first = windows[:, 0]
@@ -130,7 +135,9 @@ def draw(n_subjects: int, seed: int) -> Cohort:
 class Items(torch.utils.data.Dataset):
     """One item per (subject, question); `random_window` serves a freshly drawn window each time, else the first."""
 
-    def __init__(self, rows: torch.Tensor, labels: dict[int, np.ndarray], questions: tuple[int, ...], random_window: bool) -> None:
+    def __init__(
+        self, rows: torch.Tensor, labels: dict[int, np.ndarray], questions: tuple[int, ...], random_window: bool
+    ) -> None:
         self.rows, self.random_window = rows, random_window
         self.items = [(i, q, int(labels[q][i])) for q in questions for i in range(len(rows))]
 
@@ -157,7 +164,9 @@ class Reader(torch.nn.Module):
         self.body = Qwen3Model(config)
         self.head = torch.nn.Linear(64, 5)
 
-    def forward(self, rows: torch.Tensor, question: torch.LongTensor, labels: torch.LongTensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, rows: torch.Tensor, question: torch.LongTensor, labels: torch.LongTensor | None = None
+    ) -> dict[str, torch.Tensor]:
         embeds = torch.cat([self.projector(rows), self.body.embed_tokens(question)[:, None]], dim=1)
         logits = self.head(self.body(inputs_embeds=embeds).last_hidden_state[:, -1])
         if labels is None:
@@ -182,7 +191,11 @@ def run(recipe: str, train: Cohort, test: Cohort, seed: int, workdir: str) -> di
         output_dir=workdir, num_train_epochs=EPOCHS, learning_rate=1e-3, per_device_train_batch_size=32, weight_decay=0.01,
         seed=seed, save_strategy="no", disable_tqdm=True, log_level="warning", report_to="none",
     )  # fmt: skip
-    trainer = Trainer(model=Reader(train.rows.shape[-1], one_softmax), args=args, train_dataset=Items(train.rows, labels, questions, random_window))
+    trainer = Trainer(
+        model=Reader(train.rows.shape[-1], one_softmax),
+        args=args,
+        train_dataset=Items(train.rows, labels, questions, random_window),
+    )
     trainer.train()
     test_labels = {GROUP: test.group, SCORE: score_terciles(train.score, test.score)}
     out = {}
@@ -202,21 +215,45 @@ def run_language_model(recipe: str, train: Cohort, test: Cohort, seed: int) -> d
     first windows, scored on the test cohort's."""
     questions, use_lora = LM_RECIPES[recipe]
     windows, n = torch.cat([train.first_window, test.first_window]), len(train.first_window)
-    model, processor = build_model(windows, seed, [question for question, _ in PROMPTS.values()], [answer for _, answers in PROMPTS.values() for answer in answers])
-    labels = {GROUP: np.concatenate([train.group, test.group]), SCORE: score_terciles(train.score, np.concatenate([train.score, test.score]))}
-    built = {q: examples(model, processor, windows, labels[q], *PROMPTS[q], objective=k) for k, q in enumerate(questions)}
+    model, processor = build_model(
+        windows,
+        seed,
+        [question for question, _ in PROMPTS.values()],
+        [answer for _, answers in PROMPTS.values() for answer in answers],
+    )
+    labels = {
+        GROUP: np.concatenate([train.group, test.group]),
+        SCORE: score_terciles(train.score, np.concatenate([train.score, test.score])),
+    }
+    built = {
+        q: examples(model, processor, windows, labels[q], *PROMPTS[q], objective=k) for k, q in enumerate(questions)
+    }
     connectivity = built[GROUP][1]
     model.calibrate_connectivity_projector(torch.as_tensor(connectivity[:n:4]).float())
     collator = ObjectiveCollator(processor.tokenizer.pad_token_id, connectivity)
     objectives = {("group", "score")[q]: 1.0 for q in questions}
-    trainee = fine_tune(model, [item for q in questions for item in built[q][0][:n]], collator, objectives, seed, LM_EPOCHS, 1.0, use_lora)
+    trainee = fine_tune(
+        model,
+        [item for q in questions for item in built[q][0][:n]],
+        collator,
+        objectives,
+        seed,
+        LM_EPOCHS,
+        1.0,
+        use_lora,
+    )
     items, _, answer_ids = built[GROUP]
     logits = answer_logits(trainee, items[n:], collator, answer_ids, blank_codes=False)
     difference = logits[:, 1] - logits[:, 0]
-    out = {"group": balanced_accuracy_score(test.group, difference > 0), "group AUC": roc_auc_score(test.group, difference)}
+    out = {
+        "group": balanced_accuracy_score(test.group, difference > 0),
+        "group AUC": roc_auc_score(test.group, difference),
+    }
     if SCORE in questions:
         items, _, answer_ids = built[SCORE]
-        out["score"] = balanced_accuracy_score(labels[SCORE][n:], answer_logits(trainee, items[n:], collator, answer_ids, blank_codes=False).argmax(-1))
+        out["score"] = balanced_accuracy_score(
+            labels[SCORE][n:], answer_logits(trainee, items[n:], collator, answer_ids, blank_codes=False).argmax(-1)
+        )
     return out
 
 
@@ -236,7 +273,9 @@ def main() -> None:
                 result = run(recipe, train, test, seed, f"outputs/bench_mixture/seed{seed}")
             results.setdefault(recipe, []).append(result)
             print(f"seed {seed}, {recipe}: {results[recipe][-1]} ({time.perf_counter() - start:.0f} s)", flush=True)
-    print("\n| recipe | group balanced accuracy, per seed | mean ± std | group AUC | score balanced accuracy (chance 0.33) |\n|---|---|---|---|---|")
+    print(
+        "\n| recipe | group balanced accuracy, per seed | mean ± std | group AUC | score balanced accuracy (chance 0.33) |\n|---|---|---|---|---|"
+    )
     mean = {}
     for recipe, runs in results.items():
         group = np.array([r["group"] for r in runs])
@@ -244,21 +283,33 @@ def main() -> None:
         score = " / ".join(f"{r['score']:.3f}" for r in runs) if "score" in runs[0] else "—"
         auc = np.mean([r["group AUC"] for r in runs])
         std = group.std(ddof=1) if len(group) > 1 else 0.0
-        print(f"| {recipe} | {' / '.join(f'{g:.3f}' for g in group)} | {group.mean():.3f} ± {std:.3f} | {auc:.3f} | {score} |")
-    print(f"\nSeeds {args.seeds}, {N_TRAIN} training and {N_TEST} test subjects per seed, {EPOCHS} epochs ({LM_EPOCHS} for the LM recipes); chance 0.5.")
+        print(
+            f"| {recipe} | {' / '.join(f'{g:.3f}' for g in group)} | {group.mean():.3f} ± {std:.3f} | {auc:.3f} | {score} |"
+        )
+    print(
+        f"\nSeeds {args.seeds}, {N_TRAIN} training and {N_TEST} test subjects per seed, {EPOCHS} epochs ({LM_EPOCHS} for the LM recipes); chance 0.5."
+    )
     if {"alone", "mixed"} <= mean.keys():
         ok = mean["mixed"] <= 0.60 and mean["alone"] >= 0.80
-        print(f"TARGET mixture_kills_group_readout: alone {mean['alone']:.3f} (>= 0.80), mixed {mean['mixed']:.3f} (<= 0.60) {'PASS' if ok else 'FAIL'}")
+        print(
+            f"TARGET mixture_kills_group_readout: alone {mean['alone']:.3f} (>= 0.80), mixed {mean['mixed']:.3f} (<= 0.60) {'PASS' if ok else 'FAIL'}"
+        )
     if "LM mixed, full fine-tuning" in mean:
         value = mean["LM mixed, full fine-tuning"]
-        print(f"TARGET lm_mixture_full_finetune_reads_group: LM mixed, full fine-tuning {value:.3f} (target >= 0.80) {'PASS' if value >= 0.80 else 'FAIL'}")
+        print(
+            f"TARGET lm_mixture_full_finetune_reads_group: LM mixed, full fine-tuning {value:.3f} (target >= 0.80) {'PASS' if value >= 0.80 else 'FAIL'}"
+        )
     if {"LM mixed, LoRA", "LM mixed, full fine-tuning"} <= mean.keys():
         lora, full = mean["LM mixed, LoRA"], mean["LM mixed, full fine-tuning"]
         ok = lora <= full - 0.10
-        print(f"TARGET lm_mixture_lora_below_full: LM mixed, LoRA {lora:.3f}, full fine-tuning {full:.3f} (LoRA <= full - 0.10) {'PASS' if ok else 'FAIL'}")
+        print(
+            f"TARGET lm_mixture_lora_below_full: LM mixed, LoRA {lora:.3f}, full fine-tuning {full:.3f} (LoRA <= full - 0.10) {'PASS' if ok else 'FAIL'}"
+        )
     if "mixed, random window" in mean:
         value = mean["mixed, random window"]
-        print(f"TARGET random_window_rescues_mixture: mixed, random window {value:.3f} (target >= 0.80) {'PASS' if value >= 0.80 else 'FAIL'}")
+        print(
+            f"TARGET random_window_rescues_mixture: mixed, random window {value:.3f} (target >= 0.80) {'PASS' if value >= 0.80 else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ PRINT_PEAK = "\nprint('PEAK_RSS_MIB', int(next(l for l in open('/proc/self/statu
 
 def run_with_peak_rss(code: str, *args: str) -> tuple[str, float]:
     """Run `code` with `args` in a new interpreter; return its stdout (without the peak line) and peak RSS in MiB."""
-    result = subprocess.run([sys.executable, "-c", code + PRINT_PEAK, *args], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code + PRINT_PEAK, *args], capture_output=True, text=True, check=True
+    )
     lines = result.stdout.strip().splitlines()
     return "\n".join(lines[:-1]), float(lines[-1].split()[1])

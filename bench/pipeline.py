@@ -37,7 +37,9 @@ class PipelineSettings:
 
     seed: int = 0
     synthetic_subjects: int = 1000  # with the 12 embedded scans and the 0.6 training fraction, ~600 training subjects: a reader of FC-row tokens got 0.53-0.56 from 160 and 0.88 from 500
-    synthetic_timepoints: int = 128  # two 64-frame windows (TR 2 s) per scan: the model reads one, the FC baselines both
+    synthetic_timepoints: int = (
+        128  # two 64-frame windows (TR 2 s) per scan: the model reads one, the FC baselines both
+    )
     group_effect: float = 0.3  # the smallest of 0.2/0.3/0.4/0.5 at which the FC of the window the model reads meets the target's criterion (see bench/instruct.py)
     score_effect: float = 0.2
     dynamics_effect: float = 1.0  # synthetic_dynamics: a Sensorimotor slow-noise variance equal to the signal's, coupling equal between its groups
@@ -109,7 +111,10 @@ def quiet_run(arguments_class: type, folder: Path, epochs: int, seed: int) -> An
 def corpus(settings: PipelineSettings, scans: list[FmriScan], workdir: Path = WORKDIR) -> Path:
     """The descriptor corpus of `scans`, split 0.6/0.2/0.2 by the seed."""
     folder = workdir / f"seed{settings.seed}" / "corpus"
-    key = {"synthetic": [settings.synthetic_subjects, settings.synthetic_timepoints], "effects": [settings.group_effect, settings.score_effect, settings.dynamics_effect]}
+    key = {
+        "synthetic": [settings.synthetic_subjects, settings.synthetic_timepoints],
+        "effects": [settings.group_effect, settings.score_effect, settings.dynamics_effect],
+    }
     stamp = folder.parent / "corpus_settings.json"
     if (folder / "README.md").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return folder
@@ -128,17 +133,30 @@ def stage1(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, 
 
     folder = workdir / f"seed{settings.seed}" / "stage1"
     key = {**asdict(settings), "stage": 1}
-    for name in ("stage2_epochs", "stage2_lm_kind", "stage2_window_stride", "stage3_epochs", "stage3_train_lm_head", "stage3_use_lora", "code_dropout", "code_dropout_fraction"):
+    for name in (
+        "stage2_epochs",
+        "stage2_lm_kind",
+        "stage2_window_stride",
+        "stage3_epochs",
+        "stage3_train_lm_head",
+        "stage3_use_lora",
+        "code_dropout",
+        "code_dropout_fraction",
+    ):
         key.pop(name)
     if not _cached(folder, key):
-        args = Stage1Arguments(text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1}))
+        args = Stage1Arguments(
+            text_dataset=str(corpus_dir), window_stride=64, config_overrides=json.dumps({"contrastive_weight": 0.1})
+        )
         training_args = quiet_run(Stage1TrainingArguments, folder, settings.stage1_epochs, settings.seed)
         train_stage1(args, training_args, scans, console_logs=False)
         _stamp(folder, key)
     return folder / "final"
 
 
-def stage2(settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, stage1_dir: Path, workdir: Path = WORKDIR) -> Path:
+def stage2(
+    settings: PipelineSettings, scans: list[FmriScan], corpus_dir: Path, stage1_dir: Path, workdir: Path = WORKDIR
+) -> Path:
     """The small Stage 2 LM (the demo's config) on the corpus's training subjects."""
     from modeling_fmrilm.training.stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
 
@@ -166,8 +184,13 @@ def stage3(settings: PipelineSettings, corpus_dir: Path, stage2_dir: Path, workd
     key = {**asdict(settings), "stage": 3, "tasks": tasks}
     if not _cached(folder, key):
         args = Stage3Arguments(
-            model=str(stage2_dir), **tasks, evaluate=False, code_dropout=settings.code_dropout, code_dropout_fraction=settings.code_dropout_fraction,
-            train_lm_head=settings.stage3_train_lm_head, use_lora=settings.stage3_use_lora,
+            model=str(stage2_dir),
+            **tasks,
+            evaluate=False,
+            code_dropout=settings.code_dropout,
+            code_dropout_fraction=settings.code_dropout_fraction,
+            train_lm_head=settings.stage3_train_lm_head,
+            use_lora=settings.stage3_use_lora,
         )
         training_args = quiet_run(Stage3TrainingArguments, folder, settings.stage3_epochs, settings.seed)
         train_stage3(args, training_args, console_logs=False)
@@ -219,13 +242,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=main.__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--synthetic_subjects", type=int, default=PipelineSettings.synthetic_subjects)
-    parser.add_argument("--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA")
+    parser.add_argument(
+        "--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA"
+    )
     parser.add_argument("--workdir", default=str(WORKDIR))
     options = parser.parse_args()
     start = time.perf_counter()
-    settings = PipelineSettings(seed=options.seed, synthetic_subjects=options.synthetic_subjects, stage3_use_lora=not options.stage3_full_finetune)
+    settings = PipelineSettings(
+        seed=options.seed,
+        synthetic_subjects=options.synthetic_subjects,
+        stage3_use_lora=not options.stage3_full_finetune,
+    )
     folders = run_pipeline(settings, workdir=Path(options.workdir))
-    print(f"seed {options.seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})", flush=True)
+    print(
+        f"seed {options.seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -124,8 +124,10 @@ def bench_extractor() -> dict[str, float]:
         t_ours, features = best_of(2, lambda extractor=extractor: extractor(scans, tr=0.72))
         diff = float(np.abs(features["fmri_values"] - np.stack(reference)).max())
         ratios[method] = t_loop / t_ours
-        print(f"    {method}: loop ({baseline}) {200 / t_loop:.0f} scans/s; extractor {200 / t_ours:.0f} scans/s; "
-              f"ratio {ratios[method]:.2f}x; max |difference| {diff:.1e} (robust z units)")
+        print(
+            f"    {method}: loop ({baseline}) {200 / t_loop:.0f} scans/s; extractor {200 / t_ours:.0f} scans/s; "
+            f"ratio {ratios[method]:.2f}x; max |difference| {diff:.1e} (robust z units)"
+        )
     return ratios
 
 

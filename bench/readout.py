@@ -61,7 +61,11 @@ class Windows:
 
 
 def draw(n_subjects: int, effect: float, seed: int, tokenizer: FmriTokenizerModel, feature_extractor) -> Windows:
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=n_subjects, n_timepoints=feature_extractor.window_length, group_effect=effect, seed=seed))
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(
+            n_subjects=n_subjects, n_timepoints=feature_extractor.window_length, group_effect=effect, seed=seed
+        )
+    )
     raw = torch.as_tensor(feature_extractor(cohort.scans, return_tensors="np")["fmri_values"])
     with torch.no_grad():
         codes = torch.cat([tokenizer.encode(chunk) for chunk in raw.split(256)])
@@ -103,7 +107,14 @@ class TokenDataset(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-def transformer(train_ids: torch.LongTensor, test_ids: torch.LongTensor, y_train: np.ndarray, vocab_size: int, seed: int, workdir: str) -> np.ndarray:
+def transformer(
+    train_ids: torch.LongTensor,
+    test_ids: torch.LongTensor,
+    y_train: np.ndarray,
+    vocab_size: int,
+    seed: int,
+    workdir: str,
+) -> np.ndarray:
     """P(patient) of a small Qwen3 classifier trained from scratch on token ids (a last token, id `vocab_size`, is appended to read from)."""
     torch.manual_seed(seed)
     read = torch.full((1, 1), vocab_size)
@@ -116,7 +127,9 @@ def transformer(train_ids: torch.LongTensor, test_ids: torch.LongTensor, y_train
         output_dir=workdir, num_train_epochs=8, learning_rate=1e-3, per_device_train_batch_size=32, weight_decay=0.01, lr_scheduler_type="constant",
         seed=seed, save_strategy="no", disable_tqdm=True, log_level="warning", report_to="none",
     )  # fmt: skip
-    trainer = Trainer(model=Qwen3ForSequenceClassification(config), args=args, train_dataset=TokenDataset(train_ids, y_train))
+    trainer = Trainer(
+        model=Qwen3ForSequenceClassification(config), args=args, train_dataset=TokenDataset(train_ids, y_train)
+    )
     trainer.train()
     logits = trainer.predict(TokenDataset(test_ids, np.zeros(len(test_ids)))).predictions
     return torch.as_tensor(logits).softmax(-1)[:, 1].numpy()
@@ -126,9 +139,13 @@ def readers(train: Windows, test: Windows, num_codes: int, seed: int, workdir: s
     """Each reader's P(patient) on the test subjects."""
     y = train.group
     pairs_train, pairs_test = pair_couplings(train.raw), pair_couplings(test.raw)
-    edges = np.quantile(pairs_train, np.linspace(0, 1, N_BINS + 1)[1:-1], axis=0)  # (N_BINS - 1, n_pairs), training subjects only
+    edges = np.quantile(
+        pairs_train, np.linspace(0, 1, N_BINS + 1)[1:-1], axis=0
+    )  # (N_BINS - 1, n_pairs), training subjects only
     offsets = np.arange(pairs_train.shape[1]) * N_BINS
-    pair_ids = [torch.as_tensor(offsets + (values[None] > edges[:, None]).sum(0)) for values in (pairs_train, pairs_test)]
+    pair_ids = [
+        torch.as_tensor(offsets + (values[None] > edges[:, None]).sum(0)) for values in (pairs_train, pairs_test)
+    ]
     return {
         "brainmarks_fc": brainmarks(fc_features(train.raw), fc_features(test.raw), y, seed),
         "pair_logistic": brainmarks(pairs_train, pairs_test, y, seed),
@@ -147,23 +164,38 @@ def main() -> None:
         settings = PipelineSettings(seed=seed)
         scans = bench_scans(settings)
         folder = stage1(settings, scans, corpus(settings, scans))
-        tokenizer, feature_extractor = FmriTokenizerModel.from_pretrained(folder).eval(), AutoFeatureExtractor.from_pretrained(folder)
+        tokenizer, feature_extractor = (
+            FmriTokenizerModel.from_pretrained(folder).eval(),
+            AutoFeatureExtractor.from_pretrained(folder),
+        )
         for effect, n_train in SETTINGS:
             start = time.perf_counter()
             train = draw(n_train, effect, 200 + seed, tokenizer, feature_extractor)
             test = draw(N_TEST, effect, 300 + seed, tokenizer, feature_extractor)
-            for name, probability in readers(train, test, tokenizer.config.num_codes, seed, f"outputs/bench_readout/seed{seed}").items():
-                score = (balanced_accuracy_score(test.group, probability > 0.5), roc_auc_score(test.group, probability))
+            for name, probability in readers(
+                train, test, tokenizer.config.num_codes, seed, f"outputs/bench_readout/seed{seed}"
+            ).items():
+                score = (
+                    balanced_accuracy_score(test.group, probability > 0.5),
+                    roc_auc_score(test.group, probability),
+                )
                 results.setdefault((effect, n_train, name), []).append(score)
-            print(f"seed {seed}, effect {effect}, {n_train} training subjects: {time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"seed {seed}, effect {effect}, {n_train} training subjects: {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
     print(f"\n| group effect | training subjects | {' | '.join(READERS)} |\n|---|---|{'---|' * len(READERS)}")
     for effect, n_train in SETTINGS:
         cells = []
         for name in READERS:
             scores = np.asarray(results[(effect, n_train, name)])
-            cells.append(f"{scores[:, 0].mean():.3f} ± {scores[:, 0].std(ddof=1) if len(scores) > 1 else 0.0:.3f} ({scores[:, 1].mean():.2f})")
+            cells.append(
+                f"{scores[:, 0].mean():.3f} ± {scores[:, 0].std(ddof=1) if len(scores) > 1 else 0.0:.3f} ({scores[:, 1].mean():.2f})"
+            )
         print(f"| {effect} | {n_train} | {' | '.join(cells)} |")
-    print(f"\nBalanced accuracy mean ± std over seeds {args.seeds} (ROC AUC), {N_TEST} test subjects per seed; chance 0.5.")
+    print(
+        f"\nBalanced accuracy mean ± std over seeds {args.seeds} (ROC AUC), {N_TEST} test subjects per seed; chance 0.5."
+    )
 
 
 if __name__ == "__main__":

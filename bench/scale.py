@@ -57,7 +57,14 @@ from typing import Any
 
 N_ROIS, N_FRAMES, TR = 450, 490, 0.72
 TARGET_TR, WINDOW_LENGTH, WINDOW_STRIDE = 2.0, 160, None
-MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_decoder_layers": 1, "num_attention_heads": 2, "num_codes": 16, "patch_length": 16}
+MODEL = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_decoder_layers": 1,
+    "num_attention_heads": 2,
+    "num_codes": 16,
+    "patch_length": 16,
+}
 BATCH_SIZE = 16
 DEFAULT_SIZES, QUICK_SIZES = (500, 5000), (50, 500)
 MAX_RSS_GROWTH, MIN_SCANS_PER_S, MIN_STORE_VS_MEMORY = 1.25, 20.0, 0.90
@@ -75,7 +82,9 @@ def synthetic_scan(index: int) -> Any:
     from scipy.signal import lfilter
 
     rng = np.random.default_rng([N_ROIS, N_FRAMES, index])
-    data = lfilter(np.float32([1.0]), np.float32([1.0, -0.9]), rng.standard_normal((N_ROIS, N_FRAMES), dtype=np.float32), axis=1)
+    data = lfilter(
+        np.float32([1.0]), np.float32([1.0, -0.9]), rng.standard_normal((N_ROIS, N_FRAMES), dtype=np.float32), axis=1
+    )
     data += 0.5 * rng.standard_normal((1, N_FRAMES), dtype=np.float32)
     data += 100.0
     return data.astype(np.float32, copy=False)
@@ -101,7 +110,9 @@ class SyntheticCohort(Sequence):
 def feature_extractor() -> Any:
     from modeling_fmrilm.feature_extraction_fmrilm import FmriFeatureExtractor
 
-    return FmriFeatureExtractor(num_rois=N_ROIS, target_tr=TARGET_TR, window_length=WINDOW_LENGTH, window_stride=WINDOW_STRIDE)
+    return FmriFeatureExtractor(
+        num_rois=N_ROIS, target_tr=TARGET_TR, window_length=WINDOW_LENGTH, window_stride=WINDOW_STRIDE
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +170,10 @@ def cpu_seconds() -> float:
     """User + system CPU seconds of this process (all threads) and its finished children."""
     import resource
 
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def timed_method(cls: type, name: str, clock: dict[str, float]) -> None:
@@ -222,7 +236,9 @@ class MemoryWindows:
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         values = self.values[list(map(int, indices))]
-        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)]
+        return [
+            {"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)
+        ]
 
 
 def windows_in_memory(store_folder: str, chunk: int = 256) -> tuple[Any, Any]:
@@ -268,7 +284,12 @@ def worker_build(params: dict) -> dict:
     with PeakMemory() as memory:
         wall, cpu = time.perf_counter(), cpu_seconds()
         summary = build_window_store(
-            cohort, params["folder"], extractor, shard_size=params["shard_size"], num_proc=params["num_proc"], progress=False
+            cohort,
+            params["folder"],
+            extractor,
+            shard_size=params["shard_size"],
+            num_proc=params["num_proc"],
+            progress=False,
         )
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
         peaks = memory.report()
@@ -328,12 +349,19 @@ def worker_stage1_memory(params: dict) -> dict:
     timed = dict(clock)  # before the loader pass, which fetches too
     store = StoreWindows(WindowStore.open(params["store"]).windows("train"), [])
     batches = params["loader_batches"]
-    rates = {"loader_memory_windows_per_s": loader_pass(train_data, batches), "loader_store_windows_per_s": loader_pass(store, batches)}
+    rates = {
+        "loader_memory_windows_per_s": loader_pass(train_data, batches),
+        "loader_store_windows_per_s": loader_pass(store, batches),
+    }
     return {**timed, "read_s": read_s, "train_windows": len(train_data), "train_loss": output.training_loss,
             "memory_tensor_mb": values.numel() * 4 / 2**20, **rates, **peaks}  # fmt: skip
 
 
-WORKERS: dict[str, Callable[[dict], dict]] = {"build": worker_build, "stage1_store": worker_stage1_store, "stage1_memory": worker_stage1_memory}
+WORKERS: dict[str, Callable[[dict], dict]] = {
+    "build": worker_build,
+    "stage1_store": worker_stage1_store,
+    "stage1_memory": worker_stage1_memory,
+}
 
 
 def worker_main(kind: str, params: dict, threads: int) -> None:
@@ -351,7 +379,16 @@ def run_worker(kind: str, params: dict, threads: int) -> dict:
     """`kind` in a fresh Python process (BLAS/OpenMP/torch threads = `threads`); its result dict."""
     env = {**os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     env["PYTHONWARNINGS"] = env.get("PYTHONWARNINGS", "ignore")
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--params", json.dumps(params), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--params",
+        json.dumps(params),
+        "--threads",
+        str(threads),
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
@@ -373,12 +410,27 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"), help=f"cohort sizes in scans (default {DEFAULT_SIZES[0]} {DEFAULT_SIZES[1]})")
-    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 3 steps: a check that the bench runs, not the targets' figures")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("SMALL", "LARGE"),
+        help=f"cohort sizes in scans (default {DEFAULT_SIZES[0]} {DEFAULT_SIZES[1]})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 3 steps: a check that the bench runs, not the targets' figures",
+    )
     parser.add_argument("--num-proc", type=int, default=1, help="processes of the store build")
     parser.add_argument("--shard-size", type=int, default=16, help="scans per store shard (the library's default)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap of the Stage 1 steps (default 25; 3 with --quick)")
-    parser.add_argument("--kmeans-warmup-steps", type=int, default=2, help="Stage 1 steps before the codebook's k-means start")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="cap of the Stage 1 steps (default 25; 3 with --quick)"
+    )
+    parser.add_argument(
+        "--kmeans-warmup-steps", type=int, default=2, help="Stage 1 steps before the codebook's k-means start"
+    )
     parser.add_argument("--loader-batches", type=int, default=100, help="batches of the model-free loader pass")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads per measured process")
     parser.add_argument("--workdir", default=None, help="parent of the temporary folder (default outputs/bench_scale)")
@@ -406,10 +458,16 @@ def main() -> None:
         f"measured process; work folder {workdir}")  # fmt: skip
     try:
         builds = {}
-        say(f"(a) store build, {args.num_proc} process(es), shards of {args.shard_size} scans, each size in a fresh process")
+        say(
+            f"(a) store build, {args.num_proc} process(es), shards of {args.shard_size} scans, each size in a fresh process"
+        )
         for n in (small, large):
             folder = workdir / f"store-{n}"
-            builds[n] = b = run_worker("build", {"folder": str(folder), "n_scans": n, "num_proc": args.num_proc, "shard_size": args.shard_size}, args.threads)
+            builds[n] = b = run_worker(
+                "build",
+                {"folder": str(folder), "n_scans": n, "num_proc": args.num_proc, "shard_size": args.shard_size},
+                args.threads,
+            )
             b["scans_per_s"] = n / b["wall_s"] / args.num_proc
             b["scans_per_cpu_s"] = n / b["cpu_s"]
             generator = 2 * n * b["generator_s_per_scan"]
@@ -467,10 +525,16 @@ def main() -> None:
     stage1_growth = stage1[large]["peak_rss_mb"] / stage1[small]["peak_rss_mb"]
     rate = builds[large]["scans_per_s"] / MIN_SCANS_PER_S
     versus = stage1[large]["windows_per_s"] / m["windows_per_s"]
-    say(f"TARGET store_build_peak_rss_growth: ratio {build_growth:.2f}x (target <= {MAX_RSS_GROWTH:.2f}x) {verdict(build_growth <= MAX_RSS_GROWTH)}")
-    say(f"TARGET stage1_store_peak_rss_growth: ratio {stage1_growth:.2f}x (target <= {MAX_RSS_GROWTH:.2f}x) {verdict(stage1_growth <= MAX_RSS_GROWTH)}")
+    say(
+        f"TARGET store_build_peak_rss_growth: ratio {build_growth:.2f}x (target <= {MAX_RSS_GROWTH:.2f}x) {verdict(build_growth <= MAX_RSS_GROWTH)}"
+    )
+    say(
+        f"TARGET stage1_store_peak_rss_growth: ratio {stage1_growth:.2f}x (target <= {MAX_RSS_GROWTH:.2f}x) {verdict(stage1_growth <= MAX_RSS_GROWTH)}"
+    )
     say(f"TARGET store_build_scans_per_s: ratio {rate:.2f}x (target >= 1.00x) {verdict(rate >= 1.0)}")
-    say(f"TARGET stage1_store_vs_memory: ratio {versus:.2f}x (target >= {MIN_STORE_VS_MEMORY:.2f}x) {verdict(versus >= MIN_STORE_VS_MEMORY)}")
+    say(
+        f"TARGET stage1_store_vs_memory: ratio {versus:.2f}x (target >= {MIN_STORE_VS_MEMORY:.2f}x) {verdict(versus >= MIN_STORE_VS_MEMORY)}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def build_model(
     tokenizer = FmriTokenizerModel(config)
     tokenizer(windows[:512])  # k-means initialisation of the codebook on the cohort's windows
     text_tokenizer = train_bpe_tokenizer([*questions, *answers] * 4, vocab_size=300, whole_words=answers)
-    lm_config = small_language_model_config("qwen3", len(text_tokenizer), hidden_size=64, num_layers=2, num_heads=4, max_positions=1024)
+    lm_config = small_language_model_config(
+        "qwen3", len(text_tokenizer), hidden_size=64, num_layers=2, num_heads=4, max_positions=1024
+    )
     from transformers import AutoModelForCausalLM
 
     language_model = AutoModelForCausalLM.from_config(lm_config)
@@ -89,7 +91,9 @@ def examples(
     prompt = torch.as_tensor(prompt)
     with torch.no_grad():
         codes = torch.cat([model.fmri_to_token_ids(chunk) for chunk in windows.split(128)])
-        connectivity = torch.cat([model.fmri_connectivity(chunk) for chunk in windows.split(128)]).numpy().astype(np.float16)
+        connectivity = (
+            torch.cat([model.fmri_connectivity(chunk) for chunk in windows.split(128)]).numpy().astype(np.float16)
+        )
     answer_ids = [processor.tokenizer(text, add_special_tokens=False)["input_ids"][0] for text in answers]
     if len(set(answer_ids)) < len(answer_ids):
         raise ValueError(f"answers {answers}: their first tokens {answer_ids} are not distinct")
@@ -107,16 +111,25 @@ def examples(
 
 
 @torch.no_grad()
-def answer_logits(model: torch.nn.Module, items: list[dict], collator: ObjectiveCollator, answer_ids: list[int], blank_codes: bool) -> np.ndarray:
+def answer_logits(
+    model: torch.nn.Module, items: list[dict], collator: ObjectiveCollator, answer_ids: list[int], blank_codes: bool
+) -> np.ndarray:
     """The answers' logits `(n_items, n_answers)` after each prompt (codes as given, or all read as `<fmri_pad>`)."""
     model.eval()
     config = model.config
     predictions = []
     for start in range(0, len(items), 64):
-        batch = collator([{**item, "input_ids": item["input_ids"][:-1], "labels": item["labels"][:-1]} for item in items[start : start + 64]])
+        batch = collator(
+            [
+                {**item, "input_ids": item["input_ids"][:-1], "labels": item["labels"][:-1]}
+                for item in items[start : start + 64]
+            ]
+        )
         ids = batch["input_ids"]
         if blank_codes:
-            ids = ids.masked_fill((ids >= config.first_code_token_id) & (ids < config.code_token_ids.stop), config.fmri_pad_token_id)
+            ids = ids.masked_fill(
+                (ids >= config.first_code_token_id) & (ids < config.code_token_ids.stop), config.fmri_pad_token_id
+            )
         logits = model(input_ids=ids, fmri_connectivity=batch["fmri_connectivity"]).logits[:, -1, answer_ids]
         predictions.append(logits.float().numpy())
     return np.concatenate(predictions)
@@ -131,7 +144,14 @@ def fine_tune(
     of the steps; returns the trained module (the peft model under LoRA)."""
     # train_lm_head: Stage 3 starts from a Stage 2 model whose LM head was trained; this LM's head is
     # random, and frozen under LoRA it bounds the logits (the answer loss stayed at ~5.8 nats, near log(vocab))
-    args = Stage3Arguments(model="unused", code_dropout=code_dropout, code_dropout_fraction=0.5, evaluate=False, train_lm_head=True, use_lora=use_lora)
+    args = Stage3Arguments(
+        model="unused",
+        code_dropout=code_dropout,
+        code_dropout_fraction=0.5,
+        evaluate=False,
+        train_lm_head=True,
+        use_lora=use_lora,
+    )
     trainee = lora_model(model, args) if use_lora else model
     with tempfile.TemporaryDirectory() as folder:
         training_args = Stage3TrainingArguments(
@@ -147,7 +167,9 @@ def fine_tune(
 
 
 def run(seed: int, epochs: int) -> dict[str, float]:
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=N_SUBJECTS, n_timepoints=WINDOW, group_effect=GROUP_EFFECT, seed=seed))
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=N_SUBJECTS, n_timepoints=WINDOW, group_effect=GROUP_EFFECT, seed=seed)
+    )
     raw = np.stack([scan.data[:, :WINDOW] for scan in cohort.scans]).astype(np.float32)
     windows = torch.as_tensor((raw - raw.mean(-1, keepdims=True)) / raw.std(-1, keepdims=True))
     group = cohort.group
@@ -165,7 +187,9 @@ def run(seed: int, epochs: int) -> dict[str, float]:
         test = items[N_TRAIN:]
         for blank in (False, True):
             predicted = answer_logits(trainee, test, collator, answer_ids, blank).argmax(-1)
-            scores[f"{name}, codes {'blanked' if blank else 'read'}"] = balanced_accuracy_score(group[N_TRAIN:], predicted)
+            scores[f"{name}, codes {'blanked' if blank else 'read'}"] = balanced_accuracy_score(
+                group[N_TRAIN:], predicted
+            )
         print(f"seed {seed}, {name}: {time.perf_counter() - start:.0f} s", flush=True)
     return scores
 
@@ -180,16 +204,27 @@ def main() -> None:
         for name, score in run(seed, options.epochs).items():
             table.setdefault(name, []).append(score)
             print(f"seed {seed}: {name}: {score:.3f}", flush=True)
-    print(f"\nBalanced accuracy on {N_SUBJECTS - N_TRAIN} test subjects per seed, {N_TRAIN} training subjects, group effect {GROUP_EFFECT}; chance 0.5")
-    print("| reader | " + " | ".join(f"seed {s}" for s in options.seeds) + " | mean ± std |\n|---|" + "---|" * (len(options.seeds) + 1))
+    print(
+        f"\nBalanced accuracy on {N_SUBJECTS - N_TRAIN} test subjects per seed, {N_TRAIN} training subjects, group effect {GROUP_EFFECT}; chance 0.5"
+    )
+    print(
+        "| reader | "
+        + " | ".join(f"seed {s}" for s in options.seeds)
+        + " | mean ± std |\n|---|"
+        + "---|" * (len(options.seeds) + 1)
+    )
     for name, scores in table.items():
         values = np.asarray(scores)
         spread = values.std(ddof=1) if len(values) > 1 else 0.0
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {values.mean():.3f} ± {spread:.3f} |")
     with_dropout = float(np.mean(table["code dropout 1.0, first half, codes read"]))
     without = float(np.mean(table["without code dropout, codes read"]))
-    print(f"TARGET code_dropout_reads_connectivity: balanced accuracy {with_dropout:.3f} (target >= 0.75) {'PASS' if with_dropout >= 0.75 else 'FAIL'}")
-    print(f"TARGET without_code_dropout_at_chance: balanced accuracy {without:.3f} (target <= 0.60) {'PASS' if without <= 0.60 else 'FAIL'}")
+    print(
+        f"TARGET code_dropout_reads_connectivity: balanced accuracy {with_dropout:.3f} (target >= 0.75) {'PASS' if with_dropout >= 0.75 else 'FAIL'}"
+    )
+    print(
+        f"TARGET without_code_dropout_at_chance: balanced accuracy {without:.3f} (target <= 0.60) {'PASS' if without <= 0.60 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -68,15 +68,21 @@ def encode_throughput(model: torch.nn.Module, windows: torch.Tensor, batch_size:
     return len(windows) / best
 
 
-def coupling_kept(tokenizer: torch.nn.Module, feature_extractor, seed: int, n_subjects: int = 1000) -> dict[str, float]:
+def coupling_kept(
+    tokenizer: torch.nn.Module, feature_extractor, seed: int, n_subjects: int = 1000
+) -> dict[str, float]:
     """The synthetic effects (`SyntheticCohort.effect_sizes`) in the first window of each scan of a
     fresh synthetic cohort (seed `100 + seed`, drawn on the embedded data's FC structure, never
     trained on) and in that window's codes decoded: how much of a weak coupling effect the codes keep."""
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=n_subjects, n_timepoints=feature_extractor.window_length, seed=100 + seed))
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=n_subjects, n_timepoints=feature_extractor.window_length, seed=100 + seed)
+    )
     windows = torch.as_tensor(feature_extractor(cohort.scans, return_tensors="np")["fmri_values"])
     with torch.no_grad():
         decoded = torch.cat([tokenizer.decode(tokenizer.encode(chunk)) for chunk in windows.split(256)])
-    (d_raw, r_raw), (d_codes, r_codes) = (cohort.effect_sizes(list(view.double().numpy())) for view in (windows, decoded))
+    (d_raw, r_raw), (d_codes, r_codes) = (
+        cohort.effect_sizes(list(view.double().numpy())) for view in (windows, decoded)
+    )
     return {"group_d_window": d_raw, "group_d_codes": d_codes, "score_r_window": r_raw, "score_r_codes": r_codes}
 
 
@@ -104,7 +110,11 @@ def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, flo
     tokenizer = result.model.base_model
     config = tokenizer.config
     train, test = (
-        torch.as_tensor(result.feature_extractor([s for s in scans if scan_subject_key(s) in set(split.subjects(name))])["fmri_values"])
+        torch.as_tensor(
+            result.feature_extractor([s for s in scans if scan_subject_key(s) in set(split.subjects(name))])[
+                "fmri_values"
+            ]
+        )
         for name in ("train", "test")
     )
     held_out = evaluate_tokenizer(tokenizer, test)
@@ -114,7 +124,9 @@ def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, flo
         "seed": seed,
         "test_subjects": ", ".join(split.subjects("test")),
         "validation_subject": ", ".join(split.subjects("validation")),
-        "best_epoch": next((e["epoch"] for e in result.history if e.get("eval_r2") == result.trainer.state.best_metric), float("nan")),
+        "best_epoch": next(
+            (e["epoch"] for e in result.history if e.get("eval_r2") == result.trainer.state.best_metric), float("nan")
+        ),
         "tokenizer_r2": held_out["r2"],
         "kmeans_r2": kmeans_patch_r2(train, test, config.patch_length, config.num_codes, seed),
         "utilisation": train_metrics["utilisation"],
@@ -129,7 +141,9 @@ def run_seed(scans: list, seed: int, epochs: int, folder: Path) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=30, help="most epochs; the best on the validation subject is kept")
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="most epochs; the best on the validation subject is kept"
+    )
     options = parser.parse_args()
     scans = load_embedded()
     rows = []
@@ -147,13 +161,19 @@ def main() -> None:
             )
     tokenizer = np.array([row["tokenizer_r2"] for row in rows])
     kmeans = np.array([row["kmeans_r2"] for row in rows])
-    print(f"held-out R2 over {len(rows)} seeds: tokenizer {tokenizer.mean():.3f} ± {tokenizer.std(ddof=1):.3f}, k-means {kmeans.mean():.3f} ± {kmeans.std(ddof=1):.3f}")
+    print(
+        f"held-out R2 over {len(rows)} seeds: tokenizer {tokenizer.mean():.3f} ± {tokenizer.std(ddof=1):.3f}, k-means {kmeans.mean():.3f} ± {kmeans.std(ddof=1):.3f}"
+    )
     for effect in ("group_d", "score_r"):
         kept = np.array([row[f"{effect}_codes"] / row[f"{effect}_window"] for row in rows])
-        print(f"FIGURE coupling_kept_{effect}: decoded / window {kept.mean():.2f} ± {kept.std(ddof=1):.2f} (fresh synthetic cohort, 1000 subjects, effects 0.2)")
+        print(
+            f"FIGURE coupling_kept_{effect}: decoded / window {kept.mean():.2f} ± {kept.std(ddof=1):.2f} (fresh synthetic cohort, 1000 subjects, effects 0.2)"
+        )
     wins = int((tokenizer > kmeans).sum())
     margin = (tokenizer - kmeans).min()
-    print(f"TARGET r2_vs_kmeans: tokenizer above k-means on {wins}/{len(rows)} seeds (worst margin {margin:+.3f}) {'PASS' if wins == len(rows) else 'FAIL'}")
+    print(
+        f"TARGET r2_vs_kmeans: tokenizer above k-means on {wins}/{len(rows)} seeds (worst margin {margin:+.3f}) {'PASS' if wins == len(rows) else 'FAIL'}"
+    )
     utilisation = min(row["utilisation"] for row in rows)
     print(f"TARGET utilisation: {utilisation:.2f} (target >= 0.50) {'PASS' if utilisation >= 0.5 else 'FAIL'}")
 

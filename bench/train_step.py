@@ -48,16 +48,26 @@ def best_seconds(step: Callable[[], None], repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/train_step.py", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batches", type=int, default=4, help="batches of 8 examples timed (each its own figure, then the mean)")
+    parser.add_argument(
+        "--batches", type=int, default=4, help="batches of 8 examples timed (each its own figure, then the mean)"
+    )
     options = parser.parse_args()
     torch.set_num_threads(1)
     settings = PipelineSettings(seed=0, synthetic_subjects=40, stage1_epochs=1)
     scans = bench_scans(settings)
     corpus_dir = corpus(settings, scans, WORKDIR)
     stage1_dir = stage1(settings, scans, corpus_dir, WORKDIR)
-    args = Stage2Arguments(fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=64)
+    args = Stage2Arguments(
+        fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=64
+    )
     training_args = Stage2TrainingArguments(
-        output_dir=str(WORKDIR / "stage2"), max_steps=1, save_strategy="no", eval_strategy="no", disable_tqdm=True, report_to="none", overwrite_final=True
+        output_dir=str(WORKDIR / "stage2"),
+        max_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        report_to="none",
+        overwrite_final=True,
     )
     trainer = train_stage2(args, training_args, scans, console_logs=False).trainer
     model = trainer.model.train()
@@ -88,11 +98,19 @@ def main() -> None:
         ):  # fmt: skip
             figures.setdefault(name, []).append(1000 * best_seconds(step, options.repeats))
             model.zero_grad(set_to_none=True)
-        print(f"batch {b}: {tuple(batch['input_ids'].shape)} tokens, " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in figures.items()), flush=True)
+        print(
+            f"batch {b}: {tuple(batch['input_ids'].shape)} tokens, "
+            + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in figures.items()),
+            flush=True,
+        )
     means = {name: sum(values) / len(values) for name, values in figures.items()}
     for name, value in means.items():
-        print(f"FIGURE stage2_step, {name}: {value:.0f} ms per batch of 8 (mean of {options.batches} batches, best of {options.repeats} each, 1 thread)")
-    print(f"FIGURE stage2_step, padding mask / no mask: {means['fmrilm forward + backward, padding mask'] / means['fmrilm forward + backward, no mask']:.2f}x")
+        print(
+            f"FIGURE stage2_step, {name}: {value:.0f} ms per batch of 8 (mean of {options.batches} batches, best of {options.repeats} each, 1 thread)"
+        )
+    print(
+        f"FIGURE stage2_step, padding mask / no mask: {means['fmrilm forward + backward, padding mask'] / means['fmrilm forward + backward, no mask']:.2f}x"
+    )
     print(f"FIGURE stage2_step, Trainer step / bare LM: {means['Trainer step'] / means['bare LM']:.2f}x")
 
 

@@ -61,7 +61,10 @@ def _image(plot: Callable[[Path], Path]) -> Any:
     """The PNG that `plot(path)` writes, as a PIL image (the temporary file is removed)."""
     from PIL import Image
 
-    with tempfile.TemporaryDirectory(prefix="fmrilm-app-") as folder, Image.open(plot(Path(folder) / "figure.png")) as image:
+    with (
+        tempfile.TemporaryDirectory(prefix="fmrilm-app-") as folder,
+        Image.open(plot(Path(folder) / "figure.png")) as image,
+    ):
         return image.copy()
 
 
@@ -159,7 +162,9 @@ class AskApp:
             return ScanView(None, f"**Could not read this scan.** {_shown(str(error), scan_path, atlas_path)}")
         read = self.processor.windows_per_scan
         if len(windows) < read:
-            return ScanView(None, f"**This scan is too short.** The model reads {read} window(s); it gives {len(windows)}.")
+            return ScanView(
+                None, f"**This scan is too short.** The model reads {read} window(s); it gives {len(windows)}."
+            )
         name = Path(scan_path).name
         status = (
             f"**{name}**: {scan.n_rois} ROIs × {scan.n_timepoints} frames at TR {scan.tr:g} s → {len(windows)} window(s) of "
@@ -171,7 +176,11 @@ class AskApp:
         return ScanView(
             scan,
             status,
-            _image(lambda path: plot_windows(windows, read, extractor.target_tr, f"{name}: windows after preprocessing", path)),
+            _image(
+                lambda path: plot_windows(
+                    windows, read, extractor.target_tr, f"{name}: windows after preprocessing", path
+                )
+            ),
             _image(lambda path: plot_fc_with_description(scan.data, networks, description.strip("*"), name, path)),
             description,
         )
@@ -187,7 +196,9 @@ class AskApp:
         except FmriInputError as error:
             return f"*No descriptor text for this scan:* {_shown(str(error), scan_path)}"
 
-    def answer(self, question: str, turns: list[tuple[str, str]] | None, scan: Any) -> tuple[list[tuple[str, str]], str]:
+    def answer(
+        self, question: str, turns: list[tuple[str, str]] | None, scan: Any
+    ) -> tuple[list[tuple[str, str]], str]:
         """`(turns with the new answer, status)`; problems (no scan, empty question, too long) go to the status."""
         turns = list(turns or [])
         if scan is None:
@@ -202,7 +213,9 @@ class AskApp:
     def blocks(self) -> Any:
         """The Gradio page."""
         gr = _gradio()
-        with gr.Blocks(title="fmrilm: ask about a scan", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as page:
+        with gr.Blocks(
+            title="fmrilm: ask about a scan", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)
+        ) as page:
             gr.Markdown(
                 "# Ask an fMRI-language model about a scan\n"
                 f"Model: `{self.model.config.text_config.model_type}` language model with {self.model.config.num_codes} fMRI "
@@ -212,16 +225,29 @@ class AskApp:
             turns_state = gr.State([], time_to_live=SESSION_TTL_S)
             uploads_state = gr.State([], time_to_live=SESSION_TTL_S, delete_callback=_remove_uploads)
             with gr.Row():
-                scan_file = gr.File(label="Scan: NIfTI (with an atlas), .mat, .npy, .npz, .h5, .tsv, .csv", elem_id="scan-file")
-                atlas_file = gr.File(label="Label atlas for a NIfTI scan (.nii/.nii.gz on its grid)", elem_id="atlas-file")
+                scan_file = gr.File(
+                    label="Scan: NIfTI (with an atlas), .mat, .npy, .npz, .h5, .tsv, .csv", elem_id="scan-file"
+                )
+                atlas_file = gr.File(
+                    label="Label atlas for a NIfTI scan (.nii/.nii.gz on its grid)", elem_id="atlas-file"
+                )
                 tr = gr.Number(label=TR_FIELD, value=0, minimum=0, elem_id="tr")
             status = gr.Markdown(NO_SCAN, elem_id="scan-status")
-            windows_plot = gr.Image(label="Windows the model reads", type="pil", interactive=False, elem_id="windows-plot")
-            connectivity_plot = gr.Image(label="Functional connectivity and description", type="pil", interactive=False, elem_id="fc-plot")
+            windows_plot = gr.Image(
+                label="Windows the model reads", type="pil", interactive=False, elem_id="windows-plot"
+            )
+            connectivity_plot = gr.Image(
+                label="Functional connectivity and description", type="pil", interactive=False, elem_id="fc-plot"
+            )
             description = gr.Markdown(elem_id="description")
             chat = gr.Chatbot(label="Conversation about the scan", render_markdown=False, elem_id="chat")
             with gr.Row():
-                question = gr.Textbox(label="Question", placeholder="Is this participant a control or a patient?", elem_id="question", scale=4)
+                question = gr.Textbox(
+                    label="Question",
+                    placeholder="Is this participant a control or a patient?",
+                    elem_id="question",
+                    scale=4,
+                )
                 ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1)
             ask_status = gr.Markdown(elem_id="ask-status")
 
@@ -240,10 +266,23 @@ class AskApp:
 
             def reply(text: str, turns: list[tuple[str, str]], scan: Any):
                 turns, problem = self.answer(text, turns, scan)
-                messages = [{"role": role, "content": content} for q, a in turns for role, content in (("user", q), ("assistant", a.strip() or "(empty answer)"))]
+                messages = [
+                    {"role": role, "content": content}
+                    for q, a in turns
+                    for role, content in (("user", q), ("assistant", a.strip() or "(empty answer)"))
+                ]
                 return turns, messages, "" if not problem else text, problem
 
-            outputs = [scan_state, turns_state, uploads_state, chat, status, windows_plot, connectivity_plot, description]
+            outputs = [
+                scan_state,
+                turns_state,
+                uploads_state,
+                chat,
+                status,
+                windows_plot,
+                connectivity_plot,
+                description,
+            ]
             for trigger in (scan_file.change, atlas_file.change, tr.submit):
                 trigger(show, [scan_file, atlas_file, tr, uploads_state], outputs)
             page.unload(forget)

@@ -78,7 +78,9 @@ def _check_tokenizer_file(path: Path) -> None:
     try:
         Tokenizer.from_file(str(path))
     except Exception as error:  # the library raises a bare Exception for every parse error
-        raise FmriInputError(f"{path}: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read ({error})") from None
+        raise FmriInputError(
+            f"{path}: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read ({error})"
+        ) from None
 
 
 def check_weights(folder: Path, config: Any, trust_remote_code: bool = False) -> None:
@@ -111,15 +113,21 @@ def _safetensors_header(file: Path) -> dict[str, Any]:
         prefix = handle.read(8)
         length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
         if not 0 < length <= size - 8:
-            raise FmriInputError(f"{file}: expected a safetensors file, found {size} bytes without a readable header (truncated or not safetensors)")
+            raise FmriInputError(
+                f"{file}: expected a safetensors file, found {size} bytes without a readable header (truncated or not safetensors)"
+            )
         try:
             header = json.loads(handle.read(length))
             entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
             end = max((int(entry["data_offsets"][1]) for entry in entries.values()), default=0)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-            raise FmriInputError(f"{file}: expected a safetensors file, found an unreadable header ({type(error).__name__}: {error})") from None
+            raise FmriInputError(
+                f"{file}: expected a safetensors file, found an unreadable header ({type(error).__name__}: {error})"
+            ) from None
     if 8 + length + end > size:
-        raise FmriInputError(f"{file}: the header places tensor data up to byte {8 + length + end:,}, the file holds {size:,}: it is truncated")
+        raise FmriInputError(
+            f"{file}: the header places tensor data up to byte {8 + length + end:,}, the file holds {size:,}: it is truncated"
+        )
     return entries
 
 
@@ -131,7 +139,9 @@ def load_model(model: str | Path, trust_remote_code: bool = False, processor: An
 
     processor = processor if processor is not None else load_processor(model, trust_remote_code)
     if Path(model).is_dir():
-        check_weights(Path(model), AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code), trust_remote_code)
+        check_weights(
+            Path(model), AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code), trust_remote_code
+        )
     return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval(), processor
 
 
@@ -216,7 +226,9 @@ class Conversation:
                 the model's positions.
         """
         question = checked_question(question)
-        batch = self.processor(text=[self.prompt(question)], fmri=[self.scan], return_tensors="pt").to(self.model.device)
+        batch = self.processor(text=[self.prompt(question)], fmri=[self.scan], return_tensors="pt").to(
+            self.model.device
+        )
         length, limit = batch["input_ids"].shape[1], max_positions(self.model)
         if limit is not None and length + self.max_new_tokens > limit:
             raise FmriInputError(
@@ -238,4 +250,13 @@ class Conversation:
         return answer.strip()
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "check_weights", "checked_question", "load_model", "load_processor", "max_positions", "read_scan"]
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "Conversation",
+    "check_weights",
+    "checked_question",
+    "load_model",
+    "load_processor",
+    "max_positions",
+    "read_scan",
+]

@@ -39,7 +39,11 @@ from .splits import DEFAULT_FRACTIONS
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The checkout holding `recipes/` and `datasets_scripts/` (an editable install's source folder)."""
-RECIPES = {"stage1": "recipes/stage1_tokenizer.py", "stage2": "recipes/stage2_align.py", "stage3": "recipes/stage3_instruct.py"}
+RECIPES = {
+    "stage1": "recipes/stage1_tokenizer.py",
+    "stage2": "recipes/stage2_align.py",
+    "stage3": "recipes/stage3_instruct.py",
+}
 CORPUS_SCRIPT = "datasets_scripts/build_descriptor_corpus.py"
 LAUNCHERS = ("python", "accelerate", "torchrun")
 EXIT_USER_ERROR = 2
@@ -120,21 +124,36 @@ def run_preprocess(args: argparse.Namespace) -> None:
     (`modeling_fmrilm.window_store`: one machine, or `--prepare-only`, shares and `--merge`)."""
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     extractor = FmriFeatureExtractor(
-        num_rois=args.num_rois, target_tr=args.target_tr, window_length=args.window_length, window_stride=args.window_stride
+        num_rois=args.num_rois,
+        target_tr=args.target_tr,
+        window_length=args.window_length,
+        window_stride=args.window_stride,
     )
     if args.output_dir is None:
         store_only = [flag for flag, value in STORE_FLAGS.items() if getattr(args, value) not in (None, False)]
         if store_only:
             raise FmriInputError(f"{', '.join(store_only)}: build a window store, so they need --output-dir")
         scans = list(
-            tqdm(iter_scans(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois), desc="reading scans", unit="scan", leave=False, delay=1.0)
+            tqdm(
+                iter_scans(inputs, tr=args.tr, key=args.key, num_rois=args.num_rois),
+                desc="reading scans",
+                unit="scan",
+                leave=False,
+                delay=1.0,
+            )
         )
         print(summarize_cohort(scans, extractor))
         return
     build_store(args, inputs, extractor)
 
 
-STORE_FLAGS = {"--prepare-only": "prepare_only", "--shard-index": "shard_index", "--merge": "merge", "--split-manifest": "split_manifest", "--skip-bad": "skip_bad"}
+STORE_FLAGS = {
+    "--prepare-only": "prepare_only",
+    "--shard-index": "shard_index",
+    "--merge": "merge",
+    "--split-manifest": "split_manifest",
+    "--skip-bad": "skip_bad",
+}
 
 
 def first_readable(source: Sequence[FmriScan], skip_bad: bool) -> FmriScan:
@@ -162,20 +181,35 @@ def build_store(args: argparse.Namespace, inputs: str | list[str], extractor: Fm
         extractor.num_rois = first_readable(source, args.skip_bad).n_rois
     command = args.command_line
     config = store_config(extractor, args.shard_size)
-    split = dict(fractions=args.fractions, split_manifest=args.split_manifest, split_seed=args.split_seed, shard_size=args.shard_size)
+    split = dict(
+        fractions=args.fractions,
+        split_manifest=args.split_manifest,
+        split_seed=args.split_seed,
+        shard_size=args.shard_size,
+    )
     if args.prepare_only:
         plan = prepare_store(source, args.output_dir, extractor, skip_bad=args.skip_bad, **split)
         print(f"window store prepared in {args.output_dir}/.build: {len(plan.infos)} scans in {len(plan.shards)} shards; "
               f"skipped {len(plan.skipped)} scan(s)")  # fmt: skip
         return
     if args.shard_index is not None:
-        reused = build_store_shards(source, args.output_dir, args.shard_index, args.num_shards, args.num_proc, expected_config=config)
+        reused = build_store_shards(
+            source, args.output_dir, args.shard_index, args.num_shards, args.num_proc, expected_config=config
+        )
         print(f"share {args.shard_index} of {args.num_shards} finished ({reused} shard(s) already done)")
         return
     if args.merge:
         summary = merge_store(args.output_dir, command, expected_config=config)
     else:
-        summary = build_window_store(source, args.output_dir, extractor, num_proc=args.num_proc, skip_bad=args.skip_bad, command=command, **split)
+        summary = build_window_store(
+            source,
+            args.output_dir,
+            extractor,
+            num_proc=args.num_proc,
+            skip_bad=args.skip_bad,
+            command=command,
+            **split,
+        )
     print(f"window store written to {summary.folder}: {summary.scans} scans, windows " + ", ".join(f"{k} {v}" for k, v in summary.windows.items())
           + f"; skipped {len(summary.skipped)} scan(s)")  # fmt: skip
     for message in summary.skipped:
@@ -186,7 +220,9 @@ def run_build_corpus(args: argparse.Namespace) -> None:
     load_script(CORPUS_SCRIPT).main(args.argv)
 
 
-def launch_command(stage: str, launcher: str, argv: Sequence[str], config_file: str | None, num_processes: int | None) -> list[str]:
+def launch_command(
+    stage: str, launcher: str, argv: Sequence[str], config_file: str | None, num_processes: int | None
+) -> list[str]:
     """The command line that runs a stage's recipe under `accelerate launch` or `torchrun`."""
     recipe = str(SOURCE_ROOT / RECIPES[stage])
     if launcher == "accelerate":
@@ -207,7 +243,10 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     load_script(RECIPES[args.stage])  # fails early, with the message above, where the recipe is missing
     command = launch_command(args.stage, args.launcher, args.recipe_args, args.config_file, args.num_processes)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.run(command, env=environment).returncode
 
 
@@ -249,7 +288,14 @@ def run_export(args: argparse.Namespace) -> None:
     from .export import export_model
 
     summary = export_model(
-        args.model, args.output, args.evaluation, args.repo_id, args.atlas, args.training_data, args.license, args.overwrite
+        args.model,
+        args.output,
+        args.evaluation,
+        args.repo_id,
+        args.atlas,
+        args.training_data,
+        args.license,
+        args.overwrite,
     )
     print(f"exported to {summary.folder}: {', '.join(summary.files)}")
     if not summary.evaluated:
@@ -278,23 +324,33 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """`--model`, `--max-new-tokens`, `--chat-template`, `--trust-remote-code` (ask and app)."""
     from .ask import DEFAULT_MAX_NEW_TOKENS
 
-    parser.add_argument("--model", required=True, help="fMRI-language model folder (a run's final/, an export) or Hub id")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, help="longest answer in tokens")
+    parser.add_argument(
+        "--model", required=True, help="fMRI-language model folder (a run's final/, an export) or Hub id"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, help="longest answer in tokens"
+    )
     parser.add_argument("--chat-template", action="store_true", help="prompt through the processor's chat template")
-    parser.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code instead of this package's")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the checkpoint's own code instead of this package's"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .app import DEFAULT_MAX_UPLOAD_MB
 
-    parser = OneLineParser(prog="fmrilm", description=__doc__.splitlines()[0], epilog="fmrilm COMMAND --help tells more.")
+    parser = OneLineParser(
+        prog="fmrilm", description=__doc__.splitlines()[0], epilog="fmrilm COMMAND --help tells more."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run the main job on the embedded data")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.set_defaults(func=run_demo)
 
-    pre = commands.add_parser("preprocess", help="summarise the windows of a folder or files, or write them as a window store")
+    pre = commands.add_parser(
+        "preprocess", help="summarise the windows of a folder or files, or write them as a window store"
+    )
     pre.add_argument("inputs", nargs="+", help="a folder of scans or scan files")
     pre.add_argument("--tr", type=float, default=None, help="repetition time when files carry none")
     pre.add_argument("--key", default=None, help="variable/array/dataset holding the time series")
@@ -303,21 +359,46 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--window-length", type=int, default=160)
     pre.add_argument("--window-stride", type=int, default=None)
     store = pre.add_argument_group("window store (with --output-dir; modeling_fmrilm.window_store)")
-    store.add_argument("--output-dir", default=None, help="write the windows as a window store there instead of summarising them")
-    store.add_argument("--shard-size", type=positive_int, default=16, help="scans per shard (per Arrow file, per unit of resumable work)")
+    store.add_argument(
+        "--output-dir", default=None, help="write the windows as a window store there instead of summarising them"
+    )
+    store.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=16,
+        help="scans per shard (per Arrow file, per unit of resumable work)",
+    )
     store.add_argument("--num-proc", type=positive_int, default=1, help="processes computing shards on this machine")
-    store.add_argument("--skip-bad", action="store_true", help="skip unreadable or unusable scans (listed) instead of stopping")
-    store.add_argument("--split-manifest", default=None, help="splits.json, corpus or store whose subject split is kept")
-    store.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS), help="train/validation/test fractions of subjects")
+    store.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable or unusable scans (listed) instead of stopping"
+    )
+    store.add_argument(
+        "--split-manifest", default=None, help="splits.json, corpus or store whose subject split is kept"
+    )
+    store.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=list(DEFAULT_FRACTIONS),
+        help="train/validation/test fractions of subjects",
+    )
     store.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
-    store.add_argument("--prepare-only", action="store_true", help="survey and split the scans, then stop (before the shares)")
-    store.add_argument("--shard-index", type=int, default=None, help="build only this share of the shards (with --num-shards)")
-    store.add_argument("--num-shards", type=positive_int, default=None, help="number of shares the shards are dealt into")
+    store.add_argument(
+        "--prepare-only", action="store_true", help="survey and split the scans, then stop (before the shares)"
+    )
+    store.add_argument(
+        "--shard-index", type=int, default=None, help="build only this share of the shards (with --num-shards)"
+    )
+    store.add_argument(
+        "--num-shards", type=positive_int, default=None, help="number of shares the shards are dealt into"
+    )
     store.add_argument("--merge", action="store_true", help="publish the store from finished shares")
     pre.set_defaults(func=run_preprocess)
 
     corpus = commands.add_parser(
-        "build-corpus", add_help=False, help=f"build the descriptor corpus (flags: those of {CORPUS_SCRIPT}; --help lists them)"
+        "build-corpus",
+        add_help=False,
+        help=f"build the descriptor corpus (flags: those of {CORPUS_SCRIPT}; --help lists them)",
     )
     corpus.set_defaults(func=run_build_corpus, passthrough=True)
 
@@ -327,17 +408,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a stage's recipe. Flags after the stage go to the recipe (fmrilm train stage1 --help lists them); "
         "launcher flags come before it: fmrilm train --launcher accelerate --config-file recipes/configs/ddp.yaml stage2 --output_dir out",
     )
-    train.add_argument("--launcher", choices=LAUNCHERS, default="python", help="python: this process; accelerate/torchrun: several processes")
-    train.add_argument("--config-file", default=None, help="Accelerate config (recipes/configs/*.yaml), with --launcher accelerate")
+    train.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="python",
+        help="python: this process; accelerate/torchrun: several processes",
+    )
+    train.add_argument(
+        "--config-file", default=None, help="Accelerate config (recipes/configs/*.yaml), with --launcher accelerate"
+    )
     train.add_argument("--num-processes", type=int, default=None, help="processes to launch")
-    train.add_argument("stage", choices=list(RECIPES), help="stage1 tokenizer, stage2 alignment, stage3 instruction tuning")
-    train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="the recipe's flags (TrainingArguments and the stage's own)")
+    train.add_argument(
+        "stage", choices=list(RECIPES), help="stage1 tokenizer, stage2 alignment, stage3 instruction tuning"
+    )
+    train.add_argument(
+        "recipe_args", nargs=argparse.REMAINDER, help="the recipe's flags (TrainingArguments and the stage's own)"
+    )
     train.set_defaults(func=run_train)
 
-    evaluate = commands.add_parser("evaluate", add_help=False, help="evaluate a model beside the baselines (--help lists the flags)")
+    evaluate = commands.add_parser(
+        "evaluate", add_help=False, help="evaluate a model beside the baselines (--help lists the flags)"
+    )
     evaluate.set_defaults(func=run_evaluate, passthrough=True)
 
-    ask = commands.add_parser("ask", help="ask a model about a scan", description="Ask an fMRI-language model about one scan.")
+    ask = commands.add_parser(
+        "ask", help="ask a model about a scan", description="Ask an fMRI-language model about one scan."
+    )
     _model_arguments(ask)
     ask.add_argument("--scan", required=True, help="scan file: .mat/.npy/.npz/.h5/.tsv/.csv, or NIfTI with --atlas")
     ask.add_argument("--tr", type=float, default=None, help="repetition time in seconds when the file carries none")
@@ -351,24 +447,34 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a Hub-ready model folder with its model card")
     export.add_argument("--model", required=True, help="a Stage 2/3 run's final/ folder")
     export.add_argument("--output", required=True, help="the folder to write")
-    export.add_argument("--evaluation", default=None, help="evaluation.json written by fmrilm evaluate (the card's table)")
+    export.add_argument(
+        "--evaluation", default=None, help="evaluation.json written by fmrilm evaluate (the card's table)"
+    )
     export.add_argument("--repo-id", default=None, help="ORG/NAME it will be pushed to (the card's examples)")
     export.add_argument("--atlas", default=None, help="atlas name, when the training record does not give it")
     export.add_argument("--training-data", default=None, help="training data in words, instead of the record's")
     export.add_argument("--license", default="apache-2.0", help="licence of the weights (Hub licence id)")
-    export.add_argument("--overwrite", action="store_true", help="replace an earlier export (one holding only the files its fmrilm_export.json lists)")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export (one holding only the files its fmrilm_export.json lists)",
+    )
     export.set_defaults(func=run_export)
 
     push = commands.add_parser("push", help="upload an exported folder (or a corpus) to the Hugging Face Hub")
     push.add_argument("--folder", required=True)
     push.add_argument("--repo-id", required=True, help="ORG/NAME")
-    push.add_argument("--repo-type", choices=["model", "dataset"], default="model", help="dataset for a descriptor corpus")
+    push.add_argument(
+        "--repo-type", choices=["model", "dataset"], default="model", help="dataset for a descriptor corpus"
+    )
     push.add_argument("--private", action="store_true")
     push.set_defaults(func=run_push)
 
     app = commands.add_parser("app", help="serve a page on 127.0.0.1 to ask about uploaded scans (needs fmrilm[app])")
     _model_arguments(app)
-    app.add_argument("--corpus", default=None, help="descriptor corpus folder: describe scans against its cohort reference")
+    app.add_argument(
+        "--corpus", default=None, help="descriptor corpus folder: describe scans against its cohort reference"
+    )
     app.add_argument("--atlas", default=None, help="default label atlas for NIfTI uploads")
     app.add_argument("--port", type=int, default=7860)
     app.add_argument("--max-upload-mb", type=positive_int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload, in MB")

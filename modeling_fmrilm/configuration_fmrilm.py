@@ -146,7 +146,12 @@ class FmriTokenizerConfig(PretrainedConfig):
             "kmeans_iters": kmeans_iters,
         }
         for field, value in positive_ints.items():
-            _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, "a positive integer", value)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                field,
+                "a positive integer",
+                value,
+            )
         _check(
             window_length % patch_length == 0,
             "patch_length",
@@ -161,16 +166,31 @@ class FmriTokenizerConfig(PretrainedConfig):
         )
         _check(num_codes >= 2, "num_codes", "at least 2", num_codes)
         _check(
-            isinstance(kmeans_warmup_steps, int) and not isinstance(kmeans_warmup_steps, bool) and kmeans_warmup_steps >= 0,
+            isinstance(kmeans_warmup_steps, int)
+            and not isinstance(kmeans_warmup_steps, bool)
+            and kmeans_warmup_steps >= 0,
             "kmeans_warmup_steps",
             "a non-negative integer",
             kmeans_warmup_steps,
         )
-        _check(quantizer_gradient in QUANTIZER_GRADIENTS, "quantizer_gradient", f"one of {QUANTIZER_GRADIENTS}", quantizer_gradient)
+        _check(
+            quantizer_gradient in QUANTIZER_GRADIENTS,
+            "quantizer_gradient",
+            f"one of {QUANTIZER_GRADIENTS}",
+            quantizer_gradient,
+        )
         _check(code_projection in CODE_PROJECTIONS, "code_projection", f"one of {CODE_PROJECTIONS}", code_projection)
         intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
-        _check(isinstance(intermediate_size, int) and intermediate_size > 0, "intermediate_size", "a positive integer", intermediate_size)
-        for field, value in {"hidden_dropout_prob": hidden_dropout_prob, "attention_dropout": attention_dropout}.items():
+        _check(
+            isinstance(intermediate_size, int) and intermediate_size > 0,
+            "intermediate_size",
+            "a positive integer",
+            intermediate_size,
+        )
+        for field, value in {
+            "hidden_dropout_prob": hidden_dropout_prob,
+            "attention_dropout": attention_dropout,
+        }.items():
             _check(0.0 <= value < 1.0, field, "a probability in [0, 1)", value)
         _check(0.0 < ema_decay < 1.0, "ema_decay", "a number in (0, 1)", ema_decay)
         nonnegative = {
@@ -376,7 +396,10 @@ class FmriLMConfig(PreTrainedConfig):
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         streams = self.fmri_streams
         self._require(
-            isinstance(streams, (list, tuple)) and "codes" in streams and set(streams) <= set(FMRI_STREAMS) and len(set(streams)) == len(streams),
+            isinstance(streams, (list, tuple))
+            and "codes" in streams
+            and set(streams) <= set(FMRI_STREAMS)
+            and len(set(streams)) == len(streams),
             "fmri_streams",
             f"distinct names from {FMRI_STREAMS}, with 'codes'",
             streams,
@@ -395,21 +418,26 @@ class FmriLMConfig(PreTrainedConfig):
                 self.text_config.vocab_size += 1
         self.check_token_layout()
         self._require(
-            self.projector_hidden_size is None or (isinstance(self.projector_hidden_size, int) and self.projector_hidden_size > 0),
+            self.projector_hidden_size is None
+            or (isinstance(self.projector_hidden_size, int) and self.projector_hidden_size > 0),
             "projector_hidden_size",
             "a positive integer or None (the LM's hidden size)",
             self.projector_hidden_size,
         )
         self.connectivity_fisher_z = bool(self.connectivity_fisher_z)
         self._require(
-            isinstance(self.code_dropout, (int, float)) and not isinstance(self.code_dropout, bool) and 0 <= self.code_dropout <= 1,
+            isinstance(self.code_dropout, (int, float))
+            and not isinstance(self.code_dropout, bool)
+            and 0 <= self.code_dropout <= 1,
             "code_dropout",
             "a probability in [0, 1]",
             self.code_dropout,
         )
         self.code_dropout = float(self.code_dropout)
         self._require(
-            isinstance(self.windows_per_scan, int) and not isinstance(self.windows_per_scan, bool) and self.windows_per_scan > 0,
+            isinstance(self.windows_per_scan, int)
+            and not isinstance(self.windows_per_scan, bool)
+            and self.windows_per_scan > 0,
             "windows_per_scan",
             "a positive integer",
             self.windows_per_scan,
@@ -504,9 +532,16 @@ class FmriLMConfig(PreTrainedConfig):
             self.first_code_token_id,
         )
         specials = self.special_token_ids
-        self._require(len(set(specials.values())) == len(specials), "fmri_start_token_id", f"{len(specials)} distinct special ids", specials)
+        self._require(
+            len(set(specials.values())) == len(specials),
+            "fmri_start_token_id",
+            f"{len(specials)} distinct special ids",
+            specials,
+        )
         for field, value in specials.items():
-            self._require(value not in codes, field, f"an id outside the code range [{codes.start}, {codes.stop})", value)
+            self._require(
+                value not in codes, field, f"an id outside the code range [{codes.start}, {codes.stop})", value
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Serialisable dict; the one model class also serves `AutoModel` in `auto_map`."""

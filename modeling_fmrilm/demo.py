@@ -44,7 +44,9 @@ def run_demo(output_dir: Path) -> None:
         stage1 = demo_stage1(output_dir, corpus)
         print("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
         stage2 = demo_stage2(output_dir, corpus, stage1.final_dir, scans)
-        print("== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines")
+        print(
+            "== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines"
+        )
         stage3 = demo_stage3(output_dir, stage2.final_dir, corpus)
         ask_held_out(stage3, scans)
         print("== Figures")
@@ -84,7 +86,9 @@ def demo_figures(folder: Path, scans: Sequence[FmriScan], stage1: Any, stage2: A
     with torch.no_grad():
         window = extractor(test_scan, return_tensors="pt")["fmri_values"][:1]
         reconstruction = tokenizer.decode(tokenizer.encode(window))
-        train_windows = extractor([s for s in scans if split.of(scan_subject_key(s)) == "train"], return_tensors="pt")["fmri_values"]
+        train_windows = extractor([s for s in scans if split.of(scan_subject_key(s)) == "train"], return_tensors="pt")[
+            "fmri_values"
+        ]
         counts = torch.bincount(tokenizer.encode(train_windows).reshape(-1), minlength=tokenizer.config.num_codes)
     name = scan_text_key(test_scan)
     return [

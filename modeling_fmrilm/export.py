@@ -77,7 +77,10 @@ def export_model(
     """
     from .ask import load_model
 
-    model_dir, output_dir = Path(model_dir), Path(output_dir).resolve()  # resolved: `--output .` has no name to stage beside
+    model_dir, output_dir = (
+        Path(model_dir),
+        Path(output_dir).resolve(),
+    )  # resolved: `--output .` has no name to stage beside
     if not (model_dir / "processor_config.json").is_file():
         raise FmriInputError(
             f"{model_dir}: expected a model folder with its processor (processor_config.json), as a training run's final/ holds it; "
@@ -88,7 +91,15 @@ def export_model(
     record = read_json(model_dir / RECORD_NAME, "the training record") if (model_dir / RECORD_NAME).is_file() else None
     model, processor = load_model(model_dir)
     card = render_model_card(
-        model, processor, record, evaluation_content, str(evaluation), repo_id=repo_id, atlas=atlas, training_data=training_data, license=license
+        model,
+        processor,
+        record,
+        evaluation_content,
+        str(evaluation),
+        repo_id=repo_id,
+        atlas=atlas,
+        training_data=training_data,
+        license=license,
     )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f".{output_dir.name}-staging")
@@ -99,7 +110,9 @@ def export_model(
         (staging / "README.md").write_text(card, encoding="utf-8")
         missing = [name for name in REMOTE_CODE_FILES if not (staging / name).is_file()]
         if missing or not any(staging.glob("*.safetensors")):
-            raise FmriInputError(f"{staging}: the saved model lacks {missing or 'safetensors weights'}; the folder would not load as remote code")
+            raise FmriInputError(
+                f"{staging}: the saved model lacks {missing or 'safetensors weights'}; the folder would not load as remote code"
+            )
         written = sorted([path.name for path in staging.iterdir()] + [MARKER_NAME])
         (staging / MARKER_NAME).write_text(json.dumps({"written_by": "fmrilm export", "files": written}, indent=2))
         replace_folder(staging, output_dir)
@@ -122,18 +135,24 @@ def check_output_folder(output_dir: Path, model_dir: Path, overwrite: bool) -> N
         if relation is None and other == model and model in output_dir.parents:
             relation = "lies inside"
         if relation is not None:
-            raise FmriInputError(f"{output_dir}: expected an export folder apart from {name}, found one that {relation} it")
+            raise FmriInputError(
+                f"{output_dir}: expected an export folder apart from {name}, found one that {relation} it"
+            )
     if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
         return
     if not output_dir.is_dir():
         raise FmriInputError(f"{output_dir}: expected a folder to export to, found a file")
     if not overwrite:
-        raise FmriInputError(f"{output_dir}: already exists and is not empty; choose another folder or pass --overwrite")
+        raise FmriInputError(
+            f"{output_dir}: already exists and is not empty; choose another folder or pass --overwrite"
+        )
     rule = f"--overwrite replaces only an earlier export holding nothing but the files its {MARKER_NAME} lists"
     try:
         listed = set(json.loads((output_dir / MARKER_NAME).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise FmriInputError(f"{output_dir}: {rule}; found no readable {MARKER_NAME} (not a folder fmrilm export wrote)") from None
+        raise FmriInputError(
+            f"{output_dir}: {rule}; found no readable {MARKER_NAME} (not a folder fmrilm export wrote)"
+        ) from None
     others = sorted(path.name for path in output_dir.iterdir() if path.name not in listed)
     if others:
         raise FmriInputError(f"{output_dir}: {rule}; found files it did not write: {others[:10]}")

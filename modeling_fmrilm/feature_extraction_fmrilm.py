@@ -74,9 +74,7 @@ def validate_fmri(
             f"{name}: expected a 2-D array (n_rois, n_timepoints), found ragged rows of unequal length ({error})"
         ) from None
     if array.ndim != 2:
-        raise FmriInputError(
-            f"{name}: expected a 2-D array (n_rois, n_timepoints), found shape {array.shape}"
-        )
+        raise FmriInputError(f"{name}: expected a 2-D array (n_rois, n_timepoints), found shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise FmriInputError(f"{name}: expected numbers, found dtype {array.dtype}")
     if np.iscomplexobj(array):
@@ -93,13 +91,11 @@ def validate_fmri(
                 f"(n_timepoints, n_rois): transpose it (axis 0, {n_rois} entries, looks like time)"
             )
         raise FmriInputError(
-            f"{name}: expected {num_rois} ROIs on axis 0, found shape "
-            f"(axis 0: {n_rois}, axis 1: {n_time}){hint}"
+            f"{name}: expected {num_rois} ROIs on axis 0, found shape (axis 0: {n_rois}, axis 1: {n_time}){hint}"
         )
     if n_time < min_timepoints:
         raise FmriInputError(
-            f"{name}: expected at least {min_timepoints} time points on axis 1, found {n_time} "
-            f"(shape {array.shape})"
+            f"{name}: expected at least {min_timepoints} time points on axis 1, found {n_time} (shape {array.shape})"
         )
     if require_tr and tr is None:
         raise MissingTRError(f"{name}: no repetition time (tr) given")
@@ -107,7 +103,10 @@ def validate_fmri(
         raise FmriInputError(f"{name}: expected a positive repetition time in seconds, found tr={tr!r}")
     array = array.astype(np.float32, copy=False)
     rows = max(1, _CHECK_BLOCK_VALUES // max(1, n_time))  # the finiteness mask is made block by block of ROIs
-    rois = np.concatenate([np.empty(0, np.int64)] + [np.flatnonzero(~np.isfinite(array[i : i + rows]).all(axis=1)) + i for i in range(0, n_rois, rows)])
+    rois = np.concatenate(
+        [np.empty(0, np.int64)]
+        + [np.flatnonzero(~np.isfinite(array[i : i + rows]).all(axis=1)) + i for i in range(0, n_rois, rows)]
+    )
     if rois.size:
         first = (int(rois[0]), int(np.flatnonzero(~np.isfinite(array[rois[0]]))[0]))
         raise FmriInputError(
@@ -345,9 +344,7 @@ class FmriFeatureExtractor(FeatureExtractionMixin):
         if not target_tr > 0:
             raise FmriInputError(f"target_tr: expected a positive number of seconds, found {target_tr!r}")
         if normalization not in ("robust", "zscore", "none"):
-            raise FmriInputError(
-                f"normalization: expected 'robust', 'zscore' or 'none', found {normalization!r}"
-            )
+            raise FmriInputError(f"normalization: expected 'robust', 'zscore' or 'none', found {normalization!r}")
         if pad_strategy not in PAD_STRATEGIES:
             raise FmriInputError(f"pad_strategy: expected one of {PAD_STRATEGIES}, found {pad_strategy!r}")
         if resample_method not in RESAMPLE_METHODS:

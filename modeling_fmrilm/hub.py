@@ -45,7 +45,9 @@ def push_folder(
     """
     folder = Path(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
-        raise FmriInputError(f"{folder}: expected a non-empty folder to upload, found {'an empty folder' if folder.is_dir() else 'no folder'}")
+        raise FmriInputError(
+            f"{folder}: expected a non-empty folder to upload, found {'an empty folder' if folder.is_dir() else 'no folder'}"
+        )
     if repo_type not in REPO_KINDS:
         raise FmriInputError(f"repo_type: expected one of {REPO_KINDS}, found {repo_type!r}")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):

@@ -32,7 +32,9 @@ def template_path() -> Path:
     for candidate in (Path(__file__).with_name(TEMPLATE_NAME), Path(__file__).resolve().parents[1] / TEMPLATE_NAME):
         if candidate.is_file():
             return candidate
-    raise FmriInputError(f"{TEMPLATE_NAME}: the model card template is missing from this installation (reinstall fmrilm)")
+    raise FmriInputError(
+        f"{TEMPLATE_NAME}: the model card template is missing from this installation (reinstall fmrilm)"
+    )
 
 
 def read_json(path: str | Path, what: str) -> dict[str, Any]:
@@ -69,7 +71,9 @@ def evaluation_report(evaluation: dict[str, Any], source: str) -> Any:
 
     row_fields = {item.name for item in dataclass_fields(Row)}
     try:
-        settings = EvaluationSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in evaluation["settings"].items()})
+        settings = EvaluationSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in evaluation["settings"].items()}
+        )
         rows = [Row(**{k: v for k, v in row.items() if k in row_fields}) for row in evaluation["rows"]]
         if not rows:
             raise KeyError("rows")
@@ -85,7 +89,11 @@ def evaluation_fields(evaluation: dict[str, Any], source: str) -> dict[str, Any]
     """Template fields of the evaluation: its markdown table (as `fmrilm evaluate` prints it) and notes."""
     report = evaluation_report(evaluation, source)
     methods = {row.method for row in report.rows if not row.skipped}
-    notes = [f"`{name}` did not run in this evaluation: the comparison is incomplete." for name in FC_BASELINES if name not in methods]
+    notes = [
+        f"`{name}` did not run in this evaluation: the comparison is incomplete."
+        for name in FC_BASELINES
+        if name not in methods
+    ]
     if not any(row.is_model for row in report.rows):
         notes.append("No row of this model: the evaluation ran the baselines only.")
     return {"evaluation_table": _without_paths(report.to_markdown()), "evaluation_notes": notes}
@@ -108,9 +116,14 @@ def training_fields(record: dict[str, Any] | None, language_model: str) -> dict[
     arguments = record.get("arguments") or {}
     per_split, per_dataset = _split_counts(record)
     split = record.get("split") or {}
-    split_summary = ", ".join(f"{name} {per_split[name]}" for name in ("train", "validation", "test") if per_split[name]) or NOT_RECORDED
+    split_summary = (
+        ", ".join(f"{name} {per_split[name]}" for name in ("train", "validation", "test") if per_split[name])
+        or NOT_RECORDED
+    )
     if split:
-        split_summary += f" subjects (seeded hash of dataset/subject, seed {split.get('seed')}, fractions {split.get('fractions')})"
+        split_summary += (
+            f" subjects (seeded hash of dataset/subject, seed {split.get('seed')}, fractions {split.get('fractions')})"
+        )
     cohorts = ", ".join(f"{name} ({count} subjects)" for name, count in sorted(per_dataset.items()))
     atlas = None
     corpus = arguments.get("corpus")
@@ -132,17 +145,24 @@ def training_fields(record: dict[str, Any] | None, language_model: str) -> dict[
     steps = max((entry.get("step", 0) for entry in history), default=0)
     epochs = max((entry.get("epoch", 0) for entry in history), default=0)
     stage = record.get("stage")
-    tasks = "; tasks (loss weights): " + ", ".join(f"{name} {weight:g}" for name, weight in record["tasks"].items()) if record.get("tasks") else ""
+    tasks = (
+        "; tasks (loss weights): " + ", ".join(f"{name} {weight:g}" for name, weight in record["tasks"].items())
+        if record.get("tasks")
+        else ""
+    )
     stage_summary = (
         f"Stage {stage} of 3 ({STAGES.get(stage, 'unknown')}): {steps} optimisation steps, {epochs:g} epoch(s), "
         f"{record.get('num_processes', 1)} process(es), mixed precision {record.get('mixed_precision', 'no')}{tasks}; "
         "the Stage 1 tokenizer is frozen."
     )
+
     def held_out(key: str) -> bool:
         return key.startswith("eval_") and key != "eval_loss" and key.endswith(("_loss", "_accuracy"))
 
     last_eval = next((entry for entry in reversed(history) if any(held_out(key) for key in entry)), {})
-    final_losses = ", ".join(f"{key[5:].replace('_', ' ')} {value:.3f}" for key, value in last_eval.items() if held_out(key))
+    final_losses = ", ".join(
+        f"{key[5:].replace('_', ' ')} {value:.3f}" for key, value in last_eval.items() if held_out(key)
+    )
     base = base_model_of(record)
     hub_id = base if base and not Path(base).exists() and base.count("/") == 1 else None
     return {
@@ -151,7 +171,9 @@ def training_fields(record: dict[str, Any] | None, language_model: str) -> dict[
         "split_summary": split_summary,
         "data_terms": data_terms,
         "stage_summary": stage_summary,
-        "base_model": f"`{base}`" if base else f"none: a small {language_model} built from its config, with a byte-level BPE text tokenizer trained on the descriptor corpus",
+        "base_model": f"`{base}`"
+        if base
+        else f"none: a small {language_model} built from its config, with a byte-level BPE text tokenizer trained on the descriptor corpus",
         "base_model_id": hub_id,
         "final_losses": final_losses,
     }
@@ -176,7 +198,10 @@ def preprocessing_fields(model: Any, processor: Any) -> dict[str, Any]:
         "zscore": "z-score per ROI per scan (mean / standard deviation)",
         "none": "none (the scan's own scale)",
     }[extractor.normalization]
-    resampling = {"antialias": "anti-aliased: low-pass filter, then resampling", "linear": "linear interpolation, as in the paper"}
+    resampling = {
+        "antialias": "anti-aliased: low-pass filter, then resampling",
+        "linear": "linear interpolation, as in the paper",
+    }
     window_seconds = extractor.window_length * extractor.target_tr
     return {
         "num_rois": extractor.num_rois,
@@ -187,7 +212,9 @@ def preprocessing_fields(model: Any, processor: Any) -> dict[str, Any]:
         "window_stride": extractor.stride,
         "windows_per_scan": processor.windows_per_scan,
         "read_seconds": f"{window_seconds * processor.windows_per_scan:g}",
-        "pad_strategy": "stretched to one window by interpolation, as in the paper" if extractor.pad_strategy == "interpolate" else "rejected (a scan shorter than one window is an error)",
+        "pad_strategy": "stretched to one window by interpolation, as in the paper"
+        if extractor.pad_strategy == "interpolate"
+        else "rejected (a scan shorter than one window is an error)",
         "normalization": normalization,
         "tokens_per_window": processor.tokens_per_window,
         "patch_length": tokenizer_config.patch_length,
@@ -247,7 +274,8 @@ def render_model_card(
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
-        model_name=model_name or (repo_id.split("/")[-1] if repo_id else f"fmrilm {language_model} fMRI-language model"),
+        model_name=model_name
+        or (repo_id.split("/")[-1] if repo_id else f"fmrilm {language_model} fMRI-language model"),
         repo_id=repo_id or "ORG/NAME",
         language_model=language_model,
         parameters=_number(sum(p.numel() for p in model.language_model.parameters())),
@@ -261,4 +289,12 @@ def render_model_card(
     return str(card)
 
 
-__all__ = ["evaluation_fields", "evaluation_report", "preprocessing_fields", "read_json", "render_model_card", "template_path", "training_fields"]
+__all__ = [
+    "evaluation_fields",
+    "evaluation_report",
+    "preprocessing_fields",
+    "read_json",
+    "render_model_card",
+    "template_path",
+    "training_fields",
+]

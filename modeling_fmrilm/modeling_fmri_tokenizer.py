@@ -144,7 +144,9 @@ def rotation_trick(vectors: torch.Tensor, code_vectors: torch.Tensor) -> torch.T
     unit = vectors.detach()
     codes = code_vectors.detach()
     r = F.normalize(unit + codes, dim=-1)
-    rotated = vectors - 2 * r * (r * vectors).sum(-1, keepdim=True) + 2 * codes * (unit * vectors).sum(-1, keepdim=True)
+    rotated = (
+        vectors - 2 * r * (r * vectors).sum(-1, keepdim=True) + 2 * codes * (unit * vectors).sum(-1, keepdim=True)
+    )
     return rotated + (codes - rotated).detach()
 
 
@@ -196,7 +198,11 @@ class _Float32Buffers(nn.Module):
     """
 
     def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:
-        originals = {name: buffer for name, buffer in self._buffers.items() if buffer is not None and buffer.dtype == torch.float32}
+        originals = {
+            name: buffer
+            for name, buffer in self._buffers.items()
+            if buffer is not None and buffer.dtype == torch.float32
+        }
         super()._apply(fn, recurse)
         for name, original in originals.items():
             if self._buffers[name].dtype != torch.float32:
@@ -252,7 +258,9 @@ class FmriVectorQuantizer(_Float32Buffers):
         self.usage_decay = 1.0 - 1.0 / config.dead_code_horizon
         self.min_usage = config.dead_code_min_usage
         # the rate at which codes come due if none is used: num_codes per horizon * ln(1 / min_usage) steps
-        due_per_step = config.num_codes / (config.dead_code_horizon * math.log(1 / self.min_usage)) if self.min_usage > 0 else 0
+        due_per_step = (
+            config.num_codes / (config.dead_code_horizon * math.log(1 / self.min_usage)) if self.min_usage > 0 else 0
+        )
         self.max_restarts = min(config.num_codes, math.ceil(due_per_step))
         self.kmeans_init = config.kmeans_init
         self.kmeans_init_vectors = config.kmeans_init_vectors_per_code * config.num_codes
@@ -353,7 +361,9 @@ class FmriVectorQuantizer(_Float32Buffers):
             self.restart_dead_codes(vectors, unused=counts == 0, expected_share=expected_share)
 
     @torch.no_grad()
-    def restart_dead_codes(self, vectors: torch.Tensor, unused: torch.Tensor, expected_share: torch.Tensor) -> torch.Tensor:
+    def restart_dead_codes(
+        self, vectors: torch.Tensor, unused: torch.Tensor, expected_share: torch.Tensor
+    ) -> torch.Tensor:
         """Move dead codes onto random rows of `vectors` `(n, code_dim)`.
 
         A code is dead when its `code_usage` is below `min_usage` and `unused` `(num_codes,)` (no
@@ -373,7 +383,9 @@ class FmriVectorQuantizer(_Float32Buffers):
         codebook = self.codebook.weight
         codebook[chosen] = torch.where(restart[:, None], fresh, codebook[chosen])
         self.ema_sum[chosen] = torch.where(restart[:, None], fresh * expected_share, self.ema_sum[chosen])
-        self.code_usage[chosen] = torch.where(restart, torch.ones_like(restart, dtype=torch.float32), self.code_usage[chosen])
+        self.code_usage[chosen] = torch.where(
+            restart, torch.ones_like(restart, dtype=torch.float32), self.code_usage[chosen]
+        )
         restarted = torch.zeros_like(dead).scatter_(0, chosen, restart)
         self.last_restart_count.copy_(restarted.sum())
         return restarted
@@ -467,7 +479,9 @@ def code_projection(config: FmriTokenizerConfig) -> nn.Module:
     one `Linear` (`"linear"`), or `Linear` -> `Tanh` -> `Linear` (`"mlp"`, the paper's encoder output)."""
     if config.code_projection == "linear":
         return nn.Linear(config.hidden_size, config.code_dim)
-    return nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh(), nn.Linear(config.hidden_size, config.code_dim))
+    return nn.Sequential(
+        nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh(), nn.Linear(config.hidden_size, config.code_dim)
+    )
 
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
@@ -487,11 +501,15 @@ class SafetensorsOnly:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("use_safetensors", True)
         folder = os.path.join(str(pretrained_model_name_or_path), *filter(None, [kwargs.get("subfolder")]))
-        if kwargs["use_safetensors"] and os.path.isdir(folder) and not any(name.endswith(SAFETENSORS_SUFFIXES) for name in os.listdir(folder)):
+        if (
+            kwargs["use_safetensors"]
+            and os.path.isdir(folder)
+            and not any(name.endswith(SAFETENSORS_SUFFIXES) for name in os.listdir(folder))
+        ):
             pickled = sorted(name for name in os.listdir(folder) if name.endswith(PICKLED_SUFFIXES))
             raise FmriInputError(
                 f"{folder}: expected safetensors weights (model.safetensors), found {pickled or 'no weights'}; fmrilm reads no pickled "
-                f"weights. Convert a folder you trust once: python -c \"from modeling_fmrilm import {cls.__name__} as M; "
+                f'weights. Convert a folder you trust once: python -c "from modeling_fmrilm import {cls.__name__} as M; '
                 f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\""
             )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -704,7 +722,12 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
     """
 
     # The heads of FmriTokenizerForPreTraining, in its checkpoints: not part of this model.
-    _keys_to_ignore_on_load_unexpected = [r"^contrastive_projection\.", r"^logit_scale$", r"^logit_bias$", r"^domain_classifier\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^contrastive_projection\.",
+        r"^logit_scale$",
+        r"^logit_bias$",
+        r"^domain_classifier\.",
+    ]
 
     def __init__(self, config: FmriTokenizerConfig) -> None:
         super().__init__(config)
@@ -753,7 +776,9 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
             raise FmriInputError(f"fmri_values: expected finite values, found NaN/inf in a tensor of shape {shape}")
         return shape[2] // config.patch_length
 
-    def _encode_vectors(self, fmri_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, BaseModelOutput]:
+    def _encode_vectors(
+        self, fmri_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
         """Unit vectors `(batch, n_tokens, code_dim)` before quantisation, and the encoder's output."""
         self.check_fmri_values(fmri_values)
         dtype = self.encoder.input_projection.weight.dtype
@@ -761,7 +786,9 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
         encoded = self.encoder(patches, return_dict=True, **kwargs)
         return F.normalize(self.to_code(encoded.last_hidden_state), dim=-1), encoded
 
-    def _reconstruct(self, code_vectors: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, BaseModelOutput]:
+    def _reconstruct(
+        self, code_vectors: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
         """Windows `(batch, num_rois, n_patches * patch_length)` from code vectors `(batch, n_tokens, code_dim)`."""
         dtype = self.decoder.input_projection.weight.dtype
         decoded = self.decoder(code_vectors.to(dtype), return_dict=True, **kwargs)
@@ -800,7 +827,9 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
                 f"{config.num_tokens}, found shape {tuple(codes.shape)}"
             )
         if _checks_data() and codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= config.num_codes):
-            raise FmriInputError(f"codes: expected values in [0, {config.num_codes}), found {int(codes.min())}..{int(codes.max())}")
+            raise FmriInputError(
+                f"codes: expected values in [0, {config.num_codes}), found {int(codes.min())}..{int(codes.max())}"
+            )
         return self._reconstruct(self.quantizer.codebook(codes))[0]
 
     def forward(
@@ -834,7 +863,9 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
         flags = {
             "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
-            "output_hidden_states": self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            "output_hidden_states": self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states,
         }
         vectors, encoded = self._encode_vectors(fmri_values, **flags)
         quantized, codes, commitment = self.quantizer(vectors)
@@ -933,15 +964,23 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
         fmri_logits = self.domain_classifier(grad_reverse(code_vectors, self.config.grl_lambda)).squeeze(-1)
         words = F.normalize(word_embeddings.to(code_vectors.dtype), dim=-1)
         word_logits = self.domain_classifier(words).squeeze(-1)
-        fmri_loss = F.binary_cross_entropy_with_logits(fmri_logits.float(), torch.ones_like(fmri_logits, dtype=torch.float32))
-        word_loss = F.binary_cross_entropy_with_logits(word_logits.float(), torch.zeros_like(word_logits, dtype=torch.float32))
+        fmri_loss = F.binary_cross_entropy_with_logits(
+            fmri_logits.float(), torch.ones_like(fmri_logits, dtype=torch.float32)
+        )
+        word_loss = F.binary_cross_entropy_with_logits(
+            word_logits.float(), torch.zeros_like(word_logits, dtype=torch.float32)
+        )
         return (fmri_loss + word_loss) / 2
 
     def _check_head_inputs(self, text_embeds: torch.Tensor | None, word_embeddings: torch.Tensor | None) -> None:
         """Each built head needs its input; an input without its head is an error too."""
         config = self.config
         heads = {
-            "text_embeds": (text_embeds, self.contrastive_projection is not None, f"text_embed_dim={config.text_embed_dim}"),
+            "text_embeds": (
+                text_embeds,
+                self.contrastive_projection is not None,
+                f"text_embed_dim={config.text_embed_dim}",
+            ),
             "word_embeddings": (
                 word_embeddings,
                 self.domain_classifier is not None,
@@ -982,7 +1021,10 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
         config = self.config
         outputs = self.fmri_tokenizer(
-            fmri_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True
+            fmri_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         pooled = outputs.code_vectors.mean(dim=1)
         loss = outputs.loss
@@ -998,7 +1040,11 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
             contrastive_loss=contrastive,
             domain_loss=domain,
             pooled_features=pooled,
-            **{field.name: getattr(outputs, field.name) for field in fields(FmriTokenizerOutput) if field.name in _SHARED_FIELDS},
+            **{
+                field.name: getattr(outputs, field.name)
+                for field in fields(FmriTokenizerOutput)
+                if field.name in _SHARED_FIELDS
+            },
         )
         return output if return_dict else output.to_tuple()
 

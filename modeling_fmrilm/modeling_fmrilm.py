@@ -104,7 +104,9 @@ def connectivity_rows(fmri_values: torch.Tensor, fisher_z: bool = False) -> torc
     values = fmri_values.float()
     centred = values - values.mean(dim=-1, keepdim=True)
     norms = torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
-    unit = torch.where(norms > 0, centred / norms.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(centred))
+    unit = torch.where(
+        norms > 0, centred / norms.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(centred)
+    )
     correlation = (unit @ unit.transpose(-1, -2)).clamp(-1.0, 1.0)
     if fisher_z:
         correlation = torch.atanh(correlation.clamp(-FISHER_Z_CLIP, FISHER_Z_CLIP))
@@ -190,7 +192,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         self.fmri_tokenizer = fmri_tokenizer
         if config.reads_connectivity:
             self.connectivity_projector = FmriConnectivityProjector(
-                fmri_tokenizer.config.num_rois, language_model.get_input_embeddings().weight.shape[1], config.projector_hidden_size
+                fmri_tokenizer.config.num_rois,
+                language_model.get_input_embeddings().weight.shape[1],
+                config.projector_hidden_size,
             )
         self.post_init()
         self.freeze_fmri_tokenizer()
@@ -281,7 +285,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         the pass training runs once over a dataset, beside the codes."""
         return connectivity_rows(fmri_values, self.config.connectivity_fisher_z)
 
-    def embed_with_connectivity(self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor) -> torch.FloatTensor:
+    def embed_with_connectivity(
+        self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor
+    ) -> torch.FloatTensor:
         """The LM's input embeddings of `input_ids`, with the `<fmri_fc>` positions replaced by the
         projected connectivity rows.
 
@@ -336,7 +342,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             FmriInputError: a stream the model does not read.
         """
         if stream not in self.config.fmri_streams:
-            raise FmriInputError(f"stream: expected one of the model's streams {self.config.fmri_streams}, found {stream!r}")
+            raise FmriInputError(
+                f"stream: expected one of the model's streams {self.config.fmri_streams}, found {stream!r}"
+            )
         self.stream_blanks = {stream: embeddings}
         try:
             yield
@@ -353,7 +361,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             return (input_ids >= config.first_code_token_id) & (input_ids < config.code_token_ids.stop)
         return input_ids == config.fmri_fc_token_id
 
-    def embed_with_blanks(self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor | None) -> torch.FloatTensor:
+    def embed_with_blanks(
+        self, input_ids: torch.LongTensor, fmri_connectivity: torch.Tensor | None
+    ) -> torch.FloatTensor:
         """Input embeddings with the connectivity rows written (unless blanked) and each blanked
         stream's positions holding its fixed embeddings (see [`blank_stream`])."""
         blanks = self.stream_blanks
@@ -502,7 +512,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         With the cache, later steps feed only the new tokens (no placeholders left); without it,
         every step feeds the whole sequence, placeholders included, so every step gets them.
         """
-        model_inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, is_first_iteration=is_first_iteration, **kwargs
+        )
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["fmri_values"] = fmri_values
             model_inputs["fmri_connectivity"] = fmri_connectivity
@@ -560,18 +572,24 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
             FmriInputError: no text tokenizer can be found, the feature extractor's windows do not
                 fit the tokenizer, or the added code tokens do not get contiguous ids.
         """
-        fmri_tokenizer = tokenizer if isinstance(tokenizer, FmriTokenizerModel) else FmriTokenizerModel.from_pretrained(tokenizer)
+        fmri_tokenizer = (
+            tokenizer if isinstance(tokenizer, FmriTokenizerModel) else FmriTokenizerModel.from_pretrained(tokenizer)
+        )
         if feature_extractor is None:
             feature_extractor = _saved_feature_extractor(tokenizer, fmri_tokenizer)
         tokens_per_window = _tokens_per_window(fmri_tokenizer, feature_extractor)
         if not isinstance(language_model, PreTrainedModel):
-            language_model = AutoModelForCausalLM.from_pretrained(language_model, **{"use_safetensors": True, **language_model_kwargs})
+            language_model = AutoModelForCausalLM.from_pretrained(
+                language_model, **{"use_safetensors": True, **language_model_kwargs}
+            )
         text_tokenizer = _text_tokenizer(text_tokenizer, language_model)
 
         existing_rows = min(len(text_tokenizer), language_model.get_input_embeddings().weight.shape[0])
         num_codes = fmri_tokenizer.config.num_codes
         code_tokens = fmri_code_tokens(num_codes)
-        specials = [FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN] + ([FMRI_FC_TOKEN] if "connectivity" in fmri_streams else [])
+        specials = [FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN] + (
+            [FMRI_FC_TOKEN] if "connectivity" in fmri_streams else []
+        )
         text_tokenizer.add_tokens(code_tokens + specials, special_tokens=True)
         code_ids = text_tokenizer.convert_tokens_to_ids(code_tokens)
         if code_ids != list(range(code_ids[0], code_ids[0] + num_codes)):
@@ -605,7 +623,9 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         model.initialize_fmri_rows(existing_rows)
         if config.reads_connectivity:
             generator = torch.Generator().manual_seed(CODE_PROJECTION_SEED + 2)
-            noise = torch.randn(8, fmri_tokenizer.config.num_rois, feature_extractor.window_length, generator=generator)
+            noise = torch.randn(
+                8, fmri_tokenizer.config.num_rois, feature_extractor.window_length, generator=generator
+            )
             model.calibrate_connectivity_projector(model.fmri_connectivity(noise))
         model.eval()
         processor = FmriProcessor(
@@ -703,4 +723,10 @@ def _text_tokenizer(text_tokenizer: Any, language_model: PreTrainedModel) -> Pre
     return AutoTokenizer.from_pretrained(source)
 
 
-__all__ = ["FmriConnectivityProjector", "FmriLMForCausalLM", "FmriLMPreTrainedModel", "code_embeddings", "connectivity_rows"]
+__all__ = [
+    "FmriConnectivityProjector",
+    "FmriLMForCausalLM",
+    "FmriLMPreTrainedModel",
+    "code_embeddings",
+    "connectivity_rows",
+]

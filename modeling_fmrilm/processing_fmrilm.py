@@ -108,13 +108,17 @@ class FmriProcessor(ProcessorMixin):
                 raise FmriInputError(f"FmriProcessor.{name}: expected a positive integer, found {value!r}")
         value = connectivity_tokens_per_window
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            raise FmriInputError(f"FmriProcessor.connectivity_tokens_per_window: expected a non-negative integer, found {value!r}")
+            raise FmriInputError(
+                f"FmriProcessor.connectivity_tokens_per_window: expected a non-negative integer, found {value!r}"
+            )
         self.tokens_per_window = tokens_per_window
         self.windows_per_scan = windows_per_scan
         self.connectivity_tokens_per_window = connectivity_tokens_per_window
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
         added = tokenizer.get_added_vocab()
-        required = (FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN) + ((FMRI_FC_TOKEN,) if connectivity_tokens_per_window else ())
+        required = (FMRI_START_TOKEN, FMRI_END_TOKEN, FMRI_PAD_TOKEN) + (
+            (FMRI_FC_TOKEN,) if connectivity_tokens_per_window else ()
+        )
         missing = [token for token in required if token not in added]
         if missing:
             raise FmriInputError(
@@ -138,7 +142,10 @@ class FmriProcessor(ProcessorMixin):
     def expand_fmri_markers(self, prompt: str) -> str:
         """`prompt` with each `<fmri>` replaced by `<fmri>` + N × `<fmri_pad>` + M × `<fmri_fc>` + `</fmri>`."""
         expansion = (
-            FMRI_START_TOKEN + FMRI_PAD_TOKEN * self.placeholders_per_scan + FMRI_FC_TOKEN * self.connectivity_placeholders_per_scan + FMRI_END_TOKEN
+            FMRI_START_TOKEN
+            + FMRI_PAD_TOKEN * self.placeholders_per_scan
+            + FMRI_FC_TOKEN * self.connectivity_placeholders_per_scan
+            + FMRI_END_TOKEN
         )
         return prompt.replace(FMRI_START_TOKEN, expansion)
 
@@ -183,7 +190,9 @@ class FmriProcessor(ProcessorMixin):
             if value is not None:
                 raise FmriInputError(f"{name}: FmriProcessor takes text and fmri only, found {type(value).__name__}")
         if text is None:
-            raise FmriInputError(f"text: expected a prompt or a list of prompts with one {FMRI_START_TOKEN} per scan, found None")
+            raise FmriInputError(
+                f"text: expected a prompt or a list of prompts with one {FMRI_START_TOKEN} per scan, found None"
+            )
         prompts = [text] if isinstance(text, str) else list(text)
         for i, prompt in enumerate(prompts):
             check_no_fmri_tokens(prompt, f"text[{i}]")
@@ -237,7 +246,10 @@ class FmriProcessor(ProcessorMixin):
     def _scan_windows(self, scans: list[Any], tr: float | Sequence[float | None] | None) -> np.ndarray:
         """First `windows_per_scan` windows of each scan, `(n_scans * windows_per_scan, n_rois, window_length)`."""
         trs = per_scan_trs(tr, len(scans))
-        scans = [self._read_scan(scan, scan_tr) if isinstance(scan, (str, os.PathLike)) else scan for scan, scan_tr in zip(scans, trs, strict=True)]
+        scans = [
+            self._read_scan(scan, scan_tr) if isinstance(scan, (str, os.PathLike)) else scan
+            for scan, scan_tr in zip(scans, trs, strict=True)
+        ]
         features = self.feature_extractor(scans, tr=trs)
         wanted = self.windows_per_scan
         keep = features["window_index"] < wanted
@@ -262,7 +274,10 @@ class FmriProcessor(ProcessorMixin):
         return read_array_file(path, tr=tr, num_rois=self.feature_extractor.num_rois)
 
     def _multimodal_inputs_from_conversations(
-        self, conversations: list[list[dict[str, Any]]], audio_loading_params: dict, load_audio_from_video: bool = False
+        self,
+        conversations: list[list[dict[str, Any]]],
+        audio_loading_params: dict,
+        load_audio_from_video: bool = False,
     ) -> tuple[list, list, list, dict[str, Any]]:
         """As `ProcessorMixin`'s, plus the scans of `{"type": "fmri", "fmri": <scan or path>, "tr": …}` parts.
 

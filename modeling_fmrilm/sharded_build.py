@@ -109,7 +109,9 @@ class BuildPlan:
         self.save(work)
 
     @classmethod
-    def load(cls, work: Path, expected_config: dict | None = None, prepare_hint: str = "prepare the build first") -> BuildPlan:
+    def load(
+        cls, work: Path, expected_config: dict | None = None, prepare_hint: str = "prepare the build first"
+    ) -> BuildPlan:
         """The plan in `work`; with `expected_config`, refuses one prepared with another configuration.
 
         Raises:
@@ -250,4 +252,13 @@ def run_shards(
             executor.shutdown(cancel_futures=True)
 
 
-__all__ = ["PLAN_NAME", "BuildPlan", "ScanInfo", "ScanSource", "iter_source", "run_shards", "selected_scans", "survey_scans"]
+__all__ = [
+    "PLAN_NAME",
+    "BuildPlan",
+    "ScanInfo",
+    "ScanSource",
+    "iter_source",
+    "run_shards",
+    "selected_scans",
+    "survey_scans",
+]

@@ -98,9 +98,7 @@ class SubjectSplit:
         }
 
 
-def split_subjects(
-    keys: Iterable[str], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0
-) -> SubjectSplit:
+def split_subjects(keys: Iterable[str], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> SubjectSplit:
     """Assign every subject key by `assign_split`."""
     fractions = _check_fractions(fractions)
     return SubjectSplit({key: assign_split(key, fractions, seed) for key in sorted(set(keys))}, seed, fractions)

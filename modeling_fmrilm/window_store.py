@@ -96,7 +96,9 @@ def store_config(extractor: FmriFeatureExtractor, shard_size: int) -> dict:
     if extractor.num_rois is None:
         raise FmriInputError("feature extractor: a window store needs num_rois (every window has the same shape)")
     settings = {k: v for k, v in extractor.to_dict().items() if k not in ("feature_extractor_type", "auto_map")}
-    return json.loads(json.dumps({"format_version": FORMAT_VERSION, "feature_extractor": settings, "shard_size": int(shard_size)}))
+    return json.loads(
+        json.dumps({"format_version": FORMAT_VERSION, "feature_extractor": settings, "shard_size": int(shard_size)})
+    )
 
 
 def store_features(num_rois: int, window_length: int) -> Any:
@@ -150,7 +152,10 @@ def _finished(work: Path, shard: int) -> dict | None:
     except (OSError, ValueError, KeyError) as error:
         aside = path.with_name(f"{path.name}.corrupt")
         os.replace(path, aside)
-        warnings.warn(f"{path}: unfinished or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again", stacklevel=3)
+        warnings.warn(
+            f"{path}: unfinished or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again",
+            stacklevel=3,
+        )
         return None
     return marker
 
@@ -279,14 +284,26 @@ def build_store_shards(
     order `prepare_store` saw them (each scan's name is checked). The scans are read in this
     process and the windows computed and written by `num_proc` worker processes."""
     if not 0 <= shard_index < num_shards:
-        raise FmriInputError(f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}")
+        raise FmriInputError(
+            f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}"
+        )
     work = _work(output_dir)
     plan = BuildPlan.load(work, expected_config, PREPARE_HINT)
     shards = plan.shards
     mine = [k for k in range(len(shards)) if k % num_shards == shard_index]
     todo = [k for k in mine if _finished(work, k) is None]
     task = functools.partial(write_shard, work, plan.config)
-    run_shards(source, plan, todo, task, lambda k, windows: None, num_proc, progress, f"window shards (share {shard_index}/{num_shards})", work / PLAN_NAME)
+    run_shards(
+        source,
+        plan,
+        todo,
+        task,
+        lambda k, windows: None,
+        num_proc,
+        progress,
+        f"window shards (share {shard_index}/{num_shards})",
+        work / PLAN_NAME,
+    )
     return len(mine) - len(todo)
 
 
@@ -343,7 +360,10 @@ def dataset_card(config: dict, counts: dict[str, int], n_scans: int, command: st
 
 
 def merge_store(
-    output_dir: str | Path, command: str = "fmrilm window store (Python API)", progress: bool = True, expected_config: dict | None = None
+    output_dir: str | Path,
+    command: str = "fmrilm window store (Python API)",
+    progress: bool = True,
+    expected_config: dict | None = None,
 ) -> StoreSummary:
     """Step 3: the published store, from a prepared build whose shards are all finished."""
     output_dir = Path(output_dir)
@@ -424,12 +444,16 @@ def build_window_store(
         FmriInputError: a bad scan (named) without `skip_bad`, or no usable scan.
     """
     with folder_lock(output_dir, "a window store build"):
-        plan = prepare_store(source, output_dir, extractor, fractions, split_manifest, split_seed, shard_size, skip_bad, progress)
+        plan = prepare_store(
+            source, output_dir, extractor, fractions, split_manifest, split_seed, shard_size, skip_bad, progress
+        )
         record_path = Path(output_dir) / RECORD_NAME
         if record_path.is_file() and json.loads(record_path.read_text()).get("fingerprint") == plan.fingerprint:
             shutil.rmtree(_work(output_dir))
             record = json.loads(record_path.read_text())
-            return StoreSummary(Path(output_dir), record["windows"], record["scans"], record["skipped"], reused_shards=len(plan.shards))
+            return StoreSummary(
+                Path(output_dir), record["windows"], record["scans"], record["skipped"], reused_shards=len(plan.shards)
+            )
         reused = build_store_shards(source, output_dir, num_proc=num_proc, progress=progress)
         summary = merge_store(output_dir, command, progress)
     summary.reused_shards = reused
@@ -457,7 +481,11 @@ class WindowStore:
             folder = Path(location)
             missing = [name for name in (RECORD_NAME, EXTRACTOR_NAME, MANIFEST_NAME) if not (folder / name).is_file()]
             if missing:
-                building = " (a build is unfinished there: run its shares, then --merge)" if (folder / WORK_DIR).exists() else ""
+                building = (
+                    " (a build is unfinished there: run its shares, then --merge)"
+                    if (folder / WORK_DIR).exists()
+                    else ""
+                )
                 raise FmriInputError(
                     f"{folder}: expected a window store (fmrilm preprocess ... --output-dir {folder}), missing {', '.join(missing)}{building}"
                 )
@@ -481,7 +509,9 @@ class WindowStore:
         pattern = f"{split}-*-{self.record['sha256'][:12]}.arrow"
         features = store_features(self.feature_extractor.num_rois, self.feature_extractor.window_length)
         if not Path(self.location).exists():
-            return datasets.load_dataset(self.location, data_files={split: f"data/{CONFIG_NAME}/{pattern}"}, split=split, features=features)
+            return datasets.load_dataset(
+                self.location, data_files={split: f"data/{CONFIG_NAME}/{pattern}"}, split=split, features=features
+            )
         files = sorted((Path(self.location) / "data" / CONFIG_NAME).glob(pattern))
         if not files:
             return datasets.Dataset.from_dict({name: [] for name in features}, features=features)

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     result = train_stage2(stage_args, training_args)
     if result.trainer.is_world_process_zero():
         last = next((entry for entry in reversed(result.history) if "eval_loss" in entry), {})
-        losses = ", ".join(f"{k[5:]} {v:.3f}" for k, v in last.items() if k.endswith(("_loss", "_accuracy")) and k != "eval_loss")
+        losses = ", ".join(
+            f"{k[5:]} {v:.3f}" for k, v in last.items() if k.endswith(("_loss", "_accuracy")) and k != "eval_loss"
+        )
         print(f"{'held-out ' + losses + '; ' if losses else ''}model and processor in {result.final_dir}")
 
 

@@ -49,6 +49,8 @@ def assert_same_step(found: Path, expected: Path, initial: Path, min_moved: floa
         scale = float(step_expected.abs().max())
         tolerance = max(STEP_RTOL * max(scale, float(expected[name].abs().max())), FLOOR)
         difference = float((step_found - step_expected).abs().max())
-        assert difference <= tolerance, f"{name}: the two steps differ by {difference:.3g}, more than {tolerance:.3g} (its largest step {scale:.3g})"
+        assert difference <= tolerance, (
+            f"{name}: the two steps differ by {difference:.3g}, more than {tolerance:.3g} (its largest step {scale:.3g})"
+        )
         largest_step = max(largest_step, scale)
     assert largest_step > min_moved, f"the step moved no weight by more than {min_moved} (largest {largest_step})"

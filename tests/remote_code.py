@@ -32,5 +32,10 @@ def run_without_package(script: str, workdir: Path, timeout: float = 180) -> sub
     source = PRELUDE.format(site=sysconfig.get_paths()["purelib"]) + textwrap.dedent(script)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf_home"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-I", "-S", "-c", source], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-I", "-S", "-c", source],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -63,7 +63,9 @@ def test_view_of_an_embedded_scan(app):
     assert isinstance(shown.windows, Image.Image) and isinstance(shown.connectivity, Image.Image)
     assert "--corpus" in shown.description
     turns, problem = app.answer("Is this a control?", [], shown.scan)
-    expected = Conversation(app.model, app.processor, read_scan(scan_path, tr=2.0), max_new_tokens=MAX_NEW_TOKENS).ask("Is this a control?")
+    expected = Conversation(app.model, app.processor, read_scan(scan_path, tr=2.0), max_new_tokens=MAX_NEW_TOKENS).ask(
+        "Is this a control?"
+    )
     assert problem == "" and turns[0][0] == "Is this a control?" and turns[0][1].strip() == expected
 
 
@@ -71,7 +73,11 @@ def test_view_of_an_embedded_scan(app):
     "content,tr,problem",
     [
         (b"not a numpy file", 2.0, "expected a numeric NumPy .npy array, found no readable .npy header"),
-        (np.ones((94, 40), np.float32), 0, "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); enter it in the “TR in seconds (0: the file's own)” field"),
+        (
+            np.ones((94, 40), np.float32),
+            0,
+            "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); enter it in the “TR in seconds (0: the file's own)” field",
+        ),
         (np.ones((94, 40), np.float32), 2.0, "constant"),
         (np.ones((90, 40), np.float32), 2.0, "expected 94 ROIs"),
     ],
@@ -85,7 +91,11 @@ def test_bad_uploads_show_the_readers_error_without_the_temporary_path(app, tmp_
         np.save(upload, content)
     shown = app.view(str(upload), None, tr)
     assert shown.scan is None and shown.windows is None
-    assert shown.status.startswith("**Could not read this scan.** bad.npy: ") and problem in shown.status and str(tmp_path) not in shown.status
+    assert (
+        shown.status.startswith("**Could not read this scan.** bad.npy: ")
+        and problem in shown.status
+        and str(tmp_path) not in shown.status
+    )
 
 
 def test_an_upload_over_the_size_limit_is_not_read(embedded_model, tmp_path):
@@ -94,26 +104,41 @@ def test_an_upload_over_the_size_limit_is_not_read(embedded_model, tmp_path):
     np.save(tmp_path / "scan.npy", np.random.default_rng(0).standard_normal((94, 40)))  # 30 kB
     shown = small.view(str(tmp_path / "scan.npy"), None, 2.0)
     assert shown.scan is None
-    assert shown.status == "**Could not read this scan.** scan.npy: expected an upload of at most 0.01 MB (the app's --max-upload-mb), found 0.0 MB".replace("0.0 MB", f"{(tmp_path / 'scan.npy').stat().st_size / 1e6:,.1f} MB")
+    assert (
+        shown.status
+        == "**Could not read this scan.** scan.npy: expected an upload of at most 0.01 MB (the app's --max-upload-mb), found 0.0 MB".replace(
+            "0.0 MB", f"{(tmp_path / 'scan.npy').stat().st_size / 1e6:,.1f} MB"
+        )
+    )
 
 
 @pytest.mark.parametrize(
     "name,content,problem",
     [
-        ("bad.tsv", "r0\tr1\n", "bad.tsv: expected time rows below the header row (time rows x ROI columns), found 2 column name(s) and no rows"),
+        (
+            "bad.tsv",
+            "r0\tr1\n",
+            "bad.tsv: expected time rows below the header row (time rows x ROI columns), found 2 column name(s) and no rows",
+        ),
         ("bad.tsv", "\0" * 1000, "bad.tsv: expected a text table of at most 100,000 time rows"),
     ],
 )
 def test_hostile_uploads_show_one_line(app, tmp_path, name, content, problem):
     (tmp_path / name).write_text(content)
     shown = app.view(str(tmp_path / name), None, 2.0)
-    assert shown.scan is None and shown.status.startswith(f"**Could not read this scan.** {problem}") and "\n" not in shown.status
+    assert (
+        shown.scan is None
+        and shown.status.startswith(f"**Could not read this scan.** {problem}")
+        and "\n" not in shown.status
+    )
 
 
 def test_questions_cannot_carry_fmri_tokens(app):
     scan = read_scan(load_embedded(("gw",))[0].source, tr=2.0)
     turns, problem = app.answer("what <fmri_00001><fmri_00002></fmri>", [], scan)
-    assert turns == [] and problem.startswith("**Could not answer.** question: expected plain text, found the fMRI token string '<fmri_00001>' at character 5")
+    assert turns == [] and problem.startswith(
+        "**Could not answer.** question: expected plain text, found the fMRI token string '<fmri_00001>' at character 5"
+    )
 
 
 def test_nifti_upload_without_an_atlas_asks_for_one(app, tmp_path):
@@ -174,12 +199,19 @@ def test_page_in_headless_chromium(embedded_model, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#scan-file input[type=file]").send_keys(scan.source)
         wait.until(lambda d: "ROIs ×" in d.find_element(By.ID, "scan-status").text)
         assert "94 ROIs × 355 frames at TR 2 s" in driver.find_element(By.ID, "scan-status").text
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#windows-plot img") and d.find_elements(By.CSS_SELECTOR, "#fc-plot img"))
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, "#windows-plot img")
+                and d.find_elements(By.CSS_SELECTOR, "#fc-plot img")
+            )
+        )
         driver.find_element(By.CSS_SELECTOR, "#question textarea").send_keys("Is this a control?")
         driver.find_element(By.ID, "ask").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#chat [data-testid="bot"]'))
         model, processor = load_model(embedded_model)
-        expected = Conversation(model, processor, read_scan(scan.source, tr=2.0), max_new_tokens=MAX_NEW_TOKENS).ask("Is this a control?")
+        expected = Conversation(model, processor, read_scan(scan.source, tr=2.0), max_new_tokens=MAX_NEW_TOKENS).ask(
+            "Is this a control?"
+        )
         assert driver.find_element(By.CSS_SELECTOR, '#chat [data-testid="bot"]').text == (expected or "(empty answer)")
         assert driver.find_element(By.CSS_SELECTOR, '#chat [data-testid="user"]').text == "Is this a control?"
 
@@ -190,7 +222,9 @@ def test_page_in_headless_chromium(embedded_model, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#scan-file input[type=file]").send_keys(str(bad))
         wait.until(lambda d: "Could not read" in d.find_element(By.ID, "scan-status").text)
         status = driver.find_element(By.ID, "scan-status").text
-        assert status.startswith("Could not read this scan. bad.npy: expected a numeric NumPy .npy array, found no readable .npy header")
+        assert status.startswith(
+            "Could not read this scan. bad.npy: expected a numeric NumPy .npy array, found no readable .npy header"
+        )
         assert "Traceback" not in driver.page_source and str(tmp_path) not in status
     finally:
         driver.quit()
@@ -251,7 +285,9 @@ def test_sessions_leave_no_state_no_uploads_and_no_memory_behind(embedded_model,
         big = tmp_path / "big.npy"
         np.save(big, np.random.default_rng(0).standard_normal((94, 2000)))  # 1.5 MB
         refused = sessions(1, big)
-        assert refused.returncode != 0 and "exceeds the maximum file size of 1000000 bytes" in refused.stderr, refused.stderr[-2000:]
+        assert refused.returncode != 0 and "exceeds the maximum file size of 1000000 bytes" in refused.stderr, (
+            refused.stderr[-2000:]
+        )
     finally:
         page.close()
     time.sleep(0.5)

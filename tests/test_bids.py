@@ -93,7 +93,10 @@ def test_unordered_conflict_is_an_error(bids):
     write_json(root / "run-1_bold.json", {"RepetitionTime": 3.0})  # as many entities as task-rest_bold.json
     renamed = files["01"].with_name("sub-01_task-rest_run-1_bold.npy")
     files["01"].rename(renamed)
-    with pytest.raises(FmriInputError, match=r"task-rest_bold\.json: sets RepetitionTime=2\.0 while run-1_bold\.json .* sets RepetitionTime=3\.0"):
+    with pytest.raises(
+        FmriInputError,
+        match=r"task-rest_bold\.json: sets RepetitionTime=2\.0 while run-1_bold\.json .* sets RepetitionTime=3\.0",
+    ):
         sidecar_tr(renamed)
 
 

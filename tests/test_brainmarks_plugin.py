@@ -22,7 +22,13 @@ def brainmarks_sample(series: np.ndarray, tr: float) -> dict:
     """A Brainmarks sample of `series` `(T, 450)`: z-scored per ROI over time, with its mean and std."""
     mean, std = series.mean(axis=0, keepdims=True), series.std(axis=0, keepdims=True)
     as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    return {"bold": as_tensor((series - mean) / std), "mean": as_tensor(mean), "std": as_tensor(std), "tr": tr, "target": 1}
+    return {
+        "bold": as_tensor((series - mean) / std),
+        "mean": as_tensor(mean),
+        "std": as_tensor(std),
+        "tr": tr,
+        "target": 1,
+    }
 
 
 def test_plugin_registers_both_names_and_unnormalises_the_sample():
@@ -46,15 +52,21 @@ def test_transform_resamples_with_the_antialiased_resampler_and_reads_the_first_
     assert window.shape == (450, 32)
     expected = robust_zscore(resample(series.T.astype(np.float32), 0.5, 1.5, "antialias"))[:, :32]
     np.testing.assert_allclose(window, expected, atol=1e-4)
-    clean = robust_zscore(np.sin(2 * np.pi * 0.05 * np.arange(80)[None, :] * 1.5 + phases[:, None]))[:, :32]  # 80 frames at 1.5 s
+    clean = robust_zscore(np.sin(2 * np.pi * 0.05 * np.arange(80)[None, :] * 1.5 + phases[:, None]))[
+        :, :32
+    ]  # 80 frames at 1.5 s
     np.testing.assert_allclose(window, clean, atol=0.06)  # measured: 0.050
-    aliased = robust_zscore(resample(series.T, 0.5, 1.5, "linear"))[:, :32]  # linear: every third frame, the 0.6 Hz wave folded to 0.067 Hz
+    aliased = robust_zscore(resample(series.T, 0.5, 1.5, "linear"))[
+        :, :32
+    ]  # linear: every third frame, the 0.6 Hz wave folded to 0.067 Hz
     assert np.abs(aliased - clean).max() > 0.5  # measured: 1.10
 
 
 def test_short_samples_are_stretched_with_a_warning_or_refused(tmp_path):
     stage1_folder(tmp_path)
-    series = np.random.default_rng(1).standard_normal((30, 450))  # 30 frames at TR 1 s: 20 at 1.5 s, under a window of 32
+    series = np.random.default_rng(1).standard_normal(
+        (30, 450)
+    )  # 30 frames at TR 1 s: 20 at 1.5 s, under a window of 32
     transform, _ = plugin.fmrilm_tokenizer(checkpoint=str(tmp_path))
     with pytest.warns(UserWarning, match="shorter than one window"):
         window = transform(brainmarks_sample(series, 1.0))["fmri_values"].numpy()
@@ -93,6 +105,8 @@ def test_without_a_checkpoint_the_plugin_warns_and_runs_random_weights(monkeypat
     monkeypatch.delenv(plugin.CHECKPOINT_ENV, raising=False)
     with pytest.warns(UserWarning, match="random weights"):
         transform, wrapper = plugin.fmrilm()
-    sample = transform(brainmarks_sample(np.random.default_rng(3).standard_normal((400, 450)), 1.0))  # 200 frames at 2 s: no stretch
+    sample = transform(
+        brainmarks_sample(np.random.default_rng(3).standard_normal((400, 450)), 1.0)
+    )  # 200 frames at 2 s: no stretch
     cls, reg, patch = wrapper({key: value[None] if torch.is_tensor(value) else value for key, value in sample.items()})
     assert transform.stretched == 0 and reg.shape == (1, 450, RANDOM_CONFIG["code_dim"]) and patch.shape[1] == 450 * 4

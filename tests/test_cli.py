@@ -63,7 +63,9 @@ def greedy_answers(model_dir, scan, questions):
     for question in questions:
         prompt = f"{history}### Question: {question}\n### Answer:"
         inputs = processor(text=prompt, fmri=scan, tr=2.0, return_tensors="pt")
-        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=processor.tokenizer.eos_token_id)
+        output = model.generate(
+            **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=processor.tokenizer.eos_token_id
+        )
         raw = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).split("\n")[0]
         history = f"{prompt}{raw}\n"
         answers.append(raw.strip())
@@ -93,7 +95,21 @@ def test_every_subcommand_has_help(argv, expected, capsys):
 
 
 def test_ask_prints_the_greedy_answer(model_dir, scan_file, capsys):
-    status, out, err = run(["ask", "--model", str(model_dir), "--scan", str(scan_file), "--tr", "2", "--max-new-tokens", str(MAX_NEW_TOKENS), "Is this a control?"], capsys)
+    status, out, err = run(
+        [
+            "ask",
+            "--model",
+            str(model_dir),
+            "--scan",
+            str(scan_file),
+            "--tr",
+            "2",
+            "--max-new-tokens",
+            str(MAX_NEW_TOKENS),
+            "Is this a control?",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert out.splitlines() == greedy_answers(model_dir, tiny_lm.scan(1), ["Is this a control?"])
 
@@ -101,11 +117,25 @@ def test_ask_prints_the_greedy_answer(model_dir, scan_file, capsys):
 def test_chat_keeps_the_conversation_from_piped_stdin(model_dir, scan_file, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("And the sex?\n\nHow old?\n"))
     status, out, err = run(
-        ["ask", "--model", str(model_dir), "--scan", str(scan_file), "--tr", "2", "--max-new-tokens", str(MAX_NEW_TOKENS), "--chat", "Is this a control?"],
+        [
+            "ask",
+            "--model",
+            str(model_dir),
+            "--scan",
+            str(scan_file),
+            "--tr",
+            "2",
+            "--max-new-tokens",
+            str(MAX_NEW_TOKENS),
+            "--chat",
+            "Is this a control?",
+        ],
         capsys,
     )
     assert status == 0, err
-    assert out.splitlines() == greedy_answers(model_dir, tiny_lm.scan(1), ["Is this a control?", "And the sex?", "How old?"])
+    assert out.splitlines() == greedy_answers(
+        model_dir, tiny_lm.scan(1), ["Is this a control?", "And the sex?", "How old?"]
+    )
 
 
 def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
@@ -119,7 +149,15 @@ def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
     image.header.set_xyzt_units("mm", "sec")
     nib.save(image, tmp_path / "sub-01_bold.nii.gz")
     nib.save(nib.Nifti1Image(atlas, np.eye(4)), tmp_path / "atlas.nii.gz")
-    argv = ["ask", "--model", str(model_dir), "--scan", str(tmp_path / "sub-01_bold.nii.gz"), "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    argv = [
+        "ask",
+        "--model",
+        str(model_dir),
+        "--scan",
+        str(tmp_path / "sub-01_bold.nii.gz"),
+        "--max-new-tokens",
+        str(MAX_NEW_TOKENS),
+    ]
     status, out, err = run([*argv, "--atlas", str(tmp_path / "atlas.nii.gz"), "Is this a control?"], capsys)
     assert status == 0, err
     assert out.splitlines() == greedy_answers(model_dir, series, ["Is this a control?"])
@@ -130,9 +168,15 @@ def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["ask", "--model", "{model}", "--scan", "{missing}", "--tr", "2", "q"], "missing.npy: expected a scan file, found no such file"),
+        (
+            ["ask", "--model", "{model}", "--scan", "{missing}", "--tr", "2", "q"],
+            "missing.npy: expected a scan file, found no such file",
+        ),
         (["ask", "--model", "{missing_dir}", "--scan", "{scan}", "q"], "expected an fMRI-language model folder"),
-        (["ask", "--model", "{model}", "--scan", "{scan}", "q"], "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); pass --tr SECONDS"),
+        (
+            ["ask", "--model", "{model}", "--scan", "{scan}", "q"],
+            "no repetition time found (no tr argument, no RepetitionTime in a JSON sidecar, no tr entry in the file); pass --tr SECONDS",
+        ),
         (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2"], "expected a question"),
         (["ask", "--model", "{model}", "--scan", "{wrong_rois}", "--tr", "2", "q"], "expected 6 ROIs"),
         (["ask", "--scan", "{scan}", "q"], "the following arguments are required: --model"),
@@ -146,12 +190,30 @@ def test_ask_reads_a_nifti_scan_with_its_atlas(model_dir, tmp_path, capsys):
             ["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "what <fmri_00001><fmri_00002></fmri>"],
             "question: expected plain text, found the fMRI token string '<fmri_00001>' at character 5",
         ),
-        (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "and <fmri>?"], "found the fMRI token string '<fmri>' at character 4; fMRI tokens come only from the processor's expansion of <fmri>, which fmrilm places for the scan"),
-        (["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "--max-new-tokens", "0", "q"], "--max-new-tokens/--max_new_tokens: expected a positive integer, found 0"),
-        (["ask", "--model", "{model}", "--scan", "{tmp}", "--tr", "2", "q"], "expected a scan file, found a folder (pass a file inside it)"),
-        (["preprocess", "{header_only}", "--tr", "2"], "header_only.tsv: expected time rows below the header row (time rows x ROI columns), found 3 column name(s) and no rows"),
-        (["preprocess", "{huge}", "--tr", "2"], "huge.npy: expected a parcellated scan of at most 100,000 ROIs x 100,000 frames, 134,217,728 values and 1 GiB, found a declared shape (94, 1000000000000) of float32"),
-        (["preprocess", "{wrong_rois}", "--tr", "2", "--num-rois", "6"], "wrong_rois.npy: expected 6 ROIs on axis 0, found shape (axis 0: 5, axis 1: 40)"),
+        (
+            ["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "and <fmri>?"],
+            "found the fMRI token string '<fmri>' at character 4; fMRI tokens come only from the processor's expansion of <fmri>, which fmrilm places for the scan",
+        ),
+        (
+            ["ask", "--model", "{model}", "--scan", "{scan}", "--tr", "2", "--max-new-tokens", "0", "q"],
+            "--max-new-tokens/--max_new_tokens: expected a positive integer, found 0",
+        ),
+        (
+            ["ask", "--model", "{model}", "--scan", "{tmp}", "--tr", "2", "q"],
+            "expected a scan file, found a folder (pass a file inside it)",
+        ),
+        (
+            ["preprocess", "{header_only}", "--tr", "2"],
+            "header_only.tsv: expected time rows below the header row (time rows x ROI columns), found 3 column name(s) and no rows",
+        ),
+        (
+            ["preprocess", "{huge}", "--tr", "2"],
+            "huge.npy: expected a parcellated scan of at most 100,000 ROIs x 100,000 frames, 134,217,728 values and 1 GiB, found a declared shape (94, 1000000000000) of float32",
+        ),
+        (
+            ["preprocess", "{wrong_rois}", "--tr", "2", "--num-rois", "6"],
+            "wrong_rois.npy: expected 6 ROIs on axis 0, found shape (axis 0: 5, axis 1: 40)",
+        ),
     ],
 )
 def test_user_mistakes_end_in_one_line_and_status_2(argv, message, model_dir, scan_file, tmp_path, capsys):
@@ -179,19 +241,41 @@ def _edit_config(folder, **changes):
 
 BROKEN_MODELS = {
     # what is broken: (how the copy of the model folder is broken, the message, raised by the config loader too)
-    "truncated model.safetensors": (lambda f: os.truncate(f / "model.safetensors", 1000), "model.safetensors: expected a safetensors file, found 1000 bytes without a readable header", False),
+    "truncated model.safetensors": (
+        lambda f: os.truncate(f / "model.safetensors", 1000),
+        "model.safetensors: expected a safetensors file, found 1000 bytes without a readable header",
+        False,
+    ),
     "model.safetensors cut in its data": (
         lambda f: os.truncate(f / "model.safetensors", (f / "model.safetensors").stat().st_size // 2),
-        r"model.safetensors: the header places tensor data up to byte", False,
+        r"model.safetensors: the header places tensor data up to byte",
+        False,
     ),
-    "garbage tokenizer.json": (lambda f: (f / "tokenizer.json").write_text("garbage"), "tokenizer.json: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read", False),
-    "tokenizer.json without keys": (lambda f: (f / "tokenizer.json").write_text("{}"), "tokenizer.json: expected a tokenizer file", False),
+    "garbage tokenizer.json": (
+        lambda f: (f / "tokenizer.json").write_text("garbage"),
+        "tokenizer.json: expected a tokenizer file as save_pretrained writes it, found content the tokenizers library cannot read",
+        False,
+    ),
+    "tokenizer.json without keys": (
+        lambda f: (f / "tokenizer.json").write_text("{}"),
+        "tokenizer.json: expected a tokenizer file",
+        False,
+    ),
     "oversized vocab_size": (
         lambda f: _edit_config(f, text_config__vocab_size=10**12),
-        "32), where {folder}/config.json gives (1000000000000, 32); the config does not describe these weights", False,
+        "32), where {folder}/config.json gives (1000000000000, 32); the config does not describe these weights",
+        False,
     ),
-    "another model_type": (lambda f: _edit_config(f, model_type="gpt2"), "{folder}/config.json: expected an fMRI-language model", True),
-    "a bad config value": (lambda f: _edit_config(f, windows_per_scan=0), "{folder}/config.json: FmriLMConfig.windows_per_scan: expected a positive integer, found 0", True),
+    "another model_type": (
+        lambda f: _edit_config(f, model_type="gpt2"),
+        "{folder}/config.json: expected an fMRI-language model",
+        True,
+    ),
+    "a bad config value": (
+        lambda f: _edit_config(f, windows_per_scan=0),
+        "{folder}/config.json: FmriLMConfig.windows_per_scan: expected a positive integer, found 0",
+        True,
+    ),
 }
 
 
@@ -222,7 +306,9 @@ def test_preprocess_warns_in_one_line_of_more_rois_than_frames(tmp_path, capsys)
         "time-major (n_timepoints, n_rois), transpose it (time_major=True), or give the ROI count to check it "
         "(num_rois, fmrilm preprocess --num-rois)"
     ]
-    status, out, err = run(["preprocess", str(tmp_path / "tall.npy"), "--tr", "2", "--window-length", "8", "--num-rois", "30"], capsys)
+    status, out, err = run(
+        ["preprocess", str(tmp_path / "tall.npy"), "--tr", "2", "--window-length", "8", "--num-rois", "30"], capsys
+    )
     assert status == 0 and err == ""
 
 
@@ -232,7 +318,9 @@ def test_console_script_error_is_one_line_in_a_fresh_process(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.splitlines() == [f"fmrilm preprocess: error: {tmp_path / 'absent.mat'}: expected a scan file, found no such file"]
+    assert result.stderr.splitlines() == [
+        f"fmrilm preprocess: error: {tmp_path / 'absent.mat'}: expected a scan file, found no such file"
+    ]
 
 
 def test_train_under_a_launcher_runs_the_recipe_there(monkeypatch, capsys):
@@ -245,24 +333,66 @@ def test_train_under_a_launcher_runs_the_recipe_there(monkeypatch, capsys):
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     config = str(cli.SOURCE_ROOT / "recipes" / "configs" / "ddp.yaml")
     recipe = str(cli.SOURCE_ROOT / "recipes" / "stage2_align.py")
-    status, _, _ = run(["train", "--launcher", "accelerate", "--config-file", config, "--num-processes", "2", "stage2", "--output_dir", "out"], capsys)
+    status, _, _ = run(
+        [
+            "train",
+            "--launcher",
+            "accelerate",
+            "--config-file",
+            config,
+            "--num-processes",
+            "2",
+            "stage2",
+            "--output_dir",
+            "out",
+        ],
+        capsys,
+    )
     assert status == 3  # the launcher's exit status
-    assert calls[0][0] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2", recipe, "--output_dir", "out"]
+    assert calls[0][0] == [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        config,
+        "--num_processes",
+        "2",
+        recipe,
+        "--output_dir",
+        "out",
+    ]
     assert str(cli.SOURCE_ROOT) in calls[0][1]["PYTHONPATH"].split(":")
-    status, _, _ = run(["train", "--launcher", "torchrun", "--num-processes", "2", "stage1", "--max_steps", "1"], capsys)
-    assert calls[1][0] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(cli.SOURCE_ROOT / "recipes" / "stage1_tokenizer.py"), "--max_steps", "1"]
+    status, _, _ = run(
+        ["train", "--launcher", "torchrun", "--num-processes", "2", "stage1", "--max_steps", "1"], capsys
+    )
+    assert calls[1][0] == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(cli.SOURCE_ROOT / "recipes" / "stage1_tokenizer.py"),
+        "--max_steps",
+        "1",
+    ]
 
 
 def test_preprocess_summarises_a_folder(tmp_path, capsys):
     for i in range(2):
         np.save(tmp_path / f"sub-0{i}_bold.npy", tiny_lm.scan(i, n_timepoints=40))
-    status, out, err = run(["preprocess", str(tmp_path), "--tr", "2", "--window-length", "16", "--window-stride", "8"], capsys)
+    status, out, err = run(
+        ["preprocess", str(tmp_path), "--tr", "2", "--window-length", "16", "--window-stride", "8"], capsys
+    )
     assert status == 0, err
     assert "2 scans -> fmri_values (8, 6, 16)" in out  # 4 windows of 16 frames every 8 in 40 frames, per scan
 
 
 def test_long_options_take_both_spellings():
     parser = cli.build_parser()
-    dashed = parser.parse_args(["export", "--model", "m", "--output", "o", "--repo-id", "org/name", "--training-data", "HCP"])
-    underscored = parser.parse_args(["export", "--model", "m", "--output", "o", "--repo_id", "org/name", "--training_data", "HCP"])
+    dashed = parser.parse_args(
+        ["export", "--model", "m", "--output", "o", "--repo-id", "org/name", "--training-data", "HCP"]
+    )
+    underscored = parser.parse_args(
+        ["export", "--model", "m", "--output", "o", "--repo_id", "org/name", "--training_data", "HCP"]
+    )
     assert vars(dashed) == vars(underscored) and dashed.repo_id == "org/name"

@@ -62,12 +62,16 @@ def test_codebook_holds_at_the_paper_shapes():
 
 
 def _distributed_worker(rank: int, world_size: int, rendezvous: str, steps: list, results: dict) -> None:
-    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool (it hangs without OMP_NUM_THREADS=1)
+    torch.set_num_threads(
+        1
+    )  # a forked child must not use the parent's OpenMP pool (it hangs without OMP_NUM_THREADS=1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         torch.manual_seed(100 + rank)  # each rank draws its own restart picks: rank 0's must win
         # 32 codes need 4 x 32 = 128 vectors before k-means: 3 steps of 2 x 24 vectors
-        quantizer = FmriVectorQuantizer(tiny_config(num_codes=32, code_dim=4, dead_code_horizon=2, dead_code_min_usage=0.3)).train()
+        quantizer = FmriVectorQuantizer(
+            tiny_config(num_codes=32, code_dim=4, dead_code_horizon=2, dead_code_min_usage=0.3)
+        ).train()
         gathered_at, restarted = [], 0
         for batch in steps:
             quantizer(batch[rank * 24 : (rank + 1) * 24][None])  # the two ranks split each batch of 48
@@ -111,4 +115,6 @@ def test_two_processes_keep_one_codebook(tmp_path):
         assert results[rank]["gathered_at"] == [0, 0, 144, 144, 144, 144, 144, 144], rank
         assert results[rank]["identical"], rank  # codebook, EMA sums and usage equal on both ranks
         assert results[rank]["restarted"] > 0, rank  # with rank 0's restart vectors, though the ranks draw differently
-        torch.testing.assert_close(results[rank]["plain"], torch.cat([whole.codebook.weight.flatten(), whole.code_usage]))
+        torch.testing.assert_close(
+            results[rank]["plain"], torch.cat([whole.codebook.weight.flatten(), whole.code_usage])
+        )

@@ -49,17 +49,31 @@ def scan_folder(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize(
     "z,expected",
-    [(-2.01, "markedly lower"), (-2.0, "somewhat reduced"), (-1.01, "somewhat reduced"), (-1.0, "typical"),
-     (0.0, "typical"), (1.0, "typical"), (1.01, "somewhat elevated"), (2.0, "somewhat elevated"), (2.01, "markedly elevated")],
+    [
+        (-2.01, "markedly lower"),
+        (-2.0, "somewhat reduced"),
+        (-1.01, "somewhat reduced"),
+        (-1.0, "typical"),
+        (0.0, "typical"),
+        (1.0, "typical"),
+        (1.01, "somewhat elevated"),
+        (2.0, "somewhat elevated"),
+        (2.01, "markedly elevated"),
+    ],
 )
 def test_band_boundaries(z, expected):
     assert text.band(z) == expected
 
 
 def describe(seed=0, scan_id="scan-1"):
-    z = {name: round(float(v), 2) for name, v in zip(reference.DESCRIBED, np.linspace(-3, 3, len(reference.DESCRIBED)), strict=True)}
+    z = {
+        name: round(float(v), 2)
+        for name, v in zip(reference.DESCRIBED, np.linspace(-3, 3, len(reference.DESCRIBED)), strict=True)
+    }
     pairs = ["A-A", "A-B", "B-B", "A-C", "B-C", "C-C"]
-    return text.describe(z, pairs, [2.5, -1.5, 0.2, 1.2, -2.2, float("nan")], "toy", scan_id, reference.DOMAINS, seed), z
+    return text.describe(
+        z, pairs, [2.5, -1.5, 0.2, 1.2, -2.2, float("nan")], "toy", scan_id, reference.DOMAINS, seed
+    ), z
 
 
 def test_text_is_deterministic_and_states_only_record_numbers():
@@ -77,7 +91,9 @@ def test_text_is_deterministic_and_states_only_record_numbers():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    summary = build_corpus(make_scans(), folder, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
+    summary = build_corpus(
+        make_scans(), folder, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False
+    )
     return folder, summary
 
 
@@ -86,29 +102,56 @@ def test_corpus_loads_with_splits_columns_and_disjoint_subjects(built):
     data = load_dataset(str(folder))
     assert set(data) == {"train", "validation", "test"}
     assert {k: len(v) for k, v in data.items()} == summary.split_sizes == {"train": 5, "validation": 2, "test": 1}
-    expected = splits.split_subjects([splits.subject_key(s.dataset, s.subject) for s in make_scans()], FRACTIONS, SETTINGS.seed)
+    expected = splits.split_subjects(
+        [splits.subject_key(s.dataset, s.subject) for s in make_scans()], FRACTIONS, SETTINGS.seed
+    )
     assert splits.read_manifest(folder) == expected
     for split in data:
         assert {splits.subject_key(r["dataset"], r["subject"]) for r in data[split]} == set(expected.subjects(split))
-        assert data[split]["text_key"] == [splits.text_key(r["dataset"], r["subject"], r["session"]) for r in data[split]]
-    for column in ("subject", "session", "dataset", "split", "text_key", "text", "z_global_efficiency", "network_pair_fc", "provenance"):
+        assert data[split]["text_key"] == [
+            splits.text_key(r["dataset"], r["subject"], r["session"]) for r in data[split]
+        ]
+    for column in (
+        "subject",
+        "session",
+        "dataset",
+        "split",
+        "text_key",
+        "text",
+        "z_global_efficiency",
+        "network_pair_fc",
+        "provenance",
+    ):
         assert column in data["train"].column_names
     provenance = json.loads(data["train"][0]["provenance"])
-    assert provenance["settings"]["target_tr"] == 2.0 and provenance["split"] == {"seed": 4, "fractions": list(FRACTIONS), "manifest": "splits.json"}
+    assert provenance["settings"]["target_tr"] == 2.0 and provenance["split"] == {
+        "seed": 4,
+        "fractions": list(FRACTIONS),
+        "manifest": "splits.json",
+    }
     assert provenance["graph"]["louvain"] == f"scikit-network {importlib.metadata.version('scikit-network')}"
     assert provenance["graph"]["components"] == data["train"][0]["graph_components"] >= 1
     # at density 0.2 these toy graphs fall apart: efficiencies as defined, and the record says so
     rows = [row for split in data.values() for row in split]
     disconnected = [row for row in rows if row["graph_components"] > 1]
     assert disconnected and all(json.loads(row["provenance"])["graph"]["connected"] is False for row in disconnected)
-    assert "add 0 to global and local efficiency" in json.loads(disconnected[0]["provenance"])["graph"]["unreachable_pairs"]
+    assert (
+        "add 0 to global and local efficiency"
+        in json.loads(disconnected[0]["provenance"])["graph"]["unreachable_pairs"]
+    )
     assert all(np.isfinite(row[name]) for row in rows for name in reference.SCALARS)
     record = data["test"][0]
     numbers = set(re.findall(r"[-+]?\d+\.\d+", record["text"]))
-    held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {f"{v:+.2f}" for v in record["z_network_pair_fc"]}
+    held = {f"{record['z_' + n]:+.2f}" for n in reference.DESCRIBED} | {
+        f"{v:+.2f}" for v in record["z_network_pair_fc"]
+    }
     assert numbers and numbers <= held
     card = (folder / "README.md").read_text()
-    assert "configs:" in card and re.search(r"path: data/descriptors/train-\*-[0-9a-f]{12}\.parquet", card) and "density 0.2" in card
+    assert (
+        "configs:" in card
+        and re.search(r"path: data/descriptors/train-\*-[0-9a-f]{12}\.parquet", card)
+        and "density 0.2" in card
+    )
     assert not (folder / ".build").exists()
 
 
@@ -144,11 +187,15 @@ def test_interrupted_build_resumes_from_finished_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "shard_features", failing)
     with pytest.raises(InterruptedError):
-        build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
+        build_corpus(
+            make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False
+        )
     assert not (tmp_path / "data").exists() and len(list((tmp_path / ".build" / "raw").glob("*.npz"))) == 1
     calls.clear()
     fail[0] = False
-    summary = build_corpus(make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False)
+    summary = build_corpus(
+        make_scans(), tmp_path, LABELS, "toy", SETTINGS, fractions=FRACTIONS, shard_size=3, progress=False
+    )
     assert summary.reused_shards == 1 and len(calls) == 2
     assert sum(summary.split_sizes.values()) == 8
 
@@ -196,7 +243,9 @@ def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
     with pytest.raises(FmriInputError, match=message):
         build_corpus(scans, tmp_path / "a", LABELS, "toy", SETTINGS, progress=False)
-    summary = build_corpus(scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=FRACTIONS, skip_bad=True, progress=False)
+    summary = build_corpus(
+        scans, tmp_path / "b", LABELS, "toy", SETTINGS, fractions=FRACTIONS, skip_bad=True, progress=False
+    )
     assert len(summary.skipped) == 1 and "bad_scan.npy" in summary.skipped[0]
     assert sum(summary.split_sizes.values()) == 7
 
@@ -228,8 +277,26 @@ def test_cli_builds_from_a_folder_with_an_atlas_table(tmp_path):
         writer.writerows([i, f"roi{i}", label] for i, label in enumerate(LABELS))
     assert read_network_labels(table) == LABELS
     out = tmp_path / "out"
-    main(["--scans", str(folder), "--tr", "2.0", "--atlas-table", str(table), "--output-dir", str(out),
-          "--n-ica-components", "4", "--density", "0.2", "--num-proc", "2", "--shard-size", "3"])
+    main(
+        [
+            "--scans",
+            str(folder),
+            "--tr",
+            "2.0",
+            "--atlas-table",
+            str(table),
+            "--output-dir",
+            str(out),
+            "--n-ica-components",
+            "4",
+            "--density",
+            "0.2",
+            "--num-proc",
+            "2",
+            "--shard-size",
+            "3",
+        ]
+    )
     data = load_dataset(str(out))
     assert sum(len(split) for split in data.values()) == 8
     assert "--atlas-table" in (out / "README.md").read_text()
@@ -327,7 +394,16 @@ def test_split_manifest_keeps_the_assignment_of_a_grown_cohort(tmp_path):
     manifest["subjects"][moved] = "test"  # a hand-made assignment the hash would not give
     (first / "splits.json").write_text(json.dumps(manifest))
     grown = make_scans(n_subjects=12)
-    build_corpus(grown, tmp_path / "grown", LABELS, "toy", SETTINGS, fractions=(0.8, 0.1, 0.1), split_manifest=first, progress=False)
+    build_corpus(
+        grown,
+        tmp_path / "grown",
+        LABELS,
+        "toy",
+        SETTINGS,
+        fractions=(0.8, 0.1, 0.1),
+        split_manifest=first,
+        progress=False,
+    )
     result = splits.read_manifest(tmp_path / "grown")
     assert result.seed == 4 and result.fractions == FRACTIONS  # the manifest's, not the call's
     assert all(result.assignment[key] == split for key, split in manifest["subjects"].items())
@@ -350,12 +426,30 @@ def test_demo_corpus_splits_the_embedded_subjects_6_3_3(tmp_path):
 def test_cli_shares_accept_both_flag_spellings(tmp_path):
     script = load_script()
     assert script.parse_args(["--output_dir", "a", "--shard-size", "5"]).shard_size == 5
-    assert script.parse_args(["--output-dir", "a", "--num_proc", "3", "--fractions", "0.6", "0.2", "0.2"]).fractions == [0.6, 0.2, 0.2]
+    assert script.parse_args(
+        ["--output-dir", "a", "--num_proc", "3", "--fractions", "0.6", "0.2", "0.2"]
+    ).fractions == [0.6, 0.2, 0.2]
     with pytest.raises(FmriInputError, match="both or neither"):
         script.parse_args(["--output-dir", "a", "--shard-index", "0"])
     folder, table = scan_folder(tmp_path)
-    common = ["--scans", str(folder), "--tr", "2.0", "--atlas_table", str(table), "--output-dir", str(tmp_path / "out"),
-              "--n-ica-components", "4", "--density", "0.2", "--seed", "4", "--shard_size", "3"]
+    common = [
+        "--scans",
+        str(folder),
+        "--tr",
+        "2.0",
+        "--atlas_table",
+        str(table),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--n-ica-components",
+        "4",
+        "--density",
+        "0.2",
+        "--seed",
+        "4",
+        "--shard_size",
+        "3",
+    ]
     script.main([*common, "--fit-reference-only"])
     for index in ("0", "1"):
         script.main([*common, "--shard_index", index, "--num-shards", "2"])

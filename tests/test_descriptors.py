@@ -36,7 +36,9 @@ def time_major(x):
 
 def test_correlation_and_partial_match_nilearn():
     x = synthetic()
-    reference = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance()).fit_transform(time_major(x))
+    reference = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance()).fit_transform(
+        time_major(x)
+    )
     np.testing.assert_allclose(connectivity.correlation(x), reference, atol=1e-12)
     z = connectivity.standardize(x)
     reference = ConnectivityMeasure(kind="partial correlation").fit_transform(time_major(z))
@@ -106,13 +108,19 @@ def assert_graph_metrics_match_networkx(weights):
         weighted = sum(1 / d for s in lengths for t, d in lengths[s].items() if t != s) / (n_rois * (n_rois - 1))
         assert weighted_global[i] == pytest.approx(weighted, abs=1e-12)
         nodes = sorted(g)
-        np.testing.assert_allclose(graph.clustering(weights, True)[i], [nx.clustering(g, weight="weight")[n] for n in nodes], atol=1e-12)
-        np.testing.assert_allclose(graph.clustering(weights, False)[i], [nx.clustering(g)[n] for n in nodes], atol=1e-12)
+        np.testing.assert_allclose(
+            graph.clustering(weights, True)[i], [nx.clustering(g, weight="weight")[n] for n in nodes], atol=1e-12
+        )
+        np.testing.assert_allclose(
+            graph.clustering(weights, False)[i], [nx.clustering(g)[n] for n in nodes], atol=1e-12
+        )
         partition = [set(np.flatnonzero(communities[i] == c)) for c in np.unique(communities[i])]
         q = nx.community.modularity(g, partition, weight="weight")
         assert graph.modularity(weights[i : i + 1], communities[i : i + 1])[0] == pytest.approx(q, abs=1e-12)
         # scikit-network's Louvain finds a partition as good as networkx's own (a heuristic: within 3 %)
-        best = nx.community.modularity(g, nx.community.louvain_communities(g, weight="weight", seed=0), weight="weight")
+        best = nx.community.modularity(
+            g, nx.community.louvain_communities(g, weight="weight", seed=0), weight="weight"
+        )
         assert q >= 0.97 * best
         strength = dict(g.degree(weight="weight"))
         np.testing.assert_allclose(weights[i].sum(axis=1), [strength[n] for n in nodes], atol=1e-12)
@@ -164,9 +172,13 @@ def test_disconnected_450_roi_scan_is_the_size_weighted_sum_of_its_pieces():
     pairs = 225 * 224 / (450 * 449)
     for weighted in (True, False):
         expected = sum(graph.global_efficiency(piece, weighted) for piece in pieces) * pairs
-        assert metrics["global_efficiency" if weighted else "global_efficiency_binary"][0] == pytest.approx(expected[0], rel=1e-12)
+        assert metrics["global_efficiency" if weighted else "global_efficiency_binary"][0] == pytest.approx(
+            expected[0], rel=1e-12
+        )
     local = graph.local_efficiency(weights)
-    np.testing.assert_allclose(local, np.concatenate([graph.local_efficiency(piece) for piece in pieces], axis=1), atol=1e-12)
+    np.testing.assert_allclose(
+        local, np.concatenate([graph.local_efficiency(piece) for piece in pieces], axis=1), atol=1e-12
+    )
     # chunking the neighbourhoods (down to one node per chunk) changes nothing
     np.testing.assert_allclose(graph.local_efficiency(weights, max_elements=1), local, atol=1e-12)
 
@@ -287,7 +299,9 @@ def test_dfa_matches_per_roi_loop_and_known_exponents(embedded):
 def test_temporal_statistics_against_numpy():
     x = synthetic(n_scans=2, n_rois=5, n_t=100) + 100.0
     np.testing.assert_allclose(temporal.tsnr(x), x.mean(-1) / x.std(-1))
-    expected = [[np.dot(r[1:] - r.mean(), r[:-1] - r.mean()) / np.dot(r - r.mean(), r - r.mean()) for r in scan] for scan in x]
+    expected = [
+        [np.dot(r[1:] - r.mean(), r[:-1] - r.mean()) / np.dot(r - r.mean(), r - r.mean()) for r in scan] for scan in x
+    ]
     np.testing.assert_allclose(temporal.lag1_autocorrelation(x), expected, atol=1e-12)
 
 
@@ -347,7 +361,10 @@ def test_descriptors_at_the_target_tr_do_not_encode_the_acquisition_tr(monkeypat
 
     def mean_z_shift():
         cohort = reference.fit_structure([(slow, 2.0)], labels, "toy", settings)
-        at_slow, at_fast = reference.compute_features(slow, 2.0, cohort), reference.compute_features(fast, 0.72, cohort)
+        at_slow, at_fast = (
+            reference.compute_features(slow, 2.0, cohort),
+            reference.compute_features(fast, 0.72, cohort),
+        )
         norms = reference.CohortNorms()
         norms.add(at_slow, ["toy"] * len(slow))
         cohort.norms = norms.norms(3)

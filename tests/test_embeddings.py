@@ -20,7 +20,9 @@ from tokenizer_helpers import stage1_folder
 
 def test_roi_embeddings_average_each_rois_patches_of_the_encoder_vectors():
     torch.manual_seed(0)
-    tokenizer = FmriTokenizerModel(FmriTokenizerConfig(num_rois=5, **{**RANDOM_CONFIG, "window_length": 12, "patch_length": 4})).eval()
+    tokenizer = FmriTokenizerModel(
+        FmriTokenizerConfig(num_rois=5, **{**RANDOM_CONFIG, "window_length": 12, "patch_length": 4})
+    ).eval()
     values = torch.randn(3, 5, 12)
     with torch.no_grad():
         tokens, rois = roi_embeddings(tokenizer, values)
@@ -70,7 +72,9 @@ def test_scan_embeddings_average_the_encoder_over_rois_and_the_windows_the_model
     model, processor = tiny_lm.build("gpt2", windows_per_scan=2)
     scans = [FmriScan(tiny_lm.scan(i), 2.0, f"s{i}") for i in range(3)]
     embeddings = scan_embeddings(model, processor, scans, batch_size=2)
-    windows = processor(text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt")["fmri_values"]
+    windows = processor(
+        text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt"
+    )["fmri_values"]
     with torch.no_grad():
         tokens = model.fmri_tokenizer.embed(windows).double().numpy()  # (3 scans x 2 windows, tokens, dim)
     np.testing.assert_allclose(embeddings, tokens.reshape(3, -1, tokens.shape[-1]).mean(axis=1), rtol=1e-5, atol=1e-6)
@@ -82,10 +86,17 @@ def ramp_task(n: int = 24) -> TaskData:
     targets = np.tile([0, 1], n // 2)
     ramp = 2.0 * np.tile(np.arange(tiny_lm.PATCH_LENGTH), 40 // tiny_lm.PATCH_LENGTH)
     scans = [
-        FmriScan((rng.standard_normal((tiny_lm.NUM_ROIS, 40)) + target * ramp).astype(np.float32), 2.0, f"s{i:02d}", dataset="toy")
+        FmriScan(
+            (rng.standard_normal((tiny_lm.NUM_ROIS, 40)) + target * ramp).astype(np.float32),
+            2.0,
+            f"s{i:02d}",
+            dataset="toy",
+        )
         for i, target in enumerate(targets)
     ]
-    return TaskData(get_task("sex"), scans, targets, [f"toy/{s.subject}" for s in scans], cohort_lines=["Cohort: toy.\n"] * n)
+    return TaskData(
+        get_task("sex"), scans, targets, [f"toy/{s.subject}" for s in scans], cohort_lines=["Cohort: toy.\n"] * n
+    )
 
 
 def test_evaluate_adds_the_brainmarks_probe_on_the_embeddings_on_the_same_subjects():
@@ -95,10 +106,21 @@ def test_evaluate_adds_the_brainmarks_probe_on_the_embeddings_on_the_same_subjec
     settings = EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=0, view_probes=False, embedding_probe=True)
     report = evaluate([data], model, processor, settings, progress=False)
     row = report.row("sex", EMBEDDING_PROBE)
-    assert len(row.runs) == 2 and row.n_test == report.row("sex", "brainmarks_fc").n_test == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    assert (
+        len(row.runs) == 2
+        and row.n_test
+        == report.row("sex", "brainmarks_fc").n_test
+        == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    )
     assert row.summary()["balanced_accuracy"]["mean"] > 0.9
     assert report.delta_vs_fc(row) is not None and "| fmrilm embeddings, Brainmarks probe |" in report.to_markdown()
-    without = evaluate([data], model, processor, EvaluationSettings(seeds=(0,), shots=(0,), n_resplits=0, view_probes=False), progress=False)
+    without = evaluate(
+        [data],
+        model,
+        processor,
+        EvaluationSettings(seeds=(0,), shots=(0,), n_resplits=0, view_probes=False),
+        progress=False,
+    )
     assert EMBEDDING_PROBE not in {r.method for r in without.rows}
     with pytest.raises(FmriInputError, match="embedding_probe: expected a model"):
         evaluate([data], settings=settings, progress=False)

@@ -23,23 +23,40 @@ from modeling_fmrilm.model_card import training_fields
 from modeling_fmrilm.tasks.evaluate import EvaluationReport, EvaluationSettings, Row
 from remote_code import run_without_package
 
-SPLIT = {"hcp/100": "train", "hcp/101": "train", "gw/1": "train", "gw/2": "validation", "hcp/102": "test", "gw/3": "test"}
+SPLIT = {
+    "hcp/100": "train",
+    "hcp/101": "train",
+    "gw/1": "train",
+    "gw/2": "validation",
+    "hcp/102": "test",
+    "gw/3": "test",
+}
 
 
 def evaluation_report() -> EvaluationReport:
     """A small report in the engine's own classes: the model beside the majority and both FC baselines."""
     runs = {
         "majority": [{"accuracy": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5}] * 2,
-        "brainmarks_fc": [{"accuracy": 0.75, "balanced_accuracy": 0.75, "roc_auc": 0.8}, {"accuracy": 0.65, "balanced_accuracy": 0.65, "roc_auc": 0.7}],
+        "brainmarks_fc": [
+            {"accuracy": 0.75, "balanced_accuracy": 0.75, "roc_auc": 0.8},
+            {"accuracy": 0.65, "balanced_accuracy": 0.65, "roc_auc": 0.7},
+        ],
         "tangent_fc": [{"accuracy": 0.7, "balanced_accuracy": 0.7, "roc_auc": 0.72}] * 2,
-        "fmrilm loglik": [{"accuracy": 0.6, "balanced_accuracy": 0.6, "roc_auc": 0.61}, {"accuracy": 0.62, "balanced_accuracy": 0.62, "roc_auc": 0.6}],
+        "fmrilm loglik": [
+            {"accuracy": 0.6, "balanced_accuracy": 0.6, "roc_auc": 0.61},
+            {"accuracy": 0.62, "balanced_accuracy": 0.62, "roc_auc": 0.6},
+        ],
     }
     rows = [
         Row("synthetic_group", "classification", 2, method, 0 if method.startswith("fmrilm") else None, "single" if method.startswith("fmrilm") else None,
             list(values), [150, 150], [50, 50])
         for method, values in runs.items()
     ]  # fmt: skip
-    return EvaluationReport(rows, EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=0), "the subject split of /home/someone/run/final/training_record.json")
+    return EvaluationReport(
+        rows,
+        EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=0),
+        "the subject split of /home/someone/run/final/training_record.json",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +69,18 @@ def trained(tmp_path_factory):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     (folder / "training_args.bin").write_bytes(b"pickled")
-    history = [{"loss": 3.0, "epoch": 1.0, "step": 4}, {"eval_loss": 3.5, "eval_f2t_loss": 2.25, "eval_f2f_loss": 4.5, "eval_t2t_loss": 3.75, "eval_f2f_accuracy": 0.125, "epoch": 2.0, "step": 8}]
+    history = [
+        {"loss": 3.0, "epoch": 1.0, "step": 4},
+        {
+            "eval_loss": 3.5,
+            "eval_f2t_loss": 2.25,
+            "eval_f2f_loss": 4.5,
+            "eval_t2t_loss": 3.75,
+            "eval_f2f_accuracy": 0.125,
+            "epoch": 2.0,
+            "step": 8,
+        },
+    ]
     record = {"stage": 2, "arguments": {"corpus": str(corpus), "data_dir": "/data/private/cohort", "base_model": None},
               "num_processes": 1, "mixed_precision": "no", "split": {"seed": 0, "fractions": [0.5, 0.25, 0.25], "subjects": SPLIT},
               "log_history": history}  # fmt: skip
@@ -67,13 +95,26 @@ def test_exported_folder_loads_without_fmrilm_with_the_same_logits(trained, tmp_
     summary = export_model(folder, tmp_path / "export", evaluation_json, repo_id="org/fmrilm-toy")
     out = summary.folder
     assert summary.evaluated and summary.unrecorded == 0
-    assert {"model.safetensors", "README.md", "processor_config.json", "tokenizer.json", "config.json", *REMOTE_CODE_FILES} <= set(summary.files)
+    assert {
+        "model.safetensors",
+        "README.md",
+        "processor_config.json",
+        "tokenizer.json",
+        "config.json",
+        *REMOTE_CODE_FILES,
+    } <= set(summary.files)
     assert not {"training_args.bin", "training_record.json"} & set(summary.files)  # no pickle, no subject ids
     assert not list(tmp_path.glob(".export-*"))  # no staging folder left
     scans = np.stack([tiny_lm.scan(1), tiny_lm.scan(2)])
     np.save(tmp_path / "scans.npy", scans)
     processor = FmriProcessor.from_pretrained(out)
-    inputs = processor(text=["<fmri>\n### Question: Is this a control?\n### Answer:", "<fmri> Describe:"], fmri=list(scans), tr=2.0, return_tensors="pt", padding_side="left")
+    inputs = processor(
+        text=["<fmri>\n### Question: Is this a control?\n### Answer:", "<fmri> Describe:"],
+        fmri=list(scans),
+        tr=2.0,
+        return_tensors="pt",
+        padding_side="left",
+    )
     with torch.no_grad():
         expected = model(**inputs).logits
     script = f"""
@@ -122,10 +163,15 @@ def test_model_card_is_filled_from_the_checkpoint_record_and_evaluation(trained,
         "journal = {arXiv preprint arXiv:2511.21760}",
     ):
         assert expected in text, expected
-    assert "/data/private" not in text and "/home/someone" not in text and "hcp/100" not in text  # no local path, no subject id
+    assert (
+        "/data/private" not in text and "/home/someone" not in text and "hcp/100" not in text
+    )  # no local path, no subject id
     table = evaluation_report().to_markdown().replace("/home/someone/run/final/", "")
     assert table in text  # the engine's own table: model, majority, both FC baselines, Δ vs FC
-    assert "| synthetic_group | fmrilm loglik | 0 | single | 150/50 | 0.610 ± 0.014 | 0.610 ± 0.014 | 0.605 ± 0.007 |  |  | -0.090 |" in text
+    assert (
+        "| synthetic_group | fmrilm loglik | 0 | single | 150/50 | 0.610 ± 0.014 | 0.610 ± 0.014 | 0.605 ± 0.007 |  |  | -0.090 |"
+        in text
+    )
     assert "not evaluated" not in text
 
 
@@ -172,9 +218,13 @@ def test_push_uploads_with_huggingface_hub_to_a_local_stand_in(trained, tmp_path
     out = export_model(folder, tmp_path / "export").folder
     hub = tmp_path / "hub"
     calls = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kwargs: calls.append((repo_id, kwargs)))
     monkeypatch.setattr(
-        huggingface_hub.HfApi, "upload_folder", lambda self, folder_path, repo_id, repo_type: shutil.copytree(folder_path, hub / repo_type / repo_id)
+        huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kwargs: calls.append((repo_id, kwargs))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, folder_path, repo_id, repo_type: shutil.copytree(folder_path, hub / repo_type / repo_id),
     )
     cli.main(["push", "--folder", str(out), "--repo-id", "org/fmrilm-toy", "--private"])
     assert capsys.readouterr().out.strip() == "published to https://huggingface.co/org/fmrilm-toy"
@@ -188,7 +238,8 @@ def test_push_uploads_with_huggingface_hub_to_a_local_stand_in(trained, tmp_path
 
 
 @pytest.mark.parametrize(
-    "repo_id,repo_type,message", [("name-only", "model", "expected ORG/NAME"), ("org/name", "space", "repo_type: expected one of")]
+    "repo_id,repo_type,message",
+    [("name-only", "model", "expected ORG/NAME"), ("org/name", "space", "repo_type: expected one of")],
 )
 def test_push_folder_checks_its_arguments(trained, repo_id, repo_type, message):
     with pytest.raises(FmriInputError, match=message):
@@ -198,12 +249,16 @@ def test_push_folder_checks_its_arguments(trained, repo_id, repo_type, message):
 def test_stage3_record_names_its_tasks_and_the_stage2_base_model(tmp_path):
     stage2 = tmp_path / "stage2" / "final"
     stage2.mkdir(parents=True)
-    (stage2 / "training_record.json").write_text(json.dumps({"stage": 2, "arguments": {"base_model": "Qwen/Qwen3-0.6B", "corpus": None}}))
+    (stage2 / "training_record.json").write_text(
+        json.dumps({"stage": 2, "arguments": {"base_model": "Qwen/Qwen3-0.6B", "corpus": None}})
+    )
     record = {"stage": 3, "arguments": {"model": str(stage2), "corpus": None}, "tasks": {"cohort": 1.0, "descriptors": 0.5},
               "log_history": [{"eval_cohort_loss": 0.5, "eval_cohort_accuracy": 0.75, "epoch": 1.0, "step": 3}]}  # fmt: skip
     fields = training_fields(record, "qwen3")
     assert fields["base_model_id"] == "Qwen/Qwen3-0.6B" and fields["base_model"] == "`Qwen/Qwen3-0.6B`"
-    assert fields["stage_summary"].startswith("Stage 3 of 3 (multi-task instruction tuning): 3 optimisation steps, 1 epoch(s)")
+    assert fields["stage_summary"].startswith(
+        "Stage 3 of 3 (multi-task instruction tuning): 3 optimisation steps, 1 epoch(s)"
+    )
     assert "tasks (loss weights): cohort 1, descriptors 0.5" in fields["stage_summary"]
     assert fields["final_losses"] == "cohort loss 0.500, cohort accuracy 0.750"
 
@@ -236,7 +291,9 @@ def test_overwrite_never_deletes_the_model_or_a_folder_export_did_not_write(trai
             cli.main(["export", "--model", str(run / "final"), "--output", str(output), "--overwrite"])
         err = capsys.readouterr().err
         assert exit.value.code == 2 and len(err.splitlines()) == 1 and message in err, (output, err)
-    assert {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()} == before  # nothing touched
+    assert {
+        path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()
+    } == before  # nothing touched
 
     out = export_model(run / "final", tmp_path / "export").folder
     marker = json.loads((out / "fmrilm_export.json").read_text())

@@ -70,7 +70,9 @@ def test_antialias_matches_resample_poly_and_removes_the_alias():
     assert aliased[3] > 0.7
 
 
-@pytest.mark.parametrize("n,tr,target_tr", [(1200, 0.72, 2.0), (100, 3.0, 2.0), (7, 2.5, 2.0), (2, 0.72, 2.0), (355, 2.0, 2.0)])
+@pytest.mark.parametrize(
+    "n,tr,target_tr", [(1200, 0.72, 2.0), (100, 3.0, 2.0), (7, 2.5, 2.0), (2, 0.72, 2.0), (355, 2.0, 2.0)]
+)
 def test_both_methods_share_the_length_rule(n, tr, target_tr):
     data = sinusoids(3, n, tr)
     expected = int(np.floor((n - 1) * tr / target_tr + 1e-9)) + 1
@@ -214,7 +216,12 @@ def test_resample_method_defaults_new_and_legacy_configs(tmp_path):
 
 def test_save_and_load_round_trip(tmp_path):
     extractor = FmriFeatureExtractor(
-        num_rois=5, target_tr=1.5, window_length=32, window_stride=8, pad_strategy="interpolate", resample_method="linear"
+        num_rois=5,
+        target_tr=1.5,
+        window_length=32,
+        window_stride=8,
+        pad_strategy="interpolate",
+        resample_method="linear",
     )
     extractor.save_pretrained(tmp_path)
     loaded = FmriFeatureExtractor.from_pretrained(tmp_path)

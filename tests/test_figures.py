@@ -19,8 +19,18 @@ def test_every_figure_is_a_png(tmp_path):
     paths = [
         plot_reconstruction(window, 0.8 * window, 0.64, "toy", tmp_path / "a.png"),
         plot_codebook_usage(rng.poisson(3, 64), "toy", tmp_path / "b.png"),
-        plot_fc_with_description(rng.standard_normal((10, 50)), ["A"] * 4 + ["B"] * 6, "Overall connectivity is typical. " * 20, "toy", tmp_path / "c.png"),
-        plot_training_curves({"s1": [{"epoch": 1, "loss": 2.0}, {"epoch": 1, "eval_loss": 2.5}, {"epoch": 2, "loss": 1.0}]}, {"s1": ["loss", "eval_loss"]}, tmp_path / "d.png"),
+        plot_fc_with_description(
+            rng.standard_normal((10, 50)),
+            ["A"] * 4 + ["B"] * 6,
+            "Overall connectivity is typical. " * 20,
+            "toy",
+            tmp_path / "c.png",
+        ),
+        plot_training_curves(
+            {"s1": [{"epoch": 1, "loss": 2.0}, {"epoch": 1, "eval_loss": 2.5}, {"epoch": 2, "loss": 1.0}]},
+            {"s1": ["loss", "eval_loss"]},
+            tmp_path / "d.png",
+        ),
     ]
     for path in paths:
         with Image.open(path) as image:

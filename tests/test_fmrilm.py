@@ -72,17 +72,34 @@ def test_config_places_fmri_tokens_after_the_text_vocabulary_by_default():
     assert config.code_token_ids == range(100, 112)
     assert (config.fmri_start_token_id, config.fmri_end_token_id, config.fmri_pad_token_id) == (112, 113, 114)
     assert config.text_config.vocab_size == 115 and config.tie_word_embeddings
-    assert (config.windows_per_scan, config.f2t_loss_weight, config.f2f_loss_weight, config.t2t_loss_weight) == (1, 1.0, 0.1, 0.5)
+    assert (config.windows_per_scan, config.f2t_loss_weight, config.f2f_loss_weight, config.t2t_loss_weight) == (
+        1,
+        1.0,
+        0.1,
+        0.5,
+    )
     assert config.get_text_config(decoder=True) is config.text_config
 
 
 @pytest.mark.parametrize(
     "overrides, field",
     [
-        ({"first_code_token_id": 0, "fmri_start_token_id": 20, "fmri_end_token_id": 21, "fmri_pad_token_id": 100}, "fmri_pad_token_id"),
-        ({"first_code_token_id": 90, "fmri_start_token_id": 20, "fmri_end_token_id": 21, "fmri_pad_token_id": 22}, "first_code_token_id"),
-        ({"first_code_token_id": 0, "fmri_start_token_id": 5, "fmri_end_token_id": 21, "fmri_pad_token_id": 22}, "fmri_start_token_id"),
-        ({"first_code_token_id": 0, "fmri_start_token_id": 20, "fmri_end_token_id": 20, "fmri_pad_token_id": 22}, "fmri_start_token_id"),
+        (
+            {"first_code_token_id": 0, "fmri_start_token_id": 20, "fmri_end_token_id": 21, "fmri_pad_token_id": 100},
+            "fmri_pad_token_id",
+        ),
+        (
+            {"first_code_token_id": 90, "fmri_start_token_id": 20, "fmri_end_token_id": 21, "fmri_pad_token_id": 22},
+            "first_code_token_id",
+        ),
+        (
+            {"first_code_token_id": 0, "fmri_start_token_id": 5, "fmri_end_token_id": 21, "fmri_pad_token_id": 22},
+            "fmri_start_token_id",
+        ),
+        (
+            {"first_code_token_id": 0, "fmri_start_token_id": 20, "fmri_end_token_id": 20, "fmri_pad_token_id": 22},
+            "fmri_start_token_id",
+        ),
         ({"fmri_pad_token_id": 50}, "first_code_token_id"),
         ({"windows_per_scan": 0}, "windows_per_scan"),
         ({"f2f_loss_weight": -0.1}, "f2f_loss_weight"),
@@ -91,7 +108,11 @@ def test_config_places_fmri_tokens_after_the_text_vocabulary_by_default():
     ],
 )
 def test_config_validation_names_the_field(overrides, field):
-    kwargs = {"fmri_tokenizer_config": tiny_lm.fmri_tokenizer().config, "text_config": tiny_text_config(100), **overrides}
+    kwargs = {
+        "fmri_tokenizer_config": tiny_lm.fmri_tokenizer().config,
+        "text_config": tiny_text_config(100),
+        **overrides,
+    }
     with pytest.raises(FmriInputError, match=rf"FmriLMConfig\.{field}: expected"):
         FmriLMConfig(**kwargs)
 
@@ -108,7 +129,9 @@ def test_config_round_trip_is_validated_on_load(kind, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     saved["fmri_pad_token_id"] = saved["text_config"]["vocab_size"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(FmriInputError, match=r"FmriLMConfig\.fmri_pad_token_id: expected an integer token id in \[0, "):
+    with pytest.raises(
+        FmriInputError, match=r"FmriLMConfig\.fmri_pad_token_id: expected an integer token id in \[0, "
+    ):
         AutoConfig.from_pretrained(tmp_path)
 
 
@@ -131,8 +154,13 @@ def test_from_parts_adds_the_tokens_and_keeps_the_text_model(kind):
     assert not model.training and model.language_model is lm and config.text_config is lm.config
     assert config.code_token_ids == range(n_text, n_text + 12)
     assert text_tokenizer.convert_tokens_to_ids(fmri_code_tokens(12)) == list(config.code_token_ids)
-    assert text_tokenizer.convert_tokens_to_ids(["<fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>"]) == list(config.special_token_ids.values())
-    assert config.fmri_streams == ("codes", "connectivity") and processor.connectivity_tokens_per_window == tiny_lm.NUM_ROIS
+    assert text_tokenizer.convert_tokens_to_ids(["<fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>"]) == list(
+        config.special_token_ids.values()
+    )
+    assert (
+        config.fmri_streams == ("codes", "connectivity")
+        and processor.connectivity_tokens_per_window == tiny_lm.NUM_ROIS
+    )
     assert fmri_code_tokens(12)[:2] == ["<fmri_00000>", "<fmri_00001>"] and fmri_code_tokens(12)[-1] == "<fmri_00011>"
     fmri_ids = [*config.code_token_ids, *config.special_token_ids.values()]
     assert all(text_tokenizer.added_tokens_decoder[i].special for i in fmri_ids)
@@ -165,7 +193,9 @@ def test_fmri_rows_start_from_the_codebook_at_the_norm_of_the_text_rows(kind, co
     if kind == "qwen3":
         head_norms = head[new_rows].norm(dim=-1)
         torch.testing.assert_close(head_norms, torch.full_like(head_norms, head_rows.norm(dim=-1).mean().item()))
-        torch.testing.assert_close(torch.nn.functional.normalize(head[codes], dim=-1), torch.nn.functional.normalize(embedding[codes], dim=-1))
+        torch.testing.assert_close(
+            torch.nn.functional.normalize(head[codes], dim=-1), torch.nn.functional.normalize(embedding[codes], dim=-1)
+        )
     codebook = fmri_tokenizer.quantizer.codebook.weight
     rows = torch.nn.functional.normalize(embedding[codes], dim=-1)
     if code_dim == 32:  # the LM's width: the rows are the code vectors themselves, rescaled
@@ -190,7 +220,9 @@ def test_from_parts_loads_folders(tmp_path):
     assert processor.feature_extractor.target_tr == 1.5  # the Stage 1 folder's extractor
     assert processor.placeholders_per_scan == 2 * tiny_lm.TOKENS_PER_WINDOW and model.config.windows_per_scan == 2
     assert len(processor.tokenizer) == len(tiny_lm.text_tokenizer()) + 16
-    torch.testing.assert_close(model.fmri_tokenizer.quantizer.codebook.weight, fmri_tokenizer.quantizer.codebook.weight)
+    torch.testing.assert_close(
+        model.fmri_tokenizer.quantizer.codebook.weight, fmri_tokenizer.quantizer.codebook.weight
+    )
 
 
 def test_from_parts_errors_name_the_argument():
@@ -199,8 +231,13 @@ def test_from_parts_errors_name_the_argument():
         FmriLMForCausalLM.from_parts(tiny_lm.fmri_tokenizer(), lm)
     extractor = tiny_lm.feature_extractor()
     extractor.window_length = 10
-    with pytest.raises(FmriInputError, match=r"feature_extractor\.window_length: expected a multiple of the tokenizer's patch_length=4"):
-        FmriLMForCausalLM.from_parts(tiny_lm.fmri_tokenizer(), lm, tiny_lm.text_tokenizer(), feature_extractor=extractor)
+    with pytest.raises(
+        FmriInputError,
+        match=r"feature_extractor\.window_length: expected a multiple of the tokenizer's patch_length=4",
+    ):
+        FmriLMForCausalLM.from_parts(
+            tiny_lm.fmri_tokenizer(), lm, tiny_lm.text_tokenizer(), feature_extractor=extractor
+        )
 
 
 # -- forward ---------------------------------------------------------------------------------
@@ -233,7 +270,12 @@ def test_online_fmri_values_and_precomputed_codes_give_the_same_logits(kind):
     # The fMRI reaches the logits: other scans give other logits.
     other = processor(text=["<fmri> Describe this scan:"], fmri=[tiny_lm.scan(9)], tr=2.0, return_tensors="pt")
     with torch.no_grad():
-        assert not torch.equal(model(**other).logits, model(**processor(text=["<fmri> Describe this scan:"], fmri=[tiny_lm.scan(1)], tr=2.0, return_tensors="pt")).logits)
+        assert not torch.equal(
+            model(**other).logits,
+            model(
+                **processor(text=["<fmri> Describe this scan:"], fmri=[tiny_lm.scan(1)], tr=2.0, return_tensors="pt")
+            ).logits,
+        )
     stacked = inputs["fmri_values"][:, None]  # (n_windows, 1, ...) as a collator stacks examples
     with torch.no_grad():
         torch.testing.assert_close(model(**{**inputs, "fmri_values": stacked}).logits, online.logits, rtol=0, atol=0)
@@ -247,10 +289,15 @@ def test_training_path_compiles_as_one_graph():
     connectivity = precomputed_connectivity(model, inputs)
     model.train()
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on any graph break
-    loss = compiled(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids).loss
+    loss = compiled(
+        input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids
+    ).loss
     loss.backward()
     assert model.connectivity_projector.linear_1.weight.grad is not None  # the projector trains
-    torch.testing.assert_close(loss, model(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids).loss)
+    torch.testing.assert_close(
+        loss,
+        model(input_ids=ids, attention_mask=inputs["attention_mask"], fmri_connectivity=connectivity, labels=ids).loss,
+    )
     # The online path too (pinned torch; torch 2.11 on CUDA raised an internal dynamo error there, see bench/lm_gpu.py).
     online = compiled(**inputs, labels=inputs["input_ids"]).loss
     torch.testing.assert_close(online, loss)
@@ -264,7 +311,10 @@ def test_placeholder_count_mismatch_names_both_counts():
         model(input_ids=inputs["input_ids"], fmri_values=doubled)
     ids = with_codes_written(model, inputs)
     rows = precomputed_connectivity(model, inputs)
-    with pytest.raises(FmriInputError, match=r"<fmri_fc> placeholders in input_ids and the connectivity rows do not match: placeholders 6, rows 12"):
+    with pytest.raises(
+        FmriInputError,
+        match=r"<fmri_fc> placeholders in input_ids and the connectivity rows do not match: placeholders 6, rows 12",
+    ):
         model(input_ids=ids, fmri_connectivity=torch.cat([rows, rows]))
     with pytest.raises(FmriInputError, match=r"<fmri_fc> placeholders without fmri_values or fmri_connectivity"):
         model(input_ids=ids)
@@ -371,8 +421,14 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     }
     processor_config = json.loads((tmp_path / "gpt2" / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_fmrilm.FmriProcessor"
-    for name in ("modeling_fmrilm.py", "processing_fmrilm.py", "configuration_fmrilm.py", "modeling_fmri_tokenizer.py",
-                 "feature_extraction_fmrilm.py", "errors.py"):
+    for name in (
+        "modeling_fmrilm.py",
+        "processing_fmrilm.py",
+        "configuration_fmrilm.py",
+        "modeling_fmri_tokenizer.py",
+        "feature_extraction_fmrilm.py",
+        "errors.py",
+    ):
         assert (tmp_path / "gpt2" / name).exists(), name
     script = REMOTE_LOADER.format(
         folder=str(tmp_path), scans=str(tmp_path / "scans.npy"), output=str(tmp_path / "logits.safetensors")
@@ -382,7 +438,11 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     lines = result.stdout.strip().splitlines()
     for kind, line in zip(tiny_lm.LM_KINDS, lines[-3:-1], strict=True):
         name, model_module, processor_module = line.split()
-        assert name == kind and not model_module.startswith("modeling_fmrilm") and not processor_module.startswith("modeling_fmrilm")
+        assert (
+            name == kind
+            and not model_module.startswith("modeling_fmrilm")
+            and not processor_module.startswith("modeling_fmrilm")
+        )
     assert lines[-1].startswith("path: FmriInputError reading scan files needs the fmrilm package")
     loaded = load_file(tmp_path / "logits.safetensors")
     for kind in tiny_lm.LM_KINDS:
@@ -485,7 +545,9 @@ def test_peft_lora_with_trainable_fmri_rows_saves_reloads_and_merges(kind, tmp_p
         base_logits = FmriLMForCausalLM.from_pretrained(tmp_path / "base")(**inputs).logits
     assert not torch.allclose(adapted, base_logits)
     peft_model.save_pretrained(tmp_path / "adapter")
-    reloaded = PeftModel.from_pretrained(FmriLMForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+    reloaded = PeftModel.from_pretrained(
+        FmriLMForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter"
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, adapted, rtol=0, atol=0)
     merged = reloaded.merge_and_unload()
@@ -515,7 +577,9 @@ def test_resize_token_embeddings_keeps_the_tie(kind, tie, tmp_path):
     assert loaded.config.text_config.vocab_size == rows + 7
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
-    with pytest.raises(FmriInputError, match=r"new_num_tokens: expected more than \d+ rows \(the highest fMRI token id\)"):
+    with pytest.raises(
+        FmriInputError, match=r"new_num_tokens: expected more than \d+ rows \(the highest fMRI token id\)"
+    ):
         model.resize_token_embeddings(model.config.fmri_pad_token_id)
 
 
@@ -532,7 +596,9 @@ def test_connectivity_rows_equal_numpy_corrcoef_and_nilearn_per_window():
     found = connectivity_rows(torch.from_numpy(windows)).numpy()
     assert found.shape == (5, 7, 7) and found.dtype == np.float32 and np.isfinite(found).all()
     off = ~np.eye(7, dtype=bool)
-    nilearn = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance(), standardize=False).fit_transform([w.T.astype(np.float64) for w in windows])
+    nilearn = ConnectivityMeasure(
+        kind="correlation", cov_estimator=EmpiricalCovariance(), standardize=False
+    ).fit_transform([w.T.astype(np.float64) for w in windows])
     for index, window in enumerate(windows):
         if index == 1:
             continue
@@ -577,7 +643,10 @@ def test_code_dropout_replaces_a_dropped_sequence_s_codes_by_the_pad_token_in_tr
     rows = model.fmri_connectivity(inputs["fmri_values"])
     codes = model.stream_positions(ids, "codes")
     padded = ids.masked_fill(codes, model.config.fmri_pad_token_id)
-    run = lambda input_ids: model(input_ids=input_ids, attention_mask=inputs["attention_mask"], fmri_connectivity=rows).logits  # noqa: E731
+
+    def run(input_ids):
+        return model(input_ids=input_ids, attention_mask=inputs["attention_mask"], fmri_connectivity=rows).logits
+
     with torch.no_grad():
         model.eval()
         own, blank = run(ids), run(padded)

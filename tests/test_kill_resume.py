@@ -59,7 +59,9 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     subprocess.run(recipe_command(data, split, uninterrupted), env=ENV, check=True, capture_output=True, timeout=300)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(recipe_command(data, split, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        recipe_command(data, split, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while last_complete_checkpoint(killed) is None or int(last_complete_checkpoint(killed).rsplit("-", 1)[1]) < 20:
         assert process.poll() is None, "the run ended before it could be killed"
@@ -71,7 +73,13 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     reached = int(last_complete_checkpoint(killed).rsplit("-", 1)[1])
     assert 20 <= reached < STEPS and reached % 14  # mid-epoch
 
-    subprocess.run(recipe_command(data, split, killed, "--resume_from_checkpoint", "latest"), env=ENV, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        recipe_command(data, split, killed, "--resume_from_checkpoint", "latest"),
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     expected = load_file(uninterrupted / "final" / "model.safetensors")
     found = load_file(killed / "final" / "model.safetensors")
     assert expected.keys() == found.keys()

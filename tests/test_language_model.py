@@ -28,4 +28,6 @@ def test_label_words_split_by_the_corpus_bpe_become_single_tokens_that_decode_an
         encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert ids[word][0] in encoded and tokenizer.decode(encoded) == text
     # words the corpus merges already are not added twice
-    assert len(tokenizer) - len(plain) == sum(len(plain(word, add_special_tokens=False)["input_ids"]) > 1 for word in words)
+    assert len(tokenizer) - len(plain) == sum(
+        len(plain(word, add_special_tokens=False)["input_ids"]) > 1 for word in words
+    )

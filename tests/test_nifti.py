@@ -146,8 +146,13 @@ def make_fmriprep_tree(root, subjects=("01", "02")):
         func.mkdir(parents=True)
         stem = f"sub-{subject}_task-rest"
         nib.save(make_bold(seed=10 + i), func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
-        (func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
-        columns = {name: rng.standard_normal(N_TIME) * 0.1 for name in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")}
+        (func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.json").write_text(
+            json.dumps({"RepetitionTime": 2.0})
+        )
+        columns = {
+            name: rng.standard_normal(N_TIME) * 0.1
+            for name in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+        }
         columns.update(csf=rng.standard_normal(N_TIME), white_matter=rng.standard_normal(N_TIME))
         fd = np.abs(rng.standard_normal(N_TIME)) * 0.1
         fd[[5, 20]] = 2.0  # two high-motion volumes to scrub
@@ -166,7 +171,9 @@ def test_fmriprep_tree_with_confounds_and_scrubbing(tmp_path, files):
     kwargs = {"motion": "basic", "scrub": 0, "fd_threshold": 0.5, "std_dvars_threshold": 100}
     with pytest.raises(FmriInputError, match=r"sub-01_task-rest.*2 of 40 frames \(5\.0%\) censored.*frames \[5, 20\]"):
         next(iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs))
-    scans = list(iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs, censoring="interpolate"))
+    scans = list(
+        iter_fmriprep(root, atlas, confound_strategy=strategy, confound_kwargs=kwargs, censoring="interpolate")
+    )
     assert [s.subject for s in scans] == ["01", "02"]
     assert scans[0].data.shape == (9, N_TIME)  # evenly sampled: the two scrubbed frames are filled in
     np.testing.assert_array_equal(np.flatnonzero(scans[0].censored), [5, 20])
@@ -181,7 +188,9 @@ def test_fmriprep_tree_with_confounds_and_scrubbing(tmp_path, files):
 def test_interior_censoring_is_rejected_or_interpolated(files):
     bold, atlas = files
     keep = np.setdiff1d(np.arange(N_TIME), [10, 11, 25, 39])  # three inside, one at the end
-    with pytest.raises(FmriInputError, match=r"bold\.nii\.gz: 4 of 40 frames \(10\.0%\) censored.*3 inside .*\[10, 11, 25\]"):
+    with pytest.raises(
+        FmriInputError, match=r"bold\.nii\.gz: 4 of 40 frames \(10\.0%\) censored.*3 inside .*\[10, 11, 25\]"
+    ):
         read_nifti(bold, atlas, sample_mask=keep)
     scan = read_nifti(bold, atlas, sample_mask=keep, censoring="interpolate")
     assert scan.data.shape == (9, N_TIME - 1)  # the trailing censored frame shortens, the inner ones are filled
@@ -227,7 +236,10 @@ def test_confound_nan_is_an_error_except_the_first_row_of_derivatives(files, tmp
     frame.loc[6, "csf"] = np.nan
     frame.loc[3, "trans_x_derivative1"] = np.nan
     frame.to_csv(path, sep="\t", index=False, na_rep="n/a")
-    with pytest.raises(FmriInputError, match=r"confounds\.tsv: .*NaN/inf in columns \['trans_x_derivative1 \(1 rows\)', 'csf \(1 rows\)'\]"):
+    with pytest.raises(
+        FmriInputError,
+        match=r"confounds\.tsv: .*NaN/inf in columns \['trans_x_derivative1 \(1 rows\)', 'csf \(1 rows\)'\]",
+    ):
         read_nifti(bold, atlas, confounds=path)
     with pytest.raises(FmriInputError, match="expected 40 rows of confounds"):
         read_nifti(bold, atlas, confounds=rng.standard_normal((N_TIME - 1, 2)))

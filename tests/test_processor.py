@@ -52,8 +52,15 @@ def test_each_marker_becomes_start_placeholders_end(processor):
 
 def test_batch_with_several_scans_per_prompt_is_padded(processor):
     scans = [tiny_lm.scan(1), tiny_lm.scan(2, n_timepoints=60), tiny_lm.scan(3)]
-    flat = processor(text=["<fmri> one", "two <fmri> and <fmri> scans"], fmri=scans, tr=[2.0, 2.0, 1.0], return_tensors="pt")
-    nested = processor(text=["<fmri> one", "two <fmri> and <fmri> scans"], fmri=[scans[:1], scans[1:]], tr=[2.0, 2.0, 1.0], return_tensors="pt")
+    flat = processor(
+        text=["<fmri> one", "two <fmri> and <fmri> scans"], fmri=scans, tr=[2.0, 2.0, 1.0], return_tensors="pt"
+    )
+    nested = processor(
+        text=["<fmri> one", "two <fmri> and <fmri> scans"],
+        fmri=[scans[:1], scans[1:]],
+        tr=[2.0, 2.0, 1.0],
+        return_tensors="pt",
+    )
     for name in ("input_ids", "attention_mask", "fmri_values"):
         assert torch.equal(flat[name], nested[name]), name
     pad_id = processor.fmri_pad_token_id
@@ -74,7 +81,10 @@ def test_windows_per_scan_takes_the_first_windows_and_names_a_short_scan():
     np.testing.assert_array_equal(out["fmri_values"], windows[:2])
     assert out["input_ids"][0].count(processor.fmri_pad_token_id) == 2 * N
     short = FmriScan(data=tiny_lm.scan(2, n_timepoints=20), tr=2.0, subject="sub-07", dataset="demo")
-    with pytest.raises(FmriInputError, match=r"demo/sub-07: expected at least windows_per_scan=2 windows of 16 frames at TR 2.0 s, found 1"):
+    with pytest.raises(
+        FmriInputError,
+        match=r"demo/sub-07: expected at least windows_per_scan=2 windows of 16 frames at TR 2.0 s, found 1",
+    ):
         processor(text="<fmri> <fmri>", fmri=[tiny_lm.scan(1), short], tr=[2.0, None])  # None: the record's own TR
     with pytest.raises(FmriInputError, match=r"fmri\[1\]: expected at least windows_per_scan=2 windows"):
         processor(text="<fmri> <fmri>", fmri=[tiny_lm.scan(1), tiny_lm.scan(2, n_timepoints=20)], tr=2.0)
@@ -86,7 +96,9 @@ def test_marker_and_scan_counts_must_match(processor):
     with pytest.raises(FmriInputError, match=r"found 0 <fmri> marker\(s\) in the text and 1 scan\(s\)"):
         processor(text="no marker", fmri=tiny_lm.scan(1), tr=2.0)
     with pytest.raises(FmriInputError, match=r"fmri\[1\]: found 1 <fmri> marker\(s\) in text\[1\] and 2 scan\(s\)"):
-        processor(text=["<fmri> <fmri>", "<fmri>"], fmri=[[tiny_lm.scan(1)] * 2, [tiny_lm.scan(2), tiny_lm.scan(3)]], tr=2.0)
+        processor(
+            text=["<fmri> <fmri>", "<fmri>"], fmri=[[tiny_lm.scan(1)] * 2, [tiny_lm.scan(2), tiny_lm.scan(3)]], tr=2.0
+        )
     with pytest.raises(FmriInputError, match=r"tr: expected 2 values \(one per scan\), found 3"):
         processor(text="<fmri> <fmri>", fmri=[tiny_lm.scan(1), tiny_lm.scan(2)], tr=[2.0, 2.0, 2.0])
     with pytest.raises(FmriInputError, match=r"fmri\[0\]: no repetition time"):
@@ -114,13 +126,21 @@ def test_scans_as_records_stacked_arrays_and_files(processor, tmp_path):
 
 
 def test_truncation_that_cuts_placeholders_is_an_error(processor):
-    with pytest.raises(FmriInputError, match=rf"text\[0\]: expected {N} <fmri_pad> tokens for 1 scan\(s\) after tokenization, found"):
+    with pytest.raises(
+        FmriInputError, match=rf"text\[0\]: expected {N} <fmri_pad> tokens for 1 scan\(s\) after tokenization, found"
+    ):
         processor(text="Describe <fmri>", fmri=tiny_lm.scan(1), tr=2.0, truncation=True, max_length=10)
 
 
 def test_chat_template_turns_fmri_parts_into_markers(processor):
     conversation = [
-        {"role": "user", "content": [{"type": "fmri", "fmri": tiny_lm.scan(4), "tr": 2.0}, {"type": "text", "text": " Is this a control?"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "fmri", "fmri": tiny_lm.scan(4), "tr": 2.0},
+                {"type": "text", "text": " Is this a control?"},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "Control"}]},
         {"role": "user", "content": [{"type": "text", "text": "And sex?"}]},
     ]
@@ -128,7 +148,9 @@ def test_chat_template_turns_fmri_parts_into_markers(processor):
     assert prompt == (
         "### Question: <fmri> Is this a control?\n### Answer: Control<|endoftext|>\n### Question: And sex?\n### Answer:"
     )
-    tokenized = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    tokenized = processor.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     direct = processor(text=prompt, fmri=tiny_lm.scan(4), tr=2.0, return_tensors="pt")
     for name in ("input_ids", "attention_mask", "fmri_values"):
         assert torch.equal(tokenized[name], direct[name]), name
@@ -141,7 +163,12 @@ def test_chat_template_turns_fmri_parts_into_markers(processor):
 
 def test_decode_drops_fmri_tokens_unless_kept(built):
     model, processor = built
-    inputs = processor(text=["<fmri> Global efficiency", "is <fmri> elevated"], fmri=[tiny_lm.scan(1), tiny_lm.scan(2)], tr=2.0, return_tensors="pt")
+    inputs = processor(
+        text=["<fmri> Global efficiency", "is <fmri> elevated"],
+        fmri=[tiny_lm.scan(1), tiny_lm.scan(2)],
+        tr=2.0,
+        return_tensors="pt",
+    )
     with_codes = inputs["input_ids"].clone()
     with_codes[with_codes == processor.fmri_pad_token_id] = model.fmri_to_token_ids(inputs["fmri_values"]).flatten()
     texts = processor.batch_decode(with_codes, skip_special_tokens=False)
@@ -166,25 +193,40 @@ def test_save_and_load_with_auto_processor(processor, tmp_path):
     )
     assert loaded.feature_extractor.to_dict() == processor.feature_extractor.to_dict()
     assert loaded.fmri_token_ids == processor.fmri_token_ids
-    kwargs = dict(text=["<fmri> a", "b <fmri> c <fmri>"], fmri=[tiny_lm.scan(1), tiny_lm.scan(2), tiny_lm.scan(3)], tr=2.0, return_tensors="np")
+    kwargs = dict(
+        text=["<fmri> a", "b <fmri> c <fmri>"],
+        fmri=[tiny_lm.scan(1), tiny_lm.scan(2), tiny_lm.scan(3)],
+        tr=2.0,
+        return_tensors="np",
+    )
     for name, value in processor(**kwargs).items():
         np.testing.assert_array_equal(loaded(**kwargs)[name], value)
     assert set(loaded.model_input_names) >= {"input_ids", "attention_mask", "fmri_values"}
 
 
 def test_a_tokenizer_without_fmri_tokens_is_rejected():
-    with pytest.raises(FmriInputError, match=r"tokenizer: expected the added tokens \['<fmri>', '</fmri>', '<fmri_pad>'\]"):
+    with pytest.raises(
+        FmriInputError, match=r"tokenizer: expected the added tokens \['<fmri>', '</fmri>', '<fmri_pad>'\]"
+    ):
         FmriProcessor(tiny_lm.feature_extractor(), tiny_lm.text_tokenizer(), tokens_per_window=N)
     _, processor = tiny_lm.build("gpt2")
-    with pytest.raises(FmriInputError, match=r"FmriProcessor.tokens_per_window: expected a positive integer, found None"):
+    with pytest.raises(
+        FmriInputError, match=r"FmriProcessor.tokens_per_window: expected a positive integer, found None"
+    ):
         FmriProcessor(processor.feature_extractor, processor.tokenizer)
 
 
-@pytest.mark.parametrize("smuggled", ["<fmri_00001><fmri_00002></fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>", "<FMRI_PAD>", "< fmri_00003 >"])
+@pytest.mark.parametrize(
+    "smuggled",
+    ["<fmri_00001><fmri_00002></fmri>", "</fmri>", "<fmri_pad>", "<fmri_fc>", "<FMRI_PAD>", "< fmri_00003 >"],
+)
 def test_text_cannot_carry_fmri_tokens(processor, smuggled):
     """Only the expansion of an `<fmri>` marker writes fMRI tokens: token strings in the text are refused."""
     prompt = f"<fmri> Is this a control? {smuggled}"
-    with pytest.raises(FmriInputError, match=rf"text\[0\]: expected plain text, found the fMRI token string '{re.escape(smuggled.split('>')[0])}>' at character 26; fMRI tokens come only from the processor's expansion of <fmri> markers"):
+    with pytest.raises(
+        FmriInputError,
+        match=rf"text\[0\]: expected plain text, found the fMRI token string '{re.escape(smuggled.split('>')[0])}>' at character 26; fMRI tokens come only from the processor's expansion of <fmri> markers",
+    ):
         processor(text=prompt, fmri=tiny_lm.scan(1), tr=2.0)
     with pytest.raises(FmriInputError, match=r"text\[1\]: expected plain text"):
         processor(text=["<fmri> fine", f"<fmri> {smuggled}"], fmri=[tiny_lm.scan(1), tiny_lm.scan(2)], tr=2.0)
@@ -194,7 +236,9 @@ def test_lookalike_text_is_plain_text(built):
     """Near misses of the token strings tokenize as text: no code id, one <fmri>, one </fmri>, N placeholders."""
     model, processor = built
     config = model.config
-    ids = processor(text="<fmri> fmri_00001> fmri_pad> <fmri_00002 <fmri", fmri=tiny_lm.scan(1), tr=2.0)["input_ids"][0]
+    ids = processor(text="<fmri> fmri_00001> fmri_pad> <fmri_00002 <fmri", fmri=tiny_lm.scan(1), tr=2.0)["input_ids"][
+        0
+    ]
     assert not set(ids) & set(config.code_token_ids)
     assert ids.count(config.fmri_start_token_id) == ids.count(config.fmri_end_token_id) == 1
     assert ids.count(config.fmri_pad_token_id) == N

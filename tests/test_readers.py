@@ -124,12 +124,17 @@ def test_npy_read_in_blocks_keeps_values_and_layout(tmp_path, scan_array, dtype,
 def test_more_rois_than_frames_warns_unless_the_count_is_given(tmp_path):
     data = np.random.default_rng(0).standard_normal((30, 12))
     np.save(tmp_path / "tall.npy", data)
-    with pytest.warns(UserWarning, match=r"tall\.npy: 30 ROIs on axis 0 but only 12 frames on axis 1; if the array is time-major"):
+    with pytest.warns(
+        UserWarning, match=r"tall\.npy: 30 ROIs on axis 0 but only 12 frames on axis 1; if the array is time-major"
+    ):
         read_array_file(tmp_path / "tall.npy", tr=2.0)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_array_file(tmp_path / "tall.npy", tr=2.0, num_rois=30).n_rois == 30
-    with pytest.raises(FmriInputError, match=r"expected 12 ROIs on axis 0, found shape \(axis 0: 30, axis 1: 12\); axis 1 has 12 entries"):
+    with pytest.raises(
+        FmriInputError,
+        match=r"expected 12 ROIs on axis 0, found shape \(axis 0: 30, axis 1: 12\); axis 1 has 12 entries",
+    ):
         read_array_file(tmp_path / "tall.npy", tr=2.0, num_rois=12)

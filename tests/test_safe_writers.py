@@ -31,7 +31,11 @@ from test_corpus import FRACTIONS, LABELS, SETTINGS, folder_files, make_scans, s
 from test_training_stage1 import EXACT, TINY_MODEL, manifest, synthetic_scans, tiny_run
 
 ROOT = Path(__file__).parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -70,11 +74,23 @@ def test_a_second_build_of_the_same_folder_fails_in_one_line_and_the_first_one_f
             "--n-ica-components", "4", "--density", "0.2", "--seed", "4", "--shard-size", "3",
             "--fractions", *map(str, FRACTIONS)]  # fmt: skip
     inputs = snapshot(scans) | {"atlas.tsv": table.read_bytes()}
-    first = subprocess.Popen([sys.executable, "-c", HELD_BUILD, str(tmp_path / "go"), *argv], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HELD_BUILD, str(tmp_path / "go"), *argv],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_for(lambda: (out / LOCK_NAME).is_file() and (out / LOCK_NAME).read_text().strip(), "the first build's lock")
-        assert (out / LOCK_NAME).read_text().strip() == f"a corpus build (pid {first.pid} on host {socket.gethostname()})"
-        second = subprocess.run([sys.executable, "-m", "modeling_fmrilm.cli", *argv], env=ENV, capture_output=True, text=True, timeout=120)
+        wait_for(
+            lambda: (out / LOCK_NAME).is_file() and (out / LOCK_NAME).read_text().strip(), "the first build's lock"
+        )
+        assert (
+            out / LOCK_NAME
+        ).read_text().strip() == f"a corpus build (pid {first.pid} on host {socket.gethostname()})"
+        second = subprocess.run(
+            [sys.executable, "-m", "modeling_fmrilm.cli", *argv], env=ENV, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode == 2 and second.stdout == ""
         assert len(second.stderr.splitlines()) == 1 and "Traceback" not in second.stderr
         assert second.stderr.startswith(
@@ -104,11 +120,16 @@ with folder_lock(sys.argv[1], "a test's holder"):
 
 def test_a_stage_or_demo_refuses_a_folder_another_process_holds_and_the_lock_goes_with_its_holder(tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         split = manifest(tmp_path / "split", {"toy/s0": "train", "toy/s1": "train"})
-        with pytest.raises(FmriInputError, match=re.escape(f"found a test's holder (pid {holder.pid} on host {socket.gethostname()}) writing there")):
+        with pytest.raises(
+            FmriInputError,
+            match=re.escape(f"found a test's holder (pid {holder.pid} on host {socket.gethostname()}) writing there"),
+        ):
             train_stage1(*tiny_run(out, split), scans=synthetic_scans(2))
         status, _, stderr = run(["demo", "--output-dir", str(out)], capsys)
         assert status == 2 and len(stderr.splitlines()) == 1 and f"found a test's holder (pid {holder.pid}" in stderr
@@ -118,7 +139,10 @@ def test_a_stage_or_demo_refuses_a_folder_another_process_holds_and_the_lock_goe
     assert holder.returncode == 0 and not out.joinpath(LOCK_NAME).exists()
     with folder_lock(out, "a training run"):  # free again; and a process may take its own lock twice
         with folder_lock(out, "a corpus build"):
-            assert out.joinpath(LOCK_NAME).read_text() == f"a training run (pid {os.getpid()} on host {socket.gethostname()})\n"
+            assert (
+                out.joinpath(LOCK_NAME).read_text()
+                == f"a training run (pid {os.getpid()} on host {socket.gethostname()})\n"
+            )
         assert out.joinpath(LOCK_NAME).exists()
     assert not out.joinpath(LOCK_NAME).exists()
 
@@ -155,14 +179,18 @@ def test_a_finished_final_is_replaced_only_with_overwrite_final_or_by_a_resume(f
     recipe = ["train", "stage1", *recipe_flags(out, split, data)]
     status, _, stderr = run(recipe, capsys)
     assert status == 2 and len(stderr.splitlines()) == 1 and "Traceback" not in stderr
-    assert stderr.startswith(f"fmrilm train: error: {final}: expected no finished model in the output folder, found one; pass --overwrite_final")
+    assert stderr.startswith(
+        f"fmrilm train: error: {final}: expected no finished model in the output folder, found one; pass --overwrite_final"
+    )
     assert snapshot(out) == before  # refused before training: nothing written
     status, _, stderr = run([*recipe, "--resume_from_checkpoint", "latest"], capsys)
     assert status == 0, stderr  # resuming was asked for: from checkpoint-6, the end, to the same weights
     assert load_file(final / "model.safetensors").keys() == load_file(checkpoint / "model.safetensors").keys()
     status, _, stderr = run([*recipe, "--overwrite_final", "--num_train_epochs", "1"], capsys)
     assert status == 0, stderr
-    assert json.loads((final / "training_record.json").read_text())["log_history"][-1]["step"] == 3  # the new, shorter run
+    assert (
+        json.loads((final / "training_record.json").read_text())["log_history"][-1]["step"] == 3
+    )  # the new, shorter run
 
 
 def test_resume_from_a_checkpoint_without_weights_is_one_line_before_any_data_is_read(finished, capsys):
@@ -174,9 +202,13 @@ def test_resume_from_a_checkpoint_without_weights_is_one_line_before_any_data_is
     with pytest.raises(FmriInputError, match=re.escape(expected) + r".*found only \['trainer_state.json'\]"):
         check_checkpoint(bare)
     absent = data.parent / "no_data"
-    status, _, stderr = run(["train", "stage1", *recipe_flags(bare.parent, split, absent), "--resume_from_checkpoint", str(bare)], capsys)
+    status, _, stderr = run(
+        ["train", "stage1", *recipe_flags(bare.parent, split, absent), "--resume_from_checkpoint", str(bare)], capsys
+    )
     assert status == 2 and len(stderr.splitlines()) == 1 and "Traceback" not in stderr
-    assert expected in stderr and "found only ['trainer_state.json']" in stderr  # not a word about the absent data folder
+    assert (
+        expected in stderr and "found only ['trainer_state.json']" in stderr
+    )  # not a word about the absent data folder
     assert sorted(p.name for p in bare.parent.iterdir()) == ["checkpoint-6"]
 
 
@@ -193,7 +225,10 @@ def test_a_truncated_shard_is_named_moved_aside_and_rebuilt_to_the_uninterrupted
     shard = out / ".build" / "raw" / "shard-00001.npz"
     whole = shard.read_bytes()
     shard.write_bytes(whole[: len(whole) // 2])  # what a crash before the data reached the disk leaves
-    corrupt = re.escape(f"{shard}: truncated or corrupt shard (BadZipFile") + ".*moved to shard-00001.npz.corrupt, computed again"
+    corrupt = (
+        re.escape(f"{shard}: truncated or corrupt shard (BadZipFile")
+        + ".*moved to shard-00001.npz.corrupt, computed again"
+    )
     with pytest.warns(UserWarning, match=corrupt), pytest.raises(FmriInputError, match=r"1 missing \(\[1\]\)"):
         corpus.merge(out, "build", progress=False)
     assert (shard.parent / "shard-00001.npz.corrupt").read_bytes() == whole[: len(whole) // 2]
@@ -216,13 +251,23 @@ def test_a_model_folder_without_safetensors_is_refused_with_how_to_convert(tmp_p
     (folder / "model.safetensors").unlink()
     torch.save(state, folder / "pytorch_model.bin")
     convert = f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')"
-    with pytest.raises(FmriInputError, match=re.escape(f"{folder}: expected safetensors weights (model.safetensors), found ['pytorch_model.bin']")):
+    with pytest.raises(
+        FmriInputError,
+        match=re.escape(f"{folder}: expected safetensors weights (model.safetensors), found ['pytorch_model.bin']"),
+    ):
         FmriLMForCausalLM.from_pretrained(folder)
     np.save(tmp_path / "scan.npy", tiny_lm.scan(1))
-    status, stdout, stderr = run(["ask", "--model", str(folder), "--scan", str(tmp_path / "scan.npy"), "--tr", "2", "q"], capsys)
+    status, stdout, stderr = run(
+        ["ask", "--model", str(folder), "--scan", str(tmp_path / "scan.npy"), "--tr", "2", "q"], capsys
+    )
     assert status == 2 and stdout == "" and len(stderr.splitlines()) == 1
-    assert "fmrilm reads no pickled weights" in stderr and "from modeling_fmrilm import FmriLMForCausalLM as M; " + convert in stderr
-    FmriLMForCausalLM.from_pretrained(folder, use_safetensors=False).save_pretrained(folder)  # the conversion the message gives
+    assert (
+        "fmrilm reads no pickled weights" in stderr
+        and "from modeling_fmrilm import FmriLMForCausalLM as M; " + convert in stderr
+    )
+    FmriLMForCausalLM.from_pretrained(folder, use_safetensors=False).save_pretrained(
+        folder
+    )  # the conversion the message gives
     converted = FmriLMForCausalLM.from_pretrained(folder)
     for name, tensor in converted.state_dict().items():
         torch.testing.assert_close(tensor, model.state_dict()[name], rtol=0, atol=0, msg=name)

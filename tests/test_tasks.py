@@ -45,9 +45,13 @@ def long_context_model(seed: int = 0):
     """The tiny GPT-2 of tiny_lm with 1024 positions (k-shot prompts of the tiny BPE are long)."""
     tokenizer = tiny_lm.text_tokenizer()
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
     lm = AutoModelForCausalLM.from_config(config).eval()
-    return FmriLMForCausalLM.from_parts(tiny_lm.fmri_tokenizer(seed), lm, text_tokenizer=tokenizer, feature_extractor=tiny_lm.feature_extractor())
+    return FmriLMForCausalLM.from_parts(
+        tiny_lm.fmri_tokenizer(seed), lm, text_tokenizer=tokenizer, feature_extractor=tiny_lm.feature_extractor()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,13 @@ def toy_scans(n: int, subjects_per_scan: int = 1) -> list[FmriScan]:
 def toy_task(task: str | Task, targets, scans=None) -> TaskData:
     scans = scans or toy_scans(len(targets))
     task = get_task(task) if isinstance(task, str) else task
-    return TaskData(task, scans, np.asarray(targets), [f"toy/{s.subject}" for s in scans], cohort_lines=[f"Cohort: {s.dataset}.\n" for s in scans])
+    return TaskData(
+        task,
+        scans,
+        np.asarray(targets),
+        [f"toy/{s.subject}" for s in scans],
+        cohort_lines=[f"Cohort: {s.dataset}.\n" for s in scans],
+    )
 
 
 # -- registry and prompts -------------------------------------------------------------------------
@@ -76,7 +86,9 @@ def test_every_family_has_at_least_20_distinct_paraphrases_that_format_for_every
         for template in QUESTIONS[task.question] + DESCRIBE_REQUESTS:
             text = template.format(**task.format_fields(fields))
             assert "{" not in text and text.strip()
-        assert set(answer_texts(task, "open", fields)) and all(word.strip() in s for word, s in zip(task.label_words, answer_texts(task, "open", fields), strict=True))
+        assert set(answer_texts(task, "open", fields)) and all(
+            word.strip() in s for word, s in zip(task.label_words, answer_texts(task, "open", fields), strict=True)
+        )
         assert task.question in STATEMENTS
 
 
@@ -91,16 +103,35 @@ def test_tasks_that_share_a_question_and_its_answers_are_refused_together():
     """Two tasks asked in the same words and answered by the same label words cannot both be taught on
     one prompt: the registered tasks (and the network-pair questions, one per pair) pass, the
     dynamics task asked as a diagnosis with the group task's words is refused by name."""
-    pairs = [get_task("network_pair").with_fields(f"network_pair:{a}-{b}", a=a, b=b) for a, b in [("Visual", "Default"), ("Default", "Visual"), ("Visual", "Visual")]]
+    pairs = [
+        get_task("network_pair").with_fields(f"network_pair:{a}-{b}", a=a, b=b)
+        for a, b in [("Visual", "Default"), ("Default", "Visual"), ("Visual", "Visual")]
+    ]
     check_distinguishable([task for name, task in TASKS.items() if name != "network_pair"] + pairs)
     group = get_task("synthetic_group")
     assert get_task("synthetic_dynamics").question != group.question
     assert set(get_task("synthetic_dynamics").label_words).isdisjoint(group.label_words)
-    as_diagnosis = Task("dynamics_as_diagnosis", "classification", "diagnosis", "dynamics", group.label_words, {"control": 0, "patient": 1}, {"condition": "slowed dynamics"})
+    as_diagnosis = Task(
+        "dynamics_as_diagnosis",
+        "classification",
+        "diagnosis",
+        "dynamics",
+        group.label_words,
+        {"control": 0, "patient": 1},
+        {"condition": "slowed dynamics"},
+    )
     with pytest.raises(FmriInputError, match="'synthetic_group' and 'dynamics_as_diagnosis'.*cannot tell them apart"):
         check_distinguishable([group, get_task("sex"), as_diagnosis])
     check_distinguishable([group, group])  # the same task twice is one task
-    other_words = Task("dynamics_other_words", "classification", "diagnosis", "dynamics", (" Typical", " Slow"), {"typical": 0, "slow": 1}, {"condition": "slowed dynamics"})
+    other_words = Task(
+        "dynamics_other_words",
+        "classification",
+        "diagnosis",
+        "dynamics",
+        (" Typical", " Slow"),
+        {"typical": 0, "slow": 1},
+        {"condition": "slowed dynamics"},
+    )
     check_distinguishable([group, other_words])
 
 
@@ -132,14 +163,20 @@ def test_template_rendering_per_paradigm(built):
     assert answer_texts(sex, "single") == [" Male", " Female"]
     assert answer_texts(sex, "open") == [" The participant is Male.", " The participant is Female."]
     pair = get_task("network_pair").with_fields("pair", a="Frontal", b="Parietal")
-    assert answer_texts(pair, "open")[2] == " Coupling between the Frontal and Parietal networks is higher relative to the cohort."
+    assert (
+        answer_texts(pair, "open")[2]
+        == " Coupling between the Frontal and Parietal networks is higher relative to the cohort."
+    )
     assert "{topic}" not in question_text(pair, np.random.default_rng(0), paradigm="open")
     with pytest.raises(FmriInputError, match="needs the field 'a'"):
         question_text(get_task("network_pair"), np.random.default_rng(0))
     # the chat template: the scan is an fmri content part, answers are assistant turns
     assert processor.chat_template == DEFAULT_CHAT_TEMPLATE
     chat = Prompt([shot], ScanBlock([("Q1?", None)])).text(processor, chat_template=True)
-    assert chat == "### Question: <fmri>\nCohort: hcp.\nQ0?\n### Answer: Female<|endoftext|>\n### Question: <fmri>\nQ1?\n### Answer:"
+    assert (
+        chat
+        == "### Question: <fmri>\nCohort: hcp.\nQ0?\n### Answer: Female<|endoftext|>\n### Question: <fmri>\nQ1?\n### Answer:"
+    )
 
 
 def test_prompt_token_ids_from_codes_match_the_processor_and_model_path():
@@ -184,20 +221,30 @@ def test_single_and_multi_token_label_words_are_scored_as_whole_continuations(bu
     lengths = [len(ids) for ids in scorer.answer_ids(answer_texts(task))]
     assert lengths[0] == 1 and lengths[1] > 1 and lengths[2] == 1
     scans = toy_scans(3)
-    texts = ["<fmri>\n### Question: A?\n### Answer:", "<fmri>\nCohort: toy.\n### Question: A longer one?\n### Answer:", "<fmri>\n### Question: B?\n### Answer:"]
+    texts = [
+        "<fmri>\n### Question: A?\n### Answer:",
+        "<fmri>\nCohort: toy.\n### Question: A longer one?\n### Answer:",
+        "<fmri>\n### Question: B?\n### Answer:",
+    ]
     contexts = [scorer.prompt_ids(text, [scan]) for text, scan in zip(texts, scans, strict=True)]
     assert len({len(c) for c in contexts}) > 1  # different lengths: the left padding is exercised
     scores = scorer.loglikelihoods(contexts, answer_texts(task))
     answer_ids = scorer.answer_ids(answer_texts(task))
-    expected = np.array([[hand_loglikelihood(model, c, a, scorer.connectivity_of([c])) for a in answer_ids] for c in contexts])
+    expected = np.array(
+        [[hand_loglikelihood(model, c, a, scorer.connectivity_of([c])) for a in answer_ids] for c in contexts]
+    )
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(softmax(scores), np.exp(expected) / np.exp(expected).sum(1, keepdims=True), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(
+        softmax(scores), np.exp(expected) / np.exp(expected).sum(1, keepdims=True), rtol=1e-4, atol=1e-9
+    )
 
 
 def test_loglikelihoods_asked_again_come_from_the_kept_scores_in_the_order_asked(built, monkeypatch):
     model, processor = built
     scorer = LabelScorer(model, processor, batch_size=4)
-    contexts = [scorer.prompt_ids(f"<fmri>\n### Question: Q{i}?\n### Answer:", [scan]) for i, scan in enumerate(toy_scans(3))]
+    contexts = [
+        scorer.prompt_ids(f"<fmri>\n### Question: Q{i}?\n### Answer:", [scan]) for i, scan in enumerate(toy_scans(3))
+    ]
     answers = answer_texts(get_task("sex"))
     fresh = LabelScorer(model, processor, batch_size=4).loglikelihoods(contexts, answers)
     scorer.loglikelihoods(contexts[:2], answers)
@@ -231,12 +278,20 @@ def test_calibrated_scoring_removes_the_label_prior_that_makes_raw_loglik_a_cons
     test, reference = np.arange(20), np.arange(20, 40)
     raw = _probabilities(scorer, [contexts[i] for i in test], [" Male", " Female"], "loglik")
     assert (raw.argmax(1) == 0).all() and balanced_accuracy_score(labels[test], raw.argmax(1)) == 0.5
-    calibrated = _probabilities(scorer, [contexts[i] for i in np.concatenate([test, reference])], [" Male", " Female"], "calibrated", labels[reference])
+    calibrated = _probabilities(
+        scorer,
+        [contexts[i] for i in np.concatenate([test, reference])],
+        [" Male", " Female"],
+        "calibrated",
+        labels[reference],
+    )
     assert calibrated.shape == (40, 2)
     assert balanced_accuracy_score(labels[test], calibrated[:20].argmax(1)) == 1.0
     # the offsets are class-balanced: four times as many class-0 reference items move nothing
     lopsided = np.concatenate([test, reference[labels[reference] == 0].repeat(4), reference[labels[reference] == 1]])
-    again = _probabilities(scorer, [contexts[i] for i in lopsided], [" Male", " Female"], "calibrated", labels[lopsided[20:]])
+    again = _probabilities(
+        scorer, [contexts[i] for i in lopsided], [" Male", " Female"], "calibrated", labels[lopsided[20:]]
+    )
     np.testing.assert_allclose(again[:20], calibrated[:20], rtol=1e-12)
 
 
@@ -248,13 +303,21 @@ def test_calibrated_scores_are_loglik_less_offsets_from_label_balanced_training_
     data = toy_task("sex", labels)
     train, test = stratified_split(labels, 0.25, 0, data.split_groups)
     reference = calibration_items(data, labels, train, 3, 2, "single")
-    assert set(reference) <= set(train) and np.bincount(labels[reference]).tolist() == [15, 15]  # 30 training items: 15 per label
+    assert set(reference) <= set(train) and np.bincount(labels[reference]).tolist() == [
+        15,
+        15,
+    ]  # 30 training items: 15 per label
     scorer = LabelScorer(model, processor)
     raw = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "loglik")
     calibrated = model_predictions(scorer, data, labels, train, test, 2, 3, "single", "calibrated")
     prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), 2, 3)
-    assert all(set(shots) <= set(train) and data.subject_keys[i] not in {data.subject_keys[j] for j in shots} for (_, shots), i in zip(prompts, np.concatenate([test, reference]), strict=True))
-    hand = scorer.loglikelihoods([scorer.prompt_ids(p.text(processor), p.scans) for p, _ in prompts[len(test) :]], answer_texts(data.task))
+    assert all(
+        set(shots) <= set(train) and data.subject_keys[i] not in {data.subject_keys[j] for j in shots}
+        for (_, shots), i in zip(prompts, np.concatenate([test, reference]), strict=True)
+    )
+    hand = scorer.loglikelihoods(
+        [scorer.prompt_ids(p.text(processor), p.scans) for p, _ in prompts[len(test) :]], answer_texts(data.task)
+    )
     offsets = label_offsets(hand - np.log(np.exp(hand).sum(1, keepdims=True)), labels[reference])
     np.testing.assert_allclose(calibrated, softmax(np.log(raw) - offsets), rtol=1e-6, atol=1e-9)
 
@@ -276,7 +339,9 @@ def test_constrained_generation_follows_the_label_prefix_tree(built):
             if not allowed:
                 break
             with torch.no_grad():
-                logits = model(input_ids=torch.tensor([context + prefix]), **scorer.connectivity_of([context])).logits[0, -1]
+                logits = model(input_ids=torch.tensor([context + prefix]), **scorer.connectivity_of([context])).logits[
+                    0, -1
+                ]
             best = max(allowed, key=lambda token: float(logits[token]))
             if best == eos:
                 break
@@ -289,11 +354,17 @@ def test_constrained_generation_follows_the_label_prefix_tree(built):
 def test_pooled_hidden_states_average_the_prompt_tokens(built):
     model, processor = built
     scorer = LabelScorer(model, processor)
-    contexts = [scorer.prompt_ids(t, [s]) for t, s in zip(["<fmri> a", "<fmri>\n### Question: longer?"], toy_scans(2), strict=True)]
+    contexts = [
+        scorer.prompt_ids(t, [s])
+        for t, s in zip(["<fmri> a", "<fmri>\n### Question: longer?"], toy_scans(2), strict=True)
+    ]
     pooled = scorer.pooled_hidden_states(contexts)
     with torch.no_grad():
         alone = [
-            model(input_ids=torch.tensor([c]), **scorer.connectivity_of([c]), output_hidden_states=True).hidden_states[-1][0].mean(0).numpy()
+            model(input_ids=torch.tensor([c]), **scorer.connectivity_of([c]), output_hidden_states=True)
+            .hidden_states[-1][0]
+            .mean(0)
+            .numpy()
             for c in contexts
         ]
     np.testing.assert_allclose(pooled, np.stack(alone), rtol=1e-4, atol=1e-5)
@@ -318,7 +389,11 @@ def test_evaluation_fits_bins_on_training_subjects_only(built, monkeypatch):
     model, processor = built
     fitted = []
     original = ScoreBins.fit.__func__
-    monkeypatch.setattr(ScoreBins, "fit", classmethod(lambda cls, y, n_bins=3: fitted.append(np.asarray(y).copy()) or original(cls, y, n_bins)))
+    monkeypatch.setattr(
+        ScoreBins,
+        "fit",
+        classmethod(lambda cls, y, n_bins=3: fitted.append(np.asarray(y).copy()) or original(cls, y, n_bins)),
+    )
     targets = np.arange(12, dtype=float) * 10 + 0.5
     data = toy_task("age", targets)
     settings = EvaluationSettings(seeds=(0,), shots=(0,), n_resplits=0, probe=False)
@@ -343,10 +418,24 @@ def test_shots_are_label_balanced_training_examples_never_from_the_evaluated_sub
             assert abs(counts[0] - counts[1]) <= 1
             assert prompt.text().count("<fmri>") == k + 1 and prompt.scans[-1] is scans[i]
     # the evaluated subject's other scan is excluded even when the candidates include it
-    shots = select_shots(np.arange(24), labels, 20, np.random.default_rng(0), exclude_groups=["toy/s00", "toy/s01"], groups=data.split_groups)
+    shots = select_shots(
+        np.arange(24),
+        labels,
+        20,
+        np.random.default_rng(0),
+        exclude_groups=["toy/s00", "toy/s01"],
+        groups=data.split_groups,
+    )
     assert not {0, 1, 2, 3} & set(shots.tolist())
     with pytest.raises(FmriInputError, match="eligible"):
-        select_shots(np.arange(24), labels, 21, np.random.default_rng(0), exclude_groups=["toy/s00", "toy/s01"], groups=data.split_groups)
+        select_shots(
+            np.arange(24),
+            labels,
+            21,
+            np.random.default_rng(0),
+            exclude_groups=["toy/s00", "toy/s01"],
+            groups=data.split_groups,
+        )
 
 
 def test_stratified_split_keeps_families_together_and_strata_in_proportion():
@@ -391,7 +480,9 @@ def test_metrics_equal_scikit_learn_on_fixed_predictions():
     assert regression["mae"] == pytest.approx(mean_absolute_error(scores, values))
     assert regression["pearson_r"] == pytest.approx(pearsonr(scores, values)[0])
     assert regression["accuracy"] == pytest.approx(accuracy_score(bins.transform(scores), bins.transform(values)))
-    constant = score_predictions(get_task("age"), scores, values=np.full(50, 30.0) + 1e-15 * rng.normal(size=50), bins=bins)
+    constant = score_predictions(
+        get_task("age"), scores, values=np.full(50, 30.0) + 1e-15 * rng.normal(size=50), bins=bins
+    )
     assert constant["pearson_r"] is None and constant["undefined"]["pearson_r"] == "constant prediction"
     summary = summarize([{"accuracy": 0.5}, {"accuracy": 0.7}, {"accuracy": None}], ["accuracy"])["accuracy"]
     assert summary["mean"] == pytest.approx(0.6) and summary["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -407,12 +498,23 @@ def test_evaluate_reports_model_and_baselines_on_the_same_test_subjects(built, t
     scans = toy_scans(16)
     sex = toy_task("sex", rng.integers(0, 2, 16), scans)
     age = toy_task("age", rng.normal(30, 5, 16), scans)
-    settings = EvaluationSettings(seeds=(0, 1), shots=(0, 2, 40), paradigms=("single", "multi", "open"), scoring=("loglik", "calibrated", "constrained"), n_resplits=2)
+    settings = EvaluationSettings(
+        seeds=(0, 1),
+        shots=(0, 2, 40),
+        paradigms=("single", "multi", "open"),
+        scoring=("loglik", "calibrated", "constrained"),
+        n_resplits=2,
+    )
     report = evaluate([sex, age], model, processor, settings, progress=False)
     methods = {(row.task, row.method, row.shots, row.paradigm) for row in report.rows}
     for task in ("sex", "age"):
         for baseline in ("majority", "brainmarks_fc", "tangent_fc"):
-            assert (task, baseline, None, None) in methods and (task, f"{baseline} (2 re-splits)", None, None) in methods
+            assert (task, baseline, None, None) in methods and (
+                task,
+                f"{baseline} (2 re-splits)",
+                None,
+                None,
+            ) in methods
         for scoring in ("loglik", "calibrated", "constrained"):
             for paradigm in ("single", "multi", "open"):
                 row = report.row(task, f"fmrilm {scoring}", 2, paradigm)
@@ -433,13 +535,17 @@ def test_model_views_are_the_processors_windows_and_the_tokenizers_decoding():
     model, processor = tiny_lm.build("gpt2", windows_per_scan=2)
     scans = toy_scans(3)
     windows, decoded = LabelScorer(model, processor).model_views(scans)
-    expected = processor(text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt")["fmri_values"]
+    expected = processor(
+        text=["<fmri>"] * 3, fmri=[s.data for s in scans], tr=[s.tr for s in scans], return_tensors="pt"
+    )["fmri_values"]
     reconstructed = model.fmri_tokenizer.decode(model.fmri_tokenizer.encode(expected)).detach().numpy()
 
     def joined(array):  # (3 scans x 2 windows, rois, frames) -> (3, rois, 2 x frames)
         return np.concatenate([array[0::2], array[1::2]], axis=2)
 
-    assert [w.shape for w in windows] == [d.shape for d in decoded] == [(tiny_lm.NUM_ROIS, 2 * tiny_lm.WINDOW_LENGTH)] * 3
+    assert (
+        [w.shape for w in windows] == [d.shape for d in decoded] == [(tiny_lm.NUM_ROIS, 2 * tiny_lm.WINDOW_LENGTH)] * 3
+    )
     np.testing.assert_allclose(np.stack(windows), joined(expected.numpy()), rtol=1e-6)
     np.testing.assert_allclose(np.stack(decoded), joined(reconstructed), rtol=1e-5, atol=1e-6)
 
@@ -454,14 +560,18 @@ def test_view_rows_find_a_coupling_in_the_window_the_model_reads(built):
     for i, target in enumerate(targets):
         data = rng.standard_normal((tiny_lm.NUM_ROIS, 40)).astype(np.float32)
         if target:
-            data[1, : tiny_lm.WINDOW_LENGTH] = data[0, : tiny_lm.WINDOW_LENGTH] + 0.1 * data[1, : tiny_lm.WINDOW_LENGTH]
+            data[1, : tiny_lm.WINDOW_LENGTH] = (
+                data[0, : tiny_lm.WINDOW_LENGTH] + 0.1 * data[1, : tiny_lm.WINDOW_LENGTH]
+            )
         scans.append(FmriScan(data, 2.0, f"s{i:02d}", dataset="toy"))
     data = toy_task("sex", targets, scans)
     settings = EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=0)
     report = evaluate([data], model, processor, settings, progress=False)
     window = report.row("sex", "window_fc")
     assert window.summary()["balanced_accuracy"]["mean"] > 0.9
-    assert window.n_test == report.row("sex", "token_fc").n_test == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    assert (
+        window.n_test == report.row("sex", "token_fc").n_test == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    )
     assert "FC of the model's tokens, decoded" in report.to_markdown()
     without = evaluate([data], model, processor, replace(settings, view_probes=False), progress=False)
     assert not {"window_fc", "token_fc"} & {row.method for row in without.rows}
@@ -472,19 +582,35 @@ def test_evaluate_uses_the_models_split_test_subjects(built):
 
     model, processor = built
     data = toy_task("sex", np.tile([0, 1], 6))
-    assignment = {key: split for key, split in zip(data.subject_keys, ["train"] * 7 + ["validation"] * 2 + ["test"] * 3, strict=True)}
-    report = evaluate([data], model, processor, EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=3), SubjectSplit(assignment), progress=False)
+    assignment = {
+        key: split
+        for key, split in zip(data.subject_keys, ["train"] * 7 + ["validation"] * 2 + ["test"] * 3, strict=True)
+    }
+    report = evaluate(
+        [data],
+        model,
+        processor,
+        EvaluationSettings(seeds=(0, 1), shots=(0,), n_resplits=3),
+        SubjectSplit(assignment),
+        progress=False,
+    )
     assert report.row("sex", "fmrilm loglik", 0, "single").n_test == [3, 3]
     assert report.row("sex", "majority").n_train == [7, 7]
     resplits = report.row("sex", "majority (3 re-splits)")
-    assert resplits.n_train == [7, 7, 7] and resplits.n_test == [3, 3, 3]  # the same sizes, validation left out likewise
+    assert resplits.n_train == [7, 7, 7] and resplits.n_test == [
+        3,
+        3,
+        3,
+    ]  # the same sizes, validation left out likewise
 
 
 def test_baselines_only_and_model_split_from_a_training_record(tmp_path):
     data = toy_task("sex", np.tile([0, 1], 8))
     report = evaluate([data], settings=EvaluationSettings(seeds=(0,), n_resplits=0), progress=False)
     assert {row.method for row in report.rows} == {"majority", "brainmarks_fc", "tangent_fc"}
-    (tmp_path / "training_record.json").write_text(json.dumps({"split": {"seed": 3, "fractions": [0.8, 0.1, 0.1], "subjects": {"toy/s00": "test"}}}))
+    (tmp_path / "training_record.json").write_text(
+        json.dumps({"split": {"seed": 3, "fractions": [0.8, 0.1, 0.1], "subjects": {"toy/s00": "test"}}})
+    )
     split = model_split(tmp_path)
     assert split.of("toy/s00") == "test" and split.seed == 3
     with pytest.raises(FmriInputError, match="give both"):
@@ -495,7 +621,9 @@ def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
     from modeling_fmrilm.tasks.evaluate import merge_reports
 
     data = toy_task("sex", np.tile([0, 1], 8))
-    reports = [evaluate([data], settings=EvaluationSettings(seeds=(seed,), n_resplits=2), progress=False) for seed in (0, 1)]
+    reports = [
+        evaluate([data], settings=EvaluationSettings(seeds=(seed,), n_resplits=2), progress=False) for seed in (0, 1)
+    ]
     merged = merge_reports(reports)
     assert merged.settings.seeds == (0, 1) and merged.settings.n_resplits == 4
     majority = merged.row("sex", "majority")
@@ -503,9 +631,13 @@ def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
     resplits = merged.row("sex", "tangent_fc (4 re-splits)")
     first, second = (report.row("sex", "tangent_fc (2 re-splits)").runs for report in reports)
     assert resplits.runs == first + second and first != second  # each seed's report draws its own re-splits
-    other = evaluate([toy_task("adhd", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False)
+    other = evaluate(
+        [toy_task("adhd", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False
+    )
     union = merge_reports([reports[0], other])
-    assert [row.task for row in union.rows][0] == "sex" and union.row("adhd", "majority").runs == other.row("adhd", "majority").runs
+    assert [row.task for row in union.rows][0] == "sex" and union.row("adhd", "majority").runs == other.row(
+        "adhd", "majority"
+    ).runs
     assert len(union.row("sex", "majority").runs) == 1  # a task only one report has keeps that report's runs
     with pytest.raises(FmriInputError, match="at least one report"):
         merge_reports([])
@@ -515,8 +647,16 @@ def test_lora_adapter_saved_and_reloaded_gives_identical_scores(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     model, processor = long_context_model(seed=1)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], init_lora_weights=False, fan_in_fan_out=True))
-    contexts = [LabelScorer(peft_model, processor).prompt_ids("<fmri>\n### Question: Sex?\n### Answer:", [scan]) for scan in toy_scans(3)]
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], init_lora_weights=False, fan_in_fan_out=True
+        ),
+    )
+    contexts = [
+        LabelScorer(peft_model, processor).prompt_ids("<fmri>\n### Question: Sex?\n### Answer:", [scan])
+        for scan in toy_scans(3)
+    ]
     answers = [" Male", " Female"]
     before = LabelScorer(peft_model, processor).loglikelihoods(contexts, answers)
     base_scores = LabelScorer(long_context_model(seed=1)[0], processor).loglikelihoods(contexts, answers)
@@ -545,21 +685,31 @@ def test_a_blanked_stream_no_longer_reaches_the_answer_and_the_table_has_its_row
         assert not torch.allclose(plain, model(input_ids=ids, fmri_connectivity=other_rows).logits)
         with scorer.blanked("connectivity", scans[2:]):
             blanked = model(input_ids=ids, fmri_connectivity=rows).logits
-            torch.testing.assert_close(blanked, model(input_ids=ids, fmri_connectivity=other_rows).logits, rtol=0, atol=0)
+            torch.testing.assert_close(
+                blanked, model(input_ids=ids, fmri_connectivity=other_rows).logits, rtol=0, atol=0
+            )
             torch.testing.assert_close(blanked, model(input_ids=ids).logits, rtol=0, atol=0)  # no rows needed
             assert not torch.allclose(blanked, model(input_ids=other_codes, fmri_connectivity=rows).logits)
         assert not torch.allclose(blanked, plain)
         with scorer.blanked("codes", scans[2:]):
             torch.testing.assert_close(
-                model(input_ids=ids, fmri_connectivity=rows).logits, model(input_ids=other_codes, fmri_connectivity=rows).logits, rtol=0, atol=0
+                model(input_ids=ids, fmri_connectivity=rows).logits,
+                model(input_ids=other_codes, fmri_connectivity=rows).logits,
+                rtol=0,
+                atol=0,
             )
     assert model.stream_blanks == {} and scorer.blanked_stream is None
-    with pytest.raises(FmriInputError, match="expected one of the model's streams"), model.blank_stream("dynamics", torch.zeros(1, 32)):
+    with (
+        pytest.raises(FmriInputError, match="expected one of the model's streams"),
+        model.blank_stream("dynamics", torch.zeros(1, 32)),
+    ):
         pass
 
     rng = np.random.default_rng(0)
     data = toy_task("sex", rng.integers(0, 2, 12), toy_scans(12))
-    settings = EvaluationSettings(seeds=(0,), shots=(0,), scoring=("loglik", "constrained"), n_resplits=0, view_probes=False, blank_streams=True)
+    settings = EvaluationSettings(
+        seeds=(0,), shots=(0,), scoring=("loglik", "constrained"), n_resplits=0, view_probes=False, blank_streams=True
+    )
     report = evaluate([data], model, processor, settings, progress=False)
     methods = [row.method for row in report.rows if row.is_model]
     assert methods == [

@@ -28,7 +28,10 @@ RNG = np.random.default_rng(0)
 
 
 def scans_of(subjects, dataset="toy", n_rois=5, n_timepoints=30):
-    return [FmriScan(RNG.standard_normal((n_rois, n_timepoints)).astype(np.float32), 2.0, s, dataset=dataset) for s in subjects]
+    return [
+        FmriScan(RNG.standard_normal((n_rois, n_timepoints)).astype(np.float32), 2.0, s, dataset=dataset)
+        for s in subjects
+    ]
 
 
 # -- BIDS participants.tsv ----------------------------------------------------------------------
@@ -58,12 +61,19 @@ def test_bids_participants_tsv(tmp_path):
     with pytest.warns(UserWarning, match="no scan for 1 labelled subject"):
         kept, targets, report = task_targets(get_task("sex"), table, [s.subject for s in scans], strict=False)
     assert kept.tolist() == [0, 1, 2] and targets.tolist() == [0, 1, 1]
-    assert (report.missing_label, report.unknown_value, report.no_label_row, report.no_scan) == (["04"], [("05", "X")], ["07"], ["06"])
+    assert (report.missing_label, report.unknown_value, report.no_label_row, report.no_scan) == (
+        ["04"],
+        [("05", "X")],
+        ["07"],
+        ["06"],
+    )
     with pytest.warns(UserWarning, match=r"missing label for 1 subject\(s\): \['03'\]"):
         data = task_data_from_table("age", table, scans[:3] + scans_of(["06"]), strict=False)
     assert data.targets.tolist() == [23.0, 31.5, 35.0] and data.report.missing_label == ["03"]
     assert data.subject_keys == ["toy/01", "toy/02", "toy/06"] and data.cohort_lines[0] == "Cohort: toy.\n"
-    custom = read_participants_tsv(root / "participants.tsv", {"group": ColumnSpec("group", {"patient": "patient", "control": "control"})})
+    custom = read_participants_tsv(
+        root / "participants.tsv", {"group": ColumnSpec("group", {"patient": "patient", "control": "control"})}
+    )
     assert custom.columns["group"][:2] == ["control", "patient"]
     with pytest.raises(FmriInputError, match="expected columns \\['diagnosis'\\]"):
         read_participants_tsv(root, {"diagnosis": "diagnosis"})
@@ -171,7 +181,9 @@ def test_adhd200_layout_and_join(tmp_path):
     assert table.columns["sex"] == ["male", "female", "male", "male"] and table.columns["age"][2] is None
     assert sorted(table.scan_files) == ["0010042", "0010064"] and table.no_scan == ["0021019", "0023008"]
     scans = load_table_scans(table, lambda path, subject: read_nifti(path, atlas, subject=subject, dataset="adhd200"))
-    assert [s.subject for s in scans] == ["0010042", "0010064"] and scans[0].data.shape == (2, 30) and scans[0].tr == 2.0
+    assert (
+        [s.subject for s in scans] == ["0010042", "0010064"] and scans[0].data.shape == (2, 30) and scans[0].tr == 2.0
+    )
     with pytest.warns(UserWarning, match=r"no scan for 2 labelled subject\(s\): \['0021019', '0023008'\]"):
         data = task_data_from_table("adhd", table, scans)
     assert data.targets.tolist() == [1, 0] and data.report.no_scan == ["0021019", "0023008"]
@@ -218,7 +230,13 @@ def test_generic_subject_csv(tmp_path):
     (tmp_path / "scans").mkdir()
     table_path = tmp_path / "adni.csv"
     table_path.write_text("RID,DX,scan\n002,CN,scans/002.npy\n003,AD,scans/003.npy\n004,MCI,scans/004.npy\n005,AD,\n")
-    table = read_subject_csv(table_path, "RID", {"diagnosis": ColumnSpec("DX", {"cn": "cn", "ad": "ad"})}, dataset="adni", scan_column="scan")
+    table = read_subject_csv(
+        table_path,
+        "RID",
+        {"diagnosis": ColumnSpec("DX", {"cn": "cn", "ad": "ad"})},
+        dataset="adni",
+        scan_column="scan",
+    )
     assert table.columns["diagnosis"] == ["cn", "ad", "MCI", "ad"] and table.no_scan == ["005"]
     assert table.scan_files["002"] == tmp_path / "scans" / "002.npy"
     with pytest.raises(FmriInputError, match=r"\('004', 'MCI'\)"):

@@ -58,7 +58,11 @@ def test_structure_comes_from_the_embedded_scans(structure):
 
 def test_default_cohort_size_labels_and_seed(structure):
     cohort = make_synthetic_cohort(structure=structure)
-    assert len(cohort.scans) == 200 and cohort.scans[0].data.shape == (94, 320) and cohort.scans[0].data.dtype == np.float32
+    assert (
+        len(cohort.scans) == 200
+        and cohort.scans[0].data.shape == (94, 320)
+        and cohort.scans[0].data.dtype == np.float32
+    )
     assert cohort.group.sum() == 100 and cohort.scans[0].subject == "sub-0001" and cohort.scans[0].tr == 2.0
     again = make_synthetic_cohort(structure=structure)
     assert np.array_equal(again.scans[7].data, cohort.scans[7].data) and np.array_equal(again.score, cohort.score)
@@ -67,7 +71,9 @@ def test_default_cohort_size_labels_and_seed(structure):
     table = cohort.label_table()
     assert table.columns["group"][:3] == ["patient" if g else "control" for g in cohort.group[:3]]
     with pytest.raises(FmriInputError, match="AAL2 systems"):
-        make_synthetic_cohort(SyntheticSettings(n_subjects=10, group_networks=("Frontal", "Default")), structure=structure)
+        make_synthetic_cohort(
+            SyntheticSettings(n_subjects=10, group_networks=("Frontal", "Default")), structure=structure
+        )
 
 
 def test_effects_are_where_they_are_put_and_vanish_at_zero(structure):
@@ -77,22 +83,34 @@ def test_effects_are_where_they_are_put_and_vanish_at_zero(structure):
     difference = group_pair[cohort.group == 1].mean() - group_pair[cohort.group == 0].mean()
     assert difference > 5 * group_pair.std() / np.sqrt(60)
     untouched = pair_coupling(cohort, "Subcortical", "Sensorimotor")
-    assert abs(untouched[cohort.group == 1].mean() - untouched[cohort.group == 0].mean()) < 3 * untouched.std() / np.sqrt(30)
+    assert abs(
+        untouched[cohort.group == 1].mean() - untouched[cohort.group == 0].mean()
+    ) < 3 * untouched.std() / np.sqrt(30)
     assert np.corrcoef(pair_coupling(cohort, "Occipital", "Temporal"), cohort.score)[0, 1] > 0.5
     lowered = make_synthetic_cohort(SyntheticSettings(n_subjects=120, group_effect=-0.5, seed=3), structure=structure)
     low_pair = pair_coupling(lowered, "Frontal", "Parietal")
     assert low_pair[lowered.group == 1].mean() < low_pair[lowered.group == 0].mean()
-    null = make_synthetic_cohort(SyntheticSettings(n_subjects=120, group_effect=0.0, score_effect=0.0, seed=3), structure=structure)
+    null = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=120, group_effect=0.0, score_effect=0.0, seed=3), structure=structure
+    )
     null_pair = pair_coupling(null, "Frontal", "Parietal")
-    assert abs(null_pair[null.group == 1].mean() - null_pair[null.group == 0].mean()) < 3 * null_pair.std() / np.sqrt(30)
+    assert abs(null_pair[null.group == 1].mean() - null_pair[null.group == 0].mean()) < 3 * null_pair.std() / np.sqrt(
+        30
+    )
     assert abs(np.corrcoef(pair_coupling(null, "Occipital", "Temporal"), null.score)[0, 1]) < 0.3
 
 
 def test_effect_sizes_are_the_pair_couplings_d_and_r(structure):
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.5, score_effect=0.5, seed=4), structure=structure)
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.5, score_effect=0.5, seed=4),
+        structure=structure,
+    )
 
     def reference(view) -> tuple[float, float]:
-        group_pair, score_pair = pair_coupling(view, "Frontal", "Parietal"), pair_coupling(view, "Occipital", "Temporal")
+        group_pair, score_pair = (
+            pair_coupling(view, "Frontal", "Parietal"),
+            pair_coupling(view, "Occipital", "Temporal"),
+        )
         patients, controls = group_pair[view.group == 1], group_pair[view.group == 0]
         d = (patients.mean() - controls.mean()) / np.sqrt((patients.var(ddof=1) + controls.var(ddof=1)) / 2)
         return d, np.corrcoef(score_pair, view.score)[0, 1]
@@ -100,10 +118,22 @@ def test_effect_sizes_are_the_pair_couplings_d_and_r(structure):
     d, r = cohort.effect_sizes()
     assert np.allclose((d, r), reference(cohort)) and d > 1.0 and r > 0.5
     halves = [scan.data[:, :48] for scan in cohort.scans]  # a view of the scans: their first 48 frames
-    cut = SyntheticCohort([FmriScan(x, 2.0, s.subject) for x, s in zip(halves, cohort.scans, strict=True)], cohort.group, cohort.score, cohort.latent, cohort.ar_coefficients, cohort.settings)
+    cut = SyntheticCohort(
+        [FmriScan(x, 2.0, s.subject) for x, s in zip(halves, cohort.scans, strict=True)],
+        cohort.group,
+        cohort.score,
+        cohort.latent,
+        cohort.ar_coefficients,
+        cohort.settings,
+    )
     assert np.allclose(cohort.effect_sizes(halves), reference(cut))
-    null = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.0, score_effect=0.0, seed=4), structure=structure)
-    assert abs(null.effect_sizes()[0]) < 0.6 and abs(null.effect_sizes()[1]) < 0.35  # 2.3 and 2.7 standard errors at n = 60
+    null = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=60, n_timepoints=96, group_effect=0.0, score_effect=0.0, seed=4),
+        structure=structure,
+    )
+    assert (
+        abs(null.effect_sizes()[0]) < 0.6 and abs(null.effect_sizes()[1]) < 0.35
+    )  # 2.3 and 2.7 standard errors at n = 60
     with pytest.raises(FmriInputError, match="one \\(n_rois, n_frames\\) array per subject \\(60\\)"):
         cohort.effect_sizes(halves[:-1])
 
@@ -126,7 +156,10 @@ def test_each_subject_has_its_own_autocorrelation(structure):
 
 def test_connectivity_baselines_separate_a_strong_effect_and_sit_at_chance_without_one(structure):
     for effect, check in ((0.6, lambda accuracy: accuracy > 0.9), (0.0, lambda accuracy: abs(accuracy - 0.5) < 0.15)):
-        cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=100, n_timepoints=200, group_effect=effect, score_effect=0.0, seed=5), structure=structure)
+        cohort = make_synthetic_cohort(
+            SyntheticSettings(n_subjects=100, n_timepoints=200, group_effect=effect, score_effect=0.0, seed=5),
+            structure=structure,
+        )
         inputs = BaselineInputs(cohort.scans)
         for name in ("brainmarks_fc", "tangent_fc"):
             accuracies = []
@@ -151,11 +184,21 @@ def test_small_training_splits_get_a_note_not_a_crash():
     scans = [FmriScan(rng.standard_normal((5, 40)).astype(np.float32), 2.0, f"s{i}") for i in range(9)]
     split = BaselineInputs(scans).split(np.arange(7), np.array([7, 8]))
     unseen = fit_predict("brainmarks_fc", "classification", 3, np.array([0, 0, 0, 1, 1, 1, 0]), split, 0)
-    assert unseen.probabilities.shape == (2, 3) and unseen.probabilities[:, 2].tolist() == [0, 0]  # class 2 not in training
+    assert unseen.probabilities.shape == (2, 3) and unseen.probabilities[:, 2].tolist() == [
+        0,
+        0,
+    ]  # class 2 not in training
     np.testing.assert_allclose(unseen.probabilities.sum(1), 1)
     single = fit_predict("tangent_fc", "classification", 3, np.array([0, 0, 0, 0, 0, 1, 2]), split, 0)
     assert any("C fixed to 1" in note for note in single.notes) and single.probabilities.shape == (2, 3)
-    one_class = fit_predict("tangent_fc", "classification", 2, np.zeros(5, int), BaselineInputs(scans).split(np.arange(5), np.array([5, 6])), 0)
+    one_class = fit_predict(
+        "tangent_fc",
+        "classification",
+        2,
+        np.zeros(5, int),
+        BaselineInputs(scans).split(np.arange(5), np.array([5, 6])),
+        0,
+    )
     assert one_class.probabilities.tolist() == [[1, 0], [1, 0]] and "one class" in one_class.notes[0]
 
 
@@ -163,9 +206,15 @@ def test_small_training_splits_get_a_note_not_a_crash():
 
 
 def test_cohort_task_and_synthetic_tasks(structure):
-    scans = [FmriScan(np.zeros((3, 4), np.float32), 2.0, s, dataset=d) for s, d in (("a", "hcp"), ("b", "gw"), ("c", "hcp"))]
+    scans = [
+        FmriScan(np.zeros((3, 4), np.float32), 2.0, s, dataset=d) for s, d in (("a", "hcp"), ("b", "gw"), ("c", "hcp"))
+    ]
     data = cohort_task_data(scans)
-    assert data.targets.tolist() == [0, 1, 0] and data.cohort_lines is None and data.subject_keys == ["hcp/a", "gw/b", "hcp/c"]
+    assert (
+        data.targets.tolist() == [0, 1, 0]
+        and data.cohort_lines is None
+        and data.subject_keys == ["hcp/a", "gw/b", "hcp/c"]
+    )
     with pytest.raises(FmriInputError, match="other data sets"):
         cohort_task_data(scans + [FmriScan(np.zeros((3, 4), np.float32), 2.0, "d", dataset="abide")])
     cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=20), structure=structure)
@@ -179,7 +228,13 @@ def test_descriptor_questions_from_the_corpus_z_scores(tmp_path):
     (tmp_path / "cohort_reference.json").write_text(json.dumps({"networks": networks}))
     rows = [
         {"subject": f"s{i}", "dataset": "hcp", "session": None, "z_network_pair_fc": z, "split": "train"}
-        for i, z in enumerate([[-1.5, 0.2, 1.01, 0.0, float("nan"), 2.5], [1.0, -1.0, 3.0, 0.5, 0.1, -2.2], [0.0, 1.2, -0.4, -1.01, 0.3, 0.0]])
+        for i, z in enumerate(
+            [
+                [-1.5, 0.2, 1.01, 0.0, float("nan"), 2.5],
+                [1.0, -1.0, 3.0, 0.5, 0.1, -2.2],
+                [0.0, 1.2, -0.4, -1.01, 0.3, 0.0],
+            ]
+        )
     ]
     folder = tmp_path / "data" / "descriptors"
     folder.mkdir(parents=True)
@@ -187,12 +242,24 @@ def test_descriptor_questions_from_the_corpus_z_scores(tmp_path):
     scans = [FmriScan(np.zeros((3, 4), np.float32), 2.0, f"s{i}", dataset="hcp") for i in (2, 0, 1)]
     tasks = descriptor_task_data(tmp_path, scans)
     names = [t.task.name for t in tasks]
-    assert names == [f"network_pair:{p}" for p in ("Frontal-Frontal", "Frontal-Cingulo-insular", "Frontal-Occipital", "Cingulo-insular-Cingulo-insular", "Occipital-Occipital")]
+    assert names == [
+        f"network_pair:{p}"
+        for p in (
+            "Frontal-Frontal",
+            "Frontal-Cingulo-insular",
+            "Frontal-Occipital",
+            "Cingulo-insular-Cingulo-insular",
+            "Occipital-Occipital",
+        )
+    ]
     assert tasks[1].task.fields["a"] == "Frontal" and tasks[1].task.fields["b"] == "Cingulo-insular"
     assert tasks[0].targets.tolist() == [1, 0, 1]  # z 0.0, -1.5, 1.0 (1.0 is typical: the bands' boundary)
     assert tasks[2].targets.tolist() == [1, 2, 2]
     assert tasks[0].cohort_lines[0] == "Cohort: hcp.\n"
-    assert [t.task.name for t in most_varied(tasks, 2)] == [names[0], names[4]]  # 3 classes, then the first of the ties
+    assert [t.task.name for t in most_varied(tasks, 2)] == [
+        names[0],
+        names[4],
+    ]  # 3 classes, then the first of the ties
     with pytest.raises(FmriInputError, match="undefined"):
         descriptor_task_data(tmp_path, scans, ["Cingulo-insular-Occipital"])
     with pytest.raises(FmriInputError, match="expected names"):
@@ -215,14 +282,29 @@ def cohort_corpus(tmp_path_factory):
 
 def corpus_z(corpus) -> dict[tuple[str, str], list[float]]:
     """Each record's `z_network_pair_fc`, by `(dataset, subject)`."""
-    table = pq.read_table(sorted((corpus / "data").glob("*/*.parquet")), columns=["dataset", "subject", "z_network_pair_fc"]).to_pylist()
+    table = pq.read_table(
+        sorted((corpus / "data").glob("*/*.parquet")), columns=["dataset", "subject", "z_network_pair_fc"]
+    ).to_pylist()
     return {(r["dataset"], r["subject"]): r["z_network_pair_fc"] for r in table}
 
 
 def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_path):
-    flags = ["--corpus", str(cohort_corpus), "--tasks", "descriptors", "synthetic", "--descriptor_scans", "all", "--max_pairs", "2"]
+    flags = [
+        "--corpus",
+        str(cohort_corpus),
+        "--tasks",
+        "descriptors",
+        "synthetic",
+        "--descriptor_scans",
+        "all",
+        "--max_pairs",
+        "2",
+    ]
     tasks = offline_tasks(build_parser().parse_args([*flags, *COHORT_FLAGS, "--output_dir", str(tmp_path)]))
-    assert [len(t.scans) for t in tasks] == [18, 18, 6, 6] and [t.task.name for t in tasks[2:]] == ["synthetic_group", "synthetic_score"]
+    assert [len(t.scans) for t in tasks] == [18, 18, 6, 6] and [t.task.name for t in tasks[2:]] == [
+        "synthetic_group",
+        "synthetic_score",
+    ]
     names = [f"{a}-{b}" for a, b in network_pairs(cohort_corpus)]
     z = corpus_z(cohort_corpus)
     for data in tasks[:2]:
@@ -236,7 +318,19 @@ def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_pat
 
 
 def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tmp_path):
-    args = build_parser().parse_args(["--corpus", str(cohort_corpus), "--tasks", "descriptors", "--max_pairs", "2", *COHORT_FLAGS, "--output_dir", str(tmp_path)])
+    args = build_parser().parse_args(
+        [
+            "--corpus",
+            str(cohort_corpus),
+            "--tasks",
+            "descriptors",
+            "--max_pairs",
+            "2",
+            *COHORT_FLAGS,
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert args.descriptor_scans == "embedded"
     tasks = offline_tasks(args)
     assert [len(t.scans) for t in tasks] == [12, 12]
@@ -244,15 +338,24 @@ def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tm
 
 
 def test_descriptor_questions_of_the_synthetic_cohort_need_a_corpus(tmp_path):
-    args = build_parser().parse_args(["--tasks", "descriptors", "--descriptor_scans", "all", *COHORT_FLAGS, "--output_dir", str(tmp_path)])
-    with pytest.raises(FmriInputError, match="--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort"):
+    args = build_parser().parse_args(
+        ["--tasks", "descriptors", "--descriptor_scans", "all", *COHORT_FLAGS, "--output_dir", str(tmp_path)]
+    )
+    with pytest.raises(
+        FmriInputError,
+        match="--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort",
+    ):
         offline_tasks(args)
     assert not list(tmp_path.iterdir())  # stopped before building the demo corpus
 
 
 def test_baselines_only_evaluation_of_the_synthetic_cohort(structure):
-    cohort = make_synthetic_cohort(SyntheticSettings(n_subjects=60, n_timepoints=120, group_effect=0.6, score_effect=0.6), structure=structure)
-    report = evaluate(synthetic_task_data(cohort), settings=EvaluationSettings(seeds=(0, 1), n_resplits=3), progress=False)
+    cohort = make_synthetic_cohort(
+        SyntheticSettings(n_subjects=60, n_timepoints=120, group_effect=0.6, score_effect=0.6), structure=structure
+    )
+    report = evaluate(
+        synthetic_task_data(cohort), settings=EvaluationSettings(seeds=(0, 1), n_resplits=3), progress=False
+    )
     group = report.row("synthetic_group", "brainmarks_fc").summary()
     assert group["balanced_accuracy"]["mean"] > 0.85 and group["balanced_accuracy"]["n"] == 2
     assert report.row("synthetic_group", "majority").summary()["balanced_accuracy"]["mean"] == 0.5
@@ -265,14 +368,20 @@ def test_dynamics_group_is_invisible_to_connectivity_and_read_by_a_temporal_stat
     """synthetic_dynamics: with no coupling effect and a large dynamics effect, both FC baselines sit
     at chance, while the dynamics network's lag-1 autocorrelation separates the groups; the other
     draws of the cohort do not depend on the effect."""
-    settings = SyntheticSettings(n_subjects=160, n_timepoints=200, group_effect=0.0, score_effect=0.0, dynamics_effect=1.0, seed=7)
+    settings = SyntheticSettings(
+        n_subjects=160, n_timepoints=200, group_effect=0.0, score_effect=0.0, dynamics_effect=1.0, seed=7
+    )
     cohort = make_synthetic_cohort(settings, structure=structure)
-    without = make_synthetic_cohort(SyntheticSettings(**{**settings.to_dict(), "dynamics_effect": 0.0}), structure=structure)
+    without = make_synthetic_cohort(
+        SyntheticSettings(**{**settings.to_dict(), "dynamics_effect": 0.0}), structure=structure
+    )
     assert np.array_equal(cohort.dynamics, without.dynamics) and np.array_equal(cohort.group, without.group)
     assert 0.45 < cohort.dynamics.mean() < 0.55 and abs(np.corrcoef(cohort.dynamics, cohort.group)[0, 1]) < 0.3
     network = np.asarray(aal2_table().systems) == settings.dynamics_network
     untouched = ~network
-    np.testing.assert_array_equal(np.stack([s.data for s in cohort.scans])[:, untouched], np.stack([s.data for s in without.scans])[:, untouched])
+    np.testing.assert_array_equal(
+        np.stack([s.data for s in cohort.scans])[:, untouched], np.stack([s.data for s in without.scans])[:, untouched]
+    )
     inputs = BaselineInputs(cohort.scans)
     data = np.stack([s.data for s in cohort.scans]).astype(np.float64)
     z = (data - data.mean(-1, keepdims=True)) / data.std(-1, keepdims=True)

@@ -79,7 +79,11 @@ def test_config_validation_runs_when_loading(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**saved, "patch_length": 5}))
     with pytest.raises(FmriInputError) as from_constructor:
         tiny_config(patch_length=5)
-    for load in (AutoConfig.from_pretrained, FmriTokenizerModel.from_pretrained, AutoModelForPreTraining.from_pretrained):
+    for load in (
+        AutoConfig.from_pretrained,
+        FmriTokenizerModel.from_pretrained,
+        AutoModelForPreTraining.from_pretrained,
+    ):
         with pytest.raises(FmriInputError) as from_file:
             load(tmp_path)
         assert str(from_file.value) == str(from_constructor.value)
@@ -103,7 +107,15 @@ def test_forward_output_shapes_and_dtypes():
     assert out.reconstruction.shape == (4, 6, 16) and out.reconstruction.dtype == torch.float32
     assert out.codes.shape == (4, 24) and out.codes.dtype == torch.long
     assert out.pooled_features.shape == (4, 8)
-    for name in ("loss", "reconstruction_loss", "commitment_loss", "contrastive_loss", "domain_loss", "perplexity", "utilisation"):
+    for name in (
+        "loss",
+        "reconstruction_loss",
+        "commitment_loss",
+        "contrastive_loss",
+        "domain_loss",
+        "perplexity",
+        "utilisation",
+    ):
         assert out[name].shape == (), name
         assert torch.isfinite(out[name]), name
     expected = (
@@ -159,7 +171,11 @@ def test_heads_are_built_only_when_the_config_turns_them_on():
     torch.testing.assert_close(out.loss, out.reconstruction_loss + 0.25 * out.commitment_loss)
     both = tiny_pretraining(text_embed_dim=5, use_domain_confusion=True)
     assert {name.split(".")[0] for name, _ in both.named_parameters()} == {
-        "fmri_tokenizer", "contrastive_projection", "logit_scale", "logit_bias", "domain_classifier"
+        "fmri_tokenizer",
+        "contrastive_projection",
+        "logit_scale",
+        "logit_bias",
+        "domain_classifier",
     }
 
 
@@ -235,7 +251,9 @@ def test_head_inputs_are_required_exactly_when_the_head_is_built():
     with_heads = tiny_pretraining(text_embed_dim=5, use_domain_confusion=True)
     with pytest.raises(FmriInputError, match=r"text_embeds: required \(the config has text_embed_dim=5\), found None"):
         with_heads(windows(), word_embeddings=torch.randn(30, 8))
-    with pytest.raises(FmriInputError, match=r"word_embeddings: required \(the config has use_domain_confusion=True\)"):
+    with pytest.raises(
+        FmriInputError, match=r"word_embeddings: required \(the config has use_domain_confusion=True\)"
+    ):
         with_heads(windows(), text_embeds=torch.randn(4, 5))
     with pytest.raises(FmriInputError, match=r"word_embeddings: expected shape \(vocab_size, 8\)"):
         with_heads(windows(), text_embeds=torch.randn(4, 5), word_embeddings=torch.randn(10, 7))
@@ -335,7 +353,9 @@ def test_codes_unused_over_the_horizon_are_restarted_on_batch_vectors():
 
 
 def test_restarts_per_step_are_capped_least_used_first():
-    q = FmriVectorQuantizer(tiny_config(num_codes=64, code_dim=3, kmeans_init=False, dead_code_min_usage=0.5, dead_code_horizon=16)).train()
+    q = FmriVectorQuantizer(
+        tiny_config(num_codes=64, code_dim=3, kmeans_init=False, dead_code_min_usage=0.5, dead_code_horizon=16)
+    ).train()
     assert q.max_restarts == 6  # ceil(64 / (16 * ln 2))
     q.code_usage.copy_(torch.linspace(0.0, 0.6, 64))  # codes 0..52 are below 0.5
     unused = torch.ones(64, dtype=torch.bool)
@@ -424,7 +444,9 @@ def test_domain_loss_is_the_mean_of_both_domains_cross_entropies():
     codes, words = unit(torch.randn(10, 8)), torch.randn(50, 8)
     fmri_logits = model.domain_classifier(codes).squeeze(-1)
     word_logits = model.domain_classifier(unit(words)).squeeze(-1)
-    expected = (-torch.nn.functional.logsigmoid(fmri_logits).mean() - torch.nn.functional.logsigmoid(-word_logits).mean()) / 2
+    expected = (
+        -torch.nn.functional.logsigmoid(fmri_logits).mean() - torch.nn.functional.logsigmoid(-word_logits).mean()
+    ) / 2
     torch.testing.assert_close(model.domain_loss(codes, words), expected)
     assert torch.equal(model.domain_loss(codes, words), model.domain_loss(codes, words))  # deterministic
 
@@ -497,7 +519,9 @@ def test_either_checkpoint_loads_into_the_tokenizer_model(tmp_path):
         assert type(loaded) is FmriTokenizerModel, folder
         assert torch.equal(loaded.encode(x), expected), folder
         torch.testing.assert_close(loaded.decode(expected), pretraining.decode(expected), msg=folder)
-        torch.testing.assert_close(loaded.quantizer.codebook.weight, pretraining.fmri_tokenizer.quantizer.codebook.weight)
+        torch.testing.assert_close(
+            loaded.quantizer.codebook.weight, pretraining.fmri_tokenizer.quantizer.codebook.weight
+        )
     # a Model checkpoint also loads into ForPreTraining: the tokenizer's weights kept, the heads new
     with_heads = FmriTokenizerForPreTraining.from_pretrained(tmp_path / "model", text_embed_dim=5)
     assert torch.equal(with_heads.encode(x), expected) and with_heads.contrastive_projection is not None
@@ -538,7 +562,9 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     for name in ("configuration_fmrilm.py", "modeling_fmri_tokenizer.py", "feature_extraction_fmrilm.py", "errors.py"):
         assert (folder / name).exists(), name
     save_file({"x": x}, tmp_path / "x.safetensors")
-    result = run_without_package(REMOTE_LOADER.format(folder=str(folder), inputs=str(tmp_path / "x.safetensors")), tmp_path)
+    result = run_without_package(
+        REMOTE_LOADER.format(folder=str(folder), inputs=str(tmp_path / "x.safetensors")), tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     extractor_line, model_line = result.stdout.strip().splitlines()[-2:]
     assert extractor_line == f"FmriFeatureExtractor (1, {x.shape[1]}, {x.shape[2]}) FmriTokenizerForPreTraining"

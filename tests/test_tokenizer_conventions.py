@@ -40,7 +40,9 @@ def test_attention_implementation_is_switchable_and_eager_matches_sdpa():
         eager = model(x, output_hidden_states=True)
     assert torch.equal(eager.codes, sdpa.codes)
     torch.testing.assert_close(eager.reconstruction, sdpa.reconstruction, rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(eager.hidden_states + eager.decoder_hidden_states, sdpa.hidden_states + sdpa.decoder_hidden_states, strict=True):
+    for mine, theirs in zip(
+        eager.hidden_states + eager.decoder_hidden_states, sdpa.hidden_states + sdpa.decoder_hidden_states, strict=True
+    ):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -109,7 +111,9 @@ def test_checkpointed_step_has_the_gradients_of_the_plain_step(use_reentrant):
     layers = [*checkpointed.fmri_tokenizer.encoder.layers, *checkpointed.fmri_tokenizer.decoder.layers]
     assert all(layer.gradient_checkpointing for layer in layers)
     runs = {"plain": 0, "checkpointed": 0}
-    plain.fmri_tokenizer.encoder.layers[0].attention.register_forward_hook(lambda *_: runs.__setitem__("plain", runs["plain"] + 1))
+    plain.fmri_tokenizer.encoder.layers[0].attention.register_forward_hook(
+        lambda *_: runs.__setitem__("plain", runs["plain"] + 1)
+    )
     layers[0].attention.register_forward_hook(lambda *_: runs.__setitem__("checkpointed", runs["checkpointed"] + 1))
     inputs = dict(fmri_values=windows(), text_embeds=torch.randn(4, 5), word_embeddings=torch.randn(20, 8))
     losses = {}
@@ -149,7 +153,9 @@ def test_half_precision_weights_encode_decode_and_train(dtype):
     model = copy.deepcopy(reference).to(dtype)
     quantizer = model.quantizer
     assert model.encoder.input_projection.weight.dtype == dtype
-    assert {buffer.dtype for buffer in (quantizer.codebook.weight, quantizer.ema_sum, quantizer.code_usage)} == {torch.float32}
+    assert {buffer.dtype for buffer in (quantizer.codebook.weight, quantizer.ema_sum, quantizer.code_usage)} == {
+        torch.float32
+    }
     torch.testing.assert_close(quantizer.codebook.weight, reference.quantizer.codebook.weight, rtol=0, atol=0)
     x = windows(batch=4, seed=11)
     codes = model.encode(x)
@@ -188,7 +194,9 @@ def test_bfloat16_round_trip_through_from_pretrained(tmp_path):
     loaded = FmriTokenizerModel.from_pretrained(tmp_path / "fp32", dtype=torch.bfloat16)
     assert loaded.encoder.input_projection.weight.dtype == torch.bfloat16
     assert loaded.quantizer.codebook.weight.dtype == torch.float32  # _keep_in_fp32_modules_strict
-    torch.testing.assert_close(loaded.quantizer.codebook.weight, model.fmri_tokenizer.quantizer.codebook.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.quantizer.codebook.weight, model.fmri_tokenizer.quantizer.codebook.weight, rtol=0, atol=0
+    )
     x = windows(batch=3, seed=7)
     codes = loaded.encode(x)
     assert (codes == model.encode(x)).float().mean() > 0.75
@@ -238,7 +246,11 @@ def test_disk_offload_with_device_map_auto(tmp_path):
     model.save_pretrained(tmp_path / "model")
     x = windows(batch=2, seed=3)
     offloaded = FmriTokenizerModel.from_pretrained(
-        tmp_path / "model", device_map="auto", max_memory={"cpu": 60_000}, offload_folder=tmp_path / "offload", offload_buffers=True
+        tmp_path / "model",
+        device_map="auto",
+        max_memory={"cpu": 60_000},
+        offload_folder=tmp_path / "offload",
+        offload_buffers=True,
     )
     placements = set(offloaded.hf_device_map.values())
     assert "disk" in placements and placements - {"disk"}, offloaded.hf_device_map
@@ -267,4 +279,6 @@ def test_codebook_is_initialised_deterministically():
     on_meta.to_empty(device="cpu")
     on_meta.init_weights()
     torch.testing.assert_close(on_meta.quantizer.codebook.weight, expected, rtol=0, atol=0)
-    assert int(on_meta.quantizer.kmeans_vectors_used) == 0 and torch.equal(on_meta.quantizer.code_usage, torch.ones(12))
+    assert int(on_meta.quantizer.kmeans_vectors_used) == 0 and torch.equal(
+        on_meta.quantizer.code_usage, torch.ones(12)
+    )

@@ -42,7 +42,9 @@ TINY_MODEL = [
 EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_min_usage": 0.0})
 
 
-def synthetic_scans(n_subjects: int = 4, n_rois: int = 6, n_frames: int = 48, seed: int = 0, dataset: str = "toy") -> list[FmriScan]:
+def synthetic_scans(
+    n_subjects: int = 4, n_rois: int = 6, n_frames: int = 48, seed: int = 0, dataset: str = "toy"
+) -> list[FmriScan]:
     rng = np.random.default_rng(seed)
     return [
         FmriScan(
@@ -73,14 +75,18 @@ def tiny_run(output_dir: Path, split_folder: Path, *extra: str) -> tuple[Stage1A
 
 @pytest.fixture
 def four_subjects(tmp_path):
-    split = manifest(tmp_path / "split", {"toy/s0": "train", "toy/s1": "train", "toy/s2": "validation", "toy/s3": "test"})
+    split = manifest(
+        tmp_path / "split", {"toy/s0": "train", "toy/s1": "train", "toy/s2": "validation", "toy/s3": "test"}
+    )
     return synthetic_scans(), split
 
 
 def test_reconstruction_r2_numbers():
     target = torch.randn(3, 4, 8)
     assert reconstruction_r2(target, target) == pytest.approx(1.0)
-    assert reconstruction_r2(target, target.mean(dim=-1, keepdim=True).expand_as(target)) == pytest.approx(0.0, abs=1e-9)
+    assert reconstruction_r2(target, target.mean(dim=-1, keepdim=True).expand_as(target)) == pytest.approx(
+        0.0, abs=1e-9
+    )
     assert reconstruction_r2(target, 0.5 * target + 0.5 * target.mean(-1, keepdim=True)) == pytest.approx(0.75)
 
 
@@ -125,14 +131,22 @@ def test_split_metrics_and_final_folder(tmp_path, four_subjects):
 def test_a_run_that_ends_before_the_kmeans_initialisation_says_so(tmp_path, four_subjects):
     scans, split = four_subjects
     kmeans = json.dumps({"domain_hidden_size": 8, "kmeans_init": True})
-    with pytest.warns(UserWarning, match=r"Stage 1 ended after 6 steps, before the codebook's k-means initialisation \(100 warm-up steps"):
+    with pytest.warns(
+        UserWarning,
+        match=r"Stage 1 ended after 6 steps, before the codebook's k-means initialisation \(100 warm-up steps",
+    ):
         train_stage1(*tiny_run(tmp_path / "short", split, "--config_overrides", kmeans), scans=scans)
     record = json.loads((tmp_path / "short" / "final" / "training_record.json").read_text())
     assert record["codebook_initialised"] is False
     # 96 encoder outputs a step (4 windows x 24 tokens) and 32 needed: the first step after the warm-up fits it
-    result = train_stage1(*tiny_run(tmp_path / "fitted", split, "--config_overrides", kmeans, "--kmeans_warmup_steps", "1"), scans=scans)
+    result = train_stage1(
+        *tiny_run(tmp_path / "fitted", split, "--config_overrides", kmeans, "--kmeans_warmup_steps", "1"), scans=scans
+    )
     assert int(result.model.base_model.quantizer.kmeans_vectors_used) > 0
-    assert json.loads((tmp_path / "fitted" / "final" / "training_record.json").read_text())["codebook_initialised"] is True
+    assert (
+        json.loads((tmp_path / "fitted" / "final" / "training_record.json").read_text())["codebook_initialised"]
+        is True
+    )
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, four_subjects):
@@ -151,7 +165,10 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, four_subjects):
     (resumed / "checkpoint-6" / "trainer_state.json").unlink()  # interrupted mid-save: skipped
     assert resolve_resume("latest", str(resumed)).endswith("checkpoint-3")
     train_stage1(*tiny_run(resumed, split, "--resume_from_checkpoint", "latest"), scans=scans)
-    expected, found = load_file(full / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    expected, found = (
+        load_file(full / "final" / "model.safetensors"),
+        load_file(resumed / "final" / "model.safetensors"),
+    )
     assert expected.keys() == found.keys()
     for name in expected:
         torch.testing.assert_close(found[name], expected[name], msg=name)
@@ -167,16 +184,24 @@ def test_text_dataset_feeds_the_contrastive_loss_by_dataset_subject(tmp_path):
     split = manifest(tmp_path / "split", {f"{d}/s{i}": "train" for d in "ab" for i in range(3)})
     folder = tmp_path / "texts"
     (folder / "data").mkdir(parents=True)
-    rows = [(d, f"s{i}", f"cohort {d} subject {i}: connectivity {'elevated' if i % 2 else 'lower'}") for d in "ab" for i in range(3)]
-    Dataset.from_dict({"dataset": [r[0] for r in rows], "subject": [r[1] for r in rows], "text": [r[2] for r in rows]}).to_parquet(
-        folder / "data" / "train-00000.parquet"
+    rows = [
+        (d, f"s{i}", f"cohort {d} subject {i}: connectivity {'elevated' if i % 2 else 'lower'}")
+        for d in "ab"
+        for i in range(3)
+    ]
+    Dataset.from_dict(
+        {"dataset": [r[0] for r in rows], "subject": [r[1] for r in rows], "text": [r[2] for r in rows]}
+    ).to_parquet(folder / "data" / "train-00000.parquet")
+    result = train_stage1(
+        *tiny_run(tmp_path / "run", split, "--text_dataset", str(folder), "--num_train_epochs", "1"), scans=scans
     )
-    result = train_stage1(*tiny_run(tmp_path / "run", split, "--text_dataset", str(folder), "--num_train_epochs", "1"), scans=scans)
     assert result.model.config.text_embed_dim == 384
     assert [entry["contrastive_loss"] for entry in result.history if "contrastive_loss" in entry][0] > 0
     assert load_texts(folder)["b/s1"] == "cohort b subject 1: connectivity elevated"  # a Path works as well as a str
 
-    Dataset.from_dict({"dataset": ["a"], "subject": ["s0"], "text": ["only one"]}).to_parquet(folder / "data" / "train-00000.parquet")
+    Dataset.from_dict({"dataset": ["a"], "subject": ["s0"], "text": ["only one"]}).to_parquet(
+        folder / "data" / "train-00000.parquet"
+    )
     with pytest.raises(FmriInputError, match=r"no 'text' for scans \['a/s1'"):
         train_stage1(*tiny_run(tmp_path / "run2", split, "--text_dataset", str(folder)), scans=scans)
 
@@ -209,7 +234,9 @@ def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
     two = run_recipe(torchrun, tmp_path / "two", *common, "--per_device_train_batch_size", "2")
     one = run_recipe([sys.executable], tmp_path / "one", *common, "--per_device_train_batch_size", "4")
-    run_recipe([sys.executable], tmp_path / "initial", *common, "--per_device_train_batch_size", "4", "--learning_rate", "0")
+    run_recipe(
+        [sys.executable], tmp_path / "initial", *common, "--per_device_train_batch_size", "4", "--learning_rate", "0"
+    )
     assert two["num_processes"] == 2 and one["num_processes"] == 1
     assert len(set(two["codebook_sha256_per_process"])) == 1 and len(two["codebook_sha256_per_process"]) == 2
     first_loss = [next(e["loss"] for e in record["log_history"] if "loss" in e) for record in (two, one)]
@@ -224,8 +251,17 @@ def test_accelerate_launch_uses_the_config_mixed_precision(tmp_path):
     loads with AutoModel."""
     data = write_scans(tmp_path / "data")
     split = manifest(tmp_path / "split", {f"unknown/s{i}": "train" if i < 3 else "validation" for i in range(4)})
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes" / "configs" / "ddp.yaml"),
-                "--num_processes", "2", "--main_process_port", "29533"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "recipes" / "configs" / "ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29533",
+    ]
     record = run_recipe(launcher, tmp_path / "run", "--data_dir", str(data), "--tr", "2.0", "--split_manifest", str(split),
                         "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no")  # fmt: skip
     assert record["mixed_precision"] == "bf16" and record["num_processes"] == 2
@@ -243,12 +279,25 @@ def test_corpus_split_reaches_stage1_and_no_test_subject_is_trained_on(tmp_path)
     from modeling_fmrilm.splits import read_manifest
 
     scans = [
-        FmriScan(np.cumsum(np.random.default_rng(i).standard_normal((16, 120)), axis=1).astype(np.float32) + 100, 2.0, f"s{i}", dataset=d)
+        FmriScan(
+            np.cumsum(np.random.default_rng(i).standard_normal((16, 120)), axis=1).astype(np.float32) + 100,
+            2.0,
+            f"s{i}",
+            dataset=d,
+        )
         for i, d in enumerate(["a"] * 5 + ["b"] * 5)
     ]
     corpus = tmp_path / "corpus"
     labels = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
-    build_corpus(scans, corpus, labels, "toy", DescriptorSettings(n_ica_components=4, density=0.2), fractions=(0.5, 0.2, 0.3), progress=False)
+    build_corpus(
+        scans,
+        corpus,
+        labels,
+        "toy",
+        DescriptorSettings(n_ica_components=4, density=0.2),
+        fractions=(0.5, 0.2, 0.3),
+        progress=False,
+    )
     split = read_manifest(corpus)
     assert split.subjects("test") and split.subjects("validation")
     args, training_args = parse(
@@ -269,7 +318,9 @@ def test_corpus_split_reaches_stage1_and_no_test_subject_is_trained_on(tmp_path)
         FmriFeatureExtractor.validate = original
     assert set(result.trainer.train_dataset.subject_keys) == set(split.subjects("train"))
     assert set(result.trainer.eval_dataset.subject_keys) == set(split.subjects("validation"))
-    assert set(validated) == set(split.subjects("train")) | set(split.subjects("validation"))  # the scans the store read
+    assert set(validated) == set(split.subjects("train")) | set(
+        split.subjects("validation")
+    )  # the scans the store read
     assert not WindowStore.open(tmp_path / "run" / "window_store").record["windows"]["test"]
     record = json.loads((tmp_path / "run" / "final" / "training_record.json").read_text())
     assert record["split"]["subjects"] == split.to_json()["subjects"]

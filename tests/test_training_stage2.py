@@ -45,11 +45,18 @@ def test_examples_put_labels_on_their_targets_only(parts):
     builder = ExampleBuilder(config, processor.tokenizer, "\nDescription:", max_t2t_length=8)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
     connectivity = [config.fmri_fc_token_id] * tiny_lm.NUM_ROIS  # one connectivity token per ROI, after the codes
-    scan_tokens = [config.fmri_start_token_id, *(config.first_code_token_id + c for c in codes), *connectivity, config.fmri_end_token_id]
+    scan_tokens = [
+        config.fmri_start_token_id,
+        *(config.first_code_token_id + c for c in codes),
+        *connectivity,
+        config.fmri_end_token_id,
+    ]
 
     f2t = builder.f2t(codes, "Global efficiency is slightly elevated.", "toy/s0", window=4)
     assert f2t["fmri_windows"] == [4]
-    description = processor.tokenizer(" Global efficiency is slightly elevated.", add_special_tokens=False)["input_ids"]
+    description = processor.tokenizer(" Global efficiency is slightly elevated.", add_special_tokens=False)[
+        "input_ids"
+    ]
     assert f2t["input_ids"][: len(scan_tokens)] == scan_tokens and f2t["objective"] == 0
     labelled = [label for label in f2t["labels"] if label != IGNORE_INDEX]
     assert labelled == description + [processor.tokenizer.eos_token_id] == f2t["input_ids"][-len(labelled) :]
@@ -78,27 +85,49 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
     model, processor = parts
     builder = ExampleBuilder(model.config, processor.tokenizer, "\nDescription:", max_t2t_length=64)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
-    examples = [builder.f2t(codes, "lower coupling", "a", window=2), builder.f2f(codes, codes[::-1], "a", windows=(0, 1)), builder.t2t(tiny_lm.SENTENCES[0])[0]]
+    examples = [
+        builder.f2t(codes, "lower coupling", "a", window=2),
+        builder.f2f(codes, codes[::-1], "a", windows=(0, 1)),
+        builder.t2t(tiny_lm.SENTENCES[0])[0],
+    ]
     pad = processor.tokenizer.pad_token_id
-    table = model.fmri_connectivity(torch.randn(3, tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH, generator=torch.Generator().manual_seed(0))).half().numpy()
+    table = (
+        model.fmri_connectivity(
+            torch.randn(3, tiny_lm.NUM_ROIS, tiny_lm.WINDOW_LENGTH, generator=torch.Generator().manual_seed(0))
+        )
+        .half()
+        .numpy()
+    )
     batch = ObjectiveCollator(pad, table)(examples)
-    assert batch["fmri_connectivity"].shape == (3, tiny_lm.NUM_ROIS, tiny_lm.NUM_ROIS)  # windows 2, then 0 and 1, in batch order
+    assert batch["fmri_connectivity"].shape == (
+        3,
+        tiny_lm.NUM_ROIS,
+        tiny_lm.NUM_ROIS,
+    )  # windows 2, then 0 and 1, in batch order
     assert torch.equal(batch["fmri_connectivity"], torch.as_tensor(table[[2, 0, 1]]))
     longest = max(len(e["input_ids"]) for e in examples)
     assert batch["input_ids"].shape == (3, longest) and batch["objective"].tolist() == [0, 1, 2]
-    assert "attention_mask" not in batch  # right padding under a causal mask: the loss below is that of the unpadded sequences
+    assert (
+        "attention_mask" not in batch
+    )  # right padding under a causal mask: the loss below is that of the unpadded sequences
     mask = ObjectiveCollator(pad, table, attention_mask=True)(examples)["attention_mask"]
     assert mask.sum(1).tolist() == [len(e["input_ids"]) for e in examples] and mask[:, 0].all()
     assert (batch["labels"][mask == 0] == IGNORE_INDEX).all()
 
     args = Stage2TrainingArguments(output_dir=str(tmp_path), eval_strategy="no")
-    trainer = ObjectiveTrainer(model=model, args=args, data_collator=ObjectiveCollator(pad), objectives={"f2t": 1.0, "f2f": 0.1, "t2t": 0.5})
+    trainer = ObjectiveTrainer(
+        model=model, args=args, data_collator=ObjectiveCollator(pad), objectives={"f2t": 1.0, "f2f": 0.1, "t2t": 0.5}
+    )
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
         expected = 0.0
         for example, weight in zip(examples, (1.0, 0.1, 0.5), strict=True):
             ids = torch.tensor([example["input_ids"]])
-            rows = {"fmri_connectivity": torch.as_tensor(table[example["fmri_windows"]])} if example["fmri_windows"] else {}
+            rows = (
+                {"fmri_connectivity": torch.as_tensor(table[example["fmri_windows"]])}
+                if example["fmri_windows"]
+                else {}
+            )
             logits = model(input_ids=ids, **rows).logits[0, :-1]
             labels = torch.tensor(example["labels"][1:])
             expected += weight * F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
@@ -109,7 +138,9 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
 
 
 def synthetic_scans(n_subjects: int, n_frames: int = 40) -> list[FmriScan]:
-    return [FmriScan(data=tiny_lm.scan(i, n_frames), tr=2.0, subject=f"s{i}", dataset="toy") for i in range(n_subjects)]
+    return [
+        FmriScan(data=tiny_lm.scan(i, n_frames), tr=2.0, subject=f"s{i}", dataset="toy") for i in range(n_subjects)
+    ]
 
 
 def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
@@ -117,10 +148,17 @@ def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
     scans = synthetic_scans(3)
     split = SubjectSplit({"toy/s0": "train", "toy/s1": "test", "toy/s2": "validation"})
     build_window_store(scans, tmp_path / "store", processor.feature_extractor, split_manifest=split, progress=False)
-    windows = store_windows(WindowStore.open(tmp_path / "store"), ["train", "validation"], processor.feature_extractor.stride)
+    windows = store_windows(
+        WindowStore.open(tmp_path / "store"), ["train", "validation"], processor.feature_extractor.stride
+    )
     codes = encode_windows(model.fmri_tokenizer, windows, "store 1", tmp_path / "cache")
     assert codes.column_names == ["subject_key", "text_key", "scan", "window_start", "codes"]
-    assert list(codes["subject_key"]) == ["toy/s0", "toy/s0", "toy/s2", "toy/s2"] and list(codes["window_start"]) == [0, 16, 0, 16]
+    assert list(codes["subject_key"]) == ["toy/s0", "toy/s0", "toy/s2", "toy/s2"] and list(codes["window_start"]) == [
+        0,
+        16,
+        0,
+        16,
+    ]
     expected = processor.feature_extractor([scans[0], scans[2]], return_tensors="pt")["fmri_values"]
     torch.testing.assert_close(model.fmri_tokenizer.encode(expected), torch.tensor(list(codes["codes"])))
 
@@ -142,14 +180,18 @@ def write_inputs(folder: Path, n_subjects: int = 6) -> dict[str, Path]:
     lm = folder / "lm"
     text_tokenizer = tiny_lm.text_tokenizer()
     language_model = tiny_lm.language_model("gpt2", len(text_tokenizer))
-    language_model.config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})  # runs comparable step for step
+    language_model.config.update(
+        {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    )  # runs comparable step for step
     language_model.save_pretrained(lm)
     text_tokenizer.save_pretrained(lm)
     corpus = folder / "corpus"
     (corpus / "data").mkdir(parents=True)
     subjects = [f"s{i}" for i in range(n_subjects)]
     texts = [tiny_lm.SENTENCES[i % len(tiny_lm.SENTENCES)] for i in range(n_subjects)]
-    Dataset.from_dict({"dataset": ["unknown"] * n_subjects, "subject": subjects, "text": texts}).to_parquet(corpus / "data" / "train-00000.parquet")
+    Dataset.from_dict({"dataset": ["unknown"] * n_subjects, "subject": subjects, "text": texts}).to_parquet(
+        corpus / "data" / "train-00000.parquet"
+    )
     roles = ["train"] * (n_subjects - 2) + ["validation", "test"]
     write_manifest(corpus, SubjectSplit({f"unknown/{s}": role for s, role in zip(subjects, roles, strict=True)}))
     data = folder / "scans"
@@ -170,9 +212,13 @@ def stage2_argv(inputs: dict[str, Path], output_dir: Path, *extra: str) -> list[
 def test_tiny_run_end_to_end(tmp_path):
     """Trains on the train subjects only, logs each objective, and the final folder loads with the Auto classes."""
     inputs = write_inputs(tmp_path)
-    args, training_args = parse_arguments((Stage2Arguments, Stage2TrainingArguments), stage2_argv(inputs, tmp_path / "run", "--num_train_epochs", "3"))
+    args, training_args = parse_arguments(
+        (Stage2Arguments, Stage2TrainingArguments), stage2_argv(inputs, tmp_path / "run", "--num_train_epochs", "3")
+    )
     result = train_stage2(args, training_args)
-    assert set(result.data.codes["subject_key"]) == {f"unknown/s{i}" for i in range(5)}  # the test subject s5 is never read
+    assert set(result.data.codes["subject_key"]) == {
+        f"unknown/s{i}" for i in range(5)
+    }  # the test subject s5 is never read
     train_logs = [entry for entry in result.history if "f2t_loss" in entry]
     assert len(train_logs) == 3 and train_logs[-1]["loss"] < train_logs[0]["loss"]
     assert {"eval_f2t_loss", "eval_f2f_loss", "eval_t2t_loss", "eval_f2f_accuracy"} <= set(result.history[-2])
@@ -200,6 +246,7 @@ def test_stage2_from_a_window_store_at_a_finer_stride_equals_stage2_from_the_sca
     cli_main(["preprocess", str(inputs["data"]), "--tr", "2", "--window-length", "16", "--window-stride", "8",
               "--target-tr", "2", "--split-manifest", str(inputs["corpus"]), "--output-dir", str(store)])  # fmt: skip
     assert WindowStore.open(store).record["windows"]["test"] == 4  # s5's windows are in the store, and never read
+
     def without_data_dir(argv: list[str]) -> list[str]:
         at = argv.index("--data_dir")
         return argv[:at] + argv[at + 2 :]
@@ -208,7 +255,9 @@ def test_stage2_from_a_window_store_at_a_finer_stride_equals_stage2_from_the_sca
     for name, source in (("scans", []), ("store", ["--window_store", str(store)])):
         argv = stage2_argv(inputs, tmp_path / name, "--max_steps", "2", "--save_strategy", "no", *source)
         argv = without_data_dir(argv) if source else argv
-        runs[name] = train_stage2(*parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv), console_logs=False)
+        runs[name] = train_stage2(
+            *parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv), console_logs=False
+        )
     from_scans, from_store = runs["scans"], runs["store"]
     assert set(from_store.data.codes["subject_key"]) == {f"unknown/s{i}" for i in range(5)}
     assert list(from_store.data.codes["window_start"]) == list(from_scans.data.codes["window_start"]) == [0, 16] * 5
@@ -236,7 +285,18 @@ def test_code_dropout_applies_to_its_fraction_of_the_steps_and_is_off_in_the_sav
             self.rates.append(model.config.code_dropout)
 
     inputs = write_inputs(tmp_path)
-    argv = stage2_argv(inputs, tmp_path / "run", "--max_steps", "4", "--code_dropout", "1.0", "--code_dropout_fraction", "0.5", "--save_strategy", "no")
+    argv = stage2_argv(
+        inputs,
+        tmp_path / "run",
+        "--max_steps",
+        "4",
+        "--code_dropout",
+        "1.0",
+        "--code_dropout_fraction",
+        "0.5",
+        "--save_strategy",
+        "no",
+    )
     args, training_args = parse_arguments((Stage2Arguments, Stage2TrainingArguments), argv)
     result = train_stage2(args, training_args, callbacks=[Seen()])
     assert Seen.rates == [1.0, 1.0, 0.0, 0.0]
@@ -255,8 +315,19 @@ def test_code_dropout_asked_of_a_codes_only_model_names_the_streams():
 
 
 def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    done = subprocess.run([*launcher, str(ROOT / "recipes" / "stage2_align.py"), *argv], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+    }
+    done = subprocess.run(
+        [*launcher, str(ROOT / "recipes" / "stage2_align.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((output_dir / "final" / "training_record.json").read_text())
 
@@ -267,9 +338,21 @@ def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
     inputs = write_inputs(tmp_path)
     common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", *SGD_STEP]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    two = run_recipe(torchrun, tmp_path / "two", stage2_argv(inputs, tmp_path / "two", *common, "--per_device_train_batch_size", "2"))
-    one = run_recipe([sys.executable], tmp_path / "one", stage2_argv(inputs, tmp_path / "one", *common, "--per_device_train_batch_size", "4"))
-    run_recipe([sys.executable], tmp_path / "initial", stage2_argv(inputs, tmp_path / "initial", *common, "--learning_rate", "0"))
+    two = run_recipe(
+        torchrun,
+        tmp_path / "two",
+        stage2_argv(inputs, tmp_path / "two", *common, "--per_device_train_batch_size", "2"),
+    )
+    one = run_recipe(
+        [sys.executable],
+        tmp_path / "one",
+        stage2_argv(inputs, tmp_path / "one", *common, "--per_device_train_batch_size", "4"),
+    )
+    run_recipe(
+        [sys.executable],
+        tmp_path / "initial",
+        stage2_argv(inputs, tmp_path / "initial", *common, "--learning_rate", "0"),
+    )
     assert two["num_processes"] == 2 and one["num_processes"] == 1
     first_loss = [next(e["loss"] for e in record["log_history"] if "loss" in e) for record in (two, one)]
     assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)

@@ -60,7 +60,10 @@ def stage2_folder(tmp_path_factory):
     language_model = type(language_model)(language_model.config)
     language_model.config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
     model, processor = FmriLMForCausalLM.from_parts(
-        FmriTokenizerModel(config).eval(), language_model, text_tokenizer, feature_extractor=FmriFeatureExtractor(num_rois=94, window_length=16)
+        FmriTokenizerModel(config).eval(),
+        language_model,
+        text_tokenizer,
+        feature_extractor=FmriFeatureExtractor(num_rois=94, window_length=16),
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -86,7 +89,10 @@ def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_
     examples = instruction_examples([data], split, "train", codes, processor, prompts_per_item=2, seed=0)
     train_items = [i for i, key in enumerate(data.subject_keys) if split.of(key) == "train"]
     assert len(examples) == 2 * len(train_items)
-    words = {processor.tokenizer.decode([t for t in e["labels"] if t != IGNORE_INDEX], skip_special_tokens=True) for e in examples}
+    words = {
+        processor.tokenizer.decode([t for t in e["labels"] if t != IGNORE_INDEX], skip_special_tokens=True)
+        for e in examples
+    }
     assert words <= {word for word in data.task.label_words}
     first = examples[0]
     start = model.config.fmri_start_token_id
@@ -96,7 +102,9 @@ def test_instruction_examples_label_the_answer_of_training_subjects_only(stage2_
     assert [c - model.config.first_code_token_id for c in scan_codes] == codes[data.scans[train_items[0]]]
 
 
-def test_code_table_holds_the_tokenizer_codes_and_connectivity_of_the_training_and_validation_scans(stage2_folder, tmp_path):
+def test_code_table_holds_the_tokenizer_codes_and_connectivity_of_the_training_and_validation_scans(
+    stage2_folder, tmp_path
+):
     model = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
     processor = AutoProcessor.from_pretrained(stage2_folder)
     scans = load_embedded()
@@ -104,7 +112,9 @@ def test_code_table_holds_the_tokenizer_codes_and_connectivity_of_the_training_a
     codes = code_table(model, processor, scans, split, tmp_path)
     seen = [scan for scan in scans if split.of(f"{scan.dataset}/{scan.subject}") != "test"]
     test_scan = next(scan for scan in scans if split.of(f"{scan.dataset}/{scan.subject}") == "test")
-    first = torch.stack([torch.as_tensor(processor.feature_extractor(scan)["fmri_values"][0]) for scan in seen])  # each scan's first window
+    first = torch.stack(
+        [torch.as_tensor(processor.feature_extractor(scan)["fmri_values"][0]) for scan in seen]
+    )  # each scan's first window
     with torch.no_grad():
         expected_codes = model.fmri_tokenizer.encode(first)
         expected_rows = model.fmri_connectivity(first).numpy().astype("float16")
@@ -115,7 +125,10 @@ def test_code_table_holds_the_tokenizer_codes_and_connectivity_of_the_training_a
     rows = codes.connectivity[[codes.windows(scan)[0] for scan in seen]]
     assert rows.shape == (len(seen), 94, 94)
     np.testing.assert_allclose(rows.astype("float32"), expected_rows.astype("float32"), atol=2e-3)
-    with pytest.raises(FmriInputError, match=rf"{test_scan.dataset}/{test_scan.subject}.*not among the training and validation scans of the window store"):
+    with pytest.raises(
+        FmriInputError,
+        match=rf"{test_scan.dataset}/{test_scan.subject}.*not among the training and validation scans of the window store",
+    ):
         codes[test_scan]
 
 
@@ -131,7 +144,9 @@ def test_lora_wraps_the_language_model_only(stage2_folder):
 
 
 def test_train_lm_head_trains_the_output_head_whole_and_the_saved_adapter_holds_it(stage2_folder, tmp_path):
-    with pytest.raises(FmriInputError, match="train_lm_head: the language model's head is tied"):  # the fixture's GPT-2
+    with pytest.raises(
+        FmriInputError, match="train_lm_head: the language model's head is tied"
+    ):  # the fixture's GPT-2
         lora_model(AutoModelForCausalLM.from_pretrained(stage2_folder), Stage3Arguments(train_lm_head=True))
     model, _ = tiny_lm.build("qwen3")
     model.save_pretrained(tmp_path / "base")
@@ -143,19 +158,32 @@ def test_train_lm_head_trains_the_output_head_whole_and_the_saved_adapter_holds_
     with torch.no_grad():
         peft_model.base_model.model.language_model.get_output_embeddings().modules_to_save["default"].weight.add_(1.0)
     peft_model.save_pretrained(tmp_path / "adapter")
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter").merge_and_unload()
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter"
+    ).merge_and_unload()
     torch.testing.assert_close(reloaded.language_model.get_output_embeddings().weight, head + 1.0)
 
 
 def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):
-    with pytest.raises(FmriInputError, match=r"descriptor_scans: expected one of \('embedded', 'all'\), found 'every'"):
+    with pytest.raises(
+        FmriInputError, match=r"descriptor_scans: expected one of \('embedded', 'all'\), found 'every'"
+    ):
         task_sources(Stage3Arguments(descriptor_scans="every"), str(tmp_path))
-    args, _ = parse_arguments((Stage3Arguments, Stage3TrainingArguments), ["--tasks", "descriptors", "--descriptor_scans", "all", "--output_dir", str(tmp_path)])
+    args, _ = parse_arguments(
+        (Stage3Arguments, Stage3TrainingArguments),
+        ["--tasks", "descriptors", "--descriptor_scans", "all", "--output_dir", str(tmp_path)],
+    )
     assert args.descriptor_scans == "all"
-    with pytest.raises(FmriInputError, match="--descriptor_scans all: expected --corpus"):  # the harness's check: the option reached it
+    with pytest.raises(
+        FmriInputError, match="--descriptor_scans all: expected --corpus"
+    ):  # the harness's check: the option reached it
         task_sources(args, str(tmp_path))
-    with pytest.raises(FmriInputError, match=r"scoring in \('loglik', 'calibrated', 'constrained'\).*found \['logprob'\]"):
-        parse_arguments((Stage3Arguments, Stage3TrainingArguments), ["--eval_scoring", "logprob", "--output_dir", str(tmp_path)])
+    with pytest.raises(
+        FmriInputError, match=r"scoring in \('loglik', 'calibrated', 'constrained'\).*found \['logprob'\]"
+    ):
+        parse_arguments(
+            (Stage3Arguments, Stage3TrainingArguments), ["--eval_scoring", "logprob", "--output_dir", str(tmp_path)]
+        )
 
 
 def stage3_argv(folder: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -168,7 +196,18 @@ def stage3_argv(folder: Path, output_dir: Path, *extra: str) -> list[str]:
 def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, tmp_path):
     args, training_args = parse_arguments(
         (Stage3Arguments, Stage3TrainingArguments),
-        stage3_argv(stage2_folder, tmp_path, "--num_train_epochs", "3", "--eval_seeds", "0", "--eval_shots", "0", "--eval_resplits", "2"),
+        stage3_argv(
+            stage2_folder,
+            tmp_path,
+            "--num_train_epochs",
+            "3",
+            "--eval_seeds",
+            "0",
+            "--eval_shots",
+            "0",
+            "--eval_resplits",
+            "2",
+        ),
     )
     result = train_stage3(args, training_args)
     assert result.task_names == ["cohort", "synthetic_group", "synthetic_score"]
@@ -180,29 +219,41 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "final").eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "final")
     scan = load_embedded(("gw",))[0]
-    batch = processor(text=["<fmri>\n### Question: Which cohort is this scan from?\n### Answer:"], fmri=[scan], return_tensors="pt")
+    batch = processor(
+        text=["<fmri>\n### Question: Which cohort is this scan from?\n### Answer:"], fmri=[scan], return_tensors="pt"
+    )
     with torch.no_grad():
         torch.testing.assert_close(final(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-4)
         untuned = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
         assert not torch.allclose(final(**batch).logits, untuned(**batch).logits)
 
     methods = {row.method for row in result.report.rows if row.task == "cohort"}
-    assert {"fmrilm loglik", "fmrilm calibrated"} <= methods and {"majority", "brainmarks_fc", "tangent_fc"} <= {m.split(" (")[0] for m in methods}
+    assert {"fmrilm loglik", "fmrilm calibrated"} <= methods and {"majority", "brainmarks_fc", "tangent_fc"} <= {
+        m.split(" (")[0] for m in methods
+    }
     assert (tmp_path / "evaluation" / "evaluation.json").is_file()
 
 
-def test_stage3_from_a_given_window_store_equals_one_building_its_own_and_a_mismatched_store_is_refused(stage2_folder, tmp_path):
+def test_stage3_from_a_given_window_store_equals_one_building_its_own_and_a_mismatched_store_is_refused(
+    stage2_folder, tmp_path
+):
     scans = load_embedded()
     extractor = AutoProcessor.from_pretrained(stage2_folder).feature_extractor
     split = model_split(stage2_folder)
-    build_window_store(scans, tmp_path / "store", extractor, split_manifest=split, progress=False)  # every split, as `fmrilm preprocess` writes
+    build_window_store(
+        scans, tmp_path / "store", extractor, split_manifest=split, progress=False
+    )  # every split, as `fmrilm preprocess` writes
     argv = ["--model", str(stage2_folder), "--tasks", "cohort", "--prompts_per_item", "1", "--max_steps", "3", "--evaluate", "false",
             "--save_strategy", "no", "--eval_strategy", "no", "--warmup_steps", "0", "--disable_tqdm", "true"]  # fmt: skip
     finals = {}
     for name, extra in {"own": [], "given": ["--window_store", str(tmp_path / "store")]}.items():
-        args, training_args = parse_arguments((Stage3Arguments, Stage3TrainingArguments), [*argv, *extra, "--output_dir", str(tmp_path / name)])
+        args, training_args = parse_arguments(
+            (Stage3Arguments, Stage3TrainingArguments), [*argv, *extra, "--output_dir", str(tmp_path / name)]
+        )
         finals[name] = train_stage3(args, training_args, console_logs=False).model.state_dict()
-    assert (tmp_path / "own" / "window_store" / "window_store.json").is_file() and not (tmp_path / "given" / "window_store").exists()
+    assert (tmp_path / "own" / "window_store" / "window_store.json").is_file() and not (
+        tmp_path / "given" / "window_store"
+    ).exists()
     for key, value in finals["own"].items():
         torch.testing.assert_close(finals["given"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
@@ -210,15 +261,21 @@ def test_stage3_from_a_given_window_store_equals_one_building_its_own_and_a_mism
     build_window_store(scans, tmp_path / "store32", other, split_manifest=split, progress=False)
     resplit = split_subjects(sorted(split.assignment), (0.6, 0.2, 0.2), seed=5)
     build_window_store(scans, tmp_path / "resplit", extractor, split_manifest=resplit, progress=False)
-    for store, message in {"store32": r"made with window_length 32 \(asked for 16\)", "resplit": r"its subject split differs from the split of .*stage2"}.items():
+    for store, message in {
+        "store32": r"made with window_length 32 \(asked for 16\)",
+        "resplit": r"its subject split differs from the split of .*stage2",
+    }.items():
         args, training_args = parse_arguments(
-            (Stage3Arguments, Stage3TrainingArguments), [*argv, "--window_store", str(tmp_path / store), "--output_dir", str(tmp_path / f"run_{store}")]
+            (Stage3Arguments, Stage3TrainingArguments),
+            [*argv, "--window_store", str(tmp_path / store), "--output_dir", str(tmp_path / f"run_{store}")],
         )
         with pytest.raises(FmriInputError, match=message):
             train_stage3(args, training_args, console_logs=False)
 
 
-def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unless_told_not_to(stage2_folder, tmp_path):
+def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unless_told_not_to(
+    stage2_folder, tmp_path
+):
     loud = tmp_path / "loud"
     model = AutoModelForCausalLM.from_pretrained(stage2_folder)
     with torch.no_grad():  # as Stage 2 left the bench's projector: its rows at 8x the norm of the embedding rows
@@ -230,11 +287,14 @@ def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unl
     argv = ["--model", str(loud), "--tasks", "cohort", "--prompts_per_item", "1", "--max_steps", "1", "--learning_rate", "0", "--evaluate", "false",
             "--save_strategy", "no", "--eval_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
     scans = [scan for scan in load_embedded() if model_split(loud).of(f"{scan.dataset}/{scan.subject}") == "train"]
-    windows = torch.as_tensor(AutoProcessor.from_pretrained(loud).feature_extractor(scans, return_tensors="pt")["fmri_values"])
+    windows = torch.as_tensor(
+        AutoProcessor.from_pretrained(loud).feature_extractor(scans, return_tensors="pt")["fmri_values"]
+    )
     ratios = {}
     for calibrate in ("true", "false"):
         args, training_args = parse_arguments(
-            (Stage3Arguments, Stage3TrainingArguments), [*argv, "--calibrate_connectivity", calibrate, "--output_dir", str(tmp_path / calibrate)]
+            (Stage3Arguments, Stage3TrainingArguments),
+            [*argv, "--calibrate_connectivity", calibrate, "--output_dir", str(tmp_path / calibrate)],
         )
         final = train_stage3(args, training_args, console_logs=False).model
         with torch.no_grad():
@@ -248,20 +308,44 @@ def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unl
 def test_two_processes_match_one_process_on_the_doubled_batch(stage2_folder, tmp_path):
     common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--evaluate", "false",
               "--lora_dropout", "0", *SGD_STEP]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+    }
     recipe = str(ROOT / "recipes" / "stage3_instruct.py")
     runs = {
-        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551", recipe, "--per_device_train_batch_size", "2"],
+        "two": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29551",
+            recipe,
+            "--per_device_train_batch_size",
+            "2",
+        ],
         "one": [sys.executable, recipe, "--per_device_train_batch_size", "4"],
         "initial": [sys.executable, recipe, "--per_device_train_batch_size", "4"],
     }
     records = {}
     for name, command in runs.items():
         step = ["--learning_rate", "0"] if name == "initial" else []
-        done = subprocess.run([*command, *stage3_argv(stage2_folder, tmp_path / name, *common, *step)], capture_output=True, text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [*command, *stage3_argv(stage2_folder, tmp_path / name, *common, *step)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         records[name] = json.loads((tmp_path / name / "final" / "training_record.json").read_text())
     assert records["two"]["num_processes"] == 2 and records["one"]["num_processes"] == 1
     first_loss = [next(e["loss"] for e in records[name]["log_history"] if "loss" in e) for name in ("two", "one")]
     assert first_loss[0] == pytest.approx(first_loss[1], rel=1e-5)
-    assert_same_step(*(tmp_path / name / "adapter" / "adapter_model.safetensors" for name in ("two", "one", "initial")))
+    assert_same_step(
+        *(tmp_path / name / "adapter" / "adapter_model.safetensors" for name in ("two", "one", "initial"))
+    )

@@ -59,9 +59,15 @@ def scan_folder(tmp_path: Path, scans: list[FmriScan]) -> Path:
 
 def test_store_read_back_equals_the_feature_extractor_windows_and_loads_with_datasets(tmp_path):
     scans = make_scans()
-    summary = build_window_store(scans, tmp_path / "store", extractor(), fractions=FRACTIONS, shard_size=3, progress=False)
+    summary = build_window_store(
+        scans, tmp_path / "store", extractor(), fractions=FRACTIONS, shard_size=3, progress=False
+    )
     store = WindowStore.open(tmp_path / "store")
-    assert store.record["config"] == window_store.store_config(store.feature_extractor, 3) == window_store.store_config(extractor(), 3)
+    assert (
+        store.record["config"]
+        == window_store.store_config(store.feature_extractor, 3)
+        == window_store.store_config(extractor(), 3)
+    )
     by_scan = {scan.name: extractor()(scan) for scan in scans}
     total = 0
     for split in SPLITS:
@@ -82,7 +88,10 @@ def test_store_read_back_equals_the_feature_extractor_windows_and_loads_with_dat
     assert total == sum(len(features["fmri_values"]) for features in by_scan.values())
     loaded = load_dataset(str(tmp_path / "store"), cache_dir=str(tmp_path / "cache"))
     assert {split: len(loaded[split]) for split in loaded} == {s: n for s, n in summary.windows.items() if n}
-    np.testing.assert_array_equal(np.asarray(loaded["train"][0]["fmri_values"], dtype=np.float32), store.windows("train").with_format("numpy")[0]["fmri_values"])
+    np.testing.assert_array_equal(
+        np.asarray(loaded["train"][0]["fmri_values"], dtype=np.float32),
+        store.windows("train").with_format("numpy")[0]["fmri_values"],
+    )
 
 
 def test_killed_build_resumes_from_finished_shards_and_equals_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -128,18 +137,54 @@ def test_three_shares_merged_on_the_command_line_equal_one_build_file_for_file(t
     for scan in scans:
         scan.tr, scan.dataset = 2.0, "unknown"  # as the .npy reader will see them
     folder = scan_folder(tmp_path, scans)
-    common = ["preprocess", str(folder), "--tr", "2", *WINDOWING, "--shard-size", "2", "--fractions", *map(str, FRACTIONS)]
+    common = [
+        "preprocess",
+        str(folder),
+        "--tr",
+        "2",
+        *WINDOWING,
+        "--shard-size",
+        "2",
+        "--fractions",
+        *map(str, FRACTIONS),
+    ]
     cli_main([*common, "--output-dir", str(tmp_path / "one")])
     shared = str(tmp_path / "shared")
     cli_main([*common, "--output-dir", shared, "--prepare-only"])
     with pytest.raises(SystemExit):  # a share with other windowing than the preparation
-        cli_main([*common[:4], "--window-length", "12", "--shard-size", "2", "--output-dir", shared, "--shard-index", "0", "--num-shards", "3"])
+        cli_main(
+            [
+                *common[:4],
+                "--window-length",
+                "12",
+                "--shard-size",
+                "2",
+                "--output-dir",
+                shared,
+                "--shard-index",
+                "0",
+                "--num-shards",
+                "3",
+            ]
+        )
     assert "prepared with other feature_extractor" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main([*common, "--output-dir", shared, "--merge"])
     assert "expected 5 finished shards, 5 missing" in capsys.readouterr().err
     for index in (2, 0, 1):
-        cli_main([*common, "--output-dir", shared, "--shard-index", str(index), "--num-shards", "3", "--num-proc", str(1 + (index == 0))])
+        cli_main(
+            [
+                *common,
+                "--output-dir",
+                shared,
+                "--shard-index",
+                str(index),
+                "--num-shards",
+                "3",
+                "--num-proc",
+                str(1 + (index == 0)),
+            ]
+        )
     cli_main([*common, "--output-dir", shared, "--merge"])
     merged, single = folder_files(Path(shared)), folder_files(tmp_path / "one")
     readme = "README.md"
@@ -189,18 +234,24 @@ def test_stage1_from_a_store_equals_stage1_from_memory_and_reads_no_test_window(
         return real(self, split)
 
     monkeypatch.setattr(WindowStore, "windows", recording)
-    from_store = train_stage1(*stage1_args(tmp_path / "from_store", "--window_store", str(tmp_path / "store")), console_logs=False)
+    from_store = train_stage1(
+        *stage1_args(tmp_path / "from_store", "--window_store", str(tmp_path / "store")), console_logs=False
+    )
     assert sorted(opened) == ["train", "validation"]
     assert set(from_store.trainer.train_dataset.subject_keys) == set(store.split.subjects("train"))
     from_memory = train_stage1(*stage1_args(tmp_path / "from_memory"), scans=scans, console_logs=False)
     assert from_memory.split.assignment == store.split.assignment
-    weights = [load_file(run / "final" / "model.safetensors") for run in (tmp_path / "from_store", tmp_path / "from_memory")]
+    weights = [
+        load_file(run / "final" / "model.safetensors") for run in (tmp_path / "from_store", tmp_path / "from_memory")
+    ]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0, msg=name)
     record = json.loads((tmp_path / "from_store" / "final" / "training_record.json").read_text())
     assert record["window_store"] == str(tmp_path / "store")
     with pytest.raises(FmriInputError, match=r"window_length 16 \(asked for 12\)"):
-        train_stage1(*stage1_args(tmp_path / "other", "--window_store", str(tmp_path / "store"), "--window_length", "12"))
+        train_stage1(
+            *stage1_args(tmp_path / "other", "--window_store", str(tmp_path / "store"), "--window_length", "12")
+        )
     with pytest.raises(FmriInputError, match="expected a window store"):
         train_stage1(*stage1_args(tmp_path / "none", "--window_store", str(tmp_path)))

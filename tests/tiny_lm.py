@@ -38,14 +38,21 @@ def language_model(kind: str, vocab_size: int, seed: int = 0, tie: bool | None =
     """A 2-layer GPT-2 (tied head) or Qwen3 (untied head, vocabulary padded to a multiple of 128 as Qwen pads it)."""
     torch.manual_seed(seed)
     padded = -(-vocab_size // 128) * 128 if kind == "qwen3" else vocab_size
-    config = small_language_model_config(kind, padded, hidden_size=32, num_layers=2, num_heads=2 if kind == "gpt2" else 4, max_positions=256)
+    config = small_language_model_config(
+        kind, padded, hidden_size=32, num_layers=2, num_heads=2 if kind == "gpt2" else 4, max_positions=256
+    )
     if tie is not None:
         config.tie_word_embeddings = tie
     return AutoModelForCausalLM.from_config(config).eval()
 
 
 def fmri_tokenizer(
-    seed: int = 0, code_dim: int = 8, num_codes: int = 12, num_rois: int = NUM_ROIS, window_length: int = WINDOW_LENGTH, patch_length: int = PATCH_LENGTH
+    seed: int = 0,
+    code_dim: int = 8,
+    num_codes: int = 12,
+    num_rois: int = NUM_ROIS,
+    window_length: int = WINDOW_LENGTH,
+    patch_length: int = PATCH_LENGTH,
 ) -> FmriTokenizerModel:
     """A tiny Stage 1 tokenizer whose codebook was initialised by k-means on random windows."""
     torch.manual_seed(seed)
@@ -85,7 +92,9 @@ def build(
     tokenizer = text_tokenizer()
     lm = language_model(kind, len(tokenizer), seed=seed, tie=tie)
     return FmriLMForCausalLM.from_parts(
-        fmri_tokenizer(seed, code_dim=code_dim, num_rois=num_rois, window_length=window_length, patch_length=patch_length),
+        fmri_tokenizer(
+            seed, code_dim=code_dim, num_rois=num_rois, window_length=window_length, patch_length=patch_length
+        ),
         lm,
         text_tokenizer=tokenizer,
         feature_extractor=feature_extractor(num_rois, window_length),

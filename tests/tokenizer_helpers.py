@@ -50,7 +50,9 @@ def stage1_folder(path, num_rois: int = 450) -> FmriTokenizerModel:
     from modeling_fmrilm.embeddings import RANDOM_CONFIG
 
     torch.manual_seed(1)
-    tokenizer = FmriTokenizerModel(FmriTokenizerConfig(num_rois=num_rois, **{**RANDOM_CONFIG, "window_length": 32, "patch_length": 8})).eval()
+    tokenizer = FmriTokenizerModel(
+        FmriTokenizerConfig(num_rois=num_rois, **{**RANDOM_CONFIG, "window_length": 32, "patch_length": 8})
+    ).eval()
     tokenizer.save_pretrained(path)
     FmriFeatureExtractor(num_rois=num_rois, window_length=32, target_tr=1.5).save_pretrained(path)
     return tokenizer

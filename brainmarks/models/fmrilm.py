@@ -62,7 +62,9 @@ CHECKPOINT_ENV = "FMRILM_BRAINMARKS_MODEL"
 def unnormalise(sample: dict[str, Any]) -> np.ndarray:
     """The sample's BOLD before Brainmarks' per-ROI z-score, ROI-major: `(bold * std + mean).T`, `(450, T)` float32."""
     bold = torch.as_tensor(sample["bold"], dtype=torch.float32)
-    series = bold * torch.as_tensor(sample["std"], dtype=torch.float32) + torch.as_tensor(sample["mean"], dtype=torch.float32)
+    series = bold * torch.as_tensor(sample["std"], dtype=torch.float32) + torch.as_tensor(
+        sample["mean"], dtype=torch.float32
+    )
     return series.T.contiguous().numpy()
 
 
@@ -89,7 +91,10 @@ class FmrilmTransform:
         series = unnormalise(sample)
         tr = float(sample["tr"])
         extractor = self.feature_extractor
-        if extractor.pad_strategy is not None and resampled_length(series.shape[1], tr, extractor.target_tr) < extractor.window_length:
+        if (
+            extractor.pad_strategy is not None
+            and resampled_length(series.shape[1], tr, extractor.target_tr) < extractor.window_length
+        ):
             self.stretched += 1
             warnings.warn(
                 f"fmrilm: a sample shorter than one window ({extractor.window_length} frames at TR {extractor.target_tr} s) "
@@ -114,7 +119,9 @@ class FmrilmWrapper(nn.Module):
         return Embeddings(cls_embeds=rois.mean(dim=1, keepdim=True), reg_embeds=rois, patch_embeds=tokens)
 
 
-def build(checkpoint: str | os.PathLike | None, pad_strategy: str | None, require_lm: bool) -> tuple[FmrilmTransform, FmrilmWrapper]:
+def build(
+    checkpoint: str | os.PathLike | None, pad_strategy: str | None, require_lm: bool
+) -> tuple[FmrilmTransform, FmrilmWrapper]:
     """Transform and wrapper of `checkpoint`, else of `$FMRILM_BRAINMARKS_MODEL`; neither: random weights."""
     source = checkpoint or os.environ.get(CHECKPOINT_ENV) or None
     tokenizer, extractor = load_encoder(source, NUM_ROIS, require_lm=require_lm)
@@ -122,13 +129,17 @@ def build(checkpoint: str | os.PathLike | None, pad_strategy: str | None, requir
 
 
 @register_model
-def fmrilm_tokenizer(checkpoint: str | os.PathLike | None = None, pad_strategy: str | None = "interpolate") -> tuple[FmrilmTransform, FmrilmWrapper]:
+def fmrilm_tokenizer(
+    checkpoint: str | os.PathLike | None = None, pad_strategy: str | None = "interpolate"
+) -> tuple[FmrilmTransform, FmrilmWrapper]:
     """A Stage 1 tokenizer's (or an fMRI-LM's tokenizer's) encoder embeddings; see the module docstring."""
     return build(checkpoint, pad_strategy, require_lm=False)
 
 
 @register_model
-def fmrilm(checkpoint: str | os.PathLike | None = None, pad_strategy: str | None = "interpolate") -> tuple[FmrilmTransform, FmrilmWrapper]:
+def fmrilm(
+    checkpoint: str | os.PathLike | None = None, pad_strategy: str | None = "interpolate"
+) -> tuple[FmrilmTransform, FmrilmWrapper]:
     """An fMRI-LM's tokenizer's encoder embeddings; a Stage 1 checkpoint is refused (`FmriInputError`:
     use `fmrilm_tokenizer`). See the module docstring."""
     return build(checkpoint, pad_strategy, require_lm=True)

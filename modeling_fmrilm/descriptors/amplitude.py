@@ -79,4 +79,6 @@ def band_ratio(
     low_mask = (freqs >= low[0]) & (freqs < low[1])
     high_mask = (freqs >= high[0]) & (freqs <= high[1])
     high_power = power[..., high_mask].sum(axis=-1)
-    return np.divide(power[..., low_mask].sum(axis=-1), high_power, out=np.full_like(high_power, np.nan), where=high_power > 0)
+    return np.divide(
+        power[..., low_mask].sum(axis=-1), high_power, out=np.full_like(high_power, np.nan), where=high_power > 0
+    )

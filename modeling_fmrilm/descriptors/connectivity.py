@@ -94,7 +94,9 @@ def precision(cov: np.ndarray) -> np.ndarray:
         if info == 0:
             inverse, info = lapack.dpotri(factor, lower=False)
         if info != 0:
-            raise FmriInputError(f"precision: covariance {index} of the batch is not positive definite (LAPACK info {info})")
+            raise FmriInputError(
+                f"precision: covariance {index} of the batch is not positive definite (LAPACK info {info})"
+            )
         inverse[lower] = inverse.T[lower]
         out[index] = inverse
     return out
@@ -148,7 +150,9 @@ class TangentSpace:
             values, vectors = np.linalg.eigh(mean)
             inv_sqrt = (vectors / np.sqrt(values)) @ vectors.T
             sqrt = (vectors * np.sqrt(values)) @ vectors.T
-            logs_mean = sum(map_eigenvalues(np.log, inv_sqrt @ piece @ inv_sqrt).sum(axis=0) for piece in pieces) / n_scans
+            logs_mean = (
+                sum(map_eigenvalues(np.log, inv_sqrt @ piece @ inv_sqrt).sum(axis=0) for piece in pieces) / n_scans
+            )
             norm = np.linalg.norm(logs_mean)
             mean = sqrt @ map_eigenvalues(lambda v, step=step: np.exp(v * step), logs_mean) @ sqrt
             if norm < best_norm:

@@ -102,7 +102,12 @@ def corpus_config(roi_labels: Sequence[str], atlas: str, settings: DescriptorSet
     """Everything besides the scans that fixes the shards' contents (compared by shares and merge)."""
     if shard_size < 1:
         raise FmriInputError(f"shard_size: expected a positive number of scans, found {shard_size}")
-    config = {"atlas": atlas, "roi_labels": list(roi_labels), "settings": settings.to_dict(), "shard_size": int(shard_size)}
+    config = {
+        "atlas": atlas,
+        "roi_labels": list(roi_labels),
+        "settings": settings.to_dict(),
+        "shard_size": int(shard_size),
+    }
     return json.loads(json.dumps(config))  # as a saved plan holds it (tuples become lists)
 
 
@@ -110,7 +115,9 @@ def survey(
     source: ScanSource, n_rois: int, settings: DescriptorSettings, skip_bad: bool = False, progress: bool = True
 ) -> tuple[list[ScanInfo], list[str]]:
     """Validate every scan once; returns the good scans' infos and one message per skipped scan."""
-    return survey_scans(source, lambda scan: validate_scan(scan.data, scan.tr, scan.name, n_rois, settings), skip_bad, progress)
+    return survey_scans(
+        source, lambda scan: validate_scan(scan.data, scan.tr, scan.name, n_rois, settings), skip_bad, progress
+    )
 
 
 def _batches(
@@ -133,7 +140,9 @@ def _batches(
         yield stacked(group, tr)
 
 
-def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: CohortReference) -> dict[str, np.ndarray]:
+def shard_features(
+    items: Sequence[tuple[int, np.ndarray, float]], reference: CohortReference
+) -> dict[str, np.ndarray]:
     """Features of one shard `[(row, data (R, T), tr), ...]`, rows ordered as given."""
     out: dict[str, np.ndarray] = {}
     for rows, batch, tr in _batches(items):
@@ -145,7 +154,9 @@ def shard_features(items: Sequence[tuple[int, np.ndarray, float]], reference: Co
     return out
 
 
-def _shard_task(reference: CohortReference, shard: int, infos: Sequence[ScanInfo], scans: Sequence[FmriScan]) -> dict[str, np.ndarray]:
+def _shard_task(
+    reference: CohortReference, shard: int, infos: Sequence[ScanInfo], scans: Sequence[FmriScan]
+) -> dict[str, np.ndarray]:
     """`shard_features` of one shard's scans (the task `run_shards` runs, here or in a worker)."""
     return shard_features([(row, np.asarray(scan.data), float(scan.tr)) for row, scan in enumerate(scans)], reference)
 
@@ -167,7 +178,10 @@ def _finished(work: Path, shard: int) -> bool:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         aside = path.with_name(f"{path.name}.corrupt")
         os.replace(path, aside)
-        warnings.warn(f"{path}: truncated or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again", stacklevel=3)
+        warnings.warn(
+            f"{path}: truncated or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again",
+            stacklevel=3,
+        )
         return False
     return True
 
@@ -192,7 +206,10 @@ def _fit_reference(source: ScanSource, plan: BuildPlan, settings: DescriptorSett
 
     def batches() -> Iterator[tuple[np.ndarray, float]]:
         for indices in groups.values():
-            items = ((0, np.asarray(scan.data, dtype=np.float32), float(scan.tr)) for _, scan in selected_scans(source, indices))
+            items = (
+                (0, np.asarray(scan.data, dtype=np.float32), float(scan.tr))
+                for _, scan in selected_scans(source, indices)
+            )
             yield from ((batch, tr) for _, batch, tr in _batches(items))
 
     config = plan.config
@@ -247,7 +264,9 @@ def build_shards(
     `source` must list the scans in the order `prepare` saw them (each scan's name is checked).
     """
     if not 0 <= shard_index < num_shards:
-        raise FmriInputError(f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}")
+        raise FmriInputError(
+            f"shard_index: expected 0 <= shard_index < num_shards ({num_shards}), found {shard_index}"
+        )
     work = Path(output_dir) / WORK_DIR
     plan = BuildPlan.load(work, expected_config, PREPARE_HINT)
     reference = CohortReference.load(work, STRUCTURE)
@@ -259,7 +278,17 @@ def build_shards(
         write_atomically(_raw_path(work, k), lambda handle: np.savez(handle, **features))
 
     task = functools.partial(_shard_task, reference)
-    run_shards(source, plan, todo, task, save, num_proc, progress, f"descriptor shards (share {shard_index}/{num_shards})", work / PLAN_NAME)
+    run_shards(
+        source,
+        plan,
+        todo,
+        task,
+        save,
+        num_proc,
+        progress,
+        f"descriptor shards (share {shard_index}/{num_shards})",
+        work / PLAN_NAME,
+    )
     return len(mine) - len(todo)
 
 
@@ -274,7 +303,9 @@ def _provenance(plan: BuildPlan, reference: CohortReference) -> dict:
     }
 
 
-def _records(shard: list[ScanInfo], features: dict[str, np.ndarray], reference: CohortReference, provenance: dict) -> list[dict]:
+def _records(
+    shard: list[ScanInfo], features: dict[str, np.ndarray], reference: CohortReference, provenance: dict
+) -> list[dict]:
     records = []
     for row, info in enumerate(shard):
         values = {name: features[name][row] for name in features}
@@ -391,7 +422,7 @@ def dataset_card(
         command,
         "```",
         "",
-        "Load with `datasets.load_dataset(\"<this folder or repo>\")`.",
+        'Load with `datasets.load_dataset("<this folder or repo>")`.',
         "",
     ]
     return "\n".join(yaml + body)
@@ -421,7 +452,9 @@ def merge(
             train = np.array([info.split == "train" for info in shard])
             if train.any():
                 with np.load(_raw_path(work, k), allow_pickle=False) as raw:
-                    norms.add({name: raw[name][train] for name in NORMED}, [i.dataset for i in shard if i.split == "train"])
+                    norms.add(
+                        {name: raw[name][train] for name in NORMED}, [i.dataset for i in shard if i.split == "train"]
+                    )
         reference.norms = norms.norms(reference.settings.min_norm_scans)
         provenance = _provenance(plan, reference)
         publish = work / "publish"
@@ -486,7 +519,9 @@ def build_corpus(
         FmriInputError: a bad scan (named) without `skip_bad`, or too few scans to fit on.
     """
     with folder_lock(output_dir, "a corpus build"):
-        prepare(source, output_dir, roi_labels, atlas, settings, fractions, split_manifest, shard_size, skip_bad, progress)
+        prepare(
+            source, output_dir, roi_labels, atlas, settings, fractions, split_manifest, shard_size, skip_bad, progress
+        )
         reused = build_shards(source, output_dir, num_proc=num_proc, progress=progress)
         summary = merge(output_dir, command, progress)
     summary.reused_shards = reused
@@ -500,7 +535,9 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
     return push_folder(folder, repo_id, "dataset", token=token, private=private, api=api)
 
 
-def demo_corpus(scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None) -> CorpusSummary:
+def demo_corpus(
+    scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None
+) -> CorpusSummary:
     """Build the corpus of the embedded scans and print its folder, split sizes and one description.
 
     The split uses fractions (0.6, 0.2, 0.2) and seed 0: on the 12 embedded subjects, 6 train,
@@ -510,7 +547,9 @@ def demo_corpus(scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: S
 
     labels = list(roi_labels) if roi_labels is not None else aal2_table().systems
     print("== Descriptor corpus (features -> z-scores -> text)")
-    summary = build_corpus(scans, output_dir, labels, scans[0].atlas, fractions=DEMO_FRACTIONS, progress=False, command="fmrilm demo")
+    summary = build_corpus(
+        scans, output_dir, labels, scans[0].atlas, fractions=DEMO_FRACTIONS, progress=False, command="fmrilm demo"
+    )
     print(f"corpus written to {summary.folder}: " + ", ".join(f"{s} {n}" for s, n in summary.split_sizes.items()))
     first = sorted((summary.folder / "data" / CONFIG_NAME).glob("train-*.parquet"))[0]
     record = pq.read_table(first, columns=["subject", "dataset", "text"]).slice(0, 1).to_pylist()[0]

@@ -247,9 +247,7 @@ def participation_coefficient(weights: np.ndarray, labels: Sequence[str]) -> np.
     return np.where(strength[..., 0] > 0, 1.0 - (share**2).sum(axis=-1), 0.0)
 
 
-def graph_metrics(
-    fc: np.ndarray, labels: Sequence[str], density: float = 0.1, seed: int = 0
-) -> dict[str, np.ndarray]:
+def graph_metrics(fc: np.ndarray, labels: Sequence[str], density: float = 0.1, seed: int = 0) -> dict[str, np.ndarray]:
     """All graph metrics of `(n, R, R)` connectivity at a proportional threshold.
 
     Returns `(n,)` arrays `global_efficiency`, `global_efficiency_binary`, `local_efficiency`

@@ -34,8 +34,14 @@ def describe_new_scan(scan: FmriScan, reference: CohortReference | str | Path) -
     data = validate_scan(scan.data, scan.tr, scan.name, reference.n_rois, reference.settings)
     cohort = reference_cohort(reference, scan.dataset)
     z = zscores(compute_features(data[None], scan.tr, reference), cohort, reference)
-    label = cohort if cohort != POOLED else "pooled " + "/".join(sorted(name for name in reference.norms if name != POOLED))
-    key = ScanInfo(0, scan.name, scan.subject, scan.session, scan.dataset, scan.tr, scan.n_timepoints).key  # the corpus's phrasing seed
+    label = (
+        cohort
+        if cohort != POOLED
+        else "pooled " + "/".join(sorted(name for name in reference.norms if name != POOLED))
+    )
+    key = ScanInfo(
+        0, scan.name, scan.subject, scan.session, scan.dataset, scan.tr, scan.n_timepoints
+    ).key  # the corpus's phrasing seed
     return describe(
         {name: float(z[name][0]) for name in DESCRIBED},
         reference.network_pairs,

@@ -160,7 +160,9 @@ class CohortReference:
             raise FmriInputError(f"{path}: no cohort reference there (expected {stem}.json + {stem}.npz)")
         meta = json.loads(path.read_text())
         if meta.get("version") != REFERENCE_VERSION:
-            raise FmriInputError(f"{path}: expected reference version {REFERENCE_VERSION}, found {meta.get('version')!r}")
+            raise FmriInputError(
+                f"{path}: expected reference version {REFERENCE_VERSION}, found {meta.get('version')!r}"
+            )
         with np.load(folder / meta["arrays"], allow_pickle=False) as arrays:
             return cls(
                 settings=DescriptorSettings.from_dict(meta["settings"]),
@@ -222,7 +224,11 @@ class FrameSelection:
 
     def __init__(self, total: int, size: int, seed: int) -> None:
         self.total = total
-        self.chosen = np.sort(np.random.default_rng(seed).choice(total, size, replace=False)) if total > size else np.arange(total)
+        self.chosen = (
+            np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
+            if total > size
+            else np.arange(total)
+        )
         self.rows: np.ndarray | None = None
         self.seen = 0
 
@@ -237,7 +243,9 @@ class FrameSelection:
     @property
     def frames(self) -> np.ndarray:
         if self.seen != self.total or self.rows is None:
-            raise FmriInputError(f"cohort reference: expected {self.total} frames to fit the ICA on, found {self.seen}")
+            raise FmriInputError(
+                f"cohort reference: expected {self.total} frames to fit the ICA on, found {self.seen}"
+            )
         return self.rows
 
 
@@ -299,7 +307,9 @@ def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> di
     """
     settings, labels = reference.settings, reference.roi_labels
     if x.shape[1] != reference.n_rois:
-        raise FmriInputError(f"descriptors: expected {reference.n_rois} ROIs (the reference), found batch shape {x.shape}")
+        raise FmriInputError(
+            f"descriptors: expected {reference.n_rois} ROIs (the reference), found batch shape {x.shape}"
+        )
     x = at_target_tr(x, tr, settings)
     tr = settings.target_tr
     z = connectivity.standardize(x)
@@ -318,7 +328,9 @@ def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> di
         "tangent_deviation": connectivity.TangentSpace(reference.tangent_mean).distance(covariance),
     }
     grads, _ = gradients.gradients(fc, settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel)
-    features.update(gradients.gradient_summary(gradients.procrustes_align(grads, reference.gradient_reference), labels))
+    features.update(
+        gradients.gradient_summary(gradients.procrustes_align(grads, reference.gradient_reference), labels)
+    )
     features.update(graph.graph_metrics(fc, labels, settings.density, settings.seed))
     timecourses, _ = ica.GroupICA(mixing=reference.ica_mixing).dual_regression(z)
     components = ica.component_features(timecourses, tr)
@@ -387,7 +399,10 @@ class CohortNorms:
             for name, (count, mean, squares) in stats.items():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     sd = np.sqrt(squares / (count - 1))
-                result[group][name] = {"mean": np.where(count > 0, mean, np.nan).tolist(), "sd": np.where(count > 1, sd, np.nan).tolist()}
+                result[group][name] = {
+                    "mean": np.where(count > 0, mean, np.nan).tolist(),
+                    "sd": np.where(count > 1, sd, np.nan).tolist(),
+                }
             result[group]["n_scans"] = n_scans
         return result
 

@@ -56,7 +56,11 @@ OPENINGS = {
     "graph": ("Graph topology: ", "Network topology: ", "Graph metrics: "),
     "dynamics": ("Dynamics: ", "Signal dynamics: ", "Component dynamics and amplitude: "),
 }
-ITEM_TEMPLATES = ("{label} is {band} (z = {z})", "{label} appears {band} (z = {z})", "{label} reads as {band} (z = {z})")
+ITEM_TEMPLATES = (
+    "{label} is {band} (z = {z})",
+    "{label} appears {band} (z = {z})",
+    "{label} reads as {band} (z = {z})",
+)
 PAIR_OPENINGS = {
     "elevated": ("The most elevated network pairs are ", "Coupling is highest relative to the cohort for "),
     "reduced": ("the most reduced are ", "the lowest relative to the cohort are "),

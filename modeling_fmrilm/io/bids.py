@@ -102,7 +102,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FmriInputError(f"{path}: expected a JSON object of BIDS metadata, found unreadable JSON ({error})") from None
+        raise FmriInputError(
+            f"{path}: expected a JSON object of BIDS metadata, found unreadable JSON ({error})"
+        ) from None
     if not isinstance(content, dict):
         raise FmriInputError(f"{path}: expected a JSON object of BIDS metadata, found {type(content).__name__}")
     return content

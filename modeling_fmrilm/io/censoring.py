@@ -49,7 +49,9 @@ def kept_frames(sample_mask: Any, n_frames: int, name: str) -> np.ndarray:
                 f"{name}: sample_mask indices {outside[:10].tolist()} are outside the {n_frames} frames [0, {n_frames})"
             )
         if np.any(np.diff(kept) <= 0):
-            raise FmriInputError(f"{name}: expected strictly increasing sample_mask indices, found repeats or disorder")
+            raise FmriInputError(
+                f"{name}: expected strictly increasing sample_mask indices, found repeats or disorder"
+            )
     else:
         raise FmriInputError(
             f"{name}: expected sample_mask as 1-D integer indices or a boolean mask, found dtype {mask.dtype} "

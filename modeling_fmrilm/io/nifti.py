@@ -159,7 +159,9 @@ def _label_names(present: np.ndarray, labels: LabelsLike, atlas_name: str) -> li
         table = pd.read_csv(labels, sep="\t" if str(labels).endswith(".tsv") else ",")
         key = "index" if "index" in table.columns else "label"
         if key not in table.columns or "name" not in table.columns:
-            raise FmriInputError(f"{labels}: expected columns 'index' (or 'label') and 'name', found {list(table.columns)}")
+            raise FmriInputError(
+                f"{labels}: expected columns 'index' (or 'label') and 'name', found {list(table.columns)}"
+            )
         labels = dict(zip(table[key].astype(int), table["name"].astype(str), strict=True))
     if not isinstance(labels, Mapping):
         names = list(labels)
@@ -256,7 +258,9 @@ def confound_matrix(confounds: Any, n_volumes: int, source: str) -> np.ndarray:
         try:
             frame = pd.read_csv(confounds, sep="\t" if str(confounds).endswith(".tsv") else ",")
         except (OSError, ValueError) as error:  # pandas parse errors are ValueErrors
-            raise FmriInputError(f"{source}: expected a table of confound regressors, found an unreadable file ({error})") from None
+            raise FmriInputError(
+                f"{source}: expected a table of confound regressors, found an unreadable file ({error})"
+            ) from None
     elif isinstance(confounds, pd.DataFrame):
         frame = confounds
     else:
@@ -267,7 +271,9 @@ def confound_matrix(confounds: Any, n_volumes: int, source: str) -> np.ndarray:
         frame = pd.DataFrame(array, columns=[f"column {i}" for i in range(array.shape[1])])
     non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise FmriInputError(f"{source}: expected numeric confound columns, found non-numeric columns {non_numeric[:10]}")
+        raise FmriInputError(
+            f"{source}: expected numeric confound columns, found non-numeric columns {non_numeric[:10]}"
+        )
     if len(frame) != n_volumes:
         raise FmriInputError(f"{source}: expected {n_volumes} rows of confounds (one per frame), found {len(frame)}")
     values = frame.to_numpy(dtype=np.float64, copy=True)

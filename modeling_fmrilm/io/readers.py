@@ -93,7 +93,11 @@ def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> 
     """Refuse, before reading, an array whose declared shape no parcellated scan has: an axis longer than
     `MAX_ROIS` (= `MAX_FRAMES`), more than `MAX_VALUES` values or more than `MAX_VALUES * 8` bytes."""
     values = math.prod(shape)
-    if values > MAX_VALUES or max(shape, default=0) > max(MAX_ROIS, MAX_FRAMES) or values * dtype.itemsize > MAX_VALUES * 8:
+    if (
+        values > MAX_VALUES
+        or max(shape, default=0) > max(MAX_ROIS, MAX_FRAMES)
+        or values * dtype.itemsize > MAX_VALUES * 8
+    ):
         raise FmriInputError(
             f"{path}: expected a parcellated scan of at most {MAX_ROIS:,} ROIs x {MAX_FRAMES:,} frames, "
             f"{MAX_VALUES:,} values and {MAX_VALUES * 8 / 2**30:g} GiB, found a declared shape {shape} of {dtype} "
@@ -232,7 +236,9 @@ def _check_table_size(path: Path, sep: str) -> None:
             cells += int(np.count_nonzero(data == separator)) + ends.size
             if lengths.max() > longest_line:
                 line = lines - ends.size + int(np.argmax(lengths > longest_line)) + 1
-                raise FmriInputError(f"{path}: expected {expected}, found line {line:,} longer than {longest_line:,} bytes")
+                raise FmriInputError(
+                    f"{path}: expected {expected}, found line {line:,} longer than {longest_line:,} bytes"
+                )
             if lines > MAX_FRAMES + 1:
                 raise FmriInputError(f"{path}: expected {expected}, found at least {lines - 1:,} rows")
             if cells > MAX_VALUES:
@@ -350,9 +356,7 @@ def find_scan_files(folder: str | Path, pattern: str = "*") -> list[Path]:
     return found
 
 
-def iter_scans(
-    paths: str | Path | Sequence[str | Path], pattern: str = "*", **kwargs: Any
-) -> Iterator[FmriScan]:
+def iter_scans(paths: str | Path | Sequence[str | Path], pattern: str = "*", **kwargs: Any) -> Iterator[FmriScan]:
     """Yield scans one at a time from a folder or a list of files (bounded memory for any cohort).
 
     `kwargs` go to `read_array_file`, or to `read_nifti` for NIfTI files (which need `atlas_img`).
@@ -377,7 +381,11 @@ class ScanFiles(Sequence[FmriScan]):
 
     def __init__(self, paths: str | Path | Sequence[str | Path], **read_options: Any) -> None:
         single = isinstance(paths, (str, Path))
-        self.files = find_scan_files(paths) if single and Path(paths).is_dir() else [Path(p) for p in ([paths] if single else paths)]
+        self.files = (
+            find_scan_files(paths)
+            if single and Path(paths).is_dir()
+            else [Path(p) for p in ([paths] if single else paths)]
+        )
         self.read_options = read_options
 
     def __len__(self) -> int:

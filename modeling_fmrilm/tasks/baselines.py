@@ -121,7 +121,9 @@ def _classifier(y: np.ndarray, seed: int, protocol: str, notes: list[str]) -> An
     )
 
 
-def fit_predict(name: str, kind: str, n_classes: int, y_train: np.ndarray, features: SplitFeatures, seed: int) -> BaselineOutput:
+def fit_predict(
+    name: str, kind: str, n_classes: int, y_train: np.ndarray, features: SplitFeatures, seed: int
+) -> BaselineOutput:
     """Fit baseline `name` on a split's training items and predict its test items.
 
     Args:
@@ -143,7 +145,9 @@ def fit_predict(name: str, kind: str, n_classes: int, y_train: np.ndarray, featu
         return BaselineOutput(np.tile(frequencies, (n_test, 1)), None, notes)
     if kind == "classification" and len(np.unique(y_train)) < 2:
         notes.append(f"{name}: one class in the training split; it is predicted for every test subject")
-        return BaselineOutput(np.tile(np.bincount(y_train, minlength=n_classes) / len(y_train), (n_test, 1)), None, notes)
+        return BaselineOutput(
+            np.tile(np.bincount(y_train, minlength=n_classes) / len(y_train), (n_test, 1)), None, notes
+        )
     head = RidgeCV(alphas=RIDGE_ALPHAS) if kind == "regression" else _classifier(y_train, seed, name, notes)
     # Brainmarks standardises the FC features; the tangent vectors enter the model as they are
     estimator = make_pipeline(StandardScaler(), head) if name == "brainmarks_fc" else head

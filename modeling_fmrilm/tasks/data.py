@@ -63,7 +63,13 @@ class TaskData:
     def __post_init__(self) -> None:
         n = len(self.scans)
         lengths = {"targets": len(self.targets), "subject_keys": len(self.subject_keys)}
-        lengths.update({name: len(value) for name, value in (("families", self.families), ("cohort_lines", self.cohort_lines)) if value is not None})
+        lengths.update(
+            {
+                name: len(value)
+                for name, value in (("families", self.families), ("cohort_lines", self.cohort_lines))
+                if value is not None
+            }
+        )
         wrong = {name: length for name, length in lengths.items() if length != n}
         if wrong:
             raise FmriInputError(f"task {self.task.name!r}: expected {n} entries (one per scan), found {wrong}")
@@ -125,8 +131,12 @@ def cohort_task_data(scans: Sequence[FmriScan]) -> TaskData:
     targets = [task.encode(scan.dataset) for scan in scans]
     unknown = [scan.name for scan, target in zip(scans, targets, strict=True) if target is None]
     if unknown:
-        raise FmriInputError(f"cohort task: expected scans of {sorted(task.values or {})}, found other data sets for {unknown}")
-    return TaskData(task, list(scans), np.asarray(targets, dtype=np.int64), [subject_key(s.dataset, s.subject) for s in scans])
+        raise FmriInputError(
+            f"cohort task: expected scans of {sorted(task.values or {})}, found other data sets for {unknown}"
+        )
+    return TaskData(
+        task, list(scans), np.asarray(targets, dtype=np.int64), [subject_key(s.dataset, s.subject) for s in scans]
+    )
 
 
 def _corpus_records(folder: Path) -> list[dict]:
@@ -134,7 +144,9 @@ def _corpus_records(folder: Path) -> list[dict]:
 
     files = sorted((folder / "data").glob("*/*.parquet"))
     if not files:
-        raise FmriInputError(f"{folder}: expected a descriptor corpus (data/<config>/<split>-*.parquet), found no parquet file")
+        raise FmriInputError(
+            f"{folder}: expected a descriptor corpus (data/<config>/<split>-*.parquet), found no parquet file"
+        )
     columns = ["subject", "dataset", "session", "z_network_pair_fc"]
     return [row for path in files for row in pq.read_table(path, columns=columns).to_pylist()]
 
@@ -144,7 +156,9 @@ def network_pairs(corpus: str | Path) -> list[tuple[str, str]]:
     upper triangle of its networks, within-network pairs included, as `network_pair_names` orders them)."""
     path = Path(corpus) / "cohort_reference.json"
     if not path.is_file():
-        raise FmriInputError(f"{path}: expected the corpus's cohort reference (it names the networks), found no such file")
+        raise FmriInputError(
+            f"{path}: expected the corpus's cohort reference (it names the networks), found no such file"
+        )
     networks = json.loads(path.read_text())["networks"]
     rows, cols = np.triu_indices(len(networks))
     return [(networks[i], networks[j]) for i, j in zip(rows, cols, strict=True)]
@@ -155,7 +169,9 @@ def pair_band(z: np.ndarray) -> np.ndarray:
     return np.where(z < -1, 0, np.where(z > 1, 2, 1))
 
 
-def descriptor_task_data(corpus: str | Path, scans: Sequence[FmriScan], pairs: Sequence[str] | None = None) -> list[TaskData]:
+def descriptor_task_data(
+    corpus: str | Path, scans: Sequence[FmriScan], pairs: Sequence[str] | None = None
+) -> list[TaskData]:
     """One network-pair question per pair, on the scans the corpus describes.
 
     Args:
@@ -173,7 +189,9 @@ def descriptor_task_data(corpus: str | Path, scans: Sequence[FmriScan], pairs: S
     records = {(r["dataset"], r["subject"], r["session"]): r for r in _corpus_records(corpus)}
     missing = [scan.name for scan in scans if (scan.dataset, scan.subject, scan.session) not in records]
     if missing:
-        raise FmriInputError(f"{corpus}: no descriptor record for scans {missing[:10]} ({len(missing)} of {len(scans)})")
+        raise FmriInputError(
+            f"{corpus}: no descriptor record for scans {missing[:10]} ({len(missing)} of {len(scans)})"
+        )
     z = np.asarray([records[(s.dataset, s.subject, s.session)]["z_network_pair_fc"] for s in scans], dtype=np.float64)
     defined = np.isfinite(z).all(axis=0)
     if pairs is None:
@@ -214,7 +232,9 @@ def synthetic_task_data(cohort: SyntheticCohort) -> list[TaskData]:
     """The synthetic cohort's `synthetic_group` and `synthetic_score` tasks, and `synthetic_dynamics`
     when its effect is on (a label the scans do not carry is no task)."""
     table = cohort.label_table()
-    names = ("synthetic_group", "synthetic_score") + (("synthetic_dynamics",) if cohort.settings.dynamics_effect > 0 else ())
+    names = ("synthetic_group", "synthetic_score") + (
+        ("synthetic_dynamics",) if cohort.settings.dynamics_effect > 0 else ()
+    )
     return [task_data_from_table(name, table, cohort.scans, cohort_line=False) for name in names]
 
 

@@ -41,7 +41,12 @@ def scan_embeddings(model: Any, processor: Any, scans: Sequence[FmriScan], batch
     pooled = []
     for start in range(0, len(scans), batch_size):
         chunk = scans[start : start + batch_size]
-        inputs = processor(text=[FMRI_START_TOKEN] * len(chunk), fmri=[s.data for s in chunk], tr=[s.tr for s in chunk], return_tensors="pt")
+        inputs = processor(
+            text=[FMRI_START_TOKEN] * len(chunk),
+            fmri=[s.data for s in chunk],
+            tr=[s.tr for s in chunk],
+            return_tensors="pt",
+        )
         _, rois = roi_embeddings(tokenizer, inputs["fmri_values"].to(device))
         pooled.append(rois.float().mean(dim=1).reshape(len(chunk), -1, rois.shape[-1]).mean(dim=1).cpu())
     return torch.cat(pooled).double().numpy()

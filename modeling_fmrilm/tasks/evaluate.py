@@ -180,7 +180,11 @@ class EvaluationReport:
         """Model minus the better connectivity baseline (same splits) on the task's primary metric."""
         metric = PRIMARY[row.kind]
         model = row.summary()[metric]["mean"]
-        baselines = [r.summary()[metric]["mean"] for r in self.rows if r.task == row.task and r.method in ("brainmarks_fc", "tangent_fc")]
+        baselines = [
+            r.summary()[metric]["mean"]
+            for r in self.rows
+            if r.task == row.task and r.method in ("brainmarks_fc", "tangent_fc")
+        ]
         baselines = [b for b in baselines if b is not None]
         if model is None or not baselines:
             return None
@@ -203,7 +207,9 @@ class EvaluationReport:
             label = METHOD_LABELS.get(base, base) + (f" ({resplits}" if resplits else "")
             shots = "" if row.shots is None else str(row.shots)
             lines.append("| " + " | ".join([row.task, label, shots, row.paradigm or "", sizes, *cells]) + " |")
-        runs = f"{len(self.settings.seeds)} seeds" + (f", baselines also over {self.settings.n_resplits} re-splits" if self.settings.n_resplits else "")
+        runs = f"{len(self.settings.seeds)} seeds" + (
+            f", baselines also over {self.settings.n_resplits} re-splits" if self.settings.n_resplits else ""
+        )
         lines += [
             "",
             f"Mean ± std over {runs}; every figure on test subjects ({self.split}). Δ vs FC: model minus the better "
@@ -228,7 +234,10 @@ class EvaluationReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for suffix, text in ((".md", self.to_markdown() + "\n"), (".json", json.dumps(self.to_json(), indent=1, default=_json_default))):
+        for suffix, text in (
+            (".md", self.to_markdown() + "\n"),
+            (".json", json.dumps(self.to_json(), indent=1, default=_json_default)),
+        ):
             path = folder / f"{stem}{suffix}"
             write_text_atomically(path, text)
             paths.append(path)
@@ -256,7 +265,13 @@ def _rng(seed: int, *parts: Any) -> np.random.Generator:
 
 
 def build_prompts(
-    data: TaskData, labels: np.ndarray, train: np.ndarray, test: np.ndarray, k: int, seed: int, paradigm: str = "single"
+    data: TaskData,
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    k: int,
+    seed: int,
+    paradigm: str = "single",
 ) -> list[tuple[Prompt, np.ndarray]]:
     """The prompt of every test item and the indices of its in-context examples.
 
@@ -268,20 +283,34 @@ def build_prompts(
     groups = data.split_groups
     prompts = []
     for i in test:
-        shots = select_shots(train, labels, k, rng, exclude_groups=[groups[i]], groups=groups) if k else np.empty(0, dtype=np.int64)
+        shots = (
+            select_shots(train, labels, k, rng, exclude_groups=[groups[i]], groups=groups)
+            if k
+            else np.empty(0, dtype=np.int64)
+        )
         blocks = [
-            ScanBlock([(question_text(data.task, rng, paradigm=paradigm), answer_text(data.task, int(labels[j]), paradigm))], data.cohort_line(j), data.description)
+            ScanBlock(
+                [(question_text(data.task, rng, paradigm=paradigm), answer_text(data.task, int(labels[j]), paradigm))],
+                data.cohort_line(j),
+                data.description,
+            )
             for j in shots
         ]
-        query = ScanBlock([(question_text(data.task, rng, paradigm=paradigm), None)], data.cohort_line(i), data.description)
+        query = ScanBlock(
+            [(question_text(data.task, rng, paradigm=paradigm), None)], data.cohort_line(i), data.description
+        )
         prompts.append((Prompt(blocks, query, [data.scans[j] for j in shots] + [data.scans[i]]), shots))
     return prompts
 
 
-def calibration_items(data: TaskData, labels: np.ndarray, train: np.ndarray, seed: int, k: int, paradigm: str) -> np.ndarray:
+def calibration_items(
+    data: TaskData, labels: np.ndarray, train: np.ndarray, seed: int, k: int, paradigm: str
+) -> np.ndarray:
     """The training items whose answers fit the `calibrated` offsets: up to `CALIBRATION_PER_LABEL` per label, seeded."""
     per_label = CALIBRATION_PER_LABEL * len(np.unique(labels[train]))
-    return select_shots(train, labels, min(per_label, len(train)), _rng(seed, data.task.name, k, paradigm, "calibration"))
+    return select_shots(
+        train, labels, min(per_label, len(train)), _rng(seed, data.task.name, k, paradigm, "calibration")
+    )
 
 
 def label_offsets(log_probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -290,7 +319,13 @@ def label_offsets(log_probabilities: np.ndarray, labels: np.ndarray) -> np.ndarr
     return np.mean([log_probabilities[labels == c].mean(axis=0) for c in np.unique(labels)], axis=0)
 
 
-def _probabilities(scorer: LabelScorer, contexts: list[list[int]], answers: list[str], scoring: str, calibration_labels: np.ndarray | None = None) -> np.ndarray:
+def _probabilities(
+    scorer: LabelScorer,
+    contexts: list[list[int]],
+    answers: list[str],
+    scoring: str,
+    calibration_labels: np.ndarray | None = None,
+) -> np.ndarray:
     """`(n_contexts, n_answers)` answer probabilities; with `calibrated`, the last
     `len(calibration_labels)` contexts are training items whose `label_offsets` every row loses."""
     if scoring == "constrained":
@@ -298,7 +333,9 @@ def _probabilities(scorer: LabelScorer, contexts: list[list[int]], answers: list
     scores = scorer.loglikelihoods(contexts, answers)
     if scoring == "calibrated":
         reference = scores[len(scores) - len(calibration_labels) :]
-        scores = scores - label_offsets(reference - np.logaddexp.reduce(reference, axis=1, keepdims=True), calibration_labels)
+        scores = scores - label_offsets(
+            reference - np.logaddexp.reduce(reference, axis=1, keepdims=True), calibration_labels
+        )
     return softmax(scores)
 
 
@@ -316,7 +353,11 @@ def model_predictions(
 ) -> np.ndarray:
     """`(n_test, n_classes)` answer probabilities of the single or open paradigm (with `calibrated`,
     the `calibration_items` are asked too, after the test items, whose prompts stay those of `loglik`)."""
-    reference = calibration_items(data, labels, train, seed, k, paradigm) if scoring == "calibrated" else np.empty(0, dtype=np.int64)
+    reference = (
+        calibration_items(data, labels, train, seed, k, paradigm)
+        if scoring == "calibrated"
+        else np.empty(0, dtype=np.int64)
+    )
     prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), k, seed, paradigm)
     contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
     return _probabilities(scorer, contexts, answer_texts(data.task, paradigm), scoring, labels[reference])[: len(test)]
@@ -344,11 +385,19 @@ def multi_predictions(
     first = group[0]
     rng = _rng(seed, "multi", *(d.task.name for d in group), k)
     groups = first.split_groups
-    reference = calibration_items(first, labels[0], train, seed, k, "multi") if scoring == "calibrated" else np.empty(0, dtype=np.int64)
+    reference = (
+        calibration_items(first, labels[0], train, seed, k, "multi")
+        if scoring == "calibrated"
+        else np.empty(0, dtype=np.int64)
+    )
     n_test, test = len(test), np.concatenate([test, reference])
     shots_of, questions_of = [], []
     for i in test:
-        shots = select_shots(train, labels[0], k, rng, exclude_groups=[groups[i]], groups=groups) if k else np.empty(0, dtype=np.int64)
+        shots = (
+            select_shots(train, labels[0], k, rng, exclude_groups=[groups[i]], groups=groups)
+            if k
+            else np.empty(0, dtype=np.int64)
+        )
         shots_of.append(shots)
         questions_of.append([[question_text(d.task, rng) for d in group] for _ in range(len(shots) + 1)])
     results, chosen = [], [[] for _ in test]
@@ -357,11 +406,21 @@ def multi_predictions(
         for row, i in enumerate(test):
             questions = questions_of[row]
             blocks = [
-                ScanBlock([(questions[s][u], answer_text(d.task, int(labels[u][j]))) for u, d in enumerate(group)], first.cohort_line(j), first.description)
+                ScanBlock(
+                    [(questions[s][u], answer_text(d.task, int(labels[u][j]))) for u, d in enumerate(group)],
+                    first.cohort_line(j),
+                    first.description,
+                )
                 for s, j in enumerate(shots_of[row])
             ]
-            turns = [(questions[-1][u], group[u].task.label_words[chosen[row][u]]) for u in range(t)] + [(questions[-1][t], None)]
-            prompt = Prompt(blocks, ScanBlock(turns, first.cohort_line(i), first.description), [first.scans[j] for j in shots_of[row]] + [first.scans[i]])
+            turns = [(questions[-1][u], group[u].task.label_words[chosen[row][u]]) for u in range(t)] + [
+                (questions[-1][t], None)
+            ]
+            prompt = Prompt(
+                blocks,
+                ScanBlock(turns, first.cohort_line(i), first.description),
+                [first.scans[j] for j in shots_of[row]] + [first.scans[i]],
+            )
             contexts.append(scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans))
         probabilities = _probabilities(scorer, contexts, answer_texts(data.task), scoring, labels[t][reference])
         for row in range(len(test)):
@@ -370,7 +429,15 @@ def multi_predictions(
     return results
 
 
-def probe_predictions(scorer: LabelScorer, data: TaskData, labels: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int, chat_template: bool = False) -> np.ndarray:
+def probe_predictions(
+    scorer: LabelScorer,
+    data: TaskData,
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    chat_template: bool = False,
+) -> np.ndarray:
     """Ridge probe: zero-shot prompts of every item, pooled hidden states, `RidgeCV` fitted on the training items."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
@@ -382,7 +449,9 @@ def probe_predictions(scorer: LabelScorer, data: TaskData, labels: np.ndarray, t
     prompts = build_prompts(data, labels, train, items, 0, seed)
     contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
     features = scorer.pooled_hidden_states(contexts)
-    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(features[: len(train)], data.targets[train])
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(
+        features[: len(train)], data.targets[train]
+    )
     return probe.predict(features[len(train) :])
 
 
@@ -408,7 +477,9 @@ class _Rows:
         return self.rows[key]
 
 
-def _split(group: Sequence[TaskData], seed: int, settings: EvaluationSettings, split: SubjectSplit | None) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    group: Sequence[TaskData], seed: int, settings: EvaluationSettings, split: SubjectSplit | None
+) -> tuple[np.ndarray, np.ndarray]:
     """The seed's `(train, test)`: the fixed split's, or a stratified split by subject/family."""
     first = group[0]
     if split is not None:
@@ -432,7 +503,9 @@ def resplit(group: Sequence[TaskData], seed: int, n_train: int, n_test: int) -> 
     return train, test
 
 
-def _baseline_runs(rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, methods: dict[str, str] | None = None) -> None:
+def _baseline_runs(
+    rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, methods: dict[str, str] | None = None
+) -> None:
     """Fit each baseline on the split and add its test metrics to its row; `methods` maps row names
     to baselines (default: every baseline under its own name)."""
     train, test = features.train, features.test
@@ -449,13 +522,25 @@ def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, Bas
     views = scorer.model_views(scans)
     tr = float(scorer.processor.feature_extractor.target_tr)
     return {
-        name: BaselineInputs([FmriScan(signal, tr, scan.subject, scan.session, scan.dataset) for scan, signal in zip(scans, signals, strict=True)])
+        name: BaselineInputs(
+            [
+                FmriScan(signal, tr, scan.subject, scan.session, scan.dataset)
+                for scan, signal in zip(scans, signals, strict=True)
+            ]
+        )
         for name, signals in zip(VIEW_PROBES, views, strict=True)
     }
 
 
 def _model_runs(
-    rows: _Rows, scorer: LabelScorer, group: Sequence[TaskData], train, test, seed: int, settings: EvaluationSettings, blanked: str | None = None
+    rows: _Rows,
+    scorer: LabelScorer,
+    group: Sequence[TaskData],
+    train,
+    test,
+    seed: int,
+    settings: EvaluationSettings,
+    blanked: str | None = None,
 ) -> None:
     bins = [ScoreBins.fit(d.targets[train]) if d.task.kind == "regression" else None for d in group]
     labels = [item_labels(d, b) for d, b in zip(group, bins, strict=True)]
@@ -473,15 +558,40 @@ def _model_runs(
                         continue
                     try:
                         if paradigm == "multi":
-                            results = multi_predictions(scorer, chunk, labels[offset : offset + len(chunk)], train, test, k, seed, scoring, settings.chat_template)
+                            results = multi_predictions(
+                                scorer,
+                                chunk,
+                                labels[offset : offset + len(chunk)],
+                                train,
+                                test,
+                                k,
+                                seed,
+                                scoring,
+                                settings.chat_template,
+                            )
                         else:
-                            results = [model_predictions(scorer, chunk[0], labels[offset], train, test, k, seed, paradigm, scoring, settings.chat_template)]
+                            results = [
+                                model_predictions(
+                                    scorer,
+                                    chunk[0],
+                                    labels[offset],
+                                    train,
+                                    test,
+                                    k,
+                                    seed,
+                                    paradigm,
+                                    scoring,
+                                    settings.chat_template,
+                                )
+                            ]
                     except (PromptTooLong, TooFewExamples) as error:
                         for r in chunk_rows:
                             r.skipped = str(error)
                         continue
                     for u, (data, probabilities) in enumerate(zip(chunk, results, strict=True)):
-                        metrics = score_predictions(data.task, data.targets[test], probabilities, None, bins[offset + u])
+                        metrics = score_predictions(
+                            data.task, data.targets[test], probabilities, None, bins[offset + u]
+                        )
                         chunk_rows[u].add(metrics, len(train), len(test))
     if settings.probe and blanked is None:
         for data, b, lab in zip(group, bins, labels, strict=True):
@@ -520,7 +630,9 @@ def evaluate(
     if (model is None) != (processor is None):
         raise FmriInputError("model/processor: give both (model rows) or neither (baselines only)")
     if settings.embedding_probe and model is None:
-        raise FmriInputError("settings.embedding_probe: expected a model (its tokenizer gives the embeddings), found none")
+        raise FmriInputError(
+            "settings.embedding_probe: expected a model (its tokenizer gives the embeddings), found none"
+        )
     scorer = LabelScorer(model, processor, settings.batch_size) if model is not None else None
     rows = _Rows()
     groups = _groups_by_subjects(tasks)
@@ -550,14 +662,28 @@ def evaluate(
         if settings.n_resplits:
             # re-split seeds start at 10000 x (1 + the first seed): runs for other seeds (merge_reports) draw other re-splits
             first_resplit = 10_000 * (1 + settings.seeds[0])
-            for r in tqdm(range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False):
+            for r in tqdm(
+                range(settings.n_resplits), desc=f"re-splits of {first.task.name}", disable=not progress, leave=False
+            ):
                 features = inputs.split(*resplit(group, first_resplit + r, len(train), len(test)))
                 for data in group:
-                    _baseline_runs(rows, data, features, first_resplit + r, {f"{name} ({settings.n_resplits} re-splits)": name for name in BASELINES})
+                    _baseline_runs(
+                        rows,
+                        data,
+                        features,
+                        first_resplit + r,
+                        {f"{name} ({settings.n_resplits} re-splits)": name for name in BASELINES},
+                    )
     steps.close()
     ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
     reports = [d.report.to_json() for d in tasks if d.report is not None]
-    split_text = f"the subject split of {split.source}" if split is not None and split.source else "the model's subject split" if split is not None else "stratified splits by subject, one per seed"
+    split_text = (
+        f"the subject split of {split.source}"
+        if split is not None and split.source
+        else "the model's subject split"
+        if split is not None
+        else "stratified splits by subject, one per seed"
+    )
     return EvaluationReport(ordered, settings, split_text, reports)
 
 
@@ -575,7 +701,9 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
     rows: dict[tuple, Row] = {}
     for report in reports:
         for row in report.rows:
-            merged = rows.setdefault(row.key, Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm))
+            merged = rows.setdefault(
+                row.key, Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm)
+            )
             for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test, strict=True):
                 merged.add(metrics, n_train, n_test, row.notes)
             merged.skipped = merged.skipped or row.skipped
@@ -586,7 +714,9 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
         if resplits:
             merged.method = f"{base} ({len(merged.runs)} re-splits)"
     seeds = tuple(seed for report in reports for seed in report.settings.seeds)
-    settings = replace(reports[0].settings, seeds=seeds, n_resplits=sum(report.settings.n_resplits for report in reports))
+    settings = replace(
+        reports[0].settings, seeds=seeds, n_resplits=sum(report.settings.n_resplits for report in reports)
+    )
     splits = sorted({report.split for report in reports})
     split = splits[0] if len(splits) == 1 else f"{len(reports)} subject splits, one per seed"
     labels = [entry for report in reports for entry in report.label_reports]
@@ -621,11 +751,31 @@ def model_split(model_dir: str | Path) -> SubjectSplit | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fmrilm evaluate", description="The model beside the majority and connectivity baselines, on test subjects.")
-    parser.add_argument("--model", default=None, help="FmriLMForCausalLM folder (model + processor); none: baselines only")
-    parser.add_argument("--tasks", nargs="+", default=["cohort", "descriptors", "synthetic"], choices=["cohort", "descriptors", "synthetic"], help="offline tasks")
-    parser.add_argument("--corpus", default=None, help="descriptor corpus of the embedded data (and of the synthetic cohort, for --descriptor_scans all); default: built into OUTPUT_DIR/descriptor_corpus")
-    parser.add_argument("--pairs", nargs="*", default=None, help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied")
+    parser = argparse.ArgumentParser(
+        prog="fmrilm evaluate",
+        description="The model beside the majority and connectivity baselines, on test subjects.",
+    )
+    parser.add_argument(
+        "--model", default=None, help="FmriLMForCausalLM folder (model + processor); none: baselines only"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["cohort", "descriptors", "synthetic"],
+        choices=["cohort", "descriptors", "synthetic"],
+        help="offline tasks",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="descriptor corpus of the embedded data (and of the synthetic cohort, for --descriptor_scans all); default: built into OUTPUT_DIR/descriptor_corpus",
+    )
+    parser.add_argument(
+        "--pairs",
+        nargs="*",
+        default=None,
+        help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied",
+    )
     parser.add_argument("--max_pairs", type=int, default=3)
     parser.add_argument(
         "--descriptor_scans", default="embedded", choices=list(DESCRIPTOR_SCANS),
@@ -643,16 +793,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 2, 4, 10])
     parser.add_argument("--paradigms", nargs="+", default=["single"], choices=list(PARADIGMS))
-    parser.add_argument("--scoring", nargs="+", default=["loglik", "calibrated"], choices=list(SCORING), help="answer scorings (rows): loglik, calibrated (label prior from training subjects taken out), constrained (the paper's)")
-    parser.add_argument("--chat_template", action="store_true", help="render prompts with the processor's chat template")
+    parser.add_argument(
+        "--scoring",
+        nargs="+",
+        default=["loglik", "calibrated"],
+        choices=list(SCORING),
+        help="answer scorings (rows): loglik, calibrated (label prior from training subjects taken out), constrained (the paper's)",
+    )
+    parser.add_argument(
+        "--chat_template", action="store_true", help="render prompts with the processor's chat template"
+    )
     parser.add_argument("--test_fraction", type=float, default=0.25)
     parser.add_argument("--n_resplits", type=int, default=100)
     parser.add_argument(
         "--blank_streams", action="store_true",
         help="for a model reading both fMRI streams, the model rows again with each stream blanked (fed its mean embedding)",
     )  # fmt: skip
-    parser.add_argument("--embedding_probe", action="store_true", help="add the row of the Brainmarks probe on the model's Stage 1 embeddings, mean-pooled")
-    parser.add_argument("--split_manifest", default=None, help="splits.json (or a folder with one); default: the model's training split")
+    parser.add_argument(
+        "--embedding_probe",
+        action="store_true",
+        help="add the row of the Brainmarks probe on the model's Stage 1 embeddings, mean-pooled",
+    )
+    parser.add_argument(
+        "--split_manifest",
+        default=None,
+        help="splits.json (or a folder with one); default: the model's training split",
+    )
     parser.add_argument("--output_dir", default="outputs/evaluation")
     return parser
 

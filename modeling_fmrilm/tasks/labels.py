@@ -127,7 +127,9 @@ class LabelTable:
             raise FmriInputError(f"{self.source}: expected one row per subject, found several for {duplicates[:10]}")
         for name, values in self.columns.items():
             if len(values) != len(self.subjects):
-                raise FmriInputError(f"{self.source}: column {name!r} has {len(values)} values for {len(self.subjects)} subjects")
+                raise FmriInputError(
+                    f"{self.source}: column {name!r} has {len(values)} values for {len(self.subjects)} subjects"
+                )
 
     def values(self, column: str) -> dict[str, Any]:
         """subject -> value of a canonical column.
@@ -149,7 +151,9 @@ def _read_frame(path: Path, sep: str | None = None) -> Any:
     try:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (ValueError, UnicodeDecodeError) as error:
-        raise FmriInputError(f"{path}: expected a {'TSV' if sep == chr(9) else 'CSV'} table, could not parse it ({error})") from None
+        raise FmriInputError(
+            f"{path}: expected a {'TSV' if sep == chr(9) else 'CSV'} table, could not parse it ({error})"
+        ) from None
 
 
 def _require(frame: Any, names: Sequence[str], path: Path) -> None:
@@ -192,7 +196,11 @@ def read_subject_csv(
     path = Path(path)
     frame = _read_frame(path, sep)
     specs = {name: ColumnSpec(spec) if isinstance(spec, str) else spec for name, spec in columns.items()}
-    _require(frame, [subject_column, *(s.source for s in specs.values()), *(c for c in (family_column, scan_column) if c)], path)
+    _require(
+        frame,
+        [subject_column, *(s.source for s in specs.values()), *(c for c in (family_column, scan_column) if c)],
+        path,
+    )
     subjects = [s.strip() for s in frame[subject_column].tolist()]
     scan_files: dict[str, Path] = {}
     no_scan: list[str] = []
@@ -202,11 +210,17 @@ def read_subject_csv(
                 no_scan.append(subject)
             else:
                 scan_files[subject] = path.parent / cell.strip()
-    families = dict(zip(subjects, (f.strip() for f in frame[family_column].tolist()), strict=True)) if family_column else None
-    return _table(frame, path, dataset or path.stem, subjects, specs, scan_files=scan_files, no_scan=no_scan, families=families)
+    families = (
+        dict(zip(subjects, (f.strip() for f in frame[family_column].tolist()), strict=True)) if family_column else None
+    )
+    return _table(
+        frame, path, dataset or path.stem, subjects, specs, scan_files=scan_files, no_scan=no_scan, families=families
+    )
 
 
-def read_participants_tsv(path: str | Path, columns: Mapping[str, ColumnSpec | str] | None = None, dataset: str | None = None) -> LabelTable:
+def read_participants_tsv(
+    path: str | Path, columns: Mapping[str, ColumnSpec | str] | None = None, dataset: str | None = None
+) -> LabelTable:
     """A BIDS `participants.tsv` (or the BIDS root holding one).
 
     Args:
@@ -220,9 +234,11 @@ def read_participants_tsv(path: str | Path, columns: Mapping[str, ColumnSpec | s
     path = path / "participants.tsv" if path.is_dir() else path
     frame = _read_frame(path, "\t")
     _require(frame, ["participant_id"], path)
-    specs = {"sex": ColumnSpec("sex", SEX_CODES), "age": ColumnSpec("age", numeric=True)} if columns is None else {
-        name: ColumnSpec(spec) if isinstance(spec, str) else spec for name, spec in columns.items()
-    }
+    specs = (
+        {"sex": ColumnSpec("sex", SEX_CODES), "age": ColumnSpec("age", numeric=True)}
+        if columns is None
+        else {name: ColumnSpec(spec) if isinstance(spec, str) else spec for name, spec in columns.items()}
+    )
     if columns is not None:
         _require(frame, [spec.source for spec in specs.values()], path)
     subjects = [s.strip().removeprefix("sub-") for s in frame["participant_id"].tolist()]
@@ -277,7 +293,9 @@ def read_abide_pcp(
     return _table(frame, path, "abide", subjects, specs, scan_files=scan_files, no_scan=no_scan)
 
 
-def read_pcp_timeseries(path: str | Path, tr: float, subject: str, dataset: str = "abide", atlas: str = "unknown") -> FmriScan:
+def read_pcp_timeseries(
+    path: str | Path, tr: float, subject: str, dataset: str = "abide", atlas: str = "unknown"
+) -> FmriScan:
     """One PCP `.1D` ROI time-series file (time rows, ROI columns, `#` header) as a ROI-major scan.
 
     Raises:
@@ -287,7 +305,9 @@ def read_pcp_timeseries(path: str | Path, tr: float, subject: str, dataset: str 
     try:
         series = np.loadtxt(path, ndmin=2, dtype=np.float64)
     except (OSError, ValueError) as error:
-        raise FmriInputError(f"{path}: expected a whitespace-separated .1D table of time rows and ROI columns ({error})") from None
+        raise FmriInputError(
+            f"{path}: expected a whitespace-separated .1D table of time rows and ROI columns ({error})"
+        ) from None
     data = validate_fmri(series.T, name=str(path))
     return FmriScan(data=data, tr=float(tr), subject=subject, dataset=dataset, atlas=atlas, source=str(path))
 
@@ -411,7 +431,9 @@ def task_targets(
             unknown label value, every one named.
     """
     if task.column is None:
-        raise FmriInputError(f"task {task.name!r}: reads no label column (its targets are computed), so no label table applies")
+        raise FmriInputError(
+            f"task {task.name!r}: reads no label column (its targets are computed), so no label table applies"
+        )
     values = table.values(task.column)
     report = LabelReport(task.name, table.source)
     kept, targets = [], []
@@ -433,7 +455,9 @@ def task_targets(
     report.no_scan = [s for s in table.subjects if s not in scanned and values[s] is not None]
     unusable = report.missing_label or report.unknown_value or report.no_label_row
     if unusable and strict:
-        raise FmriInputError(report.message() + "; pass strict=False to leave these subjects out (they stay listed in the report)")
+        raise FmriInputError(
+            report.message() + "; pass strict=False to leave these subjects out (they stay listed in the report)"
+        )
     if not report.ok:
         warnings.warn(report.message() + "; these subjects are left out", stacklevel=2)
     dtype = np.float64 if task.kind == "regression" else np.int64

@@ -34,9 +34,13 @@ def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int, unde
     if n_classes == 2:
         return float(roc_auc_score(y_true, probabilities[:, 1]))
     if len(present) < n_classes:
-        undefined["roc_auc"] = f"classes {sorted(set(range(n_classes)) - set(present.tolist()))} absent from the test set"
+        undefined["roc_auc"] = (
+            f"classes {sorted(set(range(n_classes)) - set(present.tolist()))} absent from the test set"
+        )
         return None
-    return float(roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+    return float(
+        roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro", labels=list(range(n_classes)))
+    )
 
 
 def _constant(values: np.ndarray) -> bool:
@@ -77,18 +81,24 @@ def score_predictions(
     result: dict[str, Any] = {}
     if task.kind == "classification":
         if probabilities is None:
-            raise FmriInputError(f"task {task.name!r}: classification metrics need probabilities (n, {task.n_classes})")
+            raise FmriInputError(
+                f"task {task.name!r}: classification metrics need probabilities (n, {task.n_classes})"
+            )
         labels = y_true.astype(np.int64)
     else:
         if bins is None:
-            raise FmriInputError(f"task {task.name!r}: regression metrics need the bins fitted on the training subjects")
+            raise FmriInputError(
+                f"task {task.name!r}: regression metrics need the bins fitted on the training subjects"
+            )
         if values is None and probabilities is None:
             raise FmriInputError(f"task {task.name!r}: regression metrics need values or bin probabilities")
         labels = bins.transform(y_true)
         values = bins.expected_value(probabilities) if values is None else np.asarray(values, dtype=np.float64)
     predicted = probabilities.argmax(axis=1) if probabilities is not None else bins.transform(values)  # type: ignore[union-attr]
     result["accuracy"] = float(accuracy_score(labels, predicted))
-    with warnings.catch_warnings():  # with few test subjects a class may be absent from the test set or the predictions
+    with (
+        warnings.catch_warnings()
+    ):  # with few test subjects a class may be absent from the test set or the predictions
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         warnings.filterwarnings("ignore", message="A single label was found")
         result["balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
@@ -128,7 +138,11 @@ def format_summary(entry: Mapping[str, Any], digits: int = 3) -> str:
     """`0.712 ± 0.034` (`0.712` for one run, `n/a` when never defined, `(n=2)` when undefined in some runs)."""
     if entry["mean"] is None:
         return "n/a"
-    text = f"{entry['mean']:.{digits}f}" if entry["std"] is None else f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+    text = (
+        f"{entry['mean']:.{digits}f}"
+        if entry["std"] is None
+        else f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+    )
     return text + (f" (n={entry['n']})" if entry["undefined"] else "")
 
 

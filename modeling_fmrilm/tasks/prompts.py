@@ -242,7 +242,9 @@ STATEMENTS: dict[str, str] = {
 COHORT_LINE = "Cohort: {dataset}.\n"
 
 
-def question_text(task: Task, rng: np.random.Generator, fields: Mapping[str, str] | None = None, paradigm: str = "single") -> str:
+def question_text(
+    task: Task, rng: np.random.Generator, fields: Mapping[str, str] | None = None, paradigm: str = "single"
+) -> str:
     """A seeded paraphrase of `task`'s question (or of the open-ended request), fields filled in."""
     pool = DESCRIBE_REQUESTS if _checked_paradigm(paradigm) == "open" else QUESTIONS[task.question]
     return _format(pool[int(rng.integers(len(pool)))], task, fields)
@@ -252,7 +254,9 @@ def _format(template: str, task: Task, fields: Mapping[str, str] | None, **extra
     try:
         return template.format(**task.format_fields(fields), **extra)
     except KeyError as error:
-        raise FmriInputError(f"task {task.name!r}: the question needs the field {error.args[0]!r}; found fields {sorted(task.format_fields(fields))}") from None
+        raise FmriInputError(
+            f"task {task.name!r}: the question needs the field {error.args[0]!r}; found fields {sorted(task.format_fields(fields))}"
+        ) from None
 
 
 def answer_text(task: Task, label: int, paradigm: str = "single", fields: Mapping[str, str] | None = None) -> str:
@@ -376,11 +380,15 @@ def render_token_ids(prompt: str, codes: Sequence[Sequence[int]], processor: Any
     """
     n_markers = prompt.count(FMRI_START_TOKEN)
     if n_markers != len(codes):
-        raise FmriInputError(f"codes: found {n_markers} {FMRI_START_TOKEN} marker(s) in the prompt and {len(codes)} code list(s); expected one per marker")
+        raise FmriInputError(
+            f"codes: found {n_markers} {FMRI_START_TOKEN} marker(s) in the prompt and {len(codes)} code list(s); expected one per marker"
+        )
     expected = processor.placeholders_per_scan
     for i, scan_codes in enumerate(codes):
         if len(scan_codes) != expected:
-            raise FmriInputError(f"codes[{i}]: expected {expected} codes (tokens per window x windows per scan), found {len(scan_codes)}")
+            raise FmriInputError(
+                f"codes[{i}]: expected {expected} codes (tokens per window x windows per scan), found {len(scan_codes)}"
+            )
     ids = np.asarray(processor.tokenizer(processor.expand_fmri_markers(prompt))["input_ids"], dtype=np.int64)
     placeholders = ids == processor.fmri_pad_token_id
     flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in codes]) if codes else np.empty(0, dtype=np.int64)

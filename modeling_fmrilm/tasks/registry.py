@@ -54,7 +54,9 @@ class Task:
         if self.kind not in KINDS:
             raise FmriInputError(f"task {self.name!r}: kind expected one of {KINDS}, found {self.kind!r}")
         if len(self.label_words) < 2 or len(set(self.label_words)) != len(self.label_words):
-            raise FmriInputError(f"task {self.name!r}: expected at least two distinct label words, found {self.label_words}")
+            raise FmriInputError(
+                f"task {self.name!r}: expected at least two distinct label words, found {self.label_words}"
+            )
         if self.kind == "classification":
             indices = sorted(set((self.values or {}).values()))
             if indices != list(range(len(self.label_words))):
@@ -94,7 +96,9 @@ class Task:
 
     def with_fields(self, name: str, **fields: str) -> Task:
         """A copy under another name with more fields (e.g. one descriptor question per network pair)."""
-        return Task(name, self.kind, self.question, self.column, self.label_words, self.values, {**self.fields, **fields})
+        return Task(
+            name, self.kind, self.question, self.column, self.label_words, self.values, {**self.fields, **fields}
+        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,9 @@ class ScoreBins:
         """
         y = np.asarray(train_targets, dtype=np.float64)
         if not np.isfinite(y).all():
-            raise FmriInputError(f"bins: expected finite training targets, found {int((~np.isfinite(y)).sum())} non-finite")
+            raise FmriInputError(
+                f"bins: expected finite training targets, found {int((~np.isfinite(y)).sum())} non-finite"
+            )
         edges = np.quantile(y, np.arange(1, n_bins) / n_bins)
         index = np.searchsorted(edges, y, side="left")
         counts = np.bincount(index, minlength=n_bins)
@@ -198,4 +204,14 @@ for _task in (
     register_task(_task)
 
 
-__all__ = ["BIN_WORDS", "KINDS", "SEX_VALUES", "TASKS", "ScoreBins", "Task", "get_task", "label_vocabulary", "register_task"]
+__all__ = [
+    "BIN_WORDS",
+    "KINDS",
+    "SEX_VALUES",
+    "TASKS",
+    "ScoreBins",
+    "Task",
+    "get_task",
+    "label_vocabulary",
+    "register_task",
+]

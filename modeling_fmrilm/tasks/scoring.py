@@ -77,7 +77,9 @@ class LabelScorer:
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
         self._windows: dict[int, np.ndarray] = {}
         self._connectivity: dict[int, torch.Tensor] = {}
-        self._loglikelihoods: dict[tuple, np.ndarray] = {}  # (context, answers, blanked) -> scores: scorings that ask the same prompts run them once
+        self._loglikelihoods: dict[
+            tuple, np.ndarray
+        ] = {}  # (context, answers, blanked) -> scores: scorings that ask the same prompts run them once
         self.blanked_stream: str | None = None
 
     @property
@@ -100,10 +102,15 @@ class LabelScorer:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             inputs = self.processor(
-                text=[FMRI_START_TOKEN] * len(chunk), fmri=[s.data for s in chunk], tr=[s.tr for s in chunk], return_tensors="pt"
+                text=[FMRI_START_TOKEN] * len(chunk),
+                fmri=[s.data for s in chunk],
+                tr=[s.tr for s in chunk],
+                return_tensors="pt",
             )
             codes = (base.fmri_to_token_ids(inputs["fmri_values"]) - first).reshape(len(chunk), -1).cpu().tolist()
-            windows = inputs["fmri_values"].reshape(len(chunk), -1, *inputs["fmri_values"].shape[1:]).float().cpu().numpy()
+            windows = (
+                inputs["fmri_values"].reshape(len(chunk), -1, *inputs["fmri_values"].shape[1:]).float().cpu().numpy()
+            )
             for scan, scan_codes, scan_windows in zip(chunk, codes, windows, strict=True):
                 self._codes[id(scan)] = (scan, scan_codes)
                 self._windows[id(scan)] = scan_windows
@@ -121,11 +128,21 @@ class LabelScorer:
         processor's windows joined in time, and the frozen tokenizer's decoding of their codes."""
         self.encode_scans(scans)
         tokenizer = self._base_model().fmri_tokenizer
-        stacked = np.stack([self._windows[id(scan)] for scan in scans])  # (n_scans, windows_per_scan, n_rois, n_frames)
-        codes = torch.as_tensor([self._codes[id(scan)][1] for scan in scans], device=self.device).reshape(stacked.shape[0] * stacked.shape[1], -1)
-        signals = torch.cat([tokenizer.decode(chunk).float().cpu() for chunk in codes.split(self.batch_size)]).numpy().reshape(stacked.shape[:2] + (stacked.shape[2], -1))
+        stacked = np.stack(
+            [self._windows[id(scan)] for scan in scans]
+        )  # (n_scans, windows_per_scan, n_rois, n_frames)
+        codes = torch.as_tensor([self._codes[id(scan)][1] for scan in scans], device=self.device).reshape(
+            stacked.shape[0] * stacked.shape[1], -1
+        )
+        signals = (
+            torch.cat([tokenizer.decode(chunk).float().cpu() for chunk in codes.split(self.batch_size)])
+            .numpy()
+            .reshape(stacked.shape[:2] + (stacked.shape[2], -1))
+        )
 
-        def joined(array: np.ndarray) -> list[np.ndarray]:  # windows of each scan joined in time: (n_rois, windows * n_frames)
+        def joined(
+            array: np.ndarray,
+        ) -> list[np.ndarray]:  # windows of each scan joined in time: (n_rois, windows * n_frames)
             return list(array.transpose(0, 2, 1, 3).reshape(array.shape[0], array.shape[2], -1).astype(np.float64))
 
         return joined(stacked), joined(signals)
@@ -206,7 +223,11 @@ class LabelScorer:
             attention_mask[row, length - len(sequence) :] = 1
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
         device = self.device
-        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "position_ids": position_ids.to(device)}
+        return {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "position_ids": position_ids.to(device),
+        }
 
     @torch.no_grad()
     def loglikelihoods(self, contexts: Sequence[Sequence[int]], answers: Sequence[str]) -> np.ndarray:
@@ -220,7 +241,10 @@ class LabelScorer:
         longest = max(len(a) for a in answer_ids)
         for i, context in enumerate(contexts):
             self.check_length(context, longest, f"prompt {i}")
-        keys = [(PromptIds(context, getattr(context, "scans", ())).key, tuple(answers), self.blanked_stream) for context in contexts]
+        keys = [
+            (PromptIds(context, getattr(context, "scans", ())).key, tuple(answers), self.blanked_stream)
+            for context in contexts
+        ]
         todo = [i for i, key in enumerate(keys) if key not in self._loglikelihoods]
         pairs = [(i, j) for i in todo for j in range(len(answer_ids))]
         scores = np.zeros((len(contexts), len(answer_ids)))
@@ -293,7 +317,11 @@ class LabelScorer:
             for i, context in enumerate(chunk):
                 self.check_length(context, 0, f"prompt {start + i}")
             inputs = self._left_padded(chunk)
-            hidden = self.model(**inputs, **self.connectivity_of(chunk), output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
+            hidden = (
+                self.model(**inputs, **self.connectivity_of(chunk), output_hidden_states=True, logits_to_keep=1)
+                .hidden_states[-1]
+                .float()
+            )
             mask = inputs["attention_mask"][:, :, None].to(hidden.dtype)
             pooled.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).cpu().numpy())
         return np.concatenate(pooled)

@@ -120,7 +120,10 @@ def select_shots(
     eligible = candidates[~np.isin(group_of[candidates], list(exclude_groups))]
     if len(eligible) < k:
         raise TooFewExamples(f"shots: expected at least k={k} eligible training subjects, found {len(eligible)}")
-    pools = {int(c): list(rng.permutation(eligible[labels[eligible] == c])) for c in rng.permutation(np.unique(labels[eligible]))}
+    pools = {
+        int(c): list(rng.permutation(eligible[labels[eligible] == c]))
+        for c in rng.permutation(np.unique(labels[eligible]))
+    }
     chosen: list[int] = []
     while len(chosen) < k:
         for pool in pools.values():

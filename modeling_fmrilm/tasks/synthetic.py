@@ -214,7 +214,9 @@ def blockwise_standardised(x: np.ndarray, block: int) -> np.ndarray:
     return np.concatenate(standardised, axis=-1)
 
 
-def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), structure: EmbeddedStructure | None = None) -> SyntheticCohort:
+def make_synthetic_cohort(
+    settings: SyntheticSettings = SyntheticSettings(), structure: EmbeddedStructure | None = None
+) -> SyntheticCohort:
     """Draw a synthetic cohort (see the module docstring).
 
     Args:
@@ -225,7 +227,14 @@ def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), str
         FmriInputError: an unknown network name, or sizes out of range.
     """
     s = settings
-    if s.n_subjects < 4 or s.n_timepoints < 8 or not 0 < s.patient_fraction < 1 or s.tr <= 0 or s.dynamics_block < 2 or s.dynamics_effect < 0:
+    if (
+        s.n_subjects < 4
+        or s.n_timepoints < 8
+        or not 0 < s.patient_fraction < 1
+        or s.tr <= 0
+        or s.dynamics_block < 2
+        or s.dynamics_effect < 0
+    ):
         raise FmriInputError(
             "synthetic settings: expected n_subjects >= 4, n_timepoints >= 8, 0 < patient_fraction < 1, tr > 0, "
             f"dynamics_block >= 2 and dynamics_effect >= 0, found {s}"
@@ -269,15 +278,33 @@ def make_synthetic_cohort(settings: SyntheticSettings = SyntheticSettings(), str
     dynamics[dynamics_rng.permutation(s.n_subjects)[: s.n_subjects // 2]] = 1
     if s.dynamics_effect > 0:
         network = _network_mask(systems, s.dynamics_network)
-        noise = ar1_filter(dynamics_rng.standard_normal((s.n_subjects, int(network.sum()), s.n_timepoints)), s.dynamics_ar * dynamics)
+        noise = ar1_filter(
+            dynamics_rng.standard_normal((s.n_subjects, int(network.sum()), s.n_timepoints)), s.dynamics_ar * dynamics
+        )
         x[:, network] += np.sqrt(s.dynamics_effect) * blockwise_standardised(noise, s.dynamics_block)
     x = x.astype(np.float32)
 
     scans = [
-        FmriScan(data=x[i], tr=s.tr, subject=f"sub-{i + 1:04d}", dataset=DATASET, atlas=ATLAS_NAME, roi_names=list(table.names))
+        FmriScan(
+            data=x[i],
+            tr=s.tr,
+            subject=f"sub-{i + 1:04d}",
+            dataset=DATASET,
+            atlas=ATLAS_NAME,
+            roi_names=list(table.names),
+        )
         for i in range(s.n_subjects)
     ]
     return SyntheticCohort(scans, group, score, latent, phi, s, dynamics)
 
 
-__all__ = ["DATASET", "EmbeddedStructure", "SyntheticCohort", "SyntheticSettings", "ar1_filter", "blockwise_standardised", "embedded_structure", "make_synthetic_cohort"]
+__all__ = [
+    "DATASET",
+    "EmbeddedStructure",
+    "SyntheticCohort",
+    "SyntheticSettings",
+    "ar1_filter",
+    "blockwise_standardised",
+    "embedded_structure",
+    "make_synthetic_cohort",
+]

@@ -48,7 +48,9 @@ def scan_store_key(scan: FmriScan) -> str:
     return ScanInfo.of(0, scan).key
 
 
-def load_cohort(data_dir: str | None, tr: float | None = None, key: str | None = None, cohorts: Sequence[str] = ("hcp", "gw")) -> list[FmriScan]:
+def load_cohort(
+    data_dir: str | None, tr: float | None = None, key: str | None = None, cohorts: Sequence[str] = ("hcp", "gw")
+) -> list[FmriScan]:
     """The scans of `data_dir` (any folder the readers load) or, without one, the embedded cohorts."""
     scans = load_scans(data_dir, tr=tr, key=key) if data_dir else load_embedded(tuple(cohorts))
     counts = sorted({scan.n_rois for scan in scans})
@@ -64,7 +66,9 @@ def cohort_split(
     given, else by the seeded hash of each `dataset/subject` (`modeling_fmrilm.splits`)."""
     split = resolve_split([scan_subject_key(scan) for scan in scans], manifest, fractions, seed)
     if not split.subjects("train"):
-        raise FmriInputError(f"subject split ({manifest or f'fractions {tuple(fractions)}, seed {seed}'}): no training subject")
+        raise FmriInputError(
+            f"subject split ({manifest or f'fractions {tuple(fractions)}, seed {seed}'}): no training subject"
+        )
     return split
 
 
@@ -97,7 +101,9 @@ class StoreWindows(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         values = self.windows[list(map(int, indices))]["fmri_values"]
-        return [{"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)]
+        return [
+            {"fmri_values": value, "text_index": self.text_index[i]} for value, i in zip(values, indices, strict=True)
+        ]
 
 
 STORE_DIR = "window_store"
@@ -110,10 +116,14 @@ WINDOWING = ("num_rois", "target_tr", "window_length")
 def preprocessing_fields(extractor: FmriFeatureExtractor) -> list[str]:
     """Every preprocessing setting of `extractor` but its window stride (what a stage reading a
     store made for a trained tokenizer checks, `check_store_extractor`)."""
-    return [name for name in extractor.to_dict() if name not in ("window_stride", "feature_extractor_type", "auto_map")]
+    return [
+        name for name in extractor.to_dict() if name not in ("window_stride", "feature_extractor_type", "auto_map")
+    ]
 
 
-def check_store_extractor(store: WindowStore, expected: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING) -> None:
+def check_store_extractor(
+    store: WindowStore, expected: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING
+) -> None:
     """Refuse a store whose feature extractor differs from `expected` in `fields` (naming each),
     or whose window stride does not divide `expected`'s (a run reads every window of the store
     that starts on its own stride, `store_windows`).
@@ -122,7 +132,11 @@ def check_store_extractor(store: WindowStore, expected: FmriFeatureExtractor, fi
         FmriInputError: naming the store, each differing field and both values.
     """
     made, wanted = store.feature_extractor, expected
-    differing = [f"{name} {getattr(made, name)!r} (asked for {getattr(wanted, name)!r})" for name in fields if getattr(made, name) != getattr(wanted, name)]
+    differing = [
+        f"{name} {getattr(made, name)!r} (asked for {getattr(wanted, name)!r})"
+        for name in fields
+        if getattr(made, name) != getattr(wanted, name)
+    ]
     if wanted.stride % made.stride:
         differing.append(f"window_stride {made.stride} (asked for {wanted.stride}, which it does not divide)")
     if differing:
@@ -159,11 +173,15 @@ def training_store(
         FmriInputError: the store's windows or split disagree with the run's, or no scan.
     """
     if args.window_store is not None and args.data_dir is not None:
-        raise FmriInputError(f"--window_store and --data_dir: expected one (the store {args.window_store} or the scans of {args.data_dir}), found both")
+        raise FmriInputError(
+            f"--window_store and --data_dir: expected one (the store {args.window_store} or the scans of {args.data_dir}), found both"
+        )
     if args.window_store is not None:
         store = open_checked_store(args.window_store, extractor, fields)
         if manifest is not None:
-            check_store_split(store, resolve_split(store.split.assignment, manifest), f"{manifest}'s", f"--split-manifest {manifest}")
+            check_store_split(
+                store, resolve_split(store.split.assignment, manifest), f"{manifest}'s", f"--split-manifest {manifest}"
+            )
         return store
     scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
     split = cohort_split(scans, manifest, args.split_fractions, args.split_seed)
@@ -171,7 +189,9 @@ def training_store(
     return build_run_store([scan for scan in scans if scan_subject_key(scan) in seen], split, extractor, training_args)
 
 
-def open_checked_store(location: str, extractor: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING) -> WindowStore:
+def open_checked_store(
+    location: str, extractor: FmriFeatureExtractor, fields: Sequence[str] = WINDOWING
+) -> WindowStore:
     """The window store at `location` (a folder or Hub dataset id), its feature extractor checked
     against `extractor` in those of `fields` that `extractor` sets, and in stride (`check_store_extractor`)."""
     store = WindowStore.open(location)
@@ -192,7 +212,9 @@ def check_store_split(store: WindowStore, expected: SubjectSplit, whose: str, re
         )
 
 
-def build_run_store(scans: Sequence[FmriScan], split: SubjectSplit, extractor: FmriFeatureExtractor, training_args: TrainingArguments) -> WindowStore:
+def build_run_store(
+    scans: Sequence[FmriScan], split: SubjectSplit, extractor: FmriFeatureExtractor, training_args: TrainingArguments
+) -> WindowStore:
     """The window store of `scans` (split as `split` assigns them) built with `extractor` into
     `output_dir/window_store`. The main process builds it while the others wait
     (`main_process_first`); a folder that already holds the store of the same scans and settings
@@ -258,7 +280,8 @@ FSDP and DeepSpeed write theirs as `pytorch_model_fsdp*` and `global_step*`."""
 
 def _has_model_state(folder: Path) -> bool:
     return any((folder / name).is_file() for name in MODEL_STATE_NAMES) or any(
-        child.name.startswith(FSDP_MODEL_NAME) or (child.is_dir() and child.name.startswith("global_step")) for child in folder.iterdir()
+        child.name.startswith(FSDP_MODEL_NAME) or (child.is_dir() and child.name.startswith("global_step"))
+        for child in folder.iterdir()
     )
 
 
@@ -277,7 +300,9 @@ def check_checkpoint(folder: str | Path) -> None:
 
     folder = Path(folder)
     if not _readable_state(folder):
-        raise FmriInputError(f"{folder / 'trainer_state.json'}: expected the JSON Trainer writes last in a checkpoint; missing or unreadable")
+        raise FmriInputError(
+            f"{folder / 'trainer_state.json'}: expected the JSON Trainer writes last in a checkpoint; missing or unreadable"
+        )
     if not _has_model_state(folder):
         raise FmriInputError(
             f"{folder}: expected a Trainer checkpoint with its model weights ({' or '.join(MODEL_STATE_NAMES)}, or an FSDP/DeepSpeed "
@@ -296,7 +321,9 @@ def check_checkpoint(folder: str | Path) -> None:
             elif path.suffix == ".json":
                 json.loads(path.read_text(encoding="utf-8"))
         except Exception as error:  # noqa: BLE001 - every reader's own error becomes one that names the file
-            raise FmriInputError(f"{path}: truncated or corrupt checkpoint file ({type(error).__name__}: {error})") from None
+            raise FmriInputError(
+                f"{path}: truncated or corrupt checkpoint file ({type(error).__name__}: {error})"
+            ) from None
 
 
 def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
@@ -310,7 +337,9 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     else:
         chosen = resume_from_checkpoint
         if not Path(chosen).is_dir():
-            raise FmriInputError(f"resume_from_checkpoint: expected a Trainer checkpoint folder, found no folder {chosen}")
+            raise FmriInputError(
+                f"resume_from_checkpoint: expected a Trainer checkpoint folder, found no folder {chosen}"
+            )
     if chosen is not None:
         check_checkpoint(chosen)
     return chosen
@@ -338,7 +367,9 @@ def claims_output_dir(train: Callable[P, R]) -> Callable[P, R]:
     def claimed(*arguments: P.args, **keywords: P.kwargs) -> R:
         training_args = keywords["training_args"] if "training_args" in keywords else arguments[1]
         output_dir = Path(training_args.output_dir)
-        with folder_lock(output_dir, "a training run") if training_args.process_index == 0 else contextlib.nullcontext():
+        with (
+            folder_lock(output_dir, "a training run") if training_args.process_index == 0 else contextlib.nullcontext()
+        ):
             resumed = resolve_resume(training_args.resume_from_checkpoint, str(output_dir))
             if (output_dir / FINAL_NAME).exists() and resumed is None and not training_args.overwrite_final:
                 raise FmriInputError(
@@ -351,7 +382,12 @@ def claims_output_dir(train: Callable[P, R]) -> Callable[P, R]:
     return claimed
 
 
-def save_final(trainer: Trainer, final_dir: str | Path, extra_savers: Sequence[Callable[[Path], None]] = (), record: dict | None = None) -> Path:
+def save_final(
+    trainer: Trainer,
+    final_dir: str | Path,
+    extra_savers: Sequence[Callable[[Path], None]] = (),
+    record: dict | None = None,
+) -> Path:
     """Save the trained model through Trainer's own path (which gathers FSDP2/ZeRO-3 shards) into a
     staging folder, then rename it to `final_dir` on the main process: an interruption leaves the
     previous folder or the new one, never half of one.
@@ -419,19 +455,29 @@ class BatchSums:
 class CohortArguments:
     """Where a stage's scans come from and how their subjects are split (shared by the stages)."""
 
-    data_dir: str | None = field(default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "folder of scans the readers load; default: the embedded data"}
+    )
     window_store: str | None = field(
-        default=None, metadata={"help": "window store (fmrilm preprocess --output-dir) to read instead of --data_dir: a folder or Hub dataset id"}
+        default=None,
+        metadata={
+            "help": "window store (fmrilm preprocess --output-dir) to read instead of --data_dir: a folder or Hub dataset id"
+        },
     )
     tr: float | None = field(default=None, metadata={"help": "repetition time when the files carry none"})
     key: str | None = field(default=None, metadata={"help": "variable/array holding the time series"})
     cohorts: list[str] = field(default_factory=lambda: ["hcp", "gw"], metadata={"help": "embedded cohorts to use"})
     split_manifest: str | None = field(
         default=None,
-        metadata={"help": "splits.json or a folder holding one; default: the corpus's (the text dataset's in Stage 1), "
-                  "else the seeded hash of dataset/subject"},
+        metadata={
+            "help": "splits.json or a folder holding one; default: the corpus's (the text dataset's in Stage 1), "
+            "else the seeded hash of dataset/subject"
+        },
     )
-    split_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS), metadata={"help": "train/validation/test fractions without a manifest"})
+    split_fractions: list[float] = field(
+        default_factory=lambda: list(DEFAULT_FRACTIONS),
+        metadata={"help": "train/validation/test fractions without a manifest"},
+    )
     split_seed: int = field(default=0, metadata={"help": "seed of the subject split without a manifest"})
 
 
@@ -440,15 +486,24 @@ class StageTrainingArguments(TrainingArguments):
     """`TrainingArguments` with what every stage shares (each stage sets its own sizes and rates)."""
 
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule"})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"})
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "evaluate on the validation subjects every epoch"}
+    )
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "write a checkpoint every epoch"})
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
     logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"})
+    prediction_loss_only: bool = field(
+        default=True, metadata={"help": "evaluation keeps no predictions (metrics are accumulated)"}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "the collator builds the model inputs"})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable weight is used, so DDP needs no search"})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "every trainable weight is used, so DDP needs no search"}
+    )
     overwrite_final: bool = field(
-        default=False, metadata={"help": "replace a finished output_dir/final (without it such a run stops before training, unless it resumes)"}
+        default=False,
+        metadata={
+            "help": "replace a finished output_dir/final (without it such a run stops before training, unless it resumes)"
+        },
     )
 
 
@@ -458,9 +513,16 @@ class CodeDropoutArguments:
 
     code_dropout: float = field(
         default=0.0,
-        metadata={"help": "probability that a training sequence's code tokens are all replaced by <fmri_pad>, so it is read from its connectivity tokens alone (both-stream models)"},
+        metadata={
+            "help": "probability that a training sequence's code tokens are all replaced by <fmri_pad>, so it is read from its connectivity tokens alone (both-stream models)"
+        },
     )
-    code_dropout_fraction: float = field(default=0.5, metadata={"help": "the first fraction of the training steps that code_dropout applies to; the rest see every code token"})
+    code_dropout_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "the first fraction of the training steps that code_dropout applies to; the rest see every code token"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("code_dropout", "code_dropout_fraction"):
@@ -469,14 +531,20 @@ class CodeDropoutArguments:
                 raise FmriInputError(f"{name}: expected a number in [0, 1], found {value!r}")
 
 
-def calibrate_on_training_windows(model: Any, connectivity: Any, example_windows: Iterable[Sequence[int]], n_windows: int = 256) -> float:
+def calibrate_on_training_windows(
+    model: Any, connectivity: Any, example_windows: Iterable[Sequence[int]], n_windows: int = 256
+) -> float:
     """`model.calibrate_connectivity_projector` on the connectivity rows of up to about `n_windows`
     windows spread over those the training examples read (`example_windows`: each example's
     `fmri_windows`, rows of `connectivity`). Returns the factor applied."""
     windows = sorted({window for rows in example_windows for window in rows})
     if not windows:
-        raise FmriInputError("training examples: none reads a window, so the connectivity projector has nothing to be calibrated on")
-    return model.calibrate_connectivity_projector(torch.as_tensor(np.asarray(connectivity[windows[:: max(1, len(windows) // n_windows)]])))
+        raise FmriInputError(
+            "training examples: none reads a window, so the connectivity projector has nothing to be calibrated on"
+        )
+    return model.calibrate_connectivity_projector(
+        torch.as_tensor(np.asarray(connectivity[windows[:: max(1, len(windows) // n_windows)]]))
+    )
 
 
 def code_dropout_callbacks(args: CodeDropoutArguments, config: Any) -> list[TrainerCallback]:

@@ -16,7 +16,9 @@ END_OF_TEXT = "<|endoftext|>"
 LANGUAGE_MODEL_KINDS = ("gpt2", "qwen3")
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000, whole_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, whole_words: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (GPT-2 style, `<|endoftext|>` as bos/eos/pad) trained on `texts`.
 
     Each of `whole_words` (leading space included, as `" Patient"`) that the trained merges split is
@@ -31,16 +33,27 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000, whole_word
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[END_OF_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     split = [word for word in dict.fromkeys(whole_words) if len(tokenizer.encode(word).ids) > 1]
     tokenizer.add_tokens([AddedToken(word, normalized=False, special=False) for word in split])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=END_OF_TEXT)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, pad_token=END_OF_TEXT
+    )
 
 
 def small_language_model_config(
-    kind: str, vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, max_positions: int = 2048, eos_token_id: int = 0
+    kind: str,
+    vocab_size: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_positions: int = 2048,
+    eos_token_id: int = 0,
 ) -> PretrainedConfig:
     """A GPT-2 (tied head) or Qwen3 (untied head) config of the given size."""
     if kind == "gpt2":
@@ -75,7 +88,13 @@ def build_small_language_model(
 
     tokenizer = train_bpe_tokenizer(texts, vocab_size, whole_words)
     config = small_language_model_config(
-        kind, len(tokenizer), hidden_size, num_layers, num_heads, max_positions, tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+        kind,
+        len(tokenizer),
+        hidden_size,
+        num_layers,
+        num_heads,
+        max_positions,
+        tokenizer.convert_tokens_to_ids(END_OF_TEXT),
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

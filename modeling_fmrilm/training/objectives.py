@@ -94,7 +94,9 @@ class ObjectiveTrainer(SumLoggingTrainer):
         wanted = targets[mask]
         token_loss = F.cross_entropy(picked, wanted, reduction="none")
         # the objective of each target token, one-hot: (n_objectives, n_targets)
-        rows = (objective[sequence][None] == torch.arange(len(self.objective_names), device=objective.device)[:, None]).to(token_loss.dtype)
+        rows = (
+            objective[sequence][None] == torch.arange(len(self.objective_names), device=objective.device)[:, None]
+        ).to(token_loss.dtype)
         totals = rows @ token_loss  # loss summed over each objective's target tokens
         tokens = rows.sum(1)
         correct = rows @ (picked.argmax(-1) == wanted).to(rows.dtype)

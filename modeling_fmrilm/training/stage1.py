@@ -66,16 +66,32 @@ class Stage1Arguments(CohortArguments):
     num_codes: int = 128
     code_dim: int | None = field(default=None, metadata={"help": "default 32, or the word-embedding width"})
     ema_decay: float = field(default=0.9, metadata={"help": "codebook EMA decay (fast for short runs)"})
-    code_projection: str = field(default="mlp", metadata={"help": "encoder output to code space: 'mlp' (the paper's Linear-Tanh-Linear) or 'linear'"})
+    code_projection: str = field(
+        default="mlp",
+        metadata={"help": "encoder output to code space: 'mlp' (the paper's Linear-Tanh-Linear) or 'linear'"},
+    )
     kmeans_warmup_steps: int = field(
-        default=100, metadata={"help": "steps of plain autoencoder training before the codebook's k-means initialisation (on the trained encoder's outputs)"}
+        default=100,
+        metadata={
+            "help": "steps of plain autoencoder training before the codebook's k-means initialisation (on the trained encoder's outputs)"
+        },
     )
     commitment_weight: float = 0.1
-    config_overrides: str | None = field(default=None, metadata={"help": 'more FmriTokenizerConfig fields as JSON, e.g. \'{"hidden_dropout_prob": 0.1}\''})
-    text_dataset: str | None = field(default=None, metadata={"help": "dataset folder with subject + text columns (the descriptor corpus): turns on the SigLIP loss"})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "more FmriTokenizerConfig fields as JSON, e.g. '{\"hidden_dropout_prob\": 0.1}'"},
+    )
+    text_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "dataset folder with subject + text columns (the descriptor corpus): turns on the SigLIP loss"
+        },
+    )
     text_column: str = "text"
     text_encoder: str | None = field(default=None, metadata={"help": "frozen AutoModel text encoder; default MiniLM"})
-    word_embeddings_model: str | None = field(default=None, metadata={"help": "LM whose input embeddings feed the domain-confusion loss"})
+    word_embeddings_model: str | None = field(
+        default=None, metadata={"help": "LM whose input embeddings feed the domain-confusion loss"}
+    )
 
     def overrides(self) -> dict[str, Any]:
         """`config_overrides` parsed."""
@@ -84,7 +100,9 @@ class Stage1Arguments(CohortArguments):
         try:
             value = json.loads(self.config_overrides)
         except json.JSONDecodeError as error:
-            raise FmriInputError(f"config_overrides: expected a JSON object, found {self.config_overrides!r} ({error})") from None
+            raise FmriInputError(
+                f"config_overrides: expected a JSON object, found {self.config_overrides!r} ({error})"
+            ) from None
         if not isinstance(value, dict):
             raise FmriInputError(f"config_overrides: expected a JSON object, found {self.config_overrides!r}")
         return value
@@ -170,19 +188,28 @@ class Stage1Trainer(SumLoggingTrainer):
         if batches == 0:
             return {}
         config = self.model.config
-        present = {"contrastive_loss": config.text_embed_dim is not None, "domain_loss": bool(getattr(config, "use_domain_confusion", False))}
+        present = {
+            "contrastive_loss": config.text_embed_dim is not None,
+            "domain_loss": bool(getattr(config, "use_domain_confusion", False)),
+        }
         logs = {f"{prefix}{name}": float(sums[name]) / batches for name in LOSS_COMPONENTS if present.get(name, True)}
         utilisation, perplexity = codebook_usage_from_counts(sums["code_counts"])
         logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = utilisation, perplexity
-        if not prefix:  # codes restarted per step, as a fraction of the codebook (rank 0's count: the restarts are broadcast)
-            logs["restart_rate"] = float(sums["restarts"]) / self.accelerator.num_processes / batches / config.num_codes
+        if (
+            not prefix
+        ):  # codes restarted per step, as a fraction of the codebook (rank 0's count: the restarts are broadcast)
+            logs["restart_rate"] = (
+                float(sums["restarts"]) / self.accelerator.num_processes / batches / config.num_codes
+            )
         if prefix == "eval_":
             logs["eval_r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
             logs["eval_mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
         return logs
 
 
-def build_config(args: Stage1Arguments, num_rois: int, text_dim: int | None, word_dim: int | None) -> FmriTokenizerConfig:
+def build_config(
+    args: Stage1Arguments, num_rois: int, text_dim: int | None, word_dim: int | None
+) -> FmriTokenizerConfig:
     """The tokenizer config of a run: the named arguments, then `config_overrides`."""
     code_dim = args.code_dim or word_dim or 32
     if word_dim is not None and code_dim != word_dim:
@@ -245,7 +272,9 @@ def train_stage1(
         num_rois=scans[0].n_rois if scans else None, target_tr=args.target_tr, window_length=args.window_length,
         window_stride=args.window_stride,
     )  # fmt: skip
-    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.text_dataset), scans)
+    store = training_store(
+        args, training_args, extractor, args.split_manifest or manifest_of(args.text_dataset), scans
+    )
     split, stride = store.split, extractor.stride
     extractor = copy.deepcopy(store.feature_extractor)  # the store's preprocessing, at this run's stride
     extractor.window_stride = stride
@@ -254,10 +283,14 @@ def train_stage1(
     train_data = StoreWindows(train_windows, text_keys)
     validation_data = StoreWindows(validation_windows, text_keys)
     if len(train_data) == 0:
-        raise FmriInputError("training subjects: their scans give no window; check window_length against the scans' length")
+        raise FmriInputError(
+            "training subjects: their scans give no window; check window_length against the scans' length"
+        )
     texts = text_table(args, text_keys)
     words = word_embedding_matrix(args.word_embeddings_model) if args.word_embeddings_model else None
-    config = build_config(args, extractor.num_rois, None if texts is None else texts.shape[1], None if words is None else words.shape[1])
+    config = build_config(
+        args, extractor.num_rois, None if texts is None else texts.shape[1], None if words is None else words.shape[1]
+    )
     if len(validation_data) == 0:
         training_args.eval_strategy = "no"
     set_seed(training_args.seed)  # the weights must not depend on the process or the run
@@ -272,7 +305,9 @@ def train_stage1(
         callbacks=list(callbacks),
         console_logs=console_logs,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    trainer.train(
+        resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
     quantizer = trainer.model.base_model.quantizer
     codebook_fitted = not config.kmeans_init or int(quantizer.kmeans_vectors_used) > 0
     if not codebook_fitted:

@@ -69,16 +69,29 @@ class Stage2Arguments(CodeDropoutArguments, CohortArguments):
     """Inputs, objectives and the demo language model of a Stage 2 run (optimisation: `Stage2TrainingArguments`)."""
 
     fmri_tokenizer: str | None = field(
-        default=None, metadata={"help": "trained Stage 1 folder; default (embedded data, one process): train the demo one into output_dir/stage1_tokenizer"}
+        default=None,
+        metadata={
+            "help": "trained Stage 1 folder; default (embedded data, one process): train the demo one into output_dir/stage1_tokenizer"
+        },
     )
     corpus: str | None = field(
-        default=None, metadata={"help": "descriptor corpus folder (F2T descriptions, splits.json); default (embedded data): build it into output_dir/descriptor_corpus"}
+        default=None,
+        metadata={
+            "help": "descriptor corpus folder (F2T descriptions, splits.json); default (embedded data): build it into output_dir/descriptor_corpus"
+        },
     )
     base_model: str | None = field(
-        default=None, metadata={"help": "causal LM folder or Hub id; default: a small LM built from its config with a BPE tokenizer trained on the corpus"}
+        default=None,
+        metadata={
+            "help": "causal LM folder or Hub id; default: a small LM built from its config with a BPE tokenizer trained on the corpus"
+        },
     )
-    text_tokenizer: str | None = field(default=None, metadata={"help": "text tokenizer folder or id; default: the base model's"})
-    small_lm_kind: str = field(default="qwen3", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"})
+    text_tokenizer: str | None = field(
+        default=None, metadata={"help": "text tokenizer folder or id; default: the base model's"}
+    )
+    small_lm_kind: str = field(
+        default="qwen3", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"}
+    )
     small_lm_hidden_size: int = 64
     small_lm_layers: int = 2
     small_lm_heads: int = 4
@@ -91,10 +104,19 @@ class Stage2Arguments(CodeDropoutArguments, CohortArguments):
         },
     )
     text_column: str = field(default="text", metadata={"help": "description column of the corpus"})
-    t2t_dataset: str | None = field(default=None, metadata={"help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"})
+    t2t_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "text dataset folder for T2T (the paper used OpenWebText); default: the corpus's training descriptions"
+        },
+    )
     t2t_column: str = "text"
-    max_t2t_length: int = field(default=512, metadata={"help": "T2T texts are cut into pieces of at most this many tokens"})
-    description_prompt: str = field(default="\nDescription:", metadata={"help": "text between a scan's tokens and its description"})
+    max_t2t_length: int = field(
+        default=512, metadata={"help": "T2T texts are cut into pieces of at most this many tokens"}
+    )
+    description_prompt: str = field(
+        default="\nDescription:", metadata={"help": "text between a scan's tokens and its description"}
+    )
     f2t_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (1.0)"})
     f2f_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (0.1)"})
     t2t_loss_weight: float | None = field(default=None, metadata={"help": "default: the model config's (0.5)"})
@@ -108,7 +130,9 @@ class Stage2TrainingArguments(StageTrainingArguments):
     num_train_epochs: float = field(default=4.0, metadata={"help": "training epochs"})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "sequences per process and step"})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "sequences per process in evaluation"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"})
+    learning_rate: float = field(
+        default=2e-3, metadata={"help": "peak AdamW learning rate (lower it, e.g. 2e-5, for a pretrained LM)"}
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
 
@@ -169,17 +193,23 @@ def encode_windows(
         fmri_values = torch.as_tensor(np.asarray(batch["fmri_values"], dtype=np.float32), device=device)
         columns: dict[str, Any] = {"codes": fmri_tokenizer.encode(fmri_values).cpu().tolist()}
         if connectivity_fisher_z is not None:
-            columns["connectivity"] = connectivity_rows(fmri_values, connectivity_fisher_z).cpu().numpy().astype(np.float16)
+            columns["connectivity"] = (
+                connectivity_rows(fmri_values, connectivity_fisher_z).cpu().numpy().astype(np.float16)
+            )
         return columns
 
-    return windows.with_format("numpy", columns=["fmri_values"], output_all_columns=True).map(
-        encode,
-        batched=True,
-        batch_size=batch_size,
-        remove_columns=[name for name in windows.column_names if name not in kept],
-        cache_file_name=str(cache_dir / f"codes-{key.hexdigest()[:24]}.arrow"),
-        desc="encoding windows",
-    ).with_format(None)
+    return (
+        windows.with_format("numpy", columns=["fmri_values"], output_all_columns=True)
+        .map(
+            encode,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=[name for name in windows.column_names if name not in kept],
+            cache_file_name=str(cache_dir / f"codes-{key.hexdigest()[:24]}.arrow"),
+            desc="encoding windows",
+        )
+        .with_format(None)
+    )
 
 
 class ExampleBuilder:
@@ -191,7 +221,9 @@ class ExampleBuilder:
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self.max_t2t_length = max_t2t_length
-        self.max_positions = getattr(config.text_config, "max_position_embeddings", None) or getattr(config.text_config, "n_positions", None)
+        self.max_positions = getattr(config.text_config, "max_position_embeddings", None) or getattr(
+            config.text_config, "n_positions", None
+        )
 
     def scan_tokens(self, codes: Sequence[int]) -> list[int]:
         """`<fmri>` + the code tokens (+ one `<fmri_fc>` per ROI with the connectivity stream) + `</fmri>`."""
@@ -226,23 +258,38 @@ class ExampleBuilder:
         connectivity = self.config.connectivity_tokens_per_window
         targets = following[1 : 1 + len(next_codes)]
         labels = [IGNORE_INDEX] * (len(context) + 1) + targets + [IGNORE_INDEX] * (connectivity + 1)
-        example = {"input_ids": context + following, "labels": labels, "objective": 1, "fmri_windows": list(windows or [])}
+        example = {
+            "input_ids": context + following,
+            "labels": labels,
+            "objective": 1,
+            "fmri_windows": list(windows or []),
+        }
         return self._checked(example, f"F2F example of {name}")
 
     def t2t(self, text: str) -> list[dict[str, Any]]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + self.eos
         pieces = [ids[start : start + self.max_t2t_length] for start in range(0, len(ids), self.max_t2t_length)]
-        return [{"input_ids": piece, "labels": list(piece), "objective": 2, "fmri_windows": []} for piece in pieces if len(piece) > 1]
+        return [
+            {"input_ids": piece, "labels": list(piece), "objective": 2, "fmri_windows": []}
+            for piece in pieces
+            if len(piece) > 1
+        ]
 
-    def scan_examples(self, codes_table: Any, texts: dict[str, str], window_length: int, subjects: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def scan_examples(
+        self, codes_table: Any, texts: dict[str, str], window_length: int, subjects: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """F2T for every window and F2F for every window whose successor (starting where it ends)
         exists, of the windows of `subjects` (default all); each example names its windows by their
         row in `codes_table`."""
         rows = codes_table.select_columns(["subject_key", "text_key", "window_start", "codes"]).to_dict()
         wanted = None if subjects is None else set(subjects)
-        by_start = {(key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"], strict=True))}
+        by_start = {
+            (key, start): i for i, (key, start) in enumerate(zip(rows["text_key"], rows["window_start"], strict=True))
+        }
         examples = []
-        for i, (subject, key, start, codes) in enumerate(zip(rows["subject_key"], rows["text_key"], rows["window_start"], rows["codes"], strict=True)):
+        for i, (subject, key, start, codes) in enumerate(
+            zip(rows["subject_key"], rows["text_key"], rows["window_start"], rows["codes"], strict=True)
+        ):
             if wanted is not None and subject not in wanted:
                 continue
             name = f"{key} window at frame {start}"
@@ -271,7 +318,9 @@ def t2t_texts(args: Stage2Arguments, corpus_texts: dict[str, str], split: Subjec
     return [text for text in split[args.t2t_column] if text]
 
 
-def prepare_prerequisites(args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None) -> None:
+def prepare_prerequisites(
+    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None
+) -> None:
     """Fill in `corpus` and `fmri_tokenizer` when a demo run (embedded data) left them out, by
     building the corpus and training the small Stage 1 tokenizer into the output folder."""
     if args.corpus is not None and args.fmri_tokenizer is not None:
@@ -310,7 +359,9 @@ def build_stage2_data(
     seen = set(windows["text_key"])
     missing = sorted(seen - set(texts))
     if missing:
-        raise FmriInputError(f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})")
+        raise FmriInputError(
+            f"{args.corpus}: no {args.text_column!r} for scans {missing[:10]} ({len(missing)} of {len(seen)})"
+        )
     builder = ExampleBuilder(model.config, processor.tokenizer, args.description_prompt, args.max_t2t_length)
     fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
     cache_key = f"{store.record['sha256']}:train+validation:stride={stride}:rows={len(windows)}"
@@ -323,7 +374,11 @@ def build_stage2_data(
         validation = builder.scan_examples(codes, texts, window_length, validation_subjects)
         validation += [example for text in texts_of(texts, split, "validation") for example in builder.t2t(text)]
     return Stage2Data(
-        datasets.Dataset.from_list(train), datasets.Dataset.from_list(validation) if validation else None, codes, split, texts
+        datasets.Dataset.from_list(train),
+        datasets.Dataset.from_list(validation) if validation else None,
+        codes,
+        split,
+        texts,
     )
 
 
@@ -376,9 +431,18 @@ def train_stage2(
         scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
     prepare_prerequisites(args, training_args, scans)
     set_seed(training_args.seed)
-    extractor = FmriFeatureExtractor.from_pretrained(args.fmri_tokenizer)  # Stage 1's preprocessing, at this stage's stride
+    extractor = FmriFeatureExtractor.from_pretrained(
+        args.fmri_tokenizer
+    )  # Stage 1's preprocessing, at this stage's stride
     extractor.window_stride = args.window_stride or extractor.window_length
-    store = training_store(args, training_args, extractor, args.split_manifest or manifest_of(args.corpus), scans, preprocessing_fields(extractor))
+    store = training_store(
+        args,
+        training_args,
+        extractor,
+        args.split_manifest or manifest_of(args.corpus),
+        scans,
+        preprocessing_fields(extractor),
+    )
     split = store.split
     texts = load_texts(args.corpus, args.text_column)
     model, processor = load_parts(args, training_args, texts_of(texts, split, "train"))
@@ -386,7 +450,11 @@ def train_stage2(
         data = build_stage2_data(args, model, processor, store, texts, Path(training_args.output_dir) / "cache")
     if data.validation is None:
         training_args.eval_strategy = "no"
-    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
+    pad = (
+        processor.tokenizer.pad_token_id
+        if processor.tokenizer.pad_token_id is not None
+        else processor.tokenizer.eos_token_id
+    )
     config = model.config
     connectivity = WindowConnectivity(data.codes) if config.reads_connectivity else None
     if connectivity is not None:
@@ -401,7 +469,9 @@ def train_stage2(
         callbacks=[*code_dropout_callbacks(args, config), *callbacks],
         console_logs=console_logs,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    trainer.train(
+        resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
     record = {
         "stage": 2,
         "arguments": asdict(args),
@@ -415,17 +485,23 @@ def train_stage2(
     return Stage2Result(trainer.model.eval(), processor, data, trainer, final_dir)
 
 
-
-
 @torch.no_grad()
-def describe_scan(model: Any, processor: Any, scan: FmriScan, prompt: str = "\nDescription:", max_new_tokens: int = 160) -> str:
+def describe_scan(
+    model: Any, processor: Any, scan: FmriScan, prompt: str = "\nDescription:", max_new_tokens: int = 160
+) -> str:
     """Greedy description of one scan by a Stage 2 model: the processor expands `<fmri>` and the LM continues the prompt."""
     batch = processor(text=[f"<fmri>{prompt}"], fmri=[scan], return_tensors="pt").to(model.device)
     generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     return processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
 
 
-def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str | Path, scans: Sequence[FmriScan], num_epochs: int = 8) -> Stage2Result:
+def demo_stage2(
+    output_dir: str | Path,
+    corpus: str | Path,
+    fmri_tokenizer: str | Path,
+    scans: Sequence[FmriScan],
+    num_epochs: int = 8,
+) -> Stage2Result:
     """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
     split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
     run_dir = Path(output_dir) / "stage2_lm"
@@ -437,16 +513,21 @@ def demo_stage2(output_dir: str | Path, corpus: str | Path, fmri_tokenizer: str 
     result = train_stage2(args, training_args, scans, console_logs=False)
     config = result.model.config
     first, last = (
-        next(entry for entry in order if "eval_f2t_loss" in entry) for order in (result.history, reversed(result.history))
+        next(entry for entry in order if "eval_f2t_loss" in entry)
+        for order in (result.history, reversed(result.history))
     )
     print(
         f"Stage 2: {config.text_config.model_type} LM ({sum(p.numel() for p in result.model.language_model.parameters()) / 1e6:.1f}M "
         f"parameters) + {config.num_codes} fMRI tokens; {len(result.data.train)} training sequences; held-out losses "
-        + ", ".join(f"{name} {first[f'eval_{name}_loss']:.2f} -> {last[f'eval_{name}_loss']:.2f}" for name in OBJECTIVES)
+        + ", ".join(
+            f"{name} {first[f'eval_{name}_loss']:.2f} -> {last[f'eval_{name}_loss']:.2f}" for name in OBJECTIVES
+        )
         + f"; next-window code accuracy {last['eval_f2f_accuracy']:.3f}; saved to {result.final_dir}"
     )
     test_scan = next(scan for scan in scans if result.data.split.of(scan_subject_key(scan)) == "test")
-    print(f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}")
+    print(
+        f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}"
+    )
     print(f"its descriptor text:\n  {result.data.texts[scan_text_key(test_scan)]}")
     return result
 

@@ -54,24 +54,44 @@ TASK_SOURCES = ("cohort", "descriptors", "synthetic")
 class Stage3Arguments(CodeDropoutArguments):
     """The model, the task mixture, LoRA and the final evaluation of a Stage 3 run."""
 
-    model: str | None = field(default=None, metadata={"help": "trained Stage 2 folder; default (embedded data, one process): train the demo one into output_dir/stage2"})
-    corpus: str | None = field(default=None, metadata={"help": "descriptor corpus folder (descriptor questions, splits.json)"})
-    tasks: list[str] = field(default_factory=lambda: ["cohort", "descriptors"], metadata={"help": f"task sources, of {TASK_SOURCES}"})
-    task_weights: list[float] | None = field(default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"})
-    pairs: list[str] | None = field(default=None, metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "trained Stage 2 folder; default (embedded data, one process): train the demo one into output_dir/stage2"
+        },
+    )
+    corpus: str | None = field(
+        default=None, metadata={"help": "descriptor corpus folder (descriptor questions, splits.json)"}
+    )
+    tasks: list[str] = field(
+        default_factory=lambda: ["cohort", "descriptors"], metadata={"help": f"task sources, of {TASK_SOURCES}"}
+    )
+    task_weights: list[float] | None = field(
+        default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"}
+    )
+    pairs: list[str] | None = field(
+        default=None,
+        metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"},
+    )
     max_pairs: int = 3
     descriptor_scans: str = field(
         default="embedded",
-        metadata={"help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"},
+        metadata={
+            "help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"
+        },
     )
     window_store: str | None = field(
         default=None,
-        metadata={"help": "window store (folder or Hub dataset id, `fmrilm preprocess`) holding the training and validation task scans; default: one built from them into output_dir/window_store"},
+        metadata={
+            "help": "window store (folder or Hub dataset id, `fmrilm preprocess`) holding the training and validation task scans; default: one built from them into output_dir/window_store"
+        },
     )
     synthetic_subjects: int = 200
     synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
     group_effect: float = 0.2
-    dynamics_effect: float = field(default=0.0, metadata={"help": "synthetic_dynamics task's slow-noise variance (0: no such task)"})
+    dynamics_effect: float = field(
+        default=0.0, metadata={"help": "synthetic_dynamics task's slow-noise variance (0: no such task)"}
+    )
     score_effect: float = 0.2
     synthetic_seed: int = 0
     prompts_per_item: int = field(default=2, metadata={"help": "paraphrased prompts per training item"})
@@ -79,11 +99,17 @@ class Stage3Arguments(CodeDropoutArguments):
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "module name suffixes; default every linear projection of the LM but its head"})
-    train_fmri_rows: bool = field(default=True, metadata={"help": "with LoRA, also train the fMRI token rows (peft trainable_token_indices)"})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "module name suffixes; default every linear projection of the LM but its head"}
+    )
+    train_fmri_rows: bool = field(
+        default=True, metadata={"help": "with LoRA, also train the fMRI token rows (peft trainable_token_indices)"}
+    )
     train_lm_head: bool = field(
         default=False,
-        metadata={"help": "with LoRA, also train the LM's output head whole (peft modules_to_save): for a small LM whose head rows of the answer words are barely trained, which a frozen head keeps improbable"},
+        metadata={
+            "help": "with LoRA, also train the LM's output head whole (peft modules_to_save): for a small LM whose head rows of the answer words are barely trained, which a frozen head keeps improbable"
+        },
     )
     calibrate_connectivity: bool = field(
         default=True,
@@ -92,30 +118,43 @@ class Stage3Arguments(CodeDropoutArguments):
             "Stage 2 can leave the projected rows several times the norm of every text row, and Stage 3 then stayed at chance on what they carry (bench seed 0)"
         },
     )
-    evaluate: bool = field(default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"})
+    evaluate: bool = field(
+        default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"}
+    )
     eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_shots: list[int] = field(default_factory=lambda: [0, 2])
-    eval_scoring: list[str] = field(default_factory=lambda: ["loglik", "calibrated"], metadata={"help": "answer scorings: loglik, calibrated, constrained"})
+    eval_scoring: list[str] = field(
+        default_factory=lambda: ["loglik", "calibrated"],
+        metadata={"help": "answer scorings: loglik, calibrated, constrained"},
+    )
     eval_resplits: int = 100
-    eval_blank_streams: bool = field(default=False, metadata={"help": "also score the model with each fMRI stream blanked (a model reading both)"})
+    eval_blank_streams: bool = field(
+        default=False, metadata={"help": "also score the model with each fMRI stream blanked (a model reading both)"}
+    )
 
     def __post_init__(self) -> None:
         """Check the evaluation flags when parsed (the harness's own validation), not after training."""
         from ..tasks.evaluate import EvaluationSettings
 
         super().__post_init__()
-        EvaluationSettings(seeds=tuple(self.eval_seeds), shots=tuple(self.eval_shots), scoring=tuple(self.eval_scoring))
+        EvaluationSettings(
+            seeds=tuple(self.eval_seeds), shots=tuple(self.eval_shots), scoring=tuple(self.eval_scoring)
+        )
 
 
 @dataclass
 class Stage3TrainingArguments(StageTrainingArguments):
     """`TrainingArguments` with defaults for the small demo model (every Trainer flag still works)."""
 
-    output_dir: str | None = field(default="outputs/stage3", metadata={"help": "checkpoints, adapter, final/ and the evaluation"})
+    output_dir: str | None = field(
+        default="outputs/stage3", metadata={"help": "checkpoints, adapter, final/ and the evaluation"}
+    )
     num_train_epochs: float = field(default=3.0, metadata={"help": "training epochs"})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "prompts per process and step"})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "prompts per process in evaluation"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (LoRA); lower it for full fine-tuning"})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "peak AdamW learning rate (LoRA); lower it for full fine-tuning"}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
 
@@ -131,7 +170,19 @@ def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
         raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
     if args.descriptor_scans not in DESCRIPTOR_SCANS:
         raise FmriInputError(f"descriptor_scans: expected one of {DESCRIPTOR_SCANS}, found {args.descriptor_scans!r}")
-    names = ("tasks", "corpus", "pairs", "max_pairs", "descriptor_scans", "synthetic_subjects", "synthetic_timepoints", "group_effect", "score_effect", "dynamics_effect", "synthetic_seed")
+    names = (
+        "tasks",
+        "corpus",
+        "pairs",
+        "max_pairs",
+        "descriptor_scans",
+        "synthetic_subjects",
+        "synthetic_timepoints",
+        "group_effect",
+        "score_effect",
+        "dynamics_effect",
+        "synthetic_seed",
+    )
     options = {name: getattr(args, name) for name in names}
     tasks = offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
     check_distinguishable([data.task for data in tasks])
@@ -156,7 +207,9 @@ class CodeTable:
         first = np.flatnonzero(np.asarray(windows.with_format("numpy")["window_start"]) < per_scan * stride)
         windows = windows.select(first, keep_in_memory=True)
         fisher_z = model.config.connectivity_fisher_z if model.config.reads_connectivity else None
-        cache_key = f"{store.record['sha256']}:train+validation:stride={stride}:first {per_scan} windows:rows={len(windows)}"
+        cache_key = (
+            f"{store.record['sha256']}:train+validation:stride={stride}:first {per_scan} windows:rows={len(windows)}"
+        )
         encoded = encode_windows(model.fmri_tokenizer, windows, cache_key, cache_dir, batch_size, fisher_z)
         rows: dict[str, list[int]] = {}
         for row, key in enumerate(encoded["scan"]):
@@ -183,20 +236,42 @@ class CodeTable:
         return self.rows[scan_store_key(scan)] if self.connectivity is not None else []
 
 
-def task_store(args: Stage3Arguments, training_args: Stage3TrainingArguments, extractor: Any, split: SubjectSplit, tasks: Sequence[Any]) -> WindowStore:
+def task_store(
+    args: Stage3Arguments,
+    training_args: Stage3TrainingArguments,
+    extractor: Any,
+    split: SubjectSplit,
+    tasks: Sequence[Any],
+) -> WindowStore:
     """The window store the task scans' windows are read from: `--window_store` (its preprocessing
     checked against the model's, its split against the model's), or one built from the training
     and validation subjects' task scans (each scan once, by store key) into `output_dir/window_store`."""
     if args.window_store is not None:
         store = open_checked_store(args.window_store, extractor, preprocessing_fields(extractor))
-        check_store_split(store, split, f"the split of {args.model}", f"--split-manifest {args.model}/training_record.json's split (or its corpus)")
+        check_store_split(
+            store,
+            split,
+            f"the split of {args.model}",
+            f"--split-manifest {args.model}/training_record.json's split (or its corpus)",
+        )
         return store
-    scans = {scan_store_key(scan): scan for data in tasks for scan in data.scans if split.of(scan_subject_key(scan)) in ("train", "validation")}
+    scans = {
+        scan_store_key(scan): scan
+        for data in tasks
+        for scan in data.scans
+        if split.of(scan_subject_key(scan)) in ("train", "validation")
+    }
     return build_run_store(list(scans.values()), split, extractor, training_args)
 
 
 def instruction_examples(
-    tasks: Sequence[Any], split: SubjectSplit, which: str, codes: CodeTable, processor: Any, prompts_per_item: int, seed: int
+    tasks: Sequence[Any],
+    split: SubjectSplit,
+    which: str,
+    codes: CodeTable,
+    processor: Any,
+    prompts_per_item: int,
+    seed: int,
 ) -> list[dict[str, Any]]:
     """Prompt + answer token ids of every item of `which` split's subjects, one objective per task."""
     from ..tasks.evaluate import item_labels
@@ -241,13 +316,17 @@ def lora_model(model: Any, args: Stage3Arguments) -> Any:
         and (args.lora_target_modules is None or name.rsplit(".", 1)[-1] in args.lora_target_modules)
     ]  # fmt: skip
     if not names:
-        raise FmriInputError(f"lora_target_modules: no linear projection of the language model matches {args.lora_target_modules}")
+        raise FmriInputError(
+            f"lora_target_modules: no linear projection of the language model matches {args.lora_target_modules}"
+        )
     config = model.config
     fmri_rows = [*config.code_token_ids, *config.special_token_ids.values()]
     whole = ["connectivity_projector"] if config.reads_connectivity else []
     if args.train_lm_head:
         if config.tie_word_embeddings:
-            raise FmriInputError("train_lm_head: the language model's head is tied to its input embeddings; train it with full fine-tuning (--use_lora false)")
+            raise FmriInputError(
+                "train_lm_head: the language model's head is tied to its input embeddings; train it with full fine-tuning (--use_lora false)"
+            )
         whole.append(next(name for name, module in model.named_modules() if module is head).rsplit(".", 1)[-1])
     peft_config = LoraConfig(
         modules_to_save=whole or None,
@@ -267,13 +346,20 @@ def prepare_model(args: Stage3Arguments, training_args: Stage3TrainingArguments)
     if args.model is not None:
         return
     if training_args.world_size > 1:
-        raise FmriInputError("model: expected --model (a Stage 2 folder, recipes/stage2_align.py) for a multi-process run")
+        raise FmriInputError(
+            "model: expected --model (a Stage 2 folder, recipes/stage2_align.py) for a multi-process run"
+        )
     from .stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
 
     stage2_dir = Path(training_args.output_dir) / "stage2"
     if not (stage2_dir / "final" / "config.json").is_file():
         stage2 = Stage2Arguments(corpus=args.corpus)
-        train_stage2(stage2, Stage2TrainingArguments(output_dir=str(stage2_dir), save_strategy="no", disable_tqdm=training_args.disable_tqdm))
+        train_stage2(
+            stage2,
+            Stage2TrainingArguments(
+                output_dir=str(stage2_dir), save_strategy="no", disable_tqdm=training_args.disable_tqdm
+            ),
+        )
         args.corpus = stage2.corpus
     args.model = str(stage2_dir / "final")
     args.corpus = args.corpus or str(stage2_dir / "descriptor_corpus")
@@ -297,7 +383,10 @@ class Stage3Result:
 
 @claims_output_dir
 def train_stage3(
-    args: Stage3Arguments, training_args: Stage3TrainingArguments, callbacks: Sequence[Any] = (), console_logs: bool = True
+    args: Stage3Arguments,
+    training_args: Stage3TrainingArguments,
+    callbacks: Sequence[Any] = (),
+    console_logs: bool = True,
 ) -> Stage3Result:
     """Instruction-tune the Stage 2 model on the task mixture (training subjects only; validation
     subjects for the loss; test subjects never), save adapter and merged model, then evaluate."""
@@ -312,15 +401,23 @@ def train_stage3(
     processor = AutoProcessor.from_pretrained(args.model)
     split = model_split(args.model)
     if split is None:
-        raise FmriInputError(f"{args.model}: expected the training_record.json with the subject split that Stage 2 writes")
+        raise FmriInputError(
+            f"{args.model}: expected the training_record.json with the subject split that Stage 2 writes"
+        )
     tasks = task_sources(args, training_args.output_dir)
     weights = args.task_weights or [1.0] * len(tasks)
     if len(weights) != len(tasks):
-        raise FmriInputError(f"task_weights: expected {len(tasks)} weights (tasks {[d.task.name for d in tasks]}), found {len(weights)}")
+        raise FmriInputError(
+            f"task_weights: expected {len(tasks)} weights (tasks {[d.task.name for d in tasks]}), found {len(weights)}"
+        )
     store = task_store(args, training_args, processor.feature_extractor, split, tasks)
-    with training_args.main_process_first(desc="encoding the task windows"):  # the others read the main process's cache
+    # the other processes read the main process's cache
+    with training_args.main_process_first(desc="encoding the task windows"):
         codes = CodeTable(model, store, processor.feature_extractor.stride, Path(training_args.output_dir) / "cache")
-    build = lambda which: instruction_examples(tasks, split, which, codes, processor, args.prompts_per_item, training_args.seed)  # noqa: E731
+
+    def build(which: str) -> list[dict]:
+        return instruction_examples(tasks, split, which, codes, processor, args.prompts_per_item, training_args.seed)
+
     train, validation = build("train"), build("validation")
     if not train:
         raise FmriInputError("tasks: no item of a training subject")
@@ -330,7 +427,11 @@ def train_stage3(
         calibrate_on_training_windows(model, codes.connectivity, (example["fmri_windows"] for example in train))
     trainee = lora_model(model, args) if args.use_lora else model
     names = [data.task.name for data in tasks]
-    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else processor.tokenizer.eos_token_id
+    pad = (
+        processor.tokenizer.pad_token_id
+        if processor.tokenizer.pad_token_id is not None
+        else processor.tokenizer.eos_token_id
+    )
     trainer = ObjectiveTrainer(
         model=trainee,
         args=training_args,
@@ -341,7 +442,9 @@ def train_stage3(
         callbacks=[*code_dropout_callbacks(args, model.config), *callbacks],
         console_logs=console_logs,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    trainer.train(
+        resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
     record = {
         "stage": 3,
         "arguments": asdict(args),
@@ -364,12 +467,16 @@ def train_stage3(
         settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), scoring=tuple(args.eval_scoring), n_resplits=args.eval_resplits,
             blank_streams=args.eval_blank_streams,
         )  # fmt: skip
-        result.report = evaluate(tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm)
+        result.report = evaluate(
+            tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm
+        )
         result.report.save(output_dir / "evaluation")
     return result
 
 
-def demo_stage3(output_dir: str | Path, stage2_final: str | Path, corpus: str | Path, num_epochs: int = 4) -> Stage3Result:
+def demo_stage3(
+    output_dir: str | Path, stage2_final: str | Path, corpus: str | Path, num_epochs: int = 4
+) -> Stage3Result:
     """`fmrilm demo` step: LoRA instruction tuning on the embedded tasks (cohort, descriptor
     questions), then the evaluation table (model vs majority and connectivity baselines) on the
     test subjects of the one split."""
@@ -377,10 +484,14 @@ def demo_stage3(output_dir: str | Path, stage2_final: str | Path, corpus: str | 
     shutil.rmtree(run_dir, ignore_errors=True)
     # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores.
     args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus), eval_resplits=10)
-    training_args = Stage3TrainingArguments(output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning")
+    training_args = Stage3TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
+    )
     result = train_stage3(args, training_args, console_logs=False)
     last = next(entry for entry in reversed(result.history) if "eval_loss" in entry)
-    accuracy = ", ".join(f"{name} {last[f'eval_{name}_accuracy']:.2f}" for name in result.task_names if f"eval_{name}_accuracy" in last)
+    accuracy = ", ".join(
+        f"{name} {last[f'eval_{name}_accuracy']:.2f}" for name in result.task_names if f"eval_{name}_accuracy" in last
+    )
     print(
         f"Stage 3: LoRA r{args.lora_r}/α{args.lora_alpha} + fMRI rows on {len(result.task_names)} tasks; answer-token accuracy on the "
         f"validation subjects: {accuracy}; merged model in {result.final_dir}"

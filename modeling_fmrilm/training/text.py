@@ -59,7 +59,9 @@ def load_texts(folder: str | Path, text_column: str = "text") -> dict[str, str]:
                 f"{folder}: expected columns 'subject' and {text_column!r} in split {name!r}, "
                 f"found {split.column_names} (pass --text_column)"
             )
-        columns = split.select_columns([c for c in ("dataset", "subject", "session", text_column) if c in split.column_names])
+        columns = split.select_columns(
+            [c for c in ("dataset", "subject", "session", text_column) if c in split.column_names]
+        )
         for row in columns:
             key = text_key(str(row.get("dataset") or "unknown"), str(row["subject"]), row.get("session") or None)
             texts.setdefault(key, row[text_column])
