@@ -50,6 +50,8 @@ $(BROWSER):
 # Two test workers, one BLAS/OpenMP thread each: oversubscribed BLAS threads spin and can make
 # a 2-core machine many times slower.
 test: $(STAMP) $(BROWSER) $(BM_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --durations=10 tests
 	$(MAKE) brainmarks-test
 

