@@ -55,23 +55,16 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
+from modeling_fmrilm.cli import evaluation_parser
+from modeling_fmrilm.splits import model_split
 from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE
-from modeling_fmrilm.tasks.evaluate import (
-    METHOD_LABELS,
-    EvaluationReport,
-    EvaluationSettings,
-    build_parser,
-    evaluate,
-    merge_reports,
-    model_split,
-    offline_tasks,
-    run_evaluation,
-)
+from modeling_fmrilm.tasks.evaluate import METHOD_LABELS, EvaluationReport, evaluate, merge_reports, run_evaluation
 from modeling_fmrilm.tasks.scoring import LabelScorer
+from modeling_fmrilm.tasks.settings import EvaluationSettings
+from modeling_fmrilm.tasks.sources import TaskSources, build_tasks
 from modeling_fmrilm.tasks.synthetic import SyntheticCohort, make_synthetic_cohort
 from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
@@ -302,13 +295,8 @@ def seed_report(seed: int, options: argparse.Namespace) -> tuple[EvaluationRepor
         f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})",
         flush=True,
     )
-    tasks = offline_tasks(
-        SimpleNamespace(
-            **stage3_task_options(settings, folders["corpus"]),
-            pairs=None,
-            max_pairs=options.max_pairs,
-            output_dir=options.workdir,
-        )
+    tasks = build_tasks(
+        TaskSources(**stage3_task_options(settings, folders["corpus"]), max_pairs=options.max_pairs), options.workdir
     )
     model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
     processor = AutoProcessor.from_pretrained(folders["stage3"])
@@ -426,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
             "--blank_streams",
             "--embedding_probe",
         ]
-        harness = build_parser().parse_args(
+        sources, arguments = evaluation_parser().parse_args_into_dataclasses(
             [
                 *shared,
                 "--seeds",
@@ -438,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
                 *rest,
             ]
         )
-        report = run_evaluation(harness)
+        report, _, _ = run_evaluation(sources, arguments)
+        print(report.to_markdown())
     else:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from modeling_fmrilm.descriptors.corpus import demo_corpus
 from modeling_fmrilm.descriptors.text import OPENINGS
 from modeling_fmrilm.io import load_embedded
+from modeling_fmrilm.pipeline import demo_stage1
 from modeling_fmrilm.training.objectives import IGNORE_INDEX, WindowConnectivity
-from modeling_fmrilm.training.stage1 import demo_stage1
 from modeling_fmrilm.training.stage2 import (
     ExampleBuilder,
     Stage2Arguments,

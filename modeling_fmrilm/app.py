@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ from typing import Any
 from .ask import DEFAULT_MAX_NEW_TOKENS, Conversation, load_model, read_scan
 from .errors import FmriInputError, MissingTRError
 from .figures import plot_fc_with_description, plot_windows
+
+logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -345,7 +348,7 @@ def serve(
         app_kwargs={"lifespan": uploads_folder},
     )  # fmt: skip
     if block:
-        print(f"fmrilm app: {url} (this machine only); Ctrl-C stops it", flush=True)
+        logger.info(f"fmrilm app: {url} (this machine only); Ctrl-C stops it")
         page.block_thread()
     return page, url
 

@@ -187,12 +187,6 @@ def checked_question(question: str) -> str:
     return question
 
 
-def max_positions(model: Any) -> int | None:
-    """Positions the language model can attend over (`None` when its config states no limit)."""
-    text_config = model.config.text_config
-    return getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
-
-
 @dataclass
 class Conversation:
     """Questions about one scan, answered greedily by an fMRI-language model (see module docstring).
@@ -229,7 +223,7 @@ class Conversation:
         batch = self.processor(text=[self.prompt(question)], fmri=[self.scan], return_tensors="pt").to(
             self.model.device
         )
-        length, limit = batch["input_ids"].shape[1], max_positions(self.model)
+        length, limit = batch["input_ids"].shape[1], self.model.config.max_positions
         if limit is not None and length + self.max_new_tokens > limit:
             raise FmriInputError(
                 f"question: the prompt holds {length} tokens (the scan's {self.processor.placeholders_per_scan} and "
@@ -241,7 +235,7 @@ class Conversation:
             **batch,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            pad_token_id=self.processor.pad_token_id,
             stop_strings="\n",
             tokenizer=tokenizer,
         )
@@ -257,6 +251,5 @@ __all__ = [
     "checked_question",
     "load_model",
     "load_processor",
-    "max_positions",
     "read_scan",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import shlex
 import subprocess
@@ -29,7 +30,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import FmriInputError, MissingTRError
@@ -77,25 +77,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor) -> str:
-    """A table of scans (subject, shape, TR, windows) and the windows' statistics."""
-    features = extractor(list(scans))
-    values = features["fmri_values"]
-    counts = np.bincount(features["scan_index"], minlength=len(scans))
-    lines = [f"{'dataset':<8} {'subject':<10} {'rois':>5} {'frames':>7} {'TR (s)':>7} {'windows':>8}"]
-    for scan, count in zip(scans, counts, strict=True):
-        lines.append(
-            f"{scan.dataset:<8} {scan.subject:<10} {scan.n_rois:>5} {scan.n_timepoints:>7} {scan.tr:>7.2f} {count:>8}"
-        )
-    lines.append(
-        f"{len(scans)} scans -> fmri_values {tuple(values.shape)} "
-        f"(TR {extractor.target_tr} s, {extractor.window_length} frames per window, stride {extractor.stride}); "
-        f"median {np.median(values):+.3f}, IQR {np.subtract(*np.percentile(values, [75, 25])):.3f}, "
-        f"finite {bool(np.isfinite(values).all())}"
-    )
-    return "\n".join(lines)
-
-
 def load_script(relative: str) -> ModuleType:
     """A script of the source checkout (`recipes/…`, `datasets_scripts/…`) imported from its path."""
     path = SOURCE_ROOT / relative
@@ -113,8 +94,8 @@ def load_script(relative: str) -> ModuleType:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    """The main job on the embedded data (`modeling_fmrilm.demo`)."""
-    from .demo import run_demo as demo
+    """The main job on the embedded data (`modeling_fmrilm.pipeline`)."""
+    from .pipeline import run_demo as demo
 
     demo(Path(args.output_dir))
 
@@ -142,6 +123,8 @@ def run_preprocess(args: argparse.Namespace) -> None:
                 delay=1.0,
             )
         )
+        from .pipeline import summarize_cohort
+
         print(summarize_cohort(scans, extractor))
         return
     build_store(args, inputs, extractor)
@@ -250,10 +233,31 @@ def run_train(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=environment).returncode
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
-    from .tasks.evaluate import evaluate_main
+def evaluation_parser() -> argparse.ArgumentParser:
+    """The flags of `fmrilm evaluate`: its task sources and its own (`EvaluationArguments`)."""
+    from transformers import HfArgumentParser
 
-    evaluate_main(args.argv)
+    from .tasks.settings import EvaluationArguments
+    from .tasks.sources import TaskSources
+
+    return HfArgumentParser(
+        (TaskSources, EvaluationArguments),
+        prog="fmrilm evaluate",
+        description="The model beside the majority and connectivity baselines, on test subjects.",
+    )
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """`fmrilm evaluate`: the harness (`tasks.evaluate.run_evaluation`), its table printed."""
+    from .tasks.evaluate import run_evaluation
+
+    parser = evaluation_parser()
+    sources, arguments, unknown = parser.parse_args_into_dataclasses(args.argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    report, markdown, record = run_evaluation(sources, arguments)
+    print(report.to_markdown())
+    print(f"written: {markdown}, {record}")
 
 
 def run_ask(args: argparse.Namespace) -> None:
@@ -482,10 +486,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """The package's log records as the command's output: information on stdout, warnings and
+    errors on stderr (the streams looked up at each record, so a redirected one is followed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+        print(self.format(record), file=stream, flush=True)
+
+
+def show_package_logs() -> None:
+    """Route the `modeling_fmrilm` logger (the library modules' reports) to the console, once."""
+    logger = logging.getLogger("modeling_fmrilm")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(handler, ConsoleHandler) for handler in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script; exits 2 with one line on stderr for a user mistake."""
     from huggingface_hub.errors import HFValidationError
 
+    show_package_logs()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):

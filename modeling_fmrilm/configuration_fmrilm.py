@@ -493,6 +493,13 @@ class FmriLMConfig(PreTrainedConfig):
         return self.fmri_tokenizer_config.num_rois if self.reads_connectivity else 0
 
     @property
+    def max_positions(self) -> int | None:
+        """Positions the language model attends over (its `max_position_embeddings`, or GPT-2's
+        `n_positions`); `None` where its config states no limit."""
+        text_config = self.text_config
+        return getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
+
+    @property
     def num_codes(self) -> int:
         """Codebook size of the fMRI tokenizer (= number of code tokens)."""
         return self.fmri_tokenizer_config.num_codes

@@ -67,7 +67,8 @@ def evaluation_report(evaluation: dict[str, Any], source: str) -> Any:
     Raises:
         FmriInputError: `evaluation` is not that JSON (settings and a non-empty list of rows).
     """
-    from .tasks.evaluate import EvaluationReport, EvaluationSettings, Row
+    from .tasks.evaluate import EvaluationReport, Row
+    from .tasks.settings import EvaluationSettings
 
     row_fields = {item.name for item in dataclass_fields(Row)}
     try:

@@ -130,6 +130,13 @@ class FmriProcessor(ProcessorMixin):
         self.fmri_token_ids = frozenset(index for token, index in added.items() if FMRI_TOKEN_PATTERN.fullmatch(token))
 
     @property
+    def pad_token_id(self) -> int | None:
+        """The id batches are padded with: the text tokenizer's pad token, or its end-of-text token
+        where it has none (GPT-2's and many base LMs' tokenizers)."""
+        tokenizer = self.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @property
     def placeholders_per_scan(self) -> int:
         """`<fmri_pad>` tokens that one `<fmri>` marker expands to: `tokens_per_window * windows_per_scan`."""
         return self.tokens_per_window * self.windows_per_scan

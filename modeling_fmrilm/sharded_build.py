@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import os
 import shutil
-import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,10 +24,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .atomic import write_atomically
+from .atomic import replace_folder, write_atomically
 from .errors import FmriInputError
 from .io import FmriScan
 from .splits import SubjectSplit, subject_key, text_key
+
+logger = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
 ScanSource = Sequence[FmriScan] | Callable[[], Iterable[FmriScan]]
@@ -185,7 +189,7 @@ def survey_scans(
             if not skip_bad:
                 raise
             skipped.append(str(error))
-            print(f"skipped: {error}", file=sys.stderr)
+            logger.warning(f"skipped: {error}")
             continue
         infos.append(ScanInfo.of(index, scan))
     return infos, skipped
@@ -252,7 +256,32 @@ def run_shards(
             executor.shutdown(cancel_futures=True)
 
 
+def set_aside(path: Path, problem: str, error: Exception) -> None:
+    """Move a shard file that does not read whole to `<name>.corrupt`, so that it is computed
+    again, with a warning naming it, the problem and the error."""
+    aside = path.with_name(f"{path.name}.corrupt")
+    os.replace(path, aside)
+    warnings.warn(
+        f"{path}: {problem} ({type(error).__name__}: {error}); moved to {aside.name}, computed again", stacklevel=4
+    )
+
+
+def publish_build(work: Path, output_dir: Path, config_name: str, files: Sequence[str]) -> None:
+    """Put a merged build in place and drop its work folder: `work/publish/data/<config_name>`
+    replaces `output_dir/data/<config_name>` (`atomic.replace_folder`), then each top-level file of
+    `work/publish` replaces its namesake in `output_dir`, one rename each."""
+    publish = work / "publish"
+    final = output_dir / "data" / config_name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    replace_folder(publish / "data" / config_name, final)
+    for name in files:
+        os.replace(publish / name, output_dir / name)
+    shutil.rmtree(work)
+
+
 __all__ = [
+    "publish_build",
+    "set_aside",
     "PLAN_NAME",
     "BuildPlan",
     "ScanInfo",

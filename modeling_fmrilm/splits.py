@@ -151,12 +151,26 @@ def resolve_split(
     return read_manifest(manifest).extended(keys)
 
 
+def model_split(model_dir: str | Path) -> SubjectSplit | None:
+    """The subject split a model was trained on, from its `training_record.json` (written by the
+    training stages); `None` where the folder has no record or the record no split."""
+    path = Path(model_dir) / "training_record.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if "split" not in record:
+        return None
+    split = record["split"]
+    return SubjectSplit(dict(split["subjects"]), int(split["seed"]), tuple(split["fractions"]), str(path))
+
+
 __all__ = [
     "DEFAULT_FRACTIONS",
     "MANIFEST_NAME",
     "SPLITS",
     "SubjectSplit",
     "assign_split",
+    "model_split",
     "read_manifest",
     "resolve_split",
     "split_subjects",

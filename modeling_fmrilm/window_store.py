@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +52,21 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .atomic import replace_folder, write_atomically
+from .atomic import write_atomically
 from .errors import FmriInputError
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan
 from .locking import folder_lock
-from .sharded_build import PLAN_NAME, BuildPlan, ScanInfo, ScanSource, run_shards, survey_scans
+from .sharded_build import (
+    PLAN_NAME,
+    BuildPlan,
+    ScanInfo,
+    ScanSource,
+    publish_build,
+    run_shards,
+    set_aside,
+    survey_scans,
+)
 from .splits import (
     DEFAULT_FRACTIONS,
     MANIFEST_NAME,
@@ -150,12 +158,7 @@ def _finished(work: Path, shard: int) -> dict | None:
             if size != entry["bytes"]:
                 raise ValueError(f"{name} has {size} bytes, the marker says {entry['bytes']}")
     except (OSError, ValueError, KeyError) as error:
-        aside = path.with_name(f"{path.name}.corrupt")
-        os.replace(path, aside)
-        warnings.warn(
-            f"{path}: unfinished or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again",
-            stacklevel=3,
-        )
+        set_aside(path, "unfinished or corrupt shard", error)
         return None
     return marker
 
@@ -405,12 +408,7 @@ def merge_store(
             "sha256": digest,
         }
         (publish / RECORD_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
-        final = output_dir / "data" / CONFIG_NAME
-        final.parent.mkdir(parents=True, exist_ok=True)
-        replace_folder(staged, final)
-        for name in ("README.md", EXTRACTOR_NAME, MANIFEST_NAME, RECORD_NAME):
-            os.replace(publish / name, output_dir / name)
-        shutil.rmtree(work)
+        publish_build(work, output_dir, CONFIG_NAME, ("README.md", EXTRACTOR_NAME, MANIFEST_NAME, RECORD_NAME))
         return StoreSummary(output_dir, counts, len(plan.infos), plan.skipped)
 
 

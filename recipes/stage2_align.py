@@ -1,13 +1,15 @@
 """Stage 2 of fMRI-LM: a causal language model learns the fMRI tokens beside text, with `transformers.Trainer`.
 
-    python recipes/stage2_align.py --output_dir outputs/stage2            # the small demo, CPU, minutes
+    python recipes/stage2_align.py --fmri_tokenizer outputs/stage1/final --corpus outputs/descriptor_corpus \
+        --output_dir outputs/stage2                                        # the small demo LM, CPU, minutes
     python recipes/stage2_align.py --output_dir out --fmri_tokenizer outputs/stage1/final \
         --corpus outputs/descriptor_corpus --base_model Qwen/Qwen3-0.6B --learning_rate 2e-5 --bf16 true
     torchrun --nproc_per_node 2 recipes/stage2_align.py ...   |   accelerate launch --config_file recipes/configs/ddp.yaml recipes/stage2_align.py ...
 
-With only `--output_dir` on the embedded data it builds what it needs into that folder (the
-descriptor corpus, the Stage 1 tokenizer, a small GPT-2-shaped LM with a BPE tokenizer trained on
-the corpus) and writes `output_dir/final`, which `AutoModelForCausalLM` and `AutoProcessor` load.
+It needs the descriptor corpus (`datasets_scripts/build_descriptor_corpus.py`) and a Stage 1
+folder (`recipes/stage1_tokenizer.py --text_dataset CORPUS`); without `--base_model` it builds a
+small Qwen3-shaped LM with a BPE tokenizer trained on the corpus into `output_dir/language_model`.
+It writes `output_dir/final`, which `AutoModelForCausalLM` and `AutoProcessor` load.
 Every `TrainingArguments` flag works (`--max_steps`, `--gradient_checkpointing`, `--bf16`,
 `--resume_from_checkpoint latest`, …), plus the stage's own (`Stage2Arguments`).
 """

@@ -1,29 +1,30 @@
 """Stage 3 of fMRI-LM: multi-task instruction tuning (LoRA or full) with `transformers.Trainer`, then
 the evaluation harness (the model beside the majority and connectivity baselines, test subjects).
 
-    python recipes/stage3_instruct.py --output_dir outputs/stage3        # the small demo, CPU, minutes
+    python recipes/stage3_instruct.py --model outputs/stage2/final --corpus outputs/descriptor_corpus \
+        --output_dir outputs/stage3                                      # the small model, CPU, minutes
     python recipes/stage3_instruct.py --model outputs/stage2/final --corpus outputs/descriptor_corpus \
         --tasks cohort descriptors synthetic --task_weights 1 1 0.5 --lora_r 8 --lora_alpha 16 --output_dir out
     torchrun --nproc_per_node 2 recipes/stage3_instruct.py --model ... --corpus ... --output_dir out
 
-With only `--output_dir` on the embedded data it first trains Stage 2 (and what Stage 2 needs) into
-`output_dir/stage2`. Writes `output_dir/adapter` (peft), `output_dir/final` (merged; loads with
+`--model` is a Stage 2 folder (`recipes/stage2_align.py`'s `output_dir/final`). Writes `output_dir/adapter` (peft), `output_dir/final` (merged; loads with
 `AutoModelForCausalLM` + `AutoProcessor`) and `output_dir/evaluation/evaluation.{md,json}`. Every
 `TrainingArguments` flag works, plus the stage's own (`Stage3Arguments`).
 """
 
 from __future__ import annotations
 
+from modeling_fmrilm.pipeline import instruct_and_evaluate
 from modeling_fmrilm.training.common import parse_arguments, process_group_destroyed_on_exit
-from modeling_fmrilm.training.stage3 import Stage3Arguments, Stage3TrainingArguments, train_stage3
+from modeling_fmrilm.training.stage3 import Stage3Arguments, Stage3TrainingArguments
 
 
 def main(argv: list[str] | None = None) -> None:
     stage_args, training_args = parse_arguments((Stage3Arguments, Stage3TrainingArguments), argv)
-    result = train_stage3(stage_args, training_args)
+    result, report = instruct_and_evaluate(stage_args, training_args)
     if result.trainer.is_world_process_zero():
-        if result.report is not None:
-            print(result.report.to_markdown())
+        if report is not None:
+            print(report.to_markdown())
         print(f"merged model and processor in {result.final_dir}")
 
 

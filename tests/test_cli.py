@@ -85,7 +85,7 @@ def greedy_answers(model_dir, scan, questions):
         (["train", "--help"], "--launcher"),
         (["train", "stage1", "--help"], "--window_length"),  # the recipe's own flags
         (["train", "stage3", "--help"], "--lora_r"),
-        (["evaluate", "--help"], "--n_resplits"),  # tasks.evaluate's parser
+        (["evaluate", "--help"], "--n_resplits"),  # TaskSources + EvaluationArguments
         (["build-corpus", "--help"], "--atlas-table"),  # datasets_scripts/build_descriptor_corpus.py's parser
     ],
 )

@@ -8,11 +8,11 @@ import torch
 
 import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriTokenizerConfig, FmriTokenizerModel
+from modeling_fmrilm.cli import evaluation_parser
 from modeling_fmrilm.embeddings import RANDOM_CONFIG, load_encoder, roi_embeddings
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.tasks import EvaluationSettings, TaskData, evaluate, get_task
 from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE, scan_embeddings
-from modeling_fmrilm.tasks.evaluate import build_parser
 from tokenizer_helpers import stage1_folder
 
 # -- embeddings.py ----------------------------------------------------------------------------------
@@ -128,5 +128,8 @@ def test_evaluate_adds_the_brainmarks_probe_on_the_embeddings_on_the_same_subjec
 
 def test_the_evaluate_flag_turns_the_embedding_row_on():
 
-    assert build_parser().parse_args(["--embedding_probe"]).embedding_probe
-    assert not build_parser().parse_args([]).embedding_probe
+    def parsed(argv):
+        return evaluation_parser().parse_args_into_dataclasses(argv)[1]
+
+    assert parsed(["--embedding_probe"]).embedding_probe and parsed(["--embedding_probe"]).settings().embedding_probe
+    assert not parsed([]).embedding_probe

@@ -17,6 +17,7 @@ import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriLMForCausalLM
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.processing_fmrilm import DEFAULT_CHAT_TEMPLATE
+from modeling_fmrilm.splits import model_split
 from modeling_fmrilm.tasks import (
     BIN_WORDS,
     TASKS,
@@ -34,7 +35,6 @@ from modeling_fmrilm.tasks import (
     question_text,
     render_token_ids,
 )
-from modeling_fmrilm.tasks.evaluate import model_split
 from modeling_fmrilm.tasks.metrics import score_predictions, summarize
 from modeling_fmrilm.tasks.prompts import DESCRIBE_REQUESTS, QUESTIONS, STATEMENTS, check_distinguishable
 from modeling_fmrilm.tasks.scoring import softmax

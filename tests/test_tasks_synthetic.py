@@ -13,6 +13,7 @@ from scipy.signal import lfilter
 from sklearn.covariance import EmpiricalCovariance
 
 from modeling_fmrilm import FmriInputError
+from modeling_fmrilm.cli import evaluation_parser
 from modeling_fmrilm.descriptors.corpus import build_corpus
 from modeling_fmrilm.io import FmriScan, aal2_table, load_embedded
 from modeling_fmrilm.tasks import (
@@ -27,7 +28,7 @@ from modeling_fmrilm.tasks import (
 )
 from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.data import network_pairs, pair_band
-from modeling_fmrilm.tasks.evaluate import build_parser, offline_tasks
+from modeling_fmrilm.tasks.sources import build_tasks
 from modeling_fmrilm.tasks.splitting import stratified_split
 from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, SyntheticCohort, ar1_filter, embedded_structure
 
@@ -300,7 +301,10 @@ def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_pat
         "--max_pairs",
         "2",
     ]
-    tasks = offline_tasks(build_parser().parse_args([*flags, *COHORT_FLAGS, "--output_dir", str(tmp_path)]))
+    sources, _ = evaluation_parser().parse_args_into_dataclasses(
+        [*flags, *COHORT_FLAGS, "--output_dir", str(tmp_path)]
+    )
+    tasks = build_tasks(sources, tmp_path)
     assert [len(t.scans) for t in tasks] == [18, 18, 6, 6] and [t.task.name for t in tasks[2:]] == [
         "synthetic_group",
         "synthetic_score",
@@ -318,7 +322,7 @@ def test_descriptor_questions_of_the_synthetic_cohort_too(cohort_corpus, tmp_pat
 
 
 def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tmp_path):
-    args = build_parser().parse_args(
+    args, _ = evaluation_parser().parse_args_into_dataclasses(
         [
             "--corpus",
             str(cohort_corpus),
@@ -332,20 +336,20 @@ def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tm
         ]
     )
     assert args.descriptor_scans == "embedded"
-    tasks = offline_tasks(args)
+    tasks = build_tasks(args, tmp_path)
     assert [len(t.scans) for t in tasks] == [12, 12]
     assert not any(key.startswith("synthetic/") for t in tasks for key in t.subject_keys)
 
 
 def test_descriptor_questions_of_the_synthetic_cohort_need_a_corpus(tmp_path):
-    args = build_parser().parse_args(
+    args, _ = evaluation_parser().parse_args_into_dataclasses(
         ["--tasks", "descriptors", "--descriptor_scans", "all", *COHORT_FLAGS, "--output_dir", str(tmp_path)]
     )
     with pytest.raises(
         FmriInputError,
         match="--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort",
     ):
-        offline_tasks(args)
+        build_tasks(args, tmp_path)
     assert not list(tmp_path.iterdir())  # stopped before building the demo corpus
 
 

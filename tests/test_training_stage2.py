@@ -359,3 +359,20 @@ def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
     assert_same_step(*(tmp_path / name / "final" / "model.safetensors" for name in ("two", "one", "initial")))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "final")
     assert model.config.model_type == "fmrilm"
+
+
+def test_a_run_without_the_earlier_stages_is_refused_with_the_lines_that_make_them(tmp_path):
+    """Stage 2 never builds its corpus or trains Stage 1 itself: each missing flag is named, with its command."""
+    scans = [FmriScan(data=tiny_lm.scan(i), tr=2.0, subject=f"s{i}") for i in range(2)]
+    with pytest.raises(FmriInputError) as refused:
+        train_stage2(Stage2Arguments(), Stage2TrainingArguments(output_dir=str(tmp_path / "out")), scans)
+    message = str(refused.value)
+    assert message.startswith("--corpus, --fmri_tokenizer: expected a descriptor corpus")
+    assert "datasets_scripts/build_descriptor_corpus.py" in message and "recipes/stage1_tokenizer.py" in message
+    with pytest.raises(FmriInputError, match=r"^--fmri_tokenizer: expected"):
+        train_stage2(
+            Stage2Arguments(corpus=str(tmp_path)), Stage2TrainingArguments(output_dir=str(tmp_path / "o")), scans
+        )
+    assert (
+        not (tmp_path / "out" / "descriptor_corpus").exists() and not (tmp_path / "out" / "stage1_tokenizer").exists()
+    )

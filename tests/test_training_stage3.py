@@ -25,9 +25,10 @@ from modeling_fmrilm import (
     FmriTokenizerModel,
 )
 from modeling_fmrilm.io import load_embedded
-from modeling_fmrilm.splits import split_subjects
+from modeling_fmrilm.pipeline import instruct_and_evaluate
+from modeling_fmrilm.splits import model_split, split_subjects
 from modeling_fmrilm.tasks.data import cohort_task_data
-from modeling_fmrilm.tasks.evaluate import model_split
+from modeling_fmrilm.tasks.sources import build_tasks
 from modeling_fmrilm.training.common import parse_arguments
 from modeling_fmrilm.training.objectives import IGNORE_INDEX
 from modeling_fmrilm.training.stage3 import (
@@ -36,7 +37,6 @@ from modeling_fmrilm.training.stage3 import (
     Stage3TrainingArguments,
     instruction_examples,
     lora_model,
-    task_sources,
     train_stage3,
 )
 from modeling_fmrilm.window_store import WindowStore, build_window_store
@@ -165,10 +165,14 @@ def test_train_lm_head_trains_the_output_head_whole_and_the_saved_adapter_holds_
 
 
 def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):
+    with pytest.raises(FmriInputError, match=r"--model: expected a Stage 2 folder \(python recipes/stage2_align.py"):
+        train_stage3(
+            Stage3Arguments(), Stage3TrainingArguments(output_dir=str(tmp_path / "no_model"))
+        )  # never trains Stage 2
     with pytest.raises(
         FmriInputError, match=r"descriptor_scans: expected one of \('embedded', 'all'\), found 'every'"
     ):
-        task_sources(Stage3Arguments(descriptor_scans="every"), str(tmp_path))
+        Stage3Arguments(descriptor_scans="every")
     args, _ = parse_arguments(
         (Stage3Arguments, Stage3TrainingArguments),
         ["--tasks", "descriptors", "--descriptor_scans", "all", "--output_dir", str(tmp_path)],
@@ -177,7 +181,7 @@ def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tm
     with pytest.raises(
         FmriInputError, match="--descriptor_scans all: expected --corpus"
     ):  # the harness's check: the option reached it
-        task_sources(args, str(tmp_path))
+        build_tasks(args, str(tmp_path))
     with pytest.raises(
         FmriInputError, match=r"scoring in \('loglik', 'calibrated', 'constrained'\).*found \['logprob'\]"
     ):
@@ -209,7 +213,7 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
             "2",
         ),
     )
-    result = train_stage3(args, training_args)
+    result, report = instruct_and_evaluate(args, training_args)
     assert result.task_names == ["cohort", "synthetic_group", "synthetic_score"]
     losses = [entry["loss"] for entry in result.history if "cohort_loss" in entry]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -227,7 +231,7 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
         untuned = AutoModelForCausalLM.from_pretrained(stage2_folder).eval()
         assert not torch.allclose(final(**batch).logits, untuned(**batch).logits)
 
-    methods = {row.method for row in result.report.rows if row.task == "cohort"}
+    methods = {row.method for row in report.rows if row.task == "cohort"}
     assert {"fmrilm loglik", "fmrilm calibrated"} <= methods and {"majority", "brainmarks_fc", "tangent_fc"} <= {
         m.split(" (")[0] for m in methods
     }

@@ -41,9 +41,8 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
+import logging
 import shutil
-import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,11 +53,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from ..atomic import replace_folder, write_atomically
+from ..atomic import write_atomically
 from ..errors import FmriInputError
 from ..io import FmriScan
 from ..locking import folder_lock
-from ..sharded_build import PLAN_NAME, BuildPlan, ScanInfo, ScanSource, run_shards, selected_scans, survey_scans
+from ..sharded_build import (
+    PLAN_NAME,
+    BuildPlan,
+    ScanInfo,
+    ScanSource,
+    publish_build,
+    run_shards,
+    selected_scans,
+    set_aside,
+    survey_scans,
+)
 from ..splits import DEFAULT_FRACTIONS, MANIFEST_NAME, SPLITS, resolve_split, write_manifest
 from . import graph
 from . import text as descriptor_text
@@ -77,6 +86,8 @@ from .reference import (
     validate_scan,
     zscores,
 )
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "descriptors"
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-network", "nilearn", "pyarrow")
@@ -176,12 +187,7 @@ def _finished(work: Path, shard: int) -> bool:
             for name in raw.files:
                 raw[name]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        aside = path.with_name(f"{path.name}.corrupt")
-        os.replace(path, aside)
-        warnings.warn(
-            f"{path}: truncated or corrupt shard ({type(error).__name__}: {error}); moved to {aside.name}, computed again",
-            stacklevel=3,
-        )
+        set_aside(path, "truncated or corrupt shard", error)
         return False
     return True
 
@@ -477,12 +483,12 @@ def merge(
         (publish / "README.md").write_text(dataset_card(reference, sizes, provenance, command, digest))
         reference.save(publish)
         write_manifest(publish, plan.split)
-        final = output_dir / "data" / CONFIG_NAME
-        final.parent.mkdir(parents=True, exist_ok=True)
-        replace_folder(staged, final)
-        for name in ("cohort_reference.json", "cohort_reference.npz", MANIFEST_NAME, "README.md"):
-            os.replace(publish / name, output_dir / name)
-        shutil.rmtree(work)
+        publish_build(
+            work,
+            output_dir,
+            CONFIG_NAME,
+            ("cohort_reference.json", "cohort_reference.npz", MANIFEST_NAME, "README.md"),
+        )
         return CorpusSummary(output_dir, sizes, plan.skipped)
 
 
@@ -538,7 +544,7 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
 def demo_corpus(
     scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None
 ) -> CorpusSummary:
-    """Build the corpus of the embedded scans and print its folder, split sizes and one description.
+    """Build the corpus of the embedded scans and report its folder, split sizes and one description.
 
     The split uses fractions (0.6, 0.2, 0.2) and seed 0: on the 12 embedded subjects, 6 train,
     3 validation and 3 test, both cohorts in the test split.
@@ -546,12 +552,14 @@ def demo_corpus(
     from ..io import aal2_table
 
     labels = list(roi_labels) if roi_labels is not None else aal2_table().systems
-    print("== Descriptor corpus (features -> z-scores -> text)")
+    logger.info("== Descriptor corpus (features -> z-scores -> text)")
     summary = build_corpus(
         scans, output_dir, labels, scans[0].atlas, fractions=DEMO_FRACTIONS, progress=False, command="fmrilm demo"
     )
-    print(f"corpus written to {summary.folder}: " + ", ".join(f"{s} {n}" for s, n in summary.split_sizes.items()))
+    logger.info(
+        f"corpus written to {summary.folder}: " + ", ".join(f"{s} {n}" for s, n in summary.split_sizes.items())
+    )
     first = sorted((summary.folder / "data" / CONFIG_NAME).glob("train-*.parquet"))[0]
     record = pq.read_table(first, columns=["subject", "dataset", "text"]).slice(0, 1).to_pylist()[0]
-    print(f"description of {record['dataset']}/{record['subject']}:\n{record['text']}")
+    logger.info(f"description of {record['dataset']}/{record['subject']}:\n{record['text']}")
     return summary

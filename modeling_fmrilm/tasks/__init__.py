@@ -18,7 +18,10 @@ One concept per module:
 - `scoring`: label-word log-likelihoods, constrained generation and pooled hidden states of an
   `FmriLMForCausalLM`;
 - `metrics`: scikit-learn metrics and their summary over seeds;
-- `evaluate`: the engine, its report (markdown + JSON) and `evaluate_main` (`fmrilm evaluate`).
+- `sources`: [`TaskSources`], the task flags `fmrilm evaluate`, Stage 3 and the bench share, and
+  [`build_tasks`];
+- `settings`: what an evaluation runs ([`EvaluationSettings`]) and the flags of `fmrilm evaluate`;
+- `evaluate`: the engine and its report (markdown + JSON); `run_evaluation` is `fmrilm evaluate`.
 """
 
 from .data import (
@@ -29,7 +32,7 @@ from .data import (
     synthetic_task_data,
     task_data_from_table,
 )
-from .evaluate import EvaluationReport, EvaluationSettings, build_prompts, evaluate, evaluate_main
+from .evaluate import EvaluationReport, build_prompts, evaluate, run_evaluation
 from .labels import (
     ColumnSpec,
     LabelReport,
@@ -46,6 +49,8 @@ from .labels import (
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text, render_token_ids
 from .registry import BIN_WORDS, TASKS, ScoreBins, Task, get_task, label_vocabulary, register_task
 from .scoring import LabelScorer
+from .settings import EvaluationArguments, EvaluationSettings
+from .sources import TaskSources, build_tasks
 from .synthetic import SyntheticCohort, SyntheticSettings, make_synthetic_cohort
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "PARADIGMS",
     "TASKS",
     "ColumnSpec",
+    "EvaluationArguments",
     "EvaluationReport",
     "EvaluationSettings",
     "LabelReport",
@@ -65,13 +71,14 @@ __all__ = [
     "SyntheticSettings",
     "Task",
     "TaskData",
+    "TaskSources",
     "answer_text",
     "answer_texts",
     "build_prompts",
+    "build_tasks",
     "cohort_task_data",
     "descriptor_task_data",
     "evaluate",
-    "evaluate_main",
     "get_task",
     "label_vocabulary",
     "load_table_scans",
@@ -86,6 +93,7 @@ __all__ = [
     "read_subject_csv",
     "register_task",
     "render_token_ids",
+    "run_evaluation",
     "synthetic_task_data",
     "task_data_from_table",
     "task_targets",

@@ -28,7 +28,7 @@ from ..io import FmriScan
 from ..splits import subject_key
 from .labels import LabelReport, LabelTable, task_targets
 from .prompts import COHORT_LINE
-from .registry import Task, get_task
+from .registry import ScoreBins, Task, get_task
 from .synthetic import SyntheticCohort
 
 PAIR_BANDS = ("lower", "typical", "higher")
@@ -238,11 +238,17 @@ def synthetic_task_data(cohort: SyntheticCohort) -> list[TaskData]:
     return [task_data_from_table(name, table, cohort.scans, cohort_line=False) for name in names]
 
 
+def item_labels(data: TaskData, bins: ScoreBins | None) -> np.ndarray:
+    """Class of every item: its class index, or (regression) its bin under the training bins."""
+    return bins.transform(data.targets) if bins is not None else data.targets.astype(np.int64)
+
+
 __all__ = [
     "PAIR_BANDS",
     "TaskData",
     "cohort_task_data",
     "descriptor_task_data",
+    "item_labels",
     "most_varied",
     "network_pairs",
     "pair_band",

@@ -35,7 +35,6 @@ Output: a markdown table (`EvaluationReport.to_markdown`) and a JSON file with e
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from collections.abc import Sequence
@@ -50,25 +49,24 @@ from ..atomic import write_text_atomically
 from ..configuration_fmrilm import FMRI_STREAMS
 from ..errors import FmriInputError
 from ..io import FmriScan
-from ..splits import SubjectSplit
+from ..splits import SubjectSplit, model_split, read_manifest
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
-from .data import TaskData
+from .data import TaskData, item_labels
 from .embedding_probe import EMBEDDING_PROBE, embedding_inputs
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, format_summary, score_predictions, summarize
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
 from .registry import ScoreBins
 from .scoring import LabelScorer, PromptTooLong, softmax
+from .settings import SCORING, EvaluationArguments, EvaluationSettings
+from .sources import TaskSources, build_tasks
 from .splitting import TooFewExamples, fixed_split, select_shots, strata_of, stratified_split
 
-SCORING = ("loglik", "calibrated", "constrained")
 CALIBRATION_PER_LABEL = 16
 """Training items per label (class or bin) asked each question to fit the `calibrated` scoring's label offsets."""
 PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
 """The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
 TABLE_METRICS = REGRESSION_METRICS
 """The table's metric columns (a classification leaves MAE and r empty)."""
-DESCRIPTOR_SCANS = ("embedded", "all")
-"""Whom `offline_tasks` asks the descriptor questions of: the embedded scans, or the synthetic cohort's too."""
 VIEW_PROBES = ("window_fc", "token_fc")
 """Rows of the Brainmarks protocol on what the model reads: its windows, and its tokens decoded."""
 METHOD_LABELS = {
@@ -79,52 +77,6 @@ METHOD_LABELS = {
     "token_fc": "FC of the model's tokens, decoded",
     EMBEDDING_PROBE: "fmrilm embeddings, Brainmarks probe",
 }
-
-
-@dataclass
-class EvaluationSettings:
-    """What the evaluation runs.
-
-    Attributes:
-        seeds: one split (unless fixed), paraphrase draw and shot draw per seed.
-        shots: k of the k-shot prompts (0 = zero-shot).
-        paradigms: of `prompts.PARADIGMS`.
-        scoring: of `SCORING`.
-        chat_template: render prompts with the processor's chat template instead of the paper's layout.
-        test_fraction: test share of the stratified splits (ignored with a fixed split).
-        n_resplits: random re-splits for the baselines (0 to skip).
-        probe: ridge probe on pooled hidden states for regressions.
-        view_probes: the `VIEW_PROBES` rows (Brainmarks FC of the model's windows and of its decoded tokens).
-        embedding_probe: the row of the Brainmarks probe on the model's Stage 1 embeddings (`embedding_probe.py`).
-        blank_streams: for a model that reads both fMRI streams, the model rows again with each
-            stream blanked (`fmrilm <scoring>, <stream> blanked`: its positions fed the stream's mean
-            embedding over the training subjects' scans), so the table says whether an answer was
-            read from coupling, from dynamics, or from neither.
-        multi_questions: questions per prompt in the `multi` paradigm.
-        batch_size: sequences per forward pass.
-    """
-
-    seeds: tuple[int, ...] = (0, 1, 2)
-    shots: tuple[int, ...] = (0, 2, 4, 10)
-    paradigms: tuple[str, ...] = ("single",)
-    scoring: tuple[str, ...] = ("loglik", "calibrated")
-    chat_template: bool = False
-    test_fraction: float = 0.25
-    n_resplits: int = 100
-    probe: bool = True
-    view_probes: bool = True
-    embedding_probe: bool = False
-    blank_streams: bool = False
-    multi_questions: int = 3
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.paradigms if p not in PARADIGMS] + [s for s in self.scoring if s not in SCORING]
-        if unknown or not self.seeds or any(k < 0 for k in self.shots):
-            raise FmriInputError(
-                f"evaluation settings: expected paradigms in {PARADIGMS}, scoring in {SCORING}, at least one seed and k >= 0; "
-                f"found {unknown or (self.seeds, self.shots)}"
-            )
 
 
 @dataclass
@@ -253,11 +205,6 @@ def _json_default(value: Any) -> Any:
 
 
 # -- prompts of one task on one split ------------------------------------------------------------
-
-
-def item_labels(data: TaskData, bins: ScoreBins | None) -> np.ndarray:
-    """Class of every item: its class index, or (regression) its bin under the training bins."""
-    return bins.transform(data.targets) if bins is not None else data.targets.astype(np.int64)
 
 
 def _rng(seed: int, *parts: Any) -> np.random.Generator:
@@ -735,191 +682,38 @@ def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) ->
     return (task_names.index(row.task), 1, blanked, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"))
 
 
-# -- command line -------------------------------------------------------------------------------
-
-
-def model_split(model_dir: str | Path) -> SubjectSplit | None:
-    """The subject split a model was trained on, from its `training_record.json` (written by the training stages)."""
-    path = Path(model_dir) / "training_record.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if "split" not in record:
-        return None
-    split = record["split"]
-    return SubjectSplit(dict(split["subjects"]), int(split["seed"]), tuple(split["fractions"]), str(path))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fmrilm evaluate",
-        description="The model beside the majority and connectivity baselines, on test subjects.",
-    )
-    parser.add_argument(
-        "--model", default=None, help="FmriLMForCausalLM folder (model + processor); none: baselines only"
-    )
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        default=["cohort", "descriptors", "synthetic"],
-        choices=["cohort", "descriptors", "synthetic"],
-        help="offline tasks",
-    )
-    parser.add_argument(
-        "--corpus",
-        default=None,
-        help="descriptor corpus of the embedded data (and of the synthetic cohort, for --descriptor_scans all); default: built into OUTPUT_DIR/descriptor_corpus",
-    )
-    parser.add_argument(
-        "--pairs",
-        nargs="*",
-        default=None,
-        help="network pairs 'A-B' of the descriptor questions; default: the --max_pairs most varied",
-    )
-    parser.add_argument("--max_pairs", type=int, default=3)
-    parser.add_argument(
-        "--descriptor_scans", default="embedded", choices=list(DESCRIPTOR_SCANS),
-        help="scans the descriptor questions are asked of: the embedded ones; all: the synthetic cohort too (the corpus must describe it, as the bench's does)",
-    )  # fmt: skip
-    parser.add_argument("--synthetic_subjects", type=int, default=200)
-    parser.add_argument("--synthetic_timepoints", type=int, default=320, help="frames per synthetic scan (TR 2 s)")
-    parser.add_argument("--group_effect", type=float, default=0.2)
-    parser.add_argument("--score_effect", type=float, default=0.2)
-    parser.add_argument(
-        "--dynamics_effect", type=float, default=0.0,
-        help="variance of the slow-dynamics noise of the synthetic_dynamics task (0: no such task); FC is equal between its groups",
-    )  # fmt: skip
-    parser.add_argument("--synthetic_seed", type=int, default=0)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--shots", nargs="+", type=int, default=[0, 2, 4, 10])
-    parser.add_argument("--paradigms", nargs="+", default=["single"], choices=list(PARADIGMS))
-    parser.add_argument(
-        "--scoring",
-        nargs="+",
-        default=["loglik", "calibrated"],
-        choices=list(SCORING),
-        help="answer scorings (rows): loglik, calibrated (label prior from training subjects taken out), constrained (the paper's)",
-    )
-    parser.add_argument(
-        "--chat_template", action="store_true", help="render prompts with the processor's chat template"
-    )
-    parser.add_argument("--test_fraction", type=float, default=0.25)
-    parser.add_argument("--n_resplits", type=int, default=100)
-    parser.add_argument(
-        "--blank_streams", action="store_true",
-        help="for a model reading both fMRI streams, the model rows again with each stream blanked (fed its mean embedding)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--embedding_probe",
-        action="store_true",
-        help="add the row of the Brainmarks probe on the model's Stage 1 embeddings, mean-pooled",
-    )
-    parser.add_argument(
-        "--split_manifest",
-        default=None,
-        help="splits.json (or a folder with one); default: the model's training split",
-    )
-    parser.add_argument("--output_dir", default="outputs/evaluation")
-    return parser
-
-
-def offline_tasks(args: argparse.Namespace) -> list[TaskData]:
-    """The offline tasks named by `--tasks`: the embedded cohort, descriptor questions, the synthetic cohort.
-
-    The descriptor questions are asked of the embedded scans or, with `--descriptor_scans all`, of
-    the synthetic cohort's scans too: the same cohort (built once, even without the `synthetic`
-    tasks) whose scans the synthetic tasks ask about, so each synthetic subject has the same key in
-    both and a subject split puts it on the same side. That needs a `--corpus` describing the
-    cohort, as the bench's does (the default demo corpus describes only the embedded scans).
-
-    Raises:
-        FmriInputError: `--descriptor_scans all` without `--corpus`, or a scan the corpus does not describe.
-    """
-    from ..io import load_embedded
-    from .data import cohort_task_data, descriptor_task_data, most_varied, synthetic_task_data
-    from .synthetic import SyntheticSettings, make_synthetic_cohort
-
-    asks_cohort = "descriptors" in args.tasks and args.descriptor_scans == "all"
-    if asks_cohort and args.corpus is None:
-        raise FmriInputError(
-            "--descriptor_scans all: expected --corpus, a descriptor corpus that describes the synthetic cohort too (as the bench's does); "
-            "found none (the default demo corpus describes only the embedded scans)"
-        )
-    tasks: list[TaskData] = []
-    embedded = load_embedded() if {"cohort", "descriptors"} & set(args.tasks) else []
-    cohort = None
-    if "synthetic" in args.tasks or asks_cohort:
-        settings = SyntheticSettings(
-            n_subjects=args.synthetic_subjects, n_timepoints=args.synthetic_timepoints, group_effect=args.group_effect, score_effect=args.score_effect,
-            dynamics_effect=args.dynamics_effect, seed=args.synthetic_seed,
-        )  # fmt: skip
-        cohort = make_synthetic_cohort(settings)
-    if "cohort" in args.tasks:
-        tasks.append(cohort_task_data(embedded))
-    if "descriptors" in args.tasks:
-        corpus = args.corpus
-        if corpus is None:
-            from ..descriptors.corpus import demo_corpus
-
-            corpus = str(Path(args.output_dir) / "descriptor_corpus")
-            if not (Path(corpus) / "README.md").is_file():
-                demo_corpus(embedded, corpus)
-        pairs = descriptor_task_data(corpus, [*embedded, *cohort.scans] if asks_cohort else embedded, args.pairs)
-        tasks.extend(pairs if args.pairs else most_varied(pairs, args.max_pairs))
-    if "synthetic" in args.tasks:
-        tasks.extend(synthetic_task_data(cohort))
-    return tasks
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> EvaluationReport:
-    """`fmrilm evaluate`: parse the flags, run `evaluate`, print the table, write `evaluation.md`/`.json`."""
-    return run_evaluation(build_parser().parse_args(argv))
-
-
-def run_evaluation(args: argparse.Namespace) -> EvaluationReport:
-    """`evaluate_main` on parsed flags (`build_parser`)."""
+def run_evaluation(sources: TaskSources, arguments: EvaluationArguments) -> tuple[EvaluationReport, Path, Path]:
+    """`fmrilm evaluate` on parsed flags: the model of `arguments.model` (if any) beside the baselines
+    on the tasks of `sources`, on the model's training split (or `arguments.split_manifest`); the
+    report and the `evaluation.md`/`.json` it wrote into `arguments.output_dir`."""
     model = processor = None
     split = None
-    if args.model is not None:
+    if arguments.model is not None:
         from transformers import AutoModelForCausalLM, AutoProcessor
 
         import modeling_fmrilm  # noqa: F401  (registers the Auto classes)
 
-        model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-        processor = AutoProcessor.from_pretrained(args.model)
-        split = model_split(args.model)
-    if args.split_manifest is not None:
-        from ..splits import read_manifest
-
-        split = read_manifest(args.split_manifest)
-    settings = EvaluationSettings(
-        seeds=tuple(args.seeds), shots=tuple(args.shots), paradigms=tuple(args.paradigms), scoring=tuple(args.scoring),
-        chat_template=args.chat_template, test_fraction=args.test_fraction, n_resplits=args.n_resplits,
-        embedding_probe=args.embedding_probe, blank_streams=args.blank_streams,
-    )  # fmt: skip
-    report = evaluate(offline_tasks(args), model, processor, settings, split)
-    markdown, record = report.save(args.output_dir)
-    print(report.to_markdown())
-    print(f"written: {markdown}, {record}")
-    return report
+        model = AutoModelForCausalLM.from_pretrained(arguments.model).eval()
+        processor = AutoProcessor.from_pretrained(arguments.model)
+        split = model_split(arguments.model)
+    if arguments.split_manifest is not None:
+        split = read_manifest(arguments.split_manifest)
+    tasks = build_tasks(sources, arguments.output_dir)
+    report = evaluate(tasks, model, processor, arguments.settings(), split)
+    markdown, record = report.save(arguments.output_dir)
+    return report, markdown, record
 
 
 __all__ = [
-    "DESCRIPTOR_SCANS",
-    "SCORING",
     "EvaluationReport",
-    "EvaluationSettings",
     "Row",
     "build_prompts",
     "calibration_items",
     "evaluate",
-    "evaluate_main",
     "label_offsets",
     "merge_reports",
     "model_predictions",
-    "model_split",
     "multi_predictions",
-    "offline_tasks",
     "probe_predictions",
     "resplit",
     "run_evaluation",

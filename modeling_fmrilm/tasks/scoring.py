@@ -52,12 +52,6 @@ class PromptIds(list):
         return tuple(self), tuple(id(scan) for scan in self.scans)
 
 
-def max_positions(model: Any) -> int | None:
-    """Positions of the model's language model (`n_positions` or `max_position_embeddings`), if it has a limit."""
-    text_config = getattr(model.config, "text_config", model.config)
-    return getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
-
-
 class LabelScorer:
     """Scores candidate answers of prompts with a causal LM that reads fMRI tokens.
 
@@ -71,7 +65,7 @@ class LabelScorer:
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
-        self.max_positions = max_positions(model)
+        self.max_positions = model.config.max_positions
         tokenizer = processor.tokenizer
         self.pad_token_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._codes: dict[int, tuple[FmriScan, list[int]]] = {}
@@ -334,4 +328,4 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-__all__ = ["LabelScorer", "PromptIds", "PromptTooLong", "max_positions", "softmax"]
+__all__ = ["LabelScorer", "PromptIds", "PromptTooLong", "softmax"]

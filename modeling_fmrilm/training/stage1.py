@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -371,46 +370,12 @@ def evaluate_tokenizer(model: FmriTokenizerModel, fmri_values: torch.Tensor, bat
     }
 
 
-def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25) -> Stage1Result:
-    """`fmrilm demo` step: a small tokenizer on the embedded scans, on the corpus's subject split,
-    with the SigLIP loss aligning each window with its scan's description; prints held-out R²."""
-    run_dir = Path(output_dir) / "stage1_tokenizer"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    args = Stage1Arguments(
-        text_dataset=str(corpus),
-        # A light contrastive weight: at this scale, weight 1 halves the held-out R² (0.53 -> 0.27).
-        config_overrides=json.dumps({"contrastive_weight": 0.1}),
-    )
-    training_args = Stage1TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result = train_stage1(args, training_args, console_logs=False)
-    config = result.model.config
-    last = result.last_eval()
-    print(
-        f"Stage 1 tokenizer: {config.num_codes} codes, {config.num_tokens} tokens per {args.window_length}-frame window; "
-        f"trained on {len(result.split.subjects('train'))} subjects, validated on "
-        f"{', '.join(result.split.subjects('validation'))}; the corpus's test subjects are never read"
-    )
-    print(
-        f"held-out reconstruction R2 {last['eval_r2']:.3f} (MSE {last['eval_mse']:.3f}); codebook utilisation "
-        f"{last['eval_utilisation']:.2f}, perplexity {last['eval_perplexity']:.1f}; saved to {result.final_dir}"
-    )
-    train_logs = [entry for entry in result.history if "contrastive_loss" in entry]
-    print(
-        f"SigLIP fMRI-description loss (training): epoch 1 {train_logs[0]['contrastive_loss']:.3f} -> "
-        f"epoch {len(train_logs)} {train_logs[-1]['contrastive_loss']:.3f}"
-    )
-    return result
-
-
 __all__ = [
     "Stage1Arguments",
     "Stage1Result",
     "Stage1Trainer",
     "Stage1TrainingArguments",
     "build_config",
-    "demo_stage1",
     "evaluate_tokenizer",
     "reconstruction_r2",
     "train_stage1",

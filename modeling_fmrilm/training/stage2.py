@@ -24,7 +24,6 @@ config's weights (the paper's 1.0 / 0.1 / 0.5), and logs each objective's loss a
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,8 +51,6 @@ from .common import (
     preprocessing_fields,
     resolve_resume,
     save_final,
-    scan_subject_key,
-    scan_text_key,
     store_windows,
     training_store,
 )
@@ -70,14 +67,12 @@ class Stage2Arguments(CodeDropoutArguments, CohortArguments):
 
     fmri_tokenizer: str | None = field(
         default=None,
-        metadata={
-            "help": "trained Stage 1 folder; default (embedded data, one process): train the demo one into output_dir/stage1_tokenizer"
-        },
+        metadata={"help": "trained Stage 1 folder (recipes/stage1_tokenizer.py's output_dir/final); required"},
     )
     corpus: str | None = field(
         default=None,
         metadata={
-            "help": "descriptor corpus folder (F2T descriptions, splits.json); default (embedded data): build it into output_dir/descriptor_corpus"
+            "help": "descriptor corpus folder (F2T descriptions, splits.json; datasets_scripts/build_descriptor_corpus.py); required"
         },
     )
     base_model: str | None = field(
@@ -221,9 +216,7 @@ class ExampleBuilder:
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self.max_t2t_length = max_t2t_length
-        self.max_positions = getattr(config.text_config, "max_position_embeddings", None) or getattr(
-            config.text_config, "n_positions", None
-        )
+        self.max_positions = config.max_positions
 
     def scan_tokens(self, codes: Sequence[int]) -> list[int]:
         """`<fmri>` + the code tokens (+ one `<fmri_fc>` per ROI with the connectivity stream) + `</fmri>`."""
@@ -318,31 +311,17 @@ def t2t_texts(args: Stage2Arguments, corpus_texts: dict[str, str], split: Subjec
     return [text for text in split[args.t2t_column] if text]
 
 
-def prepare_prerequisites(
-    args: Stage2Arguments, training_args: Stage2TrainingArguments, scans: Sequence[FmriScan] | None
-) -> None:
-    """Fill in `corpus` and `fmri_tokenizer` when a demo run (embedded data) left them out, by
-    building the corpus and training the small Stage 1 tokenizer into the output folder."""
-    if args.corpus is not None and args.fmri_tokenizer is not None:
-        return
-    if args.data_dir is not None or args.window_store is not None or training_args.world_size > 1:
+def check_prerequisites(args: Stage2Arguments) -> None:
+    """Refuse a run without the earlier stages' outputs, saying how to make them (a stage never trains its prerequisites)."""
+    missing = [
+        flag for flag, value in (("--corpus", args.corpus), ("--fmri_tokenizer", args.fmri_tokenizer)) if value is None
+    ]
+    if missing:
         raise FmriInputError(
-            "corpus/fmri_tokenizer: expected --corpus (datasets_scripts/build_descriptor_corpus.py) and --fmri_tokenizer "
-            "(recipes/stage1_tokenizer.py) for your own data or a multi-process run; only a one-process run on the embedded data builds them"
+            f"{', '.join(missing)}: expected a descriptor corpus (python datasets_scripts/build_descriptor_corpus.py --output-dir CORPUS) "
+            "and a Stage 1 folder (python recipes/stage1_tokenizer.py --text_dataset CORPUS --output_dir STAGE1, then STAGE1/final); "
+            "fmrilm demo makes both for the embedded data"
         )
-    output_dir = Path(training_args.output_dir)
-    if args.corpus is None:
-        from ..descriptors.corpus import demo_corpus
-
-        args.corpus = str(output_dir / "descriptor_corpus")
-        if not (Path(args.corpus) / "README.md").is_file():
-            demo_corpus(scans, args.corpus)
-    if args.fmri_tokenizer is None:
-        from .stage1 import demo_stage1
-
-        args.fmri_tokenizer = str(output_dir / "stage1_tokenizer" / "final")
-        if not Path(args.fmri_tokenizer).is_dir():
-            demo_stage1(output_dir, args.corpus)
 
 
 def build_stage2_data(
@@ -429,7 +408,7 @@ def train_stage2(
     subjects never read) and save `output_dir/final` (model + processor) atomically."""
     if args.window_store is None:
         scans = list(scans) if scans is not None else load_cohort(args.data_dir, args.tr, args.key, args.cohorts)
-    prepare_prerequisites(args, training_args, scans)
+    check_prerequisites(args)
     set_seed(training_args.seed)
     extractor = FmriFeatureExtractor.from_pretrained(
         args.fmri_tokenizer
@@ -450,11 +429,6 @@ def train_stage2(
         data = build_stage2_data(args, model, processor, store, texts, Path(training_args.output_dir) / "cache")
     if data.validation is None:
         training_args.eval_strategy = "no"
-    pad = (
-        processor.tokenizer.pad_token_id
-        if processor.tokenizer.pad_token_id is not None
-        else processor.tokenizer.eos_token_id
-    )
     config = model.config
     connectivity = WindowConnectivity(data.codes) if config.reads_connectivity else None
     if connectivity is not None:
@@ -465,7 +439,7 @@ def train_stage2(
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=ObjectiveCollator(pad, connectivity),
+        data_collator=ObjectiveCollator(processor.pad_token_id, connectivity),
         callbacks=[*code_dropout_callbacks(args, config), *callbacks],
         console_logs=console_logs,
     )
@@ -495,50 +469,12 @@ def describe_scan(
     return processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
 
 
-def demo_stage2(
-    output_dir: str | Path,
-    corpus: str | Path,
-    fmri_tokenizer: str | Path,
-    scans: Sequence[FmriScan],
-    num_epochs: int = 8,
-) -> Stage2Result:
-    """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
-    split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
-    run_dir = Path(output_dir) / "stage2_lm"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
-    training_args = Stage2TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result = train_stage2(args, training_args, scans, console_logs=False)
-    config = result.model.config
-    first, last = (
-        next(entry for entry in order if "eval_f2t_loss" in entry)
-        for order in (result.history, reversed(result.history))
-    )
-    print(
-        f"Stage 2: {config.text_config.model_type} LM ({sum(p.numel() for p in result.model.language_model.parameters()) / 1e6:.1f}M "
-        f"parameters) + {config.num_codes} fMRI tokens; {len(result.data.train)} training sequences; held-out losses "
-        + ", ".join(
-            f"{name} {first[f'eval_{name}_loss']:.2f} -> {last[f'eval_{name}_loss']:.2f}" for name in OBJECTIVES
-        )
-        + f"; next-window code accuracy {last['eval_f2f_accuracy']:.3f}; saved to {result.final_dir}"
-    )
-    test_scan = next(scan for scan in scans if result.data.split.of(scan_subject_key(scan)) == "test")
-    print(
-        f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}"
-    )
-    print(f"its descriptor text:\n  {result.data.texts[scan_text_key(test_scan)]}")
-    return result
-
-
 __all__ = [
     "OBJECTIVES",
     "ExampleBuilder",
     "Stage2Arguments",
     "Stage2Result",
     "Stage2TrainingArguments",
-    "demo_stage2",
     "describe_scan",
     "encode_windows",
     "train_stage2",

@@ -9,17 +9,16 @@ are mixed with per-task weights (the objective weights of `training/objectives.p
 loss and answer accuracy are logged). Full fine-tuning or LoRA through peft (`--use_lora`, r/α/
 targets as flags, `trainable_token_indices` for the fMRI rows); the adapter is saved in
 `output_dir/adapter` and the merged model, loadable with the Auto classes, in `output_dir/final`.
-Then the evaluation harness scores the final model beside the connectivity baselines on the test
-subjects of the same split.
+`train_stage3` returns the final model with its tasks' items and split; the evaluation harness
+that scores it beside the connectivity baselines on the test subjects of that split runs above
+this layer (`modeling_fmrilm.pipeline.instruct_and_evaluate`, which the recipe and the demo call).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,11 @@ import torch
 from transformers import set_seed
 
 from ..errors import FmriInputError
-from ..splits import SubjectSplit
+from ..splits import SubjectSplit, model_split
+from ..tasks.data import TaskData, item_labels
+from ..tasks.prompts import check_distinguishable
+from ..tasks.settings import EvaluationSettings
+from ..tasks.sources import TASK_SOURCES, TaskSources, build_tasks
 from ..window_store import WindowStore
 from .common import (
     CodeDropoutArguments,
@@ -47,21 +50,14 @@ from .common import (
 )
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
 
-TASK_SOURCES = ("cohort", "descriptors", "synthetic")
-
 
 @dataclass
-class Stage3Arguments(CodeDropoutArguments):
-    """The model, the task mixture, LoRA and the final evaluation of a Stage 3 run."""
+class Stage3Arguments(CodeDropoutArguments, TaskSources):
+    """The model, the task mixture (`TaskSources`, the evaluation's flags), LoRA and the final evaluation of a Stage 3 run."""
 
     model: str | None = field(
         default=None,
-        metadata={
-            "help": "trained Stage 2 folder; default (embedded data, one process): train the demo one into output_dir/stage2"
-        },
-    )
-    corpus: str | None = field(
-        default=None, metadata={"help": "descriptor corpus folder (descriptor questions, splits.json)"}
+        metadata={"help": "trained Stage 2 folder (recipes/stage2_align.py's output_dir/final); required"},
     )
     tasks: list[str] = field(
         default_factory=lambda: ["cohort", "descriptors"], metadata={"help": f"task sources, of {TASK_SOURCES}"}
@@ -69,31 +65,12 @@ class Stage3Arguments(CodeDropoutArguments):
     task_weights: list[float] | None = field(
         default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"}
     )
-    pairs: list[str] | None = field(
-        default=None,
-        metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"},
-    )
-    max_pairs: int = 3
-    descriptor_scans: str = field(
-        default="embedded",
-        metadata={
-            "help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"
-        },
-    )
     window_store: str | None = field(
         default=None,
         metadata={
             "help": "window store (folder or Hub dataset id, `fmrilm preprocess`) holding the training and validation task scans; default: one built from them into output_dir/window_store"
         },
     )
-    synthetic_subjects: int = 200
-    synthetic_timepoints: int = field(default=320, metadata={"help": "frames per synthetic scan (TR 2 s)"})
-    group_effect: float = 0.2
-    dynamics_effect: float = field(
-        default=0.0, metadata={"help": "synthetic_dynamics task's slow-noise variance (0: no such task)"}
-    )
-    score_effect: float = 0.2
-    synthetic_seed: int = 0
     prompts_per_item: int = field(default=2, metadata={"help": "paraphrased prompts per training item"})
     use_lora: bool = field(default=True, metadata={"help": "LoRA through peft (else full fine-tuning)"})
     lora_r: int = 8
@@ -133,12 +110,19 @@ class Stage3Arguments(CodeDropoutArguments):
     )
 
     def __post_init__(self) -> None:
-        """Check the evaluation flags when parsed (the harness's own validation), not after training."""
-        from ..tasks.evaluate import EvaluationSettings
+        """Check the task sources and the evaluation flags when parsed (the harness's own validation), not after training."""
+        CodeDropoutArguments.__post_init__(self)
+        TaskSources.__post_init__(self)
+        self.evaluation_settings()
 
-        super().__post_init__()
-        EvaluationSettings(
-            seeds=tuple(self.eval_seeds), shots=tuple(self.eval_shots), scoring=tuple(self.eval_scoring)
+    def evaluation_settings(self) -> EvaluationSettings:
+        """The harness's settings of the `eval_*` flags (validated by it)."""
+        return EvaluationSettings(
+            seeds=tuple(self.eval_seeds),
+            shots=tuple(self.eval_shots),
+            scoring=tuple(self.eval_scoring),
+            n_resplits=self.eval_resplits,
+            blank_streams=self.eval_blank_streams,
         )
 
 
@@ -157,36 +141,6 @@ class Stage3TrainingArguments(StageTrainingArguments):
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: float = field(default=0.05, metadata={"help": "warm-up steps (or a fraction of all steps when < 1)"})
-
-
-def task_sources(args: Stage3Arguments, output_dir: str) -> list[Any]:
-    """The `TaskData` of the named sources (the evaluation harness's own builders), refused when two
-    of them ask the same question with the same answers (`check_distinguishable`)."""
-    from ..tasks.evaluate import DESCRIPTOR_SCANS, offline_tasks
-    from ..tasks.prompts import check_distinguishable
-
-    unknown = sorted(set(args.tasks) - set(TASK_SOURCES))
-    if unknown:
-        raise FmriInputError(f"tasks: expected names from {TASK_SOURCES}, found {unknown}")
-    if args.descriptor_scans not in DESCRIPTOR_SCANS:
-        raise FmriInputError(f"descriptor_scans: expected one of {DESCRIPTOR_SCANS}, found {args.descriptor_scans!r}")
-    names = (
-        "tasks",
-        "corpus",
-        "pairs",
-        "max_pairs",
-        "descriptor_scans",
-        "synthetic_subjects",
-        "synthetic_timepoints",
-        "group_effect",
-        "score_effect",
-        "dynamics_effect",
-        "synthetic_seed",
-    )
-    options = {name: getattr(args, name) for name in names}
-    tasks = offline_tasks(SimpleNamespace(**options, output_dir=output_dir))
-    check_distinguishable([data.task for data in tasks])
-    return tasks
 
 
 class CodeTable:
@@ -274,7 +228,6 @@ def instruction_examples(
     seed: int,
 ) -> list[dict[str, Any]]:
     """Prompt + answer token ids of every item of `which` split's subjects, one objective per task."""
-    from ..tasks.evaluate import item_labels
     from ..tasks.prompts import ScanBlock, answer_text, question_text, render_token_ids
     from ..tasks.registry import ScoreBins
 
@@ -340,41 +293,17 @@ def lora_model(model: Any, args: Stage3Arguments) -> Any:
     return get_peft_model(model, peft_config)
 
 
-def prepare_model(args: Stage3Arguments, training_args: Stage3TrainingArguments) -> None:
-    """Fill in `model` (and `corpus`) for a demo run on the embedded data by training Stage 2 (and
-    what it needs) into `output_dir/stage2`."""
-    if args.model is not None:
-        return
-    if training_args.world_size > 1:
-        raise FmriInputError(
-            "model: expected --model (a Stage 2 folder, recipes/stage2_align.py) for a multi-process run"
-        )
-    from .stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
-
-    stage2_dir = Path(training_args.output_dir) / "stage2"
-    if not (stage2_dir / "final" / "config.json").is_file():
-        stage2 = Stage2Arguments(corpus=args.corpus)
-        train_stage2(
-            stage2,
-            Stage2TrainingArguments(
-                output_dir=str(stage2_dir), save_strategy="no", disable_tqdm=training_args.disable_tqdm
-            ),
-        )
-        args.corpus = stage2.corpus
-    args.model = str(stage2_dir / "final")
-    args.corpus = args.corpus or str(stage2_dir / "descriptor_corpus")
-
-
 @dataclass
 class Stage3Result:
-    """What `train_stage3` returns."""
+    """What `train_stage3` returns: the merged model, its tasks' items and the subject split (what its evaluation scores)."""
 
     model: Any
     processor: Any
     trainer: ObjectiveTrainer
     final_dir: Path
     task_names: list[str]
-    report: Any = None
+    tasks: list[TaskData]
+    split: SubjectSplit
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -389,13 +318,16 @@ def train_stage3(
     console_logs: bool = True,
 ) -> Stage3Result:
     """Instruction-tune the Stage 2 model on the task mixture (training subjects only; validation
-    subjects for the loss; test subjects never), save adapter and merged model, then evaluate."""
+    subjects for the loss; test subjects never), save adapter and merged model (evaluated by
+    `pipeline.instruct_and_evaluate`)."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from ..tasks.evaluate import model_split
-
-    prepare_model(args, training_args)
+    if args.model is None:
+        raise FmriInputError(
+            "--model: expected a Stage 2 folder (python recipes/stage2_align.py --corpus CORPUS --fmri_tokenizer STAGE1/final "
+            "--output_dir STAGE2, then STAGE2/final); fmrilm demo makes one for the embedded data"
+        )
     set_seed(training_args.seed)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
@@ -404,7 +336,8 @@ def train_stage3(
         raise FmriInputError(
             f"{args.model}: expected the training_record.json with the subject split that Stage 2 writes"
         )
-    tasks = task_sources(args, training_args.output_dir)
+    tasks = build_tasks(args, training_args.output_dir)
+    check_distinguishable([data.task for data in tasks])  # two sources asking one question with the same answers
     weights = args.task_weights or [1.0] * len(tasks)
     if len(weights) != len(tasks):
         raise FmriInputError(
@@ -427,17 +360,12 @@ def train_stage3(
         calibrate_on_training_windows(model, codes.connectivity, (example["fmri_windows"] for example in train))
     trainee = lora_model(model, args) if args.use_lora else model
     names = [data.task.name for data in tasks]
-    pad = (
-        processor.tokenizer.pad_token_id
-        if processor.tokenizer.pad_token_id is not None
-        else processor.tokenizer.eos_token_id
-    )
     trainer = ObjectiveTrainer(
         model=trainee,
         args=training_args,
         train_dataset=datasets.Dataset.from_list(train),
         eval_dataset=datasets.Dataset.from_list(validation) if validation else None,
-        data_collator=ObjectiveCollator(pad, codes.connectivity),
+        data_collator=ObjectiveCollator(processor.pad_token_id, codes.connectivity),
         objectives=dict(zip(names, weights, strict=True)),
         callbacks=[*code_dropout_callbacks(args, model.config), *callbacks],
         console_logs=console_logs,
@@ -460,44 +388,7 @@ def train_stage3(
         save_final(trainer, output_dir / "adapter", [], record)
         trainer.model = trainer.model.merge_and_unload()
     final_dir = save_final(trainer, output_dir / "final", [processor.save_pretrained], record)
-    result = Stage3Result(trainer.model.eval(), processor, trainer, final_dir, names)
-    if args.evaluate and trainer.is_world_process_zero():
-        from ..tasks.evaluate import EvaluationSettings, evaluate
-
-        settings = EvaluationSettings(seeds=tuple(args.eval_seeds), shots=tuple(args.eval_shots), scoring=tuple(args.eval_scoring), n_resplits=args.eval_resplits,
-            blank_streams=args.eval_blank_streams,
-        )  # fmt: skip
-        result.report = evaluate(
-            tasks, result.model, processor, settings, split, progress=not training_args.disable_tqdm
-        )
-        result.report.save(output_dir / "evaluation")
-    return result
-
-
-def demo_stage3(
-    output_dir: str | Path, stage2_final: str | Path, corpus: str | Path, num_epochs: int = 4
-) -> Stage3Result:
-    """`fmrilm demo` step: LoRA instruction tuning on the embedded tasks (cohort, descriptor
-    questions), then the evaluation table (model vs majority and connectivity baselines) on the
-    test subjects of the one split."""
-    run_dir = Path(output_dir) / "stage3_instruct"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores.
-    args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus), eval_resplits=10)
-    training_args = Stage3TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result = train_stage3(args, training_args, console_logs=False)
-    last = next(entry for entry in reversed(result.history) if "eval_loss" in entry)
-    accuracy = ", ".join(
-        f"{name} {last[f'eval_{name}_accuracy']:.2f}" for name in result.task_names if f"eval_{name}_accuracy" in last
-    )
-    print(
-        f"Stage 3: LoRA r{args.lora_r}/α{args.lora_alpha} + fMRI rows on {len(result.task_names)} tasks; answer-token accuracy on the "
-        f"validation subjects: {accuracy}; merged model in {result.final_dir}"
-    )
-    print(result.report.to_markdown())
-    return result
+    return Stage3Result(trainer.model.eval(), processor, trainer, final_dir, names, tasks, split)
 
 
 __all__ = [
@@ -506,7 +397,6 @@ __all__ = [
     "Stage3Arguments",
     "Stage3Result",
     "Stage3TrainingArguments",
-    "demo_stage3",
     "instruction_examples",
     "lora_model",
     "task_store",
