@@ -535,5 +535,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(status)
 
 
+__all__ = [
+    "CORPUS_SCRIPT",
+    "EXIT_USER_ERROR",
+    "LAUNCHERS",
+    "RECIPES",
+    "SOURCE_ROOT",
+    "STORE_FLAGS",
+    "ConsoleHandler",
+    "OneLineParser",
+    "build_parser",
+    "build_store",
+    "evaluation_parser",
+    "first_readable",
+    "launch_command",
+    "load_script",
+    "main",
+    "positive_int",
+    "run_app",
+    "run_ask",
+    "run_build_corpus",
+    "run_demo",
+    "run_evaluate",
+    "run_export",
+    "run_preprocess",
+    "run_push",
+    "run_train",
+    "show_package_logs",
+]
+
+
 if __name__ == "__main__":
     main()

@@ -18,3 +18,6 @@ class MissingTRError(FmriInputError):
     def __init__(self, where: str, hint: str = "pass tr=<seconds>") -> None:
         self.where, self.hint = where, hint
         super().__init__(f"{where}; {hint}")
+
+
+__all__ = ["FmriInputError", "MissingTRError"]

@@ -40,7 +40,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_fmrilm import FmriTokenizerConfig
@@ -661,40 +661,22 @@ class FmriTokenizerOutput(ModelOutput):
 
 
 @dataclass
-class FmriTokenizerForPreTrainingOutput(ModelOutput):
-    r"""Output of [`FmriTokenizerForPreTraining.forward`].
+class FmriTokenizerForPreTrainingOutput(FmriTokenizerOutput):
+    r"""Output of [`FmriTokenizerForPreTraining.forward`]: every field of [`FmriTokenizerOutput`], then the heads'.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`): reconstruction + weighted commitment, contrastive and
             domain losses (those whose heads the config builds).
-        reconstruction_loss, commitment_loss, reconstruction, codes, perplexity, utilisation: as in
-            [`FmriTokenizerOutput`].
         contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*): SigLIP loss (when `text_embed_dim` is set).
         domain_loss (`torch.FloatTensor` of shape `()`, *optional*): domain-confusion loss (when
             `use_domain_confusion`).
         pooled_features (`torch.FloatTensor` of shape `(batch, code_dim)`): mean of the quantised
             token vectors (the fMRI side of the contrastive loss).
-        hidden_states, attentions, decoder_hidden_states, decoder_attentions: as in [`FmriTokenizerOutput`].
     """
 
-    loss: torch.FloatTensor | None = None
-    reconstruction_loss: torch.FloatTensor | None = None
-    commitment_loss: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
     domain_loss: torch.FloatTensor | None = None
-    reconstruction: torch.FloatTensor | None = None
-    codes: torch.LongTensor | None = None
-    perplexity: torch.FloatTensor | None = None
-    utilisation: torch.FloatTensor | None = None
     pooled_features: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-# The fields FmriTokenizerForPreTrainingOutput takes over from FmriTokenizerOutput unchanged.
-_SHARED_FIELDS = {field.name for field in fields(FmriTokenizerForPreTrainingOutput)} - {"loss"}
 
 
 def _checks_data() -> bool:
@@ -832,13 +814,13 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
             )
         return self._reconstruct(self.quantizer.codebook(codes))[0]
 
+    @can_return_tuple
     def forward(
         self,
         fmri_values: torch.Tensor,
         output_attentions: bool | None = None,
         output_hidden_states: bool | int | list[int] | None = None,
         return_loss: bool = True,
-        return_dict: bool | None = None,
     ) -> FmriTokenizerOutput | tuple:
         r"""Tokenize and reconstruct windows; reconstruction + commitment loss.
 
@@ -854,13 +836,13 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
             return_loss (`bool`, defaults to `True`): fill `loss`; `False` leaves it `None` (the component
                 losses stay). transformers' `Trainer` reads this default to report an evaluation loss
                 for a model without labels.
-            return_dict (`bool`, *optional*): return a tuple when `False`; defaults to `config.return_dict`.
+            return_dict (`bool`, *optional*): return a tuple when `False`; defaults to `config.return_dict`
+                (`can_return_tuple`).
 
         Returns:
             [`FmriTokenizerOutput`]. In training mode the call also updates the codebook (k-means
             initialisation once enough vectors are gathered, EMA, restarts of unused codes).
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         flags = {
             "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
             "output_hidden_states": self.config.output_hidden_states
@@ -886,7 +868,7 @@ class FmriTokenizerModel(FmriTokenizerPreTrainedModel):
             decoder_hidden_states=decoded.hidden_states,
             decoder_attentions=decoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
@@ -993,6 +975,7 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
             if not built and value is not None:
                 raise FmriInputError(f"{name}: given, but the config has {setting} (no head for it)")
 
+    @can_return_tuple
     def forward(
         self,
         fmri_values: torch.Tensor,
@@ -1001,7 +984,6 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | int | list[int] | None = None,
         return_loss: bool = True,
-        return_dict: bool | None = None,
     ) -> FmriTokenizerForPreTrainingOutput | tuple:
         r"""Tokenize, reconstruct and compute the Stage 1 losses.
 
@@ -1018,7 +1000,6 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
             [`FmriTokenizerForPreTrainingOutput`]. In training mode the call also updates the codebook.
         """
         self._check_head_inputs(text_embeds, word_embeddings)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         config = self.config
         outputs = self.fmri_tokenizer(
             fmri_values,
@@ -1036,17 +1017,13 @@ class FmriTokenizerForPreTraining(FmriTokenizerPreTrainedModel):
             domain = self.domain_loss(outputs.code_vectors.reshape(-1, config.code_dim), word_embeddings)
             loss = loss + config.domain_weight * domain
         output = FmriTokenizerForPreTrainingOutput(
-            loss=loss if return_loss else None,
+            **{field.name: getattr(outputs, field.name) for field in fields(FmriTokenizerOutput)}
+            | {"loss": loss if return_loss else None},
             contrastive_loss=contrastive,
             domain_loss=domain,
             pooled_features=pooled,
-            **{
-                field.name: getattr(outputs, field.name)
-                for field in fields(FmriTokenizerOutput)
-                if field.name in _SHARED_FIELDS
-            },
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

@@ -119,3 +119,31 @@ def test_only_the_command_line_prints(path):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
     ]
     assert not calls, f"{path.relative_to(PACKAGE)} prints at lines {calls}"
+
+
+def top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level: definitions, assignments and imports."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_every_module_ends_with_its_public_names(path):
+    """`__all__` is the module's last statement (before a `__main__` guard) and names only what it binds, once each."""
+    tree = ast.parse(path.read_text())
+    body = [node for node in tree.body if not (isinstance(node, ast.If) and "__main__" in ast.unparse(node.test))]
+    last = body[-1]
+    target = last.targets[0] if isinstance(last, ast.Assign) else getattr(last, "target", None)
+    assert isinstance(target, ast.Name) and target.id == "__all__", f"{path.name}: the last statement is not __all__"
+    names = [element.value for element in last.value.elts]
+    assert len(names) == len(set(names)), f"{path.name}: __all__ repeats a name"
+    unbound = sorted(set(names) - top_level_names(tree))
+    assert not unbound, f"{path.name}: __all__ names {unbound}, which the module does not bind"

@@ -82,3 +82,6 @@ def band_ratio(
     return np.divide(
         power[..., low_mask].sum(axis=-1), high_power, out=np.full_like(high_power, np.nan), where=high_power > 0
     )
+
+
+__all__ = ["ALFF_BAND", "FULL_RANGE_MAX", "alff", "band_ratio", "check_band", "min_timepoints", "periodogram"]

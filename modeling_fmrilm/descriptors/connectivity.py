@@ -231,3 +231,20 @@ def network_pair_fc(fc: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     rows, cols = np.triu_indices(member.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums[:, rows, cols] / counts[rows, cols]
+
+
+__all__ = [
+    "ESTIMATORS",
+    "TangentSpace",
+    "correlation",
+    "covariance",
+    "covariance_to_correlation",
+    "ledoit_wolf_shrinkage",
+    "map_eigenvalues",
+    "network_membership",
+    "network_pair_fc",
+    "network_pair_names",
+    "partial_correlation",
+    "precision",
+    "standardize",
+]

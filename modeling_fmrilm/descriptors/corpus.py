@@ -563,3 +563,28 @@ def demo_corpus(
     record = pq.read_table(first, columns=["subject", "dataset", "text"]).slice(0, 1).to_pylist()[0]
     logger.info(f"description of {record['dataset']}/{record['subject']}:\n{record['text']}")
     return summary
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "DEMO_FRACTIONS",
+    "FEATURE_BATCH",
+    "LIBRARIES",
+    "PREPARE_HINT",
+    "STRUCTURE",
+    "UNREACHABLE",
+    "WORK_DIR",
+    "CorpusSummary",
+    "build_corpus",
+    "build_shards",
+    "content_digest",
+    "corpus_config",
+    "dataset_card",
+    "demo_corpus",
+    "library_versions",
+    "merge",
+    "prepare",
+    "push_to_hub",
+    "shard_features",
+    "survey",
+]

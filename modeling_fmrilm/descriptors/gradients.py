@@ -132,3 +132,14 @@ def gradient_summary(aligned: np.ndarray, labels: Sequence[str]) -> dict[str, np
         summary[f"gradient{g + 1}_variance"] = aligned[..., g].var(axis=-1)
     summary["gradient1_per_network"] = aligned[..., 0] @ member / member.sum(axis=0)
     return summary
+
+
+__all__ = [
+    "KERNELS",
+    "affinity",
+    "diffusion_map",
+    "gradient_summary",
+    "gradients",
+    "procrustes_align",
+    "top_eigenpairs",
+]

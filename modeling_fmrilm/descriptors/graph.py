@@ -273,3 +273,21 @@ def graph_metrics(fc: np.ndarray, labels: Sequence[str], density: float = 0.1, s
         "participation_per_network": participation @ member / member.sum(axis=0),
         "graph_components": connected_components(weights),
     }
+
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "LIBRARIES",
+    "clustering",
+    "connected_components",
+    "global_efficiency",
+    "graph_metrics",
+    "inverse_distance_sums",
+    "library_versions",
+    "local_efficiency",
+    "louvain_communities",
+    "modularity",
+    "participation_coefficient",
+    "proportional_threshold",
+    "weighted_distances",
+]

@@ -85,3 +85,6 @@ def component_features(timecourses: np.ndarray, tr: float) -> dict[str, np.ndarr
         "outlier_rate": (np.abs(z) > OUTLIER_Z).mean(axis=-1),
         "fnc": correlation(timecourses)[:, rows, cols],
     }
+
+
+__all__ = ["OUTLIER_Z", "GroupICA", "component_features"]

@@ -436,3 +436,27 @@ def zscores(features: dict[str, np.ndarray], dataset: str, reference: CohortRefe
             z = np.where(sd > 0, (features[name] - mean) / np.where(sd > 0, sd, 1.0), 0.0)
         result[name] = np.round(z, 2) + 0.0
     return result
+
+
+__all__ = [
+    "DESCRIBED",
+    "DOMAINS",
+    "EXTRA",
+    "NORMED",
+    "POOLED",
+    "REFERENCE_VERSION",
+    "SCALARS",
+    "VECTORS",
+    "CohortNorms",
+    "CohortReference",
+    "DescriptorSettings",
+    "FrameSelection",
+    "at_target_tr",
+    "combine_moments",
+    "compute_features",
+    "fit_structure",
+    "release_freed_memory",
+    "target_length",
+    "validate_scan",
+    "zscores",
+]

@@ -62,3 +62,6 @@ def hurst_dfa(x: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
     log_f = np.log(dfa_fluctuations(x, scales))
     log_s = np.log(scales) - np.log(scales).mean()
     return (log_f * log_s).sum(axis=-1) / (log_s**2).sum()
+
+
+__all__ = ["MIN_DFA_SCALE", "dfa_fluctuations", "dfa_scales", "hurst_dfa", "lag1_autocorrelation", "tsnr"]

@@ -148,3 +148,18 @@ def _pairs_sentence(rng: np.random.Generator, names: Sequence[str], z: np.ndarra
             parts.append(PAIR_OPENINGS[kind][rng.integers(len(PAIR_OPENINGS[kind]))] + listed)
     body = "; ".join(parts)
     return body[0].upper() + body[1:] + "."
+
+
+__all__ = [
+    "BANDS",
+    "COHORT_LINES",
+    "ITEM_TEMPLATES",
+    "LABELS",
+    "NO_PAIRS",
+    "OPENINGS",
+    "PAIR_OPENINGS",
+    "band",
+    "describe",
+    "format_z",
+    "top_pairs",
+]

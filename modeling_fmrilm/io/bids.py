@@ -130,3 +130,14 @@ def subject_and_session(path: str | Path) -> tuple[str, str | None]:
     if "sub" in entities:
         return entities["sub"], entities.get("ses")
     return Path(path).parent.name or strip_extension(path), None
+
+
+__all__ = [
+    "applicable_sidecars",
+    "bids_metadata",
+    "dataset_root",
+    "parse_entities",
+    "sidecar_tr",
+    "strip_extension",
+    "subject_and_session",
+]

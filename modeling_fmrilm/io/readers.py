@@ -398,3 +398,19 @@ class ScanFiles(Sequence[FmriScan]):
 def load_scans(paths: str | Path | Sequence[str | Path], pattern: str = "*", **kwargs: Any) -> list[FmriScan]:
     """All scans of a folder or file list, as a list (see `iter_scans`)."""
     return list(iter_scans(paths, pattern, **kwargs))
+
+
+__all__ = [
+    "ARRAY_SUFFIXES",
+    "MAX_CHARS_PER_VALUE",
+    "MAX_FRAMES",
+    "MAX_ROIS",
+    "MAX_VALUES",
+    "NIFTI_SUFFIXES",
+    "ScanFiles",
+    "check_declared_size",
+    "find_scan_files",
+    "iter_scans",
+    "load_scans",
+    "read_array_file",
+]

@@ -102,3 +102,6 @@ def require_file(path: Path, what: str) -> None:
     else:
         found = "no such file"
     raise FmriInputError(f"{path}: expected {what}, found {found}")
+
+
+__all__ = ["FmriScan", "require_file"]

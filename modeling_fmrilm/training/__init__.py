@@ -4,3 +4,5 @@ One module per stage (`stage1`, …) plus what they share (`common`: cohorts, th
 window datasets, checkpoints and the atomic final save; `text`: the frozen text encoder and word
 embeddings). Nothing here is remote code: a checkpoint carries only the model files.
 """
+
+__all__: list[str] = []  # the stages are imported by module (`training.stage1`, ...)
