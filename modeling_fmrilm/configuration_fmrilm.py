@@ -8,25 +8,32 @@ Remote-code rule (README, "Layout"): this file imports only transformers and sib
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal, get_args
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 from .errors import FmriInputError
 
-# Maps from the encoder's output to the code space: one Linear, or the paper's Linear -> Tanh -> Linear.
-CODE_PROJECTIONS = ("linear", "mlp")
-# How the gradient crosses the quantiser: the straight-through identity, or the rotation trick.
-QUANTIZER_GRADIENTS = ("straight_through", "rotation")
+CodeProjection = Literal["linear", "mlp"]
+"""Maps from the encoder's output to the code space: one Linear, or the paper's Linear -> Tanh -> Linear."""
+QuantizerGradient = Literal["straight_through", "rotation"]
+"""How the gradient crosses the quantiser: the straight-through identity, or the rotation trick."""
 
 
-def _check(condition: bool, field: str, expectation: str, value: Any) -> None:
-    """Raise `FmriInputError` naming `field`, the expectation and the value found."""
+def require(condition: bool, config: Any, field: str, expectation: str, value: Any) -> None:
+    """The one check of both configs: raise `FmriInputError` naming the config class and `field`,
+    the expectation and the value found."""
     if not condition:
-        raise FmriInputError(f"FmriTokenizerConfig.{field}: expected {expectation}, found {value!r}")
+        raise FmriInputError(f"{type(config).__name__}.{field}: expected {expectation}, found {value!r}")
 
 
-class FmriTokenizerConfig(PretrainedConfig):
+def is_count(value: Any, minimum: int) -> bool:
+    """Whether `value` is an `int` (not a `bool`) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+class FmriTokenizerConfig(PreTrainedConfig):
     r"""Configuration of the Stage 1 neural tokenizer [`FmriTokenizerModel`] and [`FmriTokenizerForPreTraining`].
 
     A window `(num_rois, window_length)` is cut along time only into patches of `patch_length`
@@ -96,159 +103,116 @@ class FmriTokenizerConfig(PretrainedConfig):
 
     model_type = "fmri_tokenizer"
 
-    def __init__(
-        self,
-        num_rois: int = 450,
-        window_length: int = 160,
-        patch_length: int = 160,
-        hidden_size: int = 256,
-        num_hidden_layers: int = 4,
-        num_decoder_layers: int = 2,
-        num_attention_heads: int = 8,
-        intermediate_size: int | None = None,
-        hidden_dropout_prob: float = 0.0,
-        attention_dropout: float = 0.0,
-        layer_norm_eps: float = 1e-6,
-        initializer_range: float = 0.02,
-        num_codes: int = 8192,
-        code_dim: int = 128,
-        code_projection: str = "linear",
-        commitment_weight: float = 0.25,
-        quantizer_gradient: str = "straight_through",
-        ema_decay: float = 0.99,
-        dead_code_min_usage: float = 0.03,
-        dead_code_horizon: int = 100,
-        kmeans_init: bool = True,
-        kmeans_init_vectors_per_code: int = 4,
-        kmeans_warmup_steps: int = 0,
-        kmeans_iters: int = 10,
-        text_embed_dim: int | None = None,
-        contrastive_weight: float = 1.0,
-        use_domain_confusion: bool = False,
-        domain_weight: float = 0.5,
-        domain_hidden_size: int = 256,
-        grl_lambda: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        positive_ints = {
-            "num_rois": num_rois,
-            "window_length": window_length,
-            "patch_length": patch_length,
-            "hidden_size": hidden_size,
-            "num_hidden_layers": num_hidden_layers,
-            "num_decoder_layers": num_decoder_layers,
-            "num_attention_heads": num_attention_heads,
-            "num_codes": num_codes,
-            "code_dim": code_dim,
-            "domain_hidden_size": domain_hidden_size,
-            "dead_code_horizon": dead_code_horizon,
-            "kmeans_init_vectors_per_code": kmeans_init_vectors_per_code,
-            "kmeans_iters": kmeans_iters,
-        }
-        for field, value in positive_ints.items():
-            _check(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                field,
-                "a positive integer",
-                value,
-            )
-        _check(
-            window_length % patch_length == 0,
-            "patch_length",
-            f"a divisor of window_length={window_length}",
-            patch_length,
-        )
-        _check(
-            hidden_size % num_attention_heads == 0,
-            "num_attention_heads",
-            f"a divisor of hidden_size={hidden_size}",
-            num_attention_heads,
-        )
-        _check(num_codes >= 2, "num_codes", "at least 2", num_codes)
-        _check(
-            isinstance(kmeans_warmup_steps, int)
-            and not isinstance(kmeans_warmup_steps, bool)
-            and kmeans_warmup_steps >= 0,
-            "kmeans_warmup_steps",
-            "a non-negative integer",
-            kmeans_warmup_steps,
-        )
-        _check(
-            quantizer_gradient in QUANTIZER_GRADIENTS,
-            "quantizer_gradient",
-            f"one of {QUANTIZER_GRADIENTS}",
-            quantizer_gradient,
-        )
-        _check(code_projection in CODE_PROJECTIONS, "code_projection", f"one of {CODE_PROJECTIONS}", code_projection)
-        intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
-        _check(
-            isinstance(intermediate_size, int) and intermediate_size > 0,
-            "intermediate_size",
-            "a positive integer",
-            intermediate_size,
-        )
-        for field, value in {
-            "hidden_dropout_prob": hidden_dropout_prob,
-            "attention_dropout": attention_dropout,
-        }.items():
-            _check(0.0 <= value < 1.0, field, "a probability in [0, 1)", value)
-        _check(0.0 < ema_decay < 1.0, "ema_decay", "a number in (0, 1)", ema_decay)
-        nonnegative = {
-            "commitment_weight": commitment_weight,
-            "contrastive_weight": contrastive_weight,
-            "domain_weight": domain_weight,
-            "grl_lambda": grl_lambda,
-        }
-        for field, value in nonnegative.items():
-            _check(value >= 0, field, "a non-negative number", value)
-        _check(0.0 <= dead_code_min_usage < 1.0, "dead_code_min_usage", "a fraction in [0, 1)", dead_code_min_usage)
-        for field, value in {"kmeans_init": kmeans_init, "use_domain_confusion": use_domain_confusion}.items():
-            _check(isinstance(value, bool), field, "a bool", value)
-        _check(
+    num_rois: int = 450
+    window_length: int = 160
+    patch_length: int = 160
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_decoder_layers: int = 2
+    num_attention_heads: int = 8
+    intermediate_size: int | None = None
+    hidden_dropout_prob: float = 0.0
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    num_codes: int = 8192
+    code_dim: int = 128
+    code_projection: CodeProjection = "linear"
+    commitment_weight: float = 0.25
+    quantizer_gradient: QuantizerGradient = "straight_through"
+    ema_decay: float = 0.99
+    dead_code_min_usage: float = 0.03
+    dead_code_horizon: int = 100
+    kmeans_init: bool = True
+    kmeans_init_vectors_per_code: int = 4
+    kmeans_warmup_steps: int = 0
+    kmeans_iters: int = 10
+    text_embed_dim: int | None = None
+    contrastive_weight: float = 1.0
+    use_domain_confusion: bool = False
+    domain_weight: float = 0.5
+    domain_hidden_size: int = 256
+    grl_lambda: float = 1.0
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        require(
             "dead_code_threshold" not in kwargs,
+            self,
             "dead_code_threshold",
             "no value: replaced by dead_code_min_usage (a fraction of the expected share) and dead_code_horizon",
             kwargs.get("dead_code_threshold"),
         )
-        _check(layer_norm_eps > 0, "layer_norm_eps", "a positive number", layer_norm_eps)
-        _check(initializer_range > 0, "initializer_range", "a positive number", initializer_range)
-        _check(
-            text_embed_dim is None or (isinstance(text_embed_dim, int) and text_embed_dim > 0),
+        super().__post_init__(**kwargs)
+        positive_ints = (
+            "num_rois", "window_length", "patch_length", "hidden_size", "num_hidden_layers", "num_decoder_layers",
+            "num_attention_heads", "num_codes", "code_dim", "domain_hidden_size", "dead_code_horizon",
+            "kmeans_init_vectors_per_code", "kmeans_iters",
+        )  # fmt: skip
+        for field in positive_ints:
+            require(is_count(getattr(self, field), minimum=1), self, field, "a positive integer", getattr(self, field))
+        require(
+            self.window_length % self.patch_length == 0,
+            self,
+            "patch_length",
+            f"a divisor of window_length={self.window_length}",
+            self.patch_length,
+        )
+        require(
+            self.hidden_size % self.num_attention_heads == 0,
+            self,
+            "num_attention_heads",
+            f"a divisor of hidden_size={self.hidden_size}",
+            self.num_attention_heads,
+        )
+        require(self.num_codes >= 2, self, "num_codes", "at least 2", self.num_codes)
+        require(
+            is_count(self.kmeans_warmup_steps, minimum=0),
+            self,
+            "kmeans_warmup_steps",
+            "a non-negative integer",
+            self.kmeans_warmup_steps,
+        )
+        for field, alias in (("quantizer_gradient", QuantizerGradient), ("code_projection", CodeProjection)):
+            require(
+                getattr(self, field) in get_args(alias), self, field, f"one of {get_args(alias)}", getattr(self, field)
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        require(
+            is_count(self.intermediate_size, minimum=1),
+            self,
+            "intermediate_size",
+            "a positive integer",
+            self.intermediate_size,
+        )
+        for field in ("hidden_dropout_prob", "attention_dropout"):
+            require(0.0 <= getattr(self, field) < 1.0, self, field, "a probability in [0, 1)", getattr(self, field))
+        require(0.0 < self.ema_decay < 1.0, self, "ema_decay", "a number in (0, 1)", self.ema_decay)
+        for field in ("commitment_weight", "contrastive_weight", "domain_weight", "grl_lambda"):
+            require(getattr(self, field) >= 0, self, field, "a non-negative number", getattr(self, field))
+        require(
+            0.0 <= self.dead_code_min_usage < 1.0,
+            self,
+            "dead_code_min_usage",
+            "a fraction in [0, 1)",
+            self.dead_code_min_usage,
+        )
+        for field in ("kmeans_init", "use_domain_confusion"):
+            require(isinstance(getattr(self, field), bool), self, field, "a bool", getattr(self, field))
+        require(self.layer_norm_eps > 0, self, "layer_norm_eps", "a positive number", self.layer_norm_eps)
+        require(self.initializer_range > 0, self, "initializer_range", "a positive number", self.initializer_range)
+        require(
+            self.text_embed_dim is None or is_count(self.text_embed_dim, minimum=1),
+            self,
             "text_embed_dim",
             "None or a positive integer",
-            text_embed_dim,
+            self.text_embed_dim,
         )
-        self.num_rois = num_rois
-        self.window_length = window_length
-        self.patch_length = patch_length
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_decoder_layers = num_decoder_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_dropout_prob = float(hidden_dropout_prob)
-        self.attention_dropout = float(attention_dropout)
-        self.layer_norm_eps = float(layer_norm_eps)
-        self.initializer_range = float(initializer_range)
-        self.num_codes = num_codes
-        self.code_dim = code_dim
-        self.code_projection = code_projection
-        self.commitment_weight = float(commitment_weight)
-        self.quantizer_gradient = quantizer_gradient
-        self.ema_decay = float(ema_decay)
-        self.dead_code_min_usage = float(dead_code_min_usage)
-        self.dead_code_horizon = dead_code_horizon
-        self.kmeans_init = kmeans_init
-        self.kmeans_init_vectors_per_code = kmeans_init_vectors_per_code
-        self.kmeans_warmup_steps = kmeans_warmup_steps
-        self.kmeans_iters = kmeans_iters
-        self.text_embed_dim = text_embed_dim
-        self.contrastive_weight = float(contrastive_weight)
-        self.use_domain_confusion = use_domain_confusion
-        self.domain_weight = float(domain_weight)
-        self.domain_hidden_size = domain_hidden_size
-        self.grl_lambda = float(grl_lambda)
-        super().__init__(**kwargs)
+        for field in (
+            "hidden_dropout_prob", "attention_dropout", "layer_norm_eps", "initializer_range", "commitment_weight",
+            "ema_decay", "dead_code_min_usage", "contrastive_weight", "domain_weight", "grl_lambda",
+        ):  # fmt: skip
+            setattr(self, field, float(getattr(self, field)))
 
     def to_dict(self) -> dict[str, Any]:
         """Serialisable dict; `auto_map` entries are plain `"module.Class"` strings.
@@ -275,13 +239,7 @@ class FmriTokenizerConfig(PretrainedConfig):
         return self.num_rois * self.num_patches
 
 
-__all__ = ["FmriTokenizerConfig"]
-
-
 # -- Stage 2/3: the fMRI-language model ------------------------------------------------------
-
-from transformers import AutoConfig, PreTrainedConfig  # noqa: E402 (this section is appended to the Stage 1 one)
-from transformers.configuration_utils import SubConfigSpec  # noqa: E402
 
 FMRI_START_TOKEN = "<fmri>"
 FMRI_END_TOKEN = "</fmri>"
@@ -387,19 +345,21 @@ class FmriLMConfig(PreTrainedConfig):
         # A Stage 1 config loaded from a folder carries that folder's auto_map; it is not this model's.
         self.fmri_tokenizer_config.__dict__.pop("auto_map", None)
         vocab_size = getattr(self.text_config, "vocab_size", None)
-        self._require(
+        require(
             isinstance(vocab_size, int) and vocab_size > 0,
+            self,
             "text_config",
             "a causal language model config with a positive integer vocab_size",
             vocab_size,
         )
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         streams = self.fmri_streams
-        self._require(
+        require(
             isinstance(streams, (list, tuple))
             and "codes" in streams
             and set(streams) <= set(FMRI_STREAMS)
             and len(set(streams)) == len(streams),
+            self,
             "fmri_streams",
             f"distinct names from {FMRI_STREAMS}, with 'codes'",
             streams,
@@ -417,34 +377,37 @@ class FmriLMConfig(PreTrainedConfig):
                 self.fmri_fc_token_id = self.text_config.vocab_size
                 self.text_config.vocab_size += 1
         self.check_token_layout()
-        self._require(
+        require(
             self.projector_hidden_size is None
             or (isinstance(self.projector_hidden_size, int) and self.projector_hidden_size > 0),
+            self,
             "projector_hidden_size",
             "a positive integer or None (the LM's hidden size)",
             self.projector_hidden_size,
         )
         self.connectivity_fisher_z = bool(self.connectivity_fisher_z)
-        self._require(
+        require(
             isinstance(self.code_dropout, (int, float))
             and not isinstance(self.code_dropout, bool)
             and 0 <= self.code_dropout <= 1,
+            self,
             "code_dropout",
             "a probability in [0, 1]",
             self.code_dropout,
         )
         self.code_dropout = float(self.code_dropout)
-        self._require(
+        require(
             isinstance(self.windows_per_scan, int)
             and not isinstance(self.windows_per_scan, bool)
             and self.windows_per_scan > 0,
+            self,
             "windows_per_scan",
             "a positive integer",
             self.windows_per_scan,
         )
         for field in ("f2t_loss_weight", "f2f_loss_weight", "t2t_loss_weight"):
             value = getattr(self, field)
-            self._require(isinstance(value, (int, float)) and value >= 0, field, "a non-negative number", value)
+            require(isinstance(value, (int, float)) and value >= 0, self, field, "a non-negative number", value)
             setattr(self, field, float(value))
 
     @classmethod
@@ -463,11 +426,6 @@ class FmriLMConfig(PreTrainedConfig):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except FmriInputError as error:
             raise FmriInputError(f"{source}: {error}") from None
-
-    @staticmethod
-    def _require(condition: bool, field: str, expectation: str, value: Any) -> None:
-        if not condition:
-            raise FmriInputError(f"FmriLMConfig.{field}: expected {expectation}, found {value!r}")
 
     @property
     def special_token_ids(self) -> dict[str, int | None]:
@@ -518,36 +476,40 @@ class FmriLMConfig(PreTrainedConfig):
         vocab_size = self.text_config.vocab_size
         named = {"first_code_token_id": self.first_code_token_id, **self.special_token_ids}
         for field, value in named.items():
-            self._require(
+            require(
                 isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size,
+                self,
                 field,
                 f"an integer token id in [0, text_config.vocab_size={vocab_size}) (give all the fMRI ids or none)",
                 value,
             )
-        self._require(
+        require(
             self.num_codes <= MAX_FMRI_CODES,
+            self,
             "fmri_tokenizer_config.num_codes",
             f"at most {MAX_FMRI_CODES} codes (five-digit code tokens)",
             self.num_codes,
         )
         codes = self.code_token_ids
-        self._require(
+        require(
             codes.stop <= vocab_size,
+            self,
             "first_code_token_id",
             f"a code range [{codes.start}, {codes.stop}) of num_codes={self.num_codes} ids inside "
             f"text_config.vocab_size={vocab_size}",
             self.first_code_token_id,
         )
         specials = self.special_token_ids
-        self._require(
+        require(
             len(set(specials.values())) == len(specials),
+            self,
             "fmri_start_token_id",
             f"{len(specials)} distinct special ids",
             specials,
         )
         for field, value in specials.items():
-            self._require(
-                value not in codes, field, f"an id outside the code range [{codes.start}, {codes.stop})", value
+            require(
+                value not in codes, self, field, f"an id outside the code range [{codes.start}, {codes.stop})", value
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -559,4 +521,4 @@ class FmriLMConfig(PreTrainedConfig):
         return output
 
 
-__all__ += ["FMRI_FC_TOKEN", "FMRI_STREAMS", "FmriLMConfig", "fmri_code_tokens"]
+__all__ = ["FMRI_FC_TOKEN", "FMRI_STREAMS", "FmriLMConfig", "FmriTokenizerConfig", "fmri_code_tokens"]

@@ -136,6 +136,26 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_p
     assert set(logs) == {f"{name}_{kind}" for name in ("f2t", "f2f", "t2t") for kind in ("loss", "accuracy")}
     assert all(0 <= logs[f"{name}_accuracy"] <= 1 for name in ("f2t", "f2f", "t2t"))
 
+    # An evaluation's sums reach its log under the prefix it was asked for, one set per evaluation set.
+    import datasets
+
+    evaluator = ObjectiveTrainer(
+        model=model,
+        args=args,
+        data_collator=ObjectiveCollator(pad, table),
+        objectives={"f2t": 1.0, "f2f": 0.1, "t2t": 0.5},
+    )
+    metrics = evaluator.evaluate(datasets.Dataset.from_list(examples), metric_key_prefix="test")
+    expected_keys = {f"test_{name}_{kind}" for name in ("f2t", "f2f", "t2t") for kind in ("loss", "accuracy")}
+    assert expected_keys <= set(metrics) and expected_keys <= set(evaluator.state.log_history[-1])
+    assert not any(key.startswith("eval_") for key in metrics)
+    both = evaluator.evaluate(
+        {"a": datasets.Dataset.from_list(examples), "b": datasets.Dataset.from_list(examples[:1])}
+    )
+    assert {"eval_a_f2t_loss", "eval_a_t2t_loss", "eval_b_f2t_loss"} <= set(both) and "eval_b_t2t_loss" not in both
+    # the f2t objective is the first example's alone, in both sets
+    assert both["eval_b_f2t_loss"] == pytest.approx(metrics["test_f2t_loss"], rel=1e-5)
+
 
 def synthetic_scans(n_subjects: int, n_frames: int = 40) -> list[FmriScan]:
     return [

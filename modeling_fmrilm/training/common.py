@@ -597,13 +597,14 @@ class SumLoggingTrainer(Trainer):
 
     Trainer logs only the total loss; these metrics (loss components, codebook use, per-objective
     losses) then reach the console, `trainer_state.json`, the reporting integrations and
-    `metric_for_best_model` alike. Evaluation is told to compute the loss even where the model
-    takes no labels (`can_return_loss`), and Trainer is told that `compute_loss` normalises its
-    own loss (`model_accepts_loss_kwargs = False`: no token-count rescaling, plain division by the
-    gradient-accumulation steps).
+    `metric_for_best_model` alike, under the prefix the evaluation was asked for (`eval_`, `test_`,
+    `eval_<name>_` for a dict of evaluation sets). Evaluation is told to compute the loss even where
+    the model takes no labels (`can_return_loss`), and Trainer that `compute_loss` returns a
+    per-batch mean it must divide by the gradient-accumulation steps (`loss_is_scaled_for_ga`).
     """
 
     sum_sizes: dict[str, int] = {}
+    loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, console_logs: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -612,17 +613,31 @@ class SumLoggingTrainer(Trainer):
             self.remove_callback(ProgressCallback)
             self.add_callback(ProgressBars())
         self.can_return_loss = True
-        self.model_accepts_loss_kwargs = False
         self.sums = {"train": BatchSums(self.sum_sizes), "eval": BatchSums(self.sum_sizes)}
+        self.metric_key_prefix: str | None = None  # set while `evaluate` runs
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
-        """Metrics from the reduced sums; `prefix` is `""` for training logs and `"eval_"` for evaluation."""
+        """Metrics from the reduced sums; `prefix` is `""` for training logs and the evaluation's
+        `metric_key_prefix` and `_` (`"eval_"` by default) for evaluation logs."""
         raise NotImplementedError
 
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Trainer's `evaluate`; its one log of the metrics (see `log`) gains the sums of its batches."""
+        outer, self.metric_key_prefix = self.metric_key_prefix, metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self.metric_key_prefix = outer
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
-        if mode is not None:
-            logs.update(self.summarize(self.sums[mode].reduce(self.accelerator), "eval_" if mode == "eval" else ""))
+        """Add the summarised sums: an evaluation's (the log `evaluate` makes) or the training steps'
+        since the last training log (Trainer's `logging_steps` logs, the ones with `loss`)."""
+        if self.metric_key_prefix is not None:
+            logs.update(self.summarize(self.sums["eval"].reduce(self.accelerator), f"{self.metric_key_prefix}_"))
+        elif "loss" in logs:
+            logs.update(self.summarize(self.sums["train"].reduce(self.accelerator), ""))
         super().log(logs, start_time)
 
 

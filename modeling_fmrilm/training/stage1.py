@@ -200,9 +200,9 @@ class Stage1Trainer(SumLoggingTrainer):
             logs["restart_rate"] = (
                 float(sums["restarts"]) / self.accelerator.num_processes / batches / config.num_codes
             )
-        if prefix == "eval_":
-            logs["eval_r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
-            logs["eval_mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
+        else:  # an evaluation's reconstruction quality over all its windows
+            logs[f"{prefix}r2"] = 1.0 - float(sums["squared_error"]) / max(float(sums["total_variance"]), 1e-12)
+            logs[f"{prefix}mse"] = float(sums["squared_error"]) / max(float(sums["values"]), 1.0)
         return logs
 
 
