@@ -144,7 +144,7 @@ def reference_one(x: np.ndarray, tangent, grad_ref) -> dict[str, np.ndarray]:
     fc = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance()).fit_transform([x.T])[0]
     z = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
     partial = ConnectivityMeasure(kind="partial correlation").fit_transform([z.T])[0]
-    whitening = tangent.whitening
+    whitening = tangent.whitening_
     tangent_vec = logm(whitening @ LedoitWolf().fit(z.T).covariance_ @ whitening).real
     g = thresholded_graph(fc)
     with warnings.catch_warnings():

@@ -53,9 +53,14 @@ def test_tangent_matches_nilearn_on_embedded(embedded):
     reference = measure.fit_transform([s.T for s in z])
     covariances = np.stack([connectivity.covariance(s[None])[0] for s in z])
     tangent = connectivity.TangentSpace().fit(covariances)
-    np.testing.assert_allclose(tangent.mean, measure.mean_, atol=1e-9)
+    np.testing.assert_allclose(tangent.mean_, measure.mean_, atol=1e-9)
     np.testing.assert_allclose(tangent.transform(covariances), reference, atol=1e-8)
     np.testing.assert_allclose(tangent.distance(covariances), np.linalg.norm(reference, axis=(1, 2)), rtol=1e-9)
+    restored = connectivity.TangentSpace.from_mean(tangent.mean_)  # a cohort reference's stored mean
+    np.testing.assert_array_equal(restored.whitening_, tangent.whitening_)
+    np.testing.assert_array_equal(restored.transform(covariances), tangent.transform(covariances))
+    with pytest.raises(FmriInputError, match="TangentSpace: not fitted"):
+        connectivity.TangentSpace().transform(covariances)
 
 
 def test_cholesky_precision_and_batched_ledoit_wolf_match_numpy_and_sklearn():

@@ -19,6 +19,7 @@ functions against it number by number:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.linalg import lapack
@@ -120,33 +121,50 @@ def map_eigenvalues(function: Callable[[np.ndarray], np.ndarray], matrices: np.n
 
 
 class TangentSpace:
-    """Tangent-space connectivity (Varoquaux et al. 2010): `logm(M^-1/2 C M^-1/2)`.
+    """Tangent-space connectivity (Varoquaux et al. 2010): `logm(M^-1/2 C M^-1/2)`, as an estimator
+    in nilearn's manner (parameters in the constructor, fitted state with a trailing underscore).
 
-    `M` is the geometric mean of the cohort's covariances, fitted once (`fit`) and stored
-    (`mean`); `transform` maps any batch of covariances `(n_scans, n, n)` to `(n_scans, n, n)`.
+    `fit` computes `M`, the geometric mean of the cohort's covariances, into `mean_` and its
+    whitening `M^-1/2` into `whitening_` (once); `from_mean` restores a fitted one from a stored
+    mean. `transform` maps any batch of covariances `(n_scans, n, n)` to tangent vectors of the
+    same shape, `distance` to their norms.
+
+    Args:
+        max_iter: gradient-descent steps of the geometric mean at most (30, as nilearn's fit).
+        tol: stop once the gradient norm per entry falls below it (nilearn's criterion).
+        chunk: matrices per step of the work, so its temporaries do not grow with the cohort.
     """
 
-    def __init__(self, mean: np.ndarray | None = None) -> None:
-        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+    def __init__(self, max_iter: int = 30, tol: float = 1e-7, chunk: int = 16) -> None:
+        self.max_iter = max_iter
+        self.tol = tol
+        self.chunk = chunk
 
-    def fit(
-        self, covariances: np.ndarray | Sequence[np.ndarray], max_iter: int = 30, tol: float = 1e-7, chunk: int = 16
-    ) -> TangentSpace:
+    @classmethod
+    def from_mean(cls, mean: np.ndarray, **parameters: Any) -> TangentSpace:
+        """A fitted estimator of a stored geometric mean `(n, n)` (a cohort reference's)."""
+        return cls(**parameters)._fitted(np.asarray(mean, dtype=np.float64))
+
+    def _fitted(self, mean: np.ndarray) -> TangentSpace:
+        self.mean_ = mean
+        self.whitening_ = map_eigenvalues(lambda v: 1.0 / np.sqrt(v), mean)
+        return self
+
+    def fit(self, covariances: np.ndarray | Sequence[np.ndarray]) -> TangentSpace:
         """Geometric mean of SPD matrices by Riemannian gradient descent.
 
         `covariances`: one `(n_scans, n, n)` array or a list of such batches (not concatenated,
-        so a large cohort needs no second copy); each step works through `chunk` matrices at a
-        time, so its temporaries do not grow with the cohort. Starts at the arithmetic mean; each
-        step moves along the geodesic by the mean of the whitened logarithms, halving the step
-        whenever the gradient norm grows; stops when the gradient norm per entry falls below
-        `tol` (nilearn's criterion, max_iter 30 as its fit).
+        so a large cohort needs no second copy). Starts at the arithmetic mean; each step moves
+        along the geodesic by the mean of the whitened logarithms, halving the step whenever the
+        gradient norm grows.
         """
         batches = [np.asarray(covariances, dtype=np.float64)] if isinstance(covariances, np.ndarray) else covariances
+        chunk = self.chunk
         pieces = [batch[start : start + chunk] for batch in batches for start in range(0, len(batch), chunk)]
         n_scans = sum(len(piece) for piece in pieces)
         mean = sum(piece.sum(axis=0) for piece in pieces) / n_scans
         best_norm, step = np.inf, 1.0
-        for _ in range(max_iter):
+        for _ in range(self.max_iter):
             values, vectors = np.linalg.eigh(mean)
             inv_sqrt = (vectors / np.sqrt(values)) @ vectors.T
             sqrt = (vectors * np.sqrt(values)) @ vectors.T
@@ -160,20 +178,14 @@ class TangentSpace:
             elif norm > best_norm:
                 step /= 2.0
                 norm = best_norm
-            if norm / mean.size < tol:
+            if norm / mean.size < self.tol:
                 break
-        self.mean = mean
-        return self
-
-    @property
-    def whitening(self) -> np.ndarray:
-        """`M^-1/2`, `(n, n)`."""
-        if self.mean is None:
-            raise FmriInputError("TangentSpace: not fitted; call fit(covariances) on the cohort first")
-        return map_eigenvalues(lambda v: 1.0 / np.sqrt(v), self.mean)
+        return self._fitted(mean)
 
     def _checked_whitening(self, covariances: np.ndarray) -> np.ndarray:
-        whitening = self.whitening
+        whitening = getattr(self, "whitening_", None)
+        if whitening is None:
+            raise FmriInputError("TangentSpace: not fitted; call fit(covariances) on the cohort first")
         if covariances.shape[-1] != whitening.shape[0]:
             raise FmriInputError(
                 f"tangent transform: expected {whitening.shape[0]} ROIs (the fitted mean), "

@@ -291,7 +291,7 @@ def fit_structure(
         settings=settings,
         roi_labels=list(roi_labels),
         atlas=atlas,
-        tangent_mean=tangent.mean,
+        tangent_mean=tangent.mean_,
         gradient_reference=reference_gradients[0],
         ica_mixing=group_ica.mixing,
     )
@@ -325,7 +325,7 @@ def compute_features(x: np.ndarray, tr: float, reference: CohortReference) -> di
         "fc_between": fc[:, off & ~same_network].mean(axis=1),
         "network_pair_fc": connectivity.network_pair_fc(fc, labels),
         "partial_mean_abs": np.abs(partial[:, off]).mean(axis=1),
-        "tangent_deviation": connectivity.TangentSpace(reference.tangent_mean).distance(covariance),
+        "tangent_deviation": connectivity.TangentSpace.from_mean(reference.tangent_mean).distance(covariance),
     }
     grads, _ = gradients.gradients(fc, settings.n_gradients, settings.gradient_sparsity, settings.gradient_kernel)
     features.update(
