@@ -69,14 +69,15 @@ from modeling_fmrilm.tasks.synthetic import SyntheticCohort, make_synthetic_coho
 from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
 
 SCORING = ("loglik", "calibrated")
-TARGET_ROW = ("fmrilm calibrated", 0, "single")
-CODES_ONLY_ROW = ("fmrilm calibrated, connectivity blanked", 0, "single")
-DYNAMICS_BLANKED_ROW = ("fmrilm calibrated, codes blanked", 0, "single")
-WINDOW_FC_ROW = ("window_fc", None, None)
-FC_ROWS = (("brainmarks_fc", None, None), ("tangent_fc", None, None))
+# rows by `Row.key` less the task: (method, k, paradigm, over re-splits, stream blanked)
+TARGET_ROW = ("fmrilm calibrated", 0, "single", False, None)
+CODES_ONLY_ROW = ("fmrilm calibrated", 0, "single", False, "connectivity")
+DYNAMICS_BLANKED_ROW = ("fmrilm calibrated", 0, "single", False, "codes")
+WINDOW_FC_ROW = ("window_fc", None, None, False, None)
+FC_ROWS = (("brainmarks_fc", None, None, False, None), ("tangent_fc", None, None, False, None))
 REFERENCE_ROWS = (
-    ("fmrilm loglik", 0, "single"), CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW, (EMBEDDING_PROBE, None, None),
-    *((method, None, None) for method in ("brainmarks_fc", "tangent_fc", "window_fc", "token_fc")),
+    ("fmrilm loglik", 0, "single", False, None), CODES_ONLY_ROW, DYNAMICS_BLANKED_ROW, (EMBEDDING_PROBE, None, None, False, None),
+    *((method, None, None, False, None) for method in ("brainmarks_fc", "tangent_fc", "window_fc", "token_fc")),
 )  # fmt: skip
 """Rows the target's criterion is also applied to (NOTE lines): the uncalibrated model; the model
 with its connectivity stream blanked (what a codes-only model reads: the figures before the
@@ -116,7 +117,11 @@ def _target_line(name: str, values: list[float], chance: float, unit: str) -> st
 
 def _reference_line(name: str, key: tuple, values: list[float], chance: float) -> str:
     mean, std, verdict = _criterion(values, chance)
-    method = METHOD_LABELS.get(key[0], key[0]) + (f" k={key[1]} {key[2]}" if key[1] is not None else "")
+    method = (
+        METHOD_LABELS.get(key[0], key[0])
+        + (f", {key[4]} blanked" if key[4] is not None else "")
+        + (f" k={key[1]} {key[2]}" if key[1] is not None else "")
+    )
     met = "met" if verdict == "PASS" else "not met"
     return f"NOTE {name}, the same criterion on {method}: {mean:.3f} ± {std:.3f} (margin {mean - chance:+.3f} > 2 std {2 * std:.3f}) {met}"
 

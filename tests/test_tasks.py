@@ -506,15 +506,11 @@ def test_evaluate_reports_model_and_baselines_on_the_same_test_subjects(built, t
         n_resplits=2,
     )
     report = evaluate([sex, age], model, processor, settings, progress=False)
-    methods = {(row.task, row.method, row.shots, row.paradigm) for row in report.rows}
+    methods = {(row.task, row.method, row.shots, row.paradigm, row.resplits) for row in report.rows}
     for task in ("sex", "age"):
         for baseline in ("majority", "brainmarks_fc", "tangent_fc"):
-            assert (task, baseline, None, None) in methods and (
-                task,
-                f"{baseline} (2 re-splits)",
-                None,
-                None,
-            ) in methods
+            assert {(task, baseline, None, None, None), (task, baseline, None, None, 2)} <= methods
+            assert report.row(task, baseline, resplits=True).label.endswith(" (2 re-splits)")
         for scoring in ("loglik", "calibrated", "constrained"):
             for paradigm in ("single", "multi", "open"):
                 row = report.row(task, f"fmrilm {scoring}", 2, paradigm)
@@ -596,7 +592,8 @@ def test_evaluate_uses_the_models_split_test_subjects(built):
     )
     assert report.row("sex", "fmrilm loglik", 0, "single").n_test == [3, 3]
     assert report.row("sex", "majority").n_train == [7, 7]
-    resplits = report.row("sex", "majority (3 re-splits)")
+    resplits = report.row("sex", "majority", resplits=True)
+    assert resplits.resplits == 3 and resplits.label == "majority / mean (3 re-splits)"
     assert resplits.n_train == [7, 7, 7] and resplits.n_test == [
         3,
         3,
@@ -628,8 +625,9 @@ def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
     assert merged.settings.seeds == (0, 1) and merged.settings.n_resplits == 4
     majority = merged.row("sex", "majority")
     assert majority.runs == reports[0].row("sex", "majority").runs + reports[1].row("sex", "majority").runs
-    resplits = merged.row("sex", "tangent_fc (4 re-splits)")
-    first, second = (report.row("sex", "tangent_fc (2 re-splits)").runs for report in reports)
+    resplits = merged.row("sex", "tangent_fc", resplits=True)
+    assert resplits.resplits == 4 and "FC, tangent space (4 re-splits)" in merged.to_markdown()
+    first, second = (report.row("sex", "tangent_fc", resplits=True).runs for report in reports)
     assert resplits.runs == first + second and first != second  # each seed's report draws its own re-splits
     other = evaluate(
         [toy_task("adhd", np.tile([0, 1], 8))], settings=EvaluationSettings(seeds=(2,), n_resplits=0), progress=False
@@ -711,12 +709,24 @@ def test_a_blanked_stream_no_longer_reaches_the_answer_and_the_table_has_its_row
         seeds=(0,), shots=(0,), scoring=("loglik", "constrained"), n_resplits=0, view_probes=False, blank_streams=True
     )
     report = evaluate([data], model, processor, settings, progress=False)
-    methods = [row.method for row in report.rows if row.is_model]
+    methods = [row.label for row in report.rows if row.is_model]
     assert methods == [
         "fmrilm loglik", "fmrilm constrained",
         "fmrilm loglik, codes blanked", "fmrilm constrained, codes blanked",
         "fmrilm loglik, connectivity blanked", "fmrilm constrained, connectivity blanked",
     ]  # fmt: skip
+    assert [row.blanked for row in report.rows if row.is_model] == [
+        None,
+        None,
+        "codes",
+        "codes",
+        "connectivity",
+        "connectivity",
+    ]
+    assert (
+        report.row("sex", "fmrilm loglik", 0, "single", blanked="codes").n_test
+        == report.row("sex", "fmrilm loglik", 0, "single").n_test
+    )
     n_test = report.row("sex", "fmrilm loglik", 0, "single").n_test
     assert all(row.n_test == n_test and len(row.runs) == 1 for row in report.rows if row.is_model)
     # the kept scores are per blanked stream: a blanked run never reads the unblanked scores

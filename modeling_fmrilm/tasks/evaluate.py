@@ -81,7 +81,12 @@ METHOD_LABELS = {
 
 @dataclass
 class Row:
-    """One line of the table: a method on a task, with every run (seed or re-split) kept."""
+    """One line of the table: a method on a task, with every run (seed or re-split) kept.
+
+    `method` names the method alone (a baseline of `BASELINES`, a view probe, `fmrilm <scoring>`);
+    `resplits` is set on a baseline row run over random re-splits (how many: its runs), `blanked`
+    on a model row scored with that fMRI stream blanked.
+    """
 
     task: str
     kind: str
@@ -94,10 +99,24 @@ class Row:
     n_test: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    resplits: int | None = field(default=None, kw_only=True)
+    blanked: str | None = field(default=None, kw_only=True)
 
     @property
     def key(self) -> tuple:
-        return (self.task, self.method, self.shots, self.paradigm)
+        """What tells rows apart (and merges runs of several reports into one row): the re-split rows
+        by whether they are, not by how many."""
+        return (self.task, self.method, self.shots, self.paradigm, self.resplits is not None, self.blanked)
+
+    @property
+    def label(self) -> str:
+        """The method as the table names it: `METHOD_LABELS`, then the blanked stream or the re-splits."""
+        label = METHOD_LABELS.get(self.method, self.method)
+        if self.blanked is not None:
+            label += f", {self.blanked} blanked"
+        if self.resplits is not None:
+            label += f" ({self.resplits} re-splits)"
+        return label
 
     @property
     def is_model(self) -> bool:
@@ -125,8 +144,17 @@ class EvaluationReport:
     split: str
     label_reports: list[dict[str, Any]] = field(default_factory=list)
 
-    def row(self, task: str, method: str, shots: int | None = None, paradigm: str | None = None) -> Row:
-        return next(r for r in self.rows if r.key == (task, method, shots, paradigm))
+    def row(
+        self,
+        task: str,
+        method: str,
+        shots: int | None = None,
+        paradigm: str | None = None,
+        resplits: bool = False,
+        blanked: str | None = None,
+    ) -> Row:
+        """The row of `task` and `method` (and k, paradigm; its re-split row; its row with a stream blanked)."""
+        return next(r for r in self.rows if r.key == (task, method, shots, paradigm, resplits, blanked))
 
     def delta_vs_fc(self, row: Row) -> float | None:
         """Model minus the better connectivity baseline (same splits) on the task's primary metric."""
@@ -155,10 +183,8 @@ class EvaluationReport:
                 notes = row.notes + ([f"stopped after {len(row.runs)} seed(s): {row.skipped}"] if row.skipped else [])
                 cells += ["" if delta is None else f"{delta:+.3f}", "; ".join(notes)]
             sizes = f"{int(np.mean(row.n_train))}/{int(np.mean(row.n_test))}" if row.n_test else ""
-            base, _, resplits = row.method.partition(" (")
-            label = METHOD_LABELS.get(base, base) + (f" ({resplits}" if resplits else "")
             shots = "" if row.shots is None else str(row.shots)
-            lines.append("| " + " | ".join([row.task, label, shots, row.paradigm or "", sizes, *cells]) + " |")
+            lines.append("| " + " | ".join([row.task, row.label, shots, row.paradigm or "", sizes, *cells]) + " |")
         runs = f"{len(self.settings.seeds)} seeds" + (
             f", baselines also over {self.settings.n_resplits} re-splits" if self.settings.n_resplits else ""
         )
@@ -417,11 +443,18 @@ class _Rows:
     def __init__(self) -> None:
         self.rows: dict[tuple, Row] = {}
 
-    def get(self, data: TaskData, method: str, shots: int | None = None, paradigm: str | None = None) -> Row:
-        key = (data.task.name, method, shots, paradigm)
-        if key not in self.rows:
-            self.rows[key] = Row(data.task.name, data.task.kind, data.task.n_classes, method, shots, paradigm)
-        return self.rows[key]
+    def get(
+        self,
+        data: TaskData,
+        method: str,
+        shots: int | None = None,
+        paradigm: str | None = None,
+        resplits: int | None = None,
+        blanked: str | None = None,
+    ) -> Row:
+        task = data.task
+        row = Row(task.name, task.kind, task.n_classes, method, shots, paradigm, resplits=resplits, blanked=blanked)
+        return self.rows.setdefault(row.key, row)
 
 
 def _split(
@@ -451,17 +484,22 @@ def resplit(group: Sequence[TaskData], seed: int, n_train: int, n_test: int) -> 
 
 
 def _baseline_runs(
-    rows: _Rows, data: TaskData, features: SplitFeatures, seed: int, methods: dict[str, str] | None = None
+    rows: _Rows,
+    data: TaskData,
+    features: SplitFeatures,
+    seed: int,
+    methods: dict[str, str] | None = None,
+    resplits: int | None = None,
 ) -> None:
     """Fit each baseline on the split and add its test metrics to its row; `methods` maps row names
-    to baselines (default: every baseline under its own name)."""
+    to baselines (default: every baseline under its own name), `resplits` marks the re-split rows."""
     train, test = features.train, features.test
     bins = ScoreBins.fit(data.targets[train]) if data.task.kind == "regression" else None
     y = data.targets
     for row_name, name in (methods or {name: name for name in BASELINES}).items():
         output = fit_predict(name, data.task.kind, data.task.n_classes, y[train], features, seed)
         metrics = score_predictions(data.task, y[test], output.probabilities, output.values, bins)
-        rows.get(data, row_name).add(metrics, len(train), len(test), output.notes)
+        rows.get(data, row_name, resplits=resplits).add(metrics, len(train), len(test), output.notes)
 
 
 def view_inputs(scorer: LabelScorer, scans: Sequence[FmriScan]) -> dict[str, BaselineInputs]:
@@ -492,7 +530,7 @@ def _model_runs(
     bins = [ScoreBins.fit(d.targets[train]) if d.task.kind == "regression" else None for d in group]
     labels = [item_labels(d, b) for d, b in zip(group, bins, strict=True)]
     for scoring in settings.scoring:
-        method = f"fmrilm {scoring}" + (f", {blanked} blanked" if blanked else "")
+        method = f"fmrilm {scoring}"
         for k in settings.shots:
             for paradigm in settings.paradigms:
                 if paradigm == "multi" and len(group) < 2:
@@ -500,7 +538,7 @@ def _model_runs(
                 step = settings.multi_questions if paradigm == "multi" else 1
                 for offset in range(0, len(group), step):
                     chunk = list(group[offset : offset + step])
-                    chunk_rows = [rows.get(d, method, k, paradigm) for d in chunk]
+                    chunk_rows = [rows.get(d, method, k, paradigm, blanked=blanked) for d in chunk]
                     if any(r.skipped for r in chunk_rows):
                         continue
                     try:
@@ -614,13 +652,7 @@ def evaluate(
             ):
                 features = inputs.split(*resplit(group, first_resplit + r, len(train), len(test)))
                 for data in group:
-                    _baseline_runs(
-                        rows,
-                        data,
-                        features,
-                        first_resplit + r,
-                        {f"{name} ({settings.n_resplits} re-splits)": name for name in BASELINES},
-                    )
+                    _baseline_runs(rows, data, features, first_resplit + r, resplits=settings.n_resplits)
     steps.close()
     ordered = sorted(rows.rows.values(), key=lambda row: _row_order(row, [d.task.name for d in tasks], settings))
     reports = [d.report.to_json() for d in tasks if d.report is not None]
@@ -649,17 +681,26 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
     for report in reports:
         for row in report.rows:
             merged = rows.setdefault(
-                row.key, Row(row.task, row.kind, row.n_classes, row.method, row.shots, row.paradigm)
+                row.key,
+                Row(
+                    row.task,
+                    row.kind,
+                    row.n_classes,
+                    row.method,
+                    row.shots,
+                    row.paradigm,
+                    resplits=row.resplits,
+                    blanked=row.blanked,
+                ),
             )
             for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test, strict=True):
                 merged.add(metrics, n_train, n_test, row.notes)
             merged.skipped = merged.skipped or row.skipped
     tasks = list(dict.fromkeys(key[0] for key in rows))
     ordered = sorted(rows.values(), key=lambda row: tasks.index(row.task))  # stable: each report's order within a task
-    for merged in ordered:  # "brainmarks_fc (34 re-splits)" of 3 reports holds 102 runs
-        base, _, resplits = merged.method.partition(" (")
-        if resplits:
-            merged.method = f"{base} ({len(merged.runs)} re-splits)"
+    for merged in ordered:  # the re-split rows of 3 reports of 34 re-splits each hold 102 runs
+        if merged.resplits is not None:
+            merged.resplits = len(merged.runs)
     seeds = tuple(seed for report in reports for seed in report.settings.seeds)
     settings = replace(
         reports[0].settings, seeds=seeds, n_resplits=sum(report.settings.n_resplits for report in reports)
@@ -672,13 +713,12 @@ def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
 
 def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) -> tuple:
     """Task, then the baselines (same splits, then re-splits), then the model rows by scoring, k, paradigm."""
-    base, _, resplits = row.method.partition(" (")
     if not row.is_model:
         methods = (*BASELINES, *VIEW_PROBES)
-        return (task_names.index(row.task), 0, bool(resplits), methods.index(base), 0, 0)
-    words = base.replace(",", "").split()
-    scoring = SCORING.index(words[1]) if len(words) > 1 and words[1] in SCORING else len(SCORING)
-    blanked = FMRI_STREAMS.index(words[2]) + 1 if len(words) > 3 and words[-1] == "blanked" else 0
+        return (task_names.index(row.task), 0, row.resplits is not None, methods.index(row.method), 0, 0)
+    name = row.method.removeprefix("fmrilm ")
+    scoring = SCORING.index(name) if name in SCORING else len(SCORING)
+    blanked = FMRI_STREAMS.index(row.blanked) + 1 if row.blanked is not None else 0
     return (task_names.index(row.task), 1, blanked, scoring, row.shots or 0, PARADIGMS.index(row.paradigm or "single"))
 
 
