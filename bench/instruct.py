@@ -61,7 +61,8 @@ import numpy as np
 from modeling_fmrilm.cli import evaluation_parser
 from modeling_fmrilm.splits import model_split
 from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE
-from modeling_fmrilm.tasks.evaluate import METHOD_LABELS, EvaluationReport, evaluate, merge_reports, run_evaluation
+from modeling_fmrilm.tasks.evaluate import evaluate, run_evaluation
+from modeling_fmrilm.tasks.report import METHOD_LABELS, EvaluationReport, merge_reports
 from modeling_fmrilm.tasks.scoring import LabelScorer
 from modeling_fmrilm.tasks.settings import EvaluationSettings
 from modeling_fmrilm.tasks.sources import TaskSources, build_tasks

@@ -67,7 +67,7 @@ def evaluation_report(evaluation: dict[str, Any], source: str) -> Any:
     Raises:
         FmriInputError: `evaluation` is not that JSON (settings and a non-empty list of rows).
     """
-    from .tasks.evaluate import EvaluationReport, Row
+    from .tasks.report import EvaluationReport, Row
     from .tasks.settings import EvaluationSettings
 
     row_fields = {item.name for item in dataclass_fields(Row)}

@@ -27,7 +27,8 @@ from .descriptors.corpus import demo_corpus
 from .feature_extraction_fmrilm import FmriFeatureExtractor
 from .io import FmriScan, load_embedded
 from .locking import folder_lock
-from .tasks.evaluate import EvaluationReport, evaluate
+from .tasks.evaluate import evaluate
+from .tasks.report import EvaluationReport
 from .training.common import scan_subject_key, scan_text_key
 from .training.stage1 import Stage1Arguments, Stage1Result, Stage1TrainingArguments, train_stage1
 from .training.stage2 import (

@@ -20,7 +20,7 @@ from modeling_fmrilm import FmriInputError, FmriProcessor, cli
 from modeling_fmrilm.export import REMOTE_CODE_FILES, export_model
 from modeling_fmrilm.hub import push_folder
 from modeling_fmrilm.model_card import training_fields
-from modeling_fmrilm.tasks.evaluate import EvaluationReport, Row
+from modeling_fmrilm.tasks.report import EvaluationReport, Row
 from modeling_fmrilm.tasks.settings import EvaluationSettings
 from remote_code import run_without_package
 

@@ -270,7 +270,7 @@ class LeaningScorer:
 
 
 def test_calibrated_scoring_removes_the_label_prior_that_makes_raw_loglik_a_constant_guess():
-    from modeling_fmrilm.tasks.evaluate import _probabilities
+    from modeling_fmrilm.tasks.predictions import _probabilities
 
     labels = np.array([0, 1] * 20)
     scorer = LeaningScorer({i: 1.0 if label == 0 else -1.0 for i, label in enumerate(labels)})
@@ -296,7 +296,7 @@ def test_calibrated_scoring_removes_the_label_prior_that_makes_raw_loglik_a_cons
 
 
 def test_calibrated_scores_are_loglik_less_offsets_from_label_balanced_training_items(built):
-    from modeling_fmrilm.tasks.evaluate import calibration_items, label_offsets, model_predictions
+    from modeling_fmrilm.tasks.predictions import calibration_items, label_offsets, model_predictions
 
     model, processor = built
     labels = np.array([0, 1, 1, 0] * 10)
@@ -615,7 +615,7 @@ def test_baselines_only_and_model_split_from_a_training_record(tmp_path):
 
 
 def test_merged_reports_concatenate_each_rows_runs_and_count_all_resplits():
-    from modeling_fmrilm.tasks.evaluate import merge_reports
+    from modeling_fmrilm.tasks.report import merge_reports
 
     data = toy_task("sex", np.tile([0, 1], 8))
     reports = [

@@ -21,7 +21,9 @@ One concept per module:
 - `sources`: [`TaskSources`], the task flags `fmrilm evaluate`, Stage 3 and the bench share, and
   [`build_tasks`];
 - `settings`: what an evaluation runs ([`EvaluationSettings`]) and the flags of `fmrilm evaluate`;
-- `evaluate`: the engine and its report (markdown + JSON); `run_evaluation` is `fmrilm evaluate`.
+- `predictions`: the prompts of one task on one split and the model's answer probabilities;
+- `report`: the table ([`Row`], [`EvaluationReport`]: markdown + JSON) and `merge_reports`;
+- `evaluate`: the engine; `run_evaluation` is `fmrilm evaluate`.
 """
 
 from .data import (
@@ -32,7 +34,7 @@ from .data import (
     synthetic_task_data,
     task_data_from_table,
 )
-from .evaluate import EvaluationReport, build_prompts, evaluate, run_evaluation
+from .evaluate import evaluate, run_evaluation
 from .labels import (
     ColumnSpec,
     LabelReport,
@@ -46,8 +48,10 @@ from .labels import (
     read_subject_csv,
     task_targets,
 )
+from .predictions import build_prompts
 from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text, render_token_ids
 from .registry import BIN_WORDS, TASKS, ScoreBins, Task, get_task, label_vocabulary, register_task
+from .report import EvaluationReport
 from .scoring import LabelScorer
 from .settings import EvaluationArguments, EvaluationSettings
 from .sources import TaskSources, build_tasks

@@ -35,17 +35,13 @@ Output: a markdown table (`EvaluationReport.to_markdown`) and a JSON file with e
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import write_text_atomically
 from ..configuration_fmrilm import FMRI_STREAMS
 from ..errors import FmriInputError
 from ..io import FmriScan
@@ -53,379 +49,22 @@ from ..splits import SubjectSplit, model_split, read_manifest
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData, item_labels
 from .embedding_probe import EMBEDDING_PROBE, embedding_inputs
-from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, format_summary, score_predictions, summarize
-from .prompts import PARADIGMS, Prompt, ScanBlock, answer_text, answer_texts, question_text
+from .metrics import score_predictions
+from .predictions import (
+    model_predictions,
+    multi_predictions,
+    probe_predictions,
+)
+from .prompts import PARADIGMS
 from .registry import ScoreBins
-from .scoring import LabelScorer, PromptTooLong, softmax
+from .report import EvaluationReport, Row
+from .scoring import LabelScorer, PromptTooLong
 from .settings import SCORING, EvaluationArguments, EvaluationSettings
 from .sources import TaskSources, build_tasks
-from .splitting import TooFewExamples, fixed_split, select_shots, strata_of, stratified_split
+from .splitting import TooFewExamples, fixed_split, strata_of, stratified_split
 
-CALIBRATION_PER_LABEL = 16
-"""Training items per label (class or bin) asked each question to fit the `calibrated` scoring's label offsets."""
-PRIMARY = {"classification": "balanced_accuracy", "regression": "pearson_r"}
-"""The metric of the `Δ vs FC` column (model minus the better connectivity baseline; higher is better)."""
-TABLE_METRICS = REGRESSION_METRICS
-"""The table's metric columns (a classification leaves MAE and r empty)."""
 VIEW_PROBES = ("window_fc", "token_fc")
 """Rows of the Brainmarks protocol on what the model reads: its windows, and its tokens decoded."""
-METHOD_LABELS = {
-    "majority": "majority / mean",
-    "brainmarks_fc": "FC, Brainmarks protocol",
-    "tangent_fc": "FC, tangent space",
-    "window_fc": "FC of the window(s) the model reads",
-    "token_fc": "FC of the model's tokens, decoded",
-    EMBEDDING_PROBE: "fmrilm embeddings, Brainmarks probe",
-}
-
-
-@dataclass
-class Row:
-    """One line of the table: a method on a task, with every run (seed or re-split) kept.
-
-    `method` names the method alone (a baseline of `BASELINES`, a view probe, `fmrilm <scoring>`);
-    `resplits` is set on a baseline row run over random re-splits (how many: its runs), `blanked`
-    on a model row scored with that fMRI stream blanked.
-    """
-
-    task: str
-    kind: str
-    n_classes: int
-    method: str
-    shots: int | None = None
-    paradigm: str | None = None
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    n_train: list[int] = field(default_factory=list)
-    n_test: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    resplits: int | None = field(default=None, kw_only=True)
-    blanked: str | None = field(default=None, kw_only=True)
-
-    @property
-    def key(self) -> tuple:
-        """What tells rows apart (and merges runs of several reports into one row): the re-split rows
-        by whether they are, not by how many."""
-        return (self.task, self.method, self.shots, self.paradigm, self.resplits is not None, self.blanked)
-
-    @property
-    def label(self) -> str:
-        """The method as the table names it: `METHOD_LABELS`, then the blanked stream or the re-splits."""
-        label = METHOD_LABELS.get(self.method, self.method)
-        if self.blanked is not None:
-            label += f", {self.blanked} blanked"
-        if self.resplits is not None:
-            label += f" ({self.resplits} re-splits)"
-        return label
-
-    @property
-    def is_model(self) -> bool:
-        return self.method.startswith("fmrilm")
-
-    def summary(self) -> dict[str, dict[str, Any]]:
-        return summarize(self.runs, REGRESSION_METRICS if self.kind == "regression" else CLASSIFICATION_METRICS)
-
-    def add(self, metrics: dict[str, Any], n_train: int, n_test: int, notes: Sequence[str] = ()) -> None:
-        self.runs.append(metrics)
-        self.n_train.append(n_train)
-        self.n_test.append(n_test)
-        self.notes.extend(note for note in notes if note not in self.notes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "summary": self.summary()}
-
-
-@dataclass
-class EvaluationReport:
-    """Rows in task order (baselines, re-splits, model rows), the settings and what labels left out."""
-
-    rows: list[Row]
-    settings: EvaluationSettings
-    split: str
-    label_reports: list[dict[str, Any]] = field(default_factory=list)
-
-    def row(
-        self,
-        task: str,
-        method: str,
-        shots: int | None = None,
-        paradigm: str | None = None,
-        resplits: bool = False,
-        blanked: str | None = None,
-    ) -> Row:
-        """The row of `task` and `method` (and k, paradigm; its re-split row; its row with a stream blanked)."""
-        return next(r for r in self.rows if r.key == (task, method, shots, paradigm, resplits, blanked))
-
-    def delta_vs_fc(self, row: Row) -> float | None:
-        """Model minus the better connectivity baseline (same splits) on the task's primary metric."""
-        metric = PRIMARY[row.kind]
-        model = row.summary()[metric]["mean"]
-        baselines = [
-            r.summary()[metric]["mean"]
-            for r in self.rows
-            if r.task == row.task and r.method in ("brainmarks_fc", "tangent_fc")
-        ]
-        baselines = [b for b in baselines if b is not None]
-        if model is None or not baselines:
-            return None
-        return model - max(baselines)
-
-    def to_markdown(self) -> str:
-        header = ["task", "method", "k", "paradigm", "n train/test", *TABLE_METRICS, "Δ vs FC", "notes"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in self.rows:
-            if row.skipped and not row.runs:
-                cells = ["—"] * len(TABLE_METRICS) + ["", f"not run: {row.skipped}"]
-            else:
-                summary = row.summary()
-                cells = [format_summary(summary[m]) if m in summary else "" for m in TABLE_METRICS]
-                delta = self.delta_vs_fc(row) if row.is_model else None
-                notes = row.notes + ([f"stopped after {len(row.runs)} seed(s): {row.skipped}"] if row.skipped else [])
-                cells += ["" if delta is None else f"{delta:+.3f}", "; ".join(notes)]
-            sizes = f"{int(np.mean(row.n_train))}/{int(np.mean(row.n_test))}" if row.n_test else ""
-            shots = "" if row.shots is None else str(row.shots)
-            lines.append("| " + " | ".join([row.task, row.label, shots, row.paradigm or "", sizes, *cells]) + " |")
-        runs = f"{len(self.settings.seeds)} seeds" + (
-            f", baselines also over {self.settings.n_resplits} re-splits" if self.settings.n_resplits else ""
-        )
-        lines += [
-            "",
-            f"Mean ± std over {runs}; every figure on test subjects ({self.split}). Δ vs FC: model minus the better "
-            "connectivity baseline on the same splits (balanced accuracy; Pearson r for regressions); negative means the baseline is ahead.",
-        ]
-        for report in self.label_reports:
-            problems = {k: v for k, v in report.items() if k not in ("task", "source") and v}
-            if problems:
-                lines.append(f"Labels of {report['task']} ({report['source']}): left out {problems}")
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "settings": asdict(self.settings),
-            "split": self.split,
-            "rows": [row.to_json() for row in self.rows],
-            "label_reports": self.label_reports,
-        }
-
-    def save(self, folder: str | Path, stem: str = "evaluation") -> tuple[Path, Path]:
-        """Write `<stem>.md` and `<stem>.json`, each atomically (`write_text_atomically`)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for suffix, text in (
-            (".md", self.to_markdown() + "\n"),
-            (".json", json.dumps(self.to_json(), indent=1, default=_json_default)),
-        ):
-            path = folder / f"{stem}{suffix}"
-            write_text_atomically(path, text)
-            paths.append(path)
-        return paths[0], paths[1]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value).__name__)
-
-
-# -- prompts of one task on one split ------------------------------------------------------------
-
-
-def _rng(seed: int, *parts: Any) -> np.random.Generator:
-    return np.random.default_rng([seed, *(zlib.crc32(str(part).encode()) for part in parts)])
-
-
-def build_prompts(
-    data: TaskData,
-    labels: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    k: int,
-    seed: int,
-    paradigm: str = "single",
-) -> list[tuple[Prompt, np.ndarray]]:
-    """The prompt of every test item and the indices of its in-context examples.
-
-    The examples are `select_shots` of the training items (label-balanced, never the item's own
-    subject or family); each block's question is a seeded paraphrase; the examples' answers are
-    their true labels (bins for a regression).
-    """
-    rng = _rng(seed, data.task.name, k, paradigm)
-    groups = data.split_groups
-    prompts = []
-    for i in test:
-        shots = (
-            select_shots(train, labels, k, rng, exclude_groups=[groups[i]], groups=groups)
-            if k
-            else np.empty(0, dtype=np.int64)
-        )
-        blocks = [
-            ScanBlock(
-                [(question_text(data.task, rng, paradigm=paradigm), answer_text(data.task, int(labels[j]), paradigm))],
-                data.cohort_line(j),
-                data.description,
-            )
-            for j in shots
-        ]
-        query = ScanBlock(
-            [(question_text(data.task, rng, paradigm=paradigm), None)], data.cohort_line(i), data.description
-        )
-        prompts.append((Prompt(blocks, query, [data.scans[j] for j in shots] + [data.scans[i]]), shots))
-    return prompts
-
-
-def calibration_items(
-    data: TaskData, labels: np.ndarray, train: np.ndarray, seed: int, k: int, paradigm: str
-) -> np.ndarray:
-    """The training items whose answers fit the `calibrated` offsets: up to `CALIBRATION_PER_LABEL` per label, seeded."""
-    per_label = CALIBRATION_PER_LABEL * len(np.unique(labels[train]))
-    return select_shots(
-        train, labels, min(per_label, len(train)), _rng(seed, data.task.name, k, paradigm, "calibration")
-    )
-
-
-def label_offsets(log_probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """`(n_classes,)` label prior of the model: the mean log-probability of each answer, averaged
-    over the items of each label first, so a label with more items weighs no more."""
-    return np.mean([log_probabilities[labels == c].mean(axis=0) for c in np.unique(labels)], axis=0)
-
-
-def _probabilities(
-    scorer: LabelScorer,
-    contexts: list[list[int]],
-    answers: list[str],
-    scoring: str,
-    calibration_labels: np.ndarray | None = None,
-) -> np.ndarray:
-    """`(n_contexts, n_answers)` answer probabilities; with `calibrated`, the last
-    `len(calibration_labels)` contexts are training items whose `label_offsets` every row loses."""
-    if scoring == "constrained":
-        return np.eye(len(answers))[scorer.constrained_choices(contexts, answers)]
-    scores = scorer.loglikelihoods(contexts, answers)
-    if scoring == "calibrated":
-        reference = scores[len(scores) - len(calibration_labels) :]
-        scores = scores - label_offsets(
-            reference - np.logaddexp.reduce(reference, axis=1, keepdims=True), calibration_labels
-        )
-    return softmax(scores)
-
-
-def model_predictions(
-    scorer: LabelScorer,
-    data: TaskData,
-    labels: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    k: int,
-    seed: int,
-    paradigm: str,
-    scoring: str,
-    chat_template: bool = False,
-) -> np.ndarray:
-    """`(n_test, n_classes)` answer probabilities of the single or open paradigm (with `calibrated`,
-    the `calibration_items` are asked too, after the test items, whose prompts stay those of `loglik`)."""
-    reference = (
-        calibration_items(data, labels, train, seed, k, paradigm)
-        if scoring == "calibrated"
-        else np.empty(0, dtype=np.int64)
-    )
-    prompts = build_prompts(data, labels, train, np.concatenate([test, reference]), k, seed, paradigm)
-    contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
-    return _probabilities(scorer, contexts, answer_texts(data.task, paradigm), scoring, labels[reference])[: len(test)]
-
-
-def multi_predictions(
-    scorer: LabelScorer,
-    group: Sequence[TaskData],
-    labels: Sequence[np.ndarray],
-    train: np.ndarray,
-    test: np.ndarray,
-    k: int,
-    seed: int,
-    scoring: str,
-    chat_template: bool = False,
-) -> list[np.ndarray]:
-    """The `multi` paradigm: the tasks of `group` asked in turn about each test scan in one prompt.
-
-    Examples answer every question with their true labels; the query's earlier questions carry
-    the model's own answers (never the truth), so each answer sees only the scan, the examples
-    and the model's previous answers. Returns one `(n_test, n_classes)` array per task. With
-    `calibrated`, the first task's `calibration_items` run the same chain after the test items, and
-    each question's offsets (hence the answers carried on) come from them.
-    """
-    first = group[0]
-    rng = _rng(seed, "multi", *(d.task.name for d in group), k)
-    groups = first.split_groups
-    reference = (
-        calibration_items(first, labels[0], train, seed, k, "multi")
-        if scoring == "calibrated"
-        else np.empty(0, dtype=np.int64)
-    )
-    n_test, test = len(test), np.concatenate([test, reference])
-    shots_of, questions_of = [], []
-    for i in test:
-        shots = (
-            select_shots(train, labels[0], k, rng, exclude_groups=[groups[i]], groups=groups)
-            if k
-            else np.empty(0, dtype=np.int64)
-        )
-        shots_of.append(shots)
-        questions_of.append([[question_text(d.task, rng) for d in group] for _ in range(len(shots) + 1)])
-    results, chosen = [], [[] for _ in test]
-    for t, data in enumerate(group):
-        contexts = []
-        for row, i in enumerate(test):
-            questions = questions_of[row]
-            blocks = [
-                ScanBlock(
-                    [(questions[s][u], answer_text(d.task, int(labels[u][j]))) for u, d in enumerate(group)],
-                    first.cohort_line(j),
-                    first.description,
-                )
-                for s, j in enumerate(shots_of[row])
-            ]
-            turns = [(questions[-1][u], group[u].task.label_words[chosen[row][u]]) for u in range(t)] + [
-                (questions[-1][t], None)
-            ]
-            prompt = Prompt(
-                blocks,
-                ScanBlock(turns, first.cohort_line(i), first.description),
-                [first.scans[j] for j in shots_of[row]] + [first.scans[i]],
-            )
-            contexts.append(scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans))
-        probabilities = _probabilities(scorer, contexts, answer_texts(data.task), scoring, labels[t][reference])
-        for row in range(len(test)):
-            chosen[row].append(int(probabilities[row].argmax()))
-        results.append(probabilities[:n_test])
-    return results
-
-
-def probe_predictions(
-    scorer: LabelScorer,
-    data: TaskData,
-    labels: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    seed: int,
-    chat_template: bool = False,
-) -> np.ndarray:
-    """Ridge probe: zero-shot prompts of every item, pooled hidden states, `RidgeCV` fitted on the training items."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from .baselines import RIDGE_ALPHAS
-
-    items = np.concatenate([train, test])
-    prompts = build_prompts(data, labels, train, items, 0, seed)
-    contexts = [scorer.prompt_ids(prompt.text(scorer.processor, chat_template), prompt.scans) for prompt, _ in prompts]
-    features = scorer.pooled_hidden_states(contexts)
-    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(
-        features[: len(train)], data.targets[train]
-    )
-    return probe.predict(features[len(train) :])
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -666,51 +305,6 @@ def evaluate(
     return EvaluationReport(ordered, settings, split_text, reports)
 
 
-def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
-    """One report from several runs of `evaluate` on different splits (e.g. one trained pipeline per
-    seed, each scored on its own test subjects): every row's runs concatenated, the union of the
-    rows in order of first appearance (a task that only some runs have, such as a descriptor
-    question picked per corpus, keeps only those runs), the seeds of all settings.
-
-    Raises:
-        FmriInputError: no report.
-    """
-    if not reports:
-        raise FmriInputError("merge_reports: expected at least one report, found none")
-    rows: dict[tuple, Row] = {}
-    for report in reports:
-        for row in report.rows:
-            merged = rows.setdefault(
-                row.key,
-                Row(
-                    row.task,
-                    row.kind,
-                    row.n_classes,
-                    row.method,
-                    row.shots,
-                    row.paradigm,
-                    resplits=row.resplits,
-                    blanked=row.blanked,
-                ),
-            )
-            for metrics, n_train, n_test in zip(row.runs, row.n_train, row.n_test, strict=True):
-                merged.add(metrics, n_train, n_test, row.notes)
-            merged.skipped = merged.skipped or row.skipped
-    tasks = list(dict.fromkeys(key[0] for key in rows))
-    ordered = sorted(rows.values(), key=lambda row: tasks.index(row.task))  # stable: each report's order within a task
-    for merged in ordered:  # the re-split rows of 3 reports of 34 re-splits each hold 102 runs
-        if merged.resplits is not None:
-            merged.resplits = len(merged.runs)
-    seeds = tuple(seed for report in reports for seed in report.settings.seeds)
-    settings = replace(
-        reports[0].settings, seeds=seeds, n_resplits=sum(report.settings.n_resplits for report in reports)
-    )
-    splits = sorted({report.split for report in reports})
-    split = splits[0] if len(splits) == 1 else f"{len(reports)} subject splits, one per seed"
-    labels = [entry for report in reports for entry in report.label_reports]
-    return EvaluationReport(ordered, settings, split, labels)
-
-
 def _row_order(row: Row, task_names: list[str], settings: EvaluationSettings) -> tuple:
     """Task, then the baselines (same splits, then re-splits), then the model rows by scoring, k, paradigm."""
     if not row.is_model:
@@ -744,17 +338,4 @@ def run_evaluation(sources: TaskSources, arguments: EvaluationArguments) -> tupl
     return report, markdown, record
 
 
-__all__ = [
-    "EvaluationReport",
-    "Row",
-    "build_prompts",
-    "calibration_items",
-    "evaluate",
-    "label_offsets",
-    "merge_reports",
-    "model_predictions",
-    "multi_predictions",
-    "probe_predictions",
-    "resplit",
-    "run_evaluation",
-]
+__all__ = ["VIEW_PROBES", "evaluate", "resplit", "run_evaluation", "view_inputs"]
