@@ -214,7 +214,7 @@ def run_seed(seed: int, folder: Path, corpus: Path, stage1: Path, scans: list, e
 def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     """The F2T gaps of the bench cohort's Stage 2 model of `seed` (trained, or reused, by `bench/pipeline.py`)."""
     from modeling_fmrilm import FmriLMForCausalLM, FmriProcessor
-    from modeling_fmrilm.training.text import load_texts
+    from modeling_fmrilm.training.text_inputs import load_texts
     from pipeline import PipelineSettings, bench_scans, run_pipeline
 
     settings = PipelineSettings(seed=seed)

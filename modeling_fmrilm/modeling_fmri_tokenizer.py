@@ -85,7 +85,11 @@ def codebook_usage(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, t
         `(utilisation, perplexity)`, scalar float tensors: the fraction of codes used at least
         once, and `exp(entropy)` of the empirical code distribution (1 … `num_codes`).
     """
-    counts = code_counts(codes, num_codes)
+    return codebook_usage_of_counts(code_counts(codes, num_codes))
+
+
+def codebook_usage_of_counts(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`codebook_usage` of a code histogram `(num_codes,)` (summed over batches or processes)."""
     probs = counts / counts.sum().clamp_min(1.0)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
     return (counts > 0).float().mean(), entropy.exp()
@@ -1038,6 +1042,7 @@ __all__ = [
     "FmriVectorQuantizer",
     "SafetensorsOnly",
     "codebook_usage",
+    "codebook_usage_of_counts",
     "grad_reverse",
     "spherical_kmeans",
 ]

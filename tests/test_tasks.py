@@ -35,10 +35,10 @@ from modeling_fmrilm.tasks import (
     question_text,
     render_token_ids,
 )
+from modeling_fmrilm.tasks.evaluation_splits import select_shots, strata_of, stratified_split
 from modeling_fmrilm.tasks.metrics import score_predictions, summarize
 from modeling_fmrilm.tasks.prompts import DESCRIBE_REQUESTS, QUESTIONS, STATEMENTS, check_distinguishable
 from modeling_fmrilm.tasks.scoring import softmax
-from modeling_fmrilm.tasks.splitting import select_shots, strata_of, stratified_split
 
 
 def long_context_model(seed: int = 0):

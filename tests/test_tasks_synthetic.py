@@ -28,8 +28,8 @@ from modeling_fmrilm.tasks import (
 )
 from modeling_fmrilm.tasks.baselines import BaselineInputs, fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.data import network_pairs, pair_band
+from modeling_fmrilm.tasks.evaluation_splits import stratified_split
 from modeling_fmrilm.tasks.sources import build_tasks
-from modeling_fmrilm.tasks.splitting import stratified_split
 from modeling_fmrilm.tasks.synthetic import EmbeddedStructure, SyntheticCohort, ar1_filter, embedded_structure
 
 SYSTEMS = np.asarray(aal2_table().systems)

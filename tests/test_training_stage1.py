@@ -28,7 +28,7 @@ from modeling_fmrilm.training.stage1 import (
     reconstruction_r2,
     train_stage1,
 )
-from modeling_fmrilm.training.text import load_texts
+from modeling_fmrilm.training.text_inputs import load_texts
 from modeling_fmrilm.window_store import WindowStore
 
 ROOT = Path(__file__).parents[1]

@@ -13,7 +13,7 @@ One concept per module:
   connectivity structure;
 - `data`: [`TaskData`] builders (label tables, the embedded cohort task, descriptor questions,
   the synthetic tasks);
-- `splitting`: stratified subject/family splits, the pipeline's fixed split, label-balanced shots;
+- `evaluation_splits`: the evaluation's stratified subject/family splits, the pipeline's fixed split (`modeling_fmrilm.splits`), label-balanced shots;
 - `baselines`: majority/mean, the Brainmarks FC protocol, tangent-space FC;
 - `scoring`: label-word log-likelihoods, constrained generation and pooled hidden states of an
   `FmriLMForCausalLM`;

@@ -49,6 +49,7 @@ from ..splits import SubjectSplit, model_split, read_manifest
 from .baselines import BASELINES, BaselineInputs, SplitFeatures, fit_predict
 from .data import TaskData, item_labels
 from .embedding_probe import EMBEDDING_PROBE, embedding_inputs
+from .evaluation_splits import TooFewExamples, fixed_split, strata_of, stratified_split
 from .metrics import score_predictions
 from .predictions import (
     model_predictions,
@@ -61,7 +62,6 @@ from .report import EvaluationReport, Row
 from .scoring import LabelScorer, PromptTooLong
 from .settings import SCORING, EvaluationArguments, EvaluationSettings
 from .sources import TaskSources, build_tasks
-from .splitting import TooFewExamples, fixed_split, strata_of, stratified_split
 
 VIEW_PROBES = ("window_fc", "token_fc")
 """Rows of the Brainmarks protocol on what the model reads: its windows, and its tokens decoded."""

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from .data import TaskData
+from .evaluation_splits import select_shots
 from .prompts import Prompt, ScanBlock, answer_text, answer_texts, question_text
 from .scoring import LabelScorer, softmax
-from .splitting import select_shots
 
 CALIBRATION_PER_LABEL = 16
 """Training items per label (class or bin) asked each question to fit the `calibrated` scoring's label offsets."""

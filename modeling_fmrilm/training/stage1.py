@@ -29,7 +29,12 @@ from ..configuration_fmrilm import FmriTokenizerConfig
 from ..errors import FmriInputError
 from ..feature_extraction_fmrilm import FmriFeatureExtractor
 from ..io import FmriScan
-from ..modeling_fmri_tokenizer import FmriTokenizerForPreTraining, FmriTokenizerModel, codebook_usage
+from ..modeling_fmri_tokenizer import (
+    FmriTokenizerForPreTraining,
+    FmriTokenizerModel,
+    codebook_usage,
+    codebook_usage_of_counts,
+)
 from ..splits import SubjectSplit
 from .common import (
     CohortArguments,
@@ -45,7 +50,7 @@ from .common import (
     store_windows,
     training_store,
 )
-from .text import encode_texts, load_texts, word_embedding_matrix
+from .text_inputs import encode_texts, load_texts, word_embedding_matrix
 
 LOSS_COMPONENTS = ("reconstruction_loss", "commitment_loss", "contrastive_loss", "domain_loss")
 
@@ -140,13 +145,6 @@ class Stage1Result:
         return next((entry for entry in reversed(self.history) if "eval_r2" in entry), {})
 
 
-def codebook_usage_from_counts(counts: torch.Tensor) -> tuple[float, float]:
-    """Utilisation (fraction of codes used) and perplexity (`exp` entropy) of a code histogram."""
-    probabilities = counts / counts.sum().clamp_min(1.0)
-    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum()
-    return float((counts > 0).double().mean()), float(entropy.exp())
-
-
 class Stage1Trainer(SumLoggingTrainer):
     """Trainer for `FmriTokenizerForPreTraining`; see the module docstring for what it overrides."""
 
@@ -192,8 +190,8 @@ class Stage1Trainer(SumLoggingTrainer):
             "domain_loss": bool(getattr(config, "use_domain_confusion", False)),
         }
         logs = {f"{prefix}{name}": float(sums[name]) / batches for name in LOSS_COMPONENTS if present.get(name, True)}
-        utilisation, perplexity = codebook_usage_from_counts(sums["code_counts"])
-        logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = utilisation, perplexity
+        utilisation, perplexity = codebook_usage_of_counts(sums["code_counts"])
+        logs[f"{prefix}utilisation"], logs[f"{prefix}perplexity"] = float(utilisation), float(perplexity)
         if (
             not prefix
         ):  # codes restarted per step, as a fraction of the codebook (rank 0's count: the restarts are broadcast)

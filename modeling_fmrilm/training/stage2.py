@@ -56,7 +56,7 @@ from .common import (
 )
 from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
-from .text import load_texts
+from .text_inputs import load_texts
 
 OBJECTIVES = ("f2t", "f2f", "t2t")
 

@@ -1,4 +1,4 @@
-"""Text-side helpers shared by the stages: descriptor texts keyed by scan, a frozen sentence encoder,
+"""The stages' text inputs: descriptor texts keyed by scan, a frozen sentence encoder,
 and a language model's word-embedding matrix."""
 
 from __future__ import annotations
