@@ -19,14 +19,15 @@ functions against it number by number:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy.linalg import lapack
 
 from ..errors import FmriInputError
 
-ESTIMATORS = ("empirical", "ledoit_wolf")
+CovarianceEstimator = Literal["empirical", "ledoit_wolf"]
+ESTIMATORS = get_args(CovarianceEstimator)
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -247,6 +248,7 @@ def network_pair_fc(fc: np.ndarray, labels: Sequence[str]) -> np.ndarray:
 
 __all__ = [
     "ESTIMATORS",
+    "CovarianceEstimator",
     "TangentSpace",
     "correlation",
     "covariance",

@@ -87,7 +87,7 @@ class DescriptorSettings:
     n_ica_components: int = 10
     alff_band: tuple[float, float] = amplitude.ALFF_BAND
     full_range_max: float = amplitude.FULL_RANGE_MAX
-    covariance_estimator: str = "ledoit_wolf"
+    covariance_estimator: connectivity.CovarianceEstimator = "ledoit_wolf"
     seed: int = 0
     max_fit_scans: int = 200
     max_fit_frames: int = 60000

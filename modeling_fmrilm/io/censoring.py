@@ -12,13 +12,14 @@ record keeps the mask (`FmriScan.censored`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from ..errors import FmriInputError
 
-CENSORING = ("reject", "interpolate")
+Censoring = Literal["reject", "interpolate"]
+CENSORING = get_args(Censoring)
 
 
 def kept_frames(sample_mask: Any, n_frames: int, name: str) -> np.ndarray:
@@ -99,4 +100,4 @@ def fill_censored(signals: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return filled
 
 
-__all__ = ["CENSORING", "censored_mask", "check_gaps", "fill_censored", "kept_frames"]
+__all__ = ["CENSORING", "Censoring", "censored_mask", "check_gaps", "fill_censored", "kept_frames"]

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import FmriInputError, MissingTRError
 from ..feature_extraction_fmrilm import validate_fmri
 from .bids import parse_entities, sidecar_tr, subject_and_session
-from .censoring import CENSORING, censored_mask, check_gaps, fill_censored, kept_frames
+from .censoring import CENSORING, Censoring, censored_mask, check_gaps, fill_censored, kept_frames
 from .scan import FmriScan, require_file
 
 try:  # ISA-L's inflate is a drop-in for zlib's, 3-4x faster
@@ -298,7 +298,7 @@ def read_nifti(
     tr: float | None = None,
     confounds: Any = None,
     sample_mask: np.ndarray | None = None,
-    censoring: str = "reject",
+    censoring: Censoring = "reject",
     confound_strategy: Sequence[str] = ("motion", "high_pass", "wm_csf"),
     confound_kwargs: Mapping[str, Any] | None = None,
     standardize: str | None = None,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -35,7 +35,8 @@ from ..configuration_fmrilm import FMRI_START_TOKEN, fmri_code_tokens
 from ..errors import FmriInputError
 from .registry import Task
 
-PARADIGMS = ("single", "multi", "open")
+Paradigm = Literal["single", "multi", "open"]
+PARADIGMS = get_args(Paradigm)
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "sex": (
@@ -406,6 +407,7 @@ __all__ = [
     "PARADIGMS",
     "QUESTIONS",
     "STATEMENTS",
+    "Paradigm",
     "Prompt",
     "ScanBlock",
     "answer_text",

@@ -7,11 +7,13 @@ they are parsed without importing the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from ..errors import FmriInputError
-from .prompts import PARADIGMS
+from .prompts import PARADIGMS, Paradigm
 
-SCORING = ("loglik", "calibrated", "constrained")
+Scoring = Literal["loglik", "calibrated", "constrained"]
+SCORING = get_args(Scoring)
 """Answer scorings: log-likelihood of the candidates, the same less the label prior, the paper's constrained generation."""
 
 
@@ -40,8 +42,8 @@ class EvaluationSettings:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     shots: tuple[int, ...] = (0, 2, 4, 10)
-    paradigms: tuple[str, ...] = ("single",)
-    scoring: tuple[str, ...] = ("loglik", "calibrated")
+    paradigms: tuple[Paradigm, ...] = ("single",)
+    scoring: tuple[Scoring, ...] = ("loglik", "calibrated")
     chat_template: bool = False
     test_fraction: float = 0.25
     n_resplits: int = 100
@@ -113,4 +115,4 @@ class EvaluationArguments:
         )
 
 
-__all__ = ["SCORING", "EvaluationArguments", "EvaluationSettings"]
+__all__ = ["SCORING", "EvaluationArguments", "EvaluationSettings", "Scoring"]

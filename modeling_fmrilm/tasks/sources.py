@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..errors import FmriInputError
 from .data import TaskData
 
-TASK_SOURCES = ("cohort", "descriptors", "synthetic")
+TaskSource = Literal["cohort", "descriptors", "synthetic"]
+TASK_SOURCES = get_args(TaskSource)
 """The offline task sources: the embedded cohort question, descriptor questions, the synthetic cohort's tasks."""
-DESCRIPTOR_SCANS = ("embedded", "all")
+DescriptorScans = Literal["embedded", "all"]
+DESCRIPTOR_SCANS = get_args(DescriptorScans)
 """Whom the descriptor questions are asked of: the embedded scans, or the synthetic cohort's too."""
 
 
@@ -46,7 +49,7 @@ class TaskSources:
         metadata={"help": "network pairs 'A-B' of the descriptor questions; default the --max_pairs most varied"},
     )
     max_pairs: int = field(default=3, metadata={"help": "descriptor questions when --pairs is not given"})
-    descriptor_scans: str = field(
+    descriptor_scans: DescriptorScans = field(
         default="embedded",
         metadata={
             "help": "scans the descriptor questions are asked of: 'embedded', or 'all': the synthetic cohort too (the corpus must describe it, as the bench's does)"
@@ -132,4 +135,4 @@ def build_tasks(sources: TaskSources, output_dir: str | Path) -> list[TaskData]:
     return tasks
 
 
-__all__ = ["DESCRIPTOR_SCANS", "TASK_SOURCES", "TaskSources", "build_tasks"]
+__all__ = ["DESCRIPTOR_SCANS", "TASK_SOURCES", "DescriptorScans", "TaskSource", "TaskSources", "build_tasks"]

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 from transformers import AutoModelForCausalLM, GPT2Config, PretrainedConfig, PreTrainedTokenizerFast, Qwen3Config
 
 from ..errors import FmriInputError
 
 END_OF_TEXT = "<|endoftext|>"
-LANGUAGE_MODEL_KINDS = ("gpt2", "qwen3")
+LanguageModelKind = Literal["gpt2", "qwen3"]
+"""The shapes of the small language model the stages build when no base model is given."""
+LANGUAGE_MODEL_KINDS = get_args(LanguageModelKind)
 
 
 def train_bpe_tokenizer(
@@ -47,7 +50,7 @@ def train_bpe_tokenizer(
 
 
 def small_language_model_config(
-    kind: str,
+    kind: LanguageModelKind,
     vocab_size: int,
     hidden_size: int = 64,
     num_layers: int = 2,
@@ -73,7 +76,7 @@ def small_language_model_config(
 def build_small_language_model(
     texts: Iterable[str],
     folder: str | Path,
-    kind: str = "gpt2",
+    kind: LanguageModelKind = "gpt2",
     vocab_size: int = 2000,
     hidden_size: int = 64,
     num_layers: int = 2,
@@ -104,4 +107,10 @@ def build_small_language_model(
     return folder
 
 
-__all__ = ["LANGUAGE_MODEL_KINDS", "build_small_language_model", "small_language_model_config", "train_bpe_tokenizer"]
+__all__ = [
+    "LANGUAGE_MODEL_KINDS",
+    "LanguageModelKind",
+    "build_small_language_model",
+    "small_language_model_config",
+    "train_bpe_tokenizer",
+]

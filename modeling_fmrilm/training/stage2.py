@@ -54,7 +54,7 @@ from .common import (
     store_windows,
     training_store,
 )
-from .language_model import LANGUAGE_MODEL_KINDS, build_small_language_model
+from .language_model import LANGUAGE_MODEL_KINDS, LanguageModelKind, build_small_language_model
 from .objectives import IGNORE_INDEX, ObjectiveCollator, ObjectiveTrainer, WindowConnectivity
 from .text_inputs import load_texts
 
@@ -84,7 +84,7 @@ class Stage2Arguments(CodeDropoutArguments, CohortArguments):
     text_tokenizer: str | None = field(
         default=None, metadata={"help": "text tokenizer folder or id; default: the base model's"}
     )
-    small_lm_kind: str = field(
+    small_lm_kind: LanguageModelKind = field(
         default="qwen3", metadata={"help": f"shape of the default LM: one of {LANGUAGE_MODEL_KINDS}"}
     )
     small_lm_hidden_size: int = 64
