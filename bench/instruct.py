@@ -37,7 +37,7 @@ give, per view (whole scan, the window(s) the model reads, its decoded tokens), 
 size over every subject (`effect_sizes`: no fit). The F2T gap on the description's connectivity words
 is `bench/lm_quality.py`'s. Ends with one TARGET line per target and exits 0 either way.
 
-The group effect (`PipelineSettings.group_effect` = 0.3) was set on the baselines alone, before any
+The group effect (`group_effect` = 0.3 in `bench/pipeline.py`'s settings) was set on the baselines alone, before any
 model was trained with it (200-subject cohorts, seeds 0-5: 0.533 ± 0.058 at 0.2, not met; 0.737 ±
 0.093 at 0.3, met, for the Brainmarks protocol on the FC of the window the model reads).
 
@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,9 @@ from modeling_fmrilm.tasks.evaluate import evaluate, run_evaluation
 from modeling_fmrilm.tasks.report import METHOD_LABELS, EvaluationReport, merge_reports
 from modeling_fmrilm.tasks.scoring import LabelScorer
 from modeling_fmrilm.tasks.settings import EvaluationSettings
-from modeling_fmrilm.tasks.sources import TaskSources, build_tasks
+from modeling_fmrilm.tasks.sources import build_tasks
 from modeling_fmrilm.tasks.synthetic import SyntheticCohort, make_synthetic_cohort
-from pipeline import WORKDIR, PipelineSettings, run_pipeline, stage3_task_options
+from pipeline import BENCH, WORKDIR, bench_pipeline, bench_settings
 
 SCORING = ("loglik", "calibrated")
 # rows by `Row.key` less the task: (method, k, paradigm, over re-splits, stream blanked)
@@ -289,20 +290,20 @@ def seed_report(seed: int, options: argparse.Namespace) -> tuple[EvaluationRepor
     """Train (or reuse) one seed's pipeline and score it on its own test subjects: its report and `effect_sizes`."""
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    settings = PipelineSettings(
-        seed=seed,
+    settings = bench_settings(
+        seed,
         stage3_epochs=options.stage3_epochs,
         synthetic_subjects=options.synthetic_subjects,
         stage3_use_lora=not options.stage3_full_finetune,
     )
     start = time.perf_counter()
-    folders = run_pipeline(settings, workdir=Path(options.workdir))
+    folders = bench_pipeline(settings, workdir=Path(options.workdir))
     print(
         f"seed {seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})",
         flush=True,
     )
     tasks = build_tasks(
-        TaskSources(**stage3_task_options(settings, folders["corpus"]), max_pairs=options.max_pairs), options.workdir
+        replace(settings.task_sources(folders["corpus"]), max_pairs=options.max_pairs), options.workdir
     )
     model = AutoModelForCausalLM.from_pretrained(folders["stage3"]).eval()
     processor = AutoProcessor.from_pretrained(folders["stage3"])
@@ -376,11 +377,11 @@ def main(argv: Sequence[str] | None = None) -> EvaluationReport:
         "--n_resplits", type=int, default=100, help="baseline re-splits in all (shared out over the seeds)"
     )
     parser.add_argument("--max_pairs", type=int, default=3)
-    parser.add_argument("--stage3_epochs", type=int, default=PipelineSettings.stage3_epochs)
+    parser.add_argument("--stage3_epochs", type=int, default=BENCH.stage3_epochs)
     parser.add_argument(
         "--synthetic_subjects",
         type=int,
-        default=PipelineSettings.synthetic_subjects,
+        default=BENCH.synthetic_subjects,
         help="synthetic subjects per seed, besides the 12 embedded",
     )
     parser.add_argument(

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from modeling_fmrilm.descriptors.corpus import demo_corpus
 from modeling_fmrilm.descriptors.text import OPENINGS
 from modeling_fmrilm.io import load_embedded
-from modeling_fmrilm.pipeline import demo_stage1
+from modeling_fmrilm.pipeline import PipelineSettings, run_stage1
 from modeling_fmrilm.training.objectives import IGNORE_INDEX, WindowConnectivity
 from modeling_fmrilm.training.stage2 import (
     ExampleBuilder,
@@ -215,10 +215,10 @@ def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     """The F2T gaps of the bench cohort's Stage 2 model of `seed` (trained, or reused, by `bench/pipeline.py`)."""
     from modeling_fmrilm import FmriLMForCausalLM, FmriProcessor
     from modeling_fmrilm.training.text_inputs import load_texts
-    from pipeline import PipelineSettings, bench_scans, run_pipeline
+    from pipeline import bench_pipeline, bench_settings
 
-    settings = PipelineSettings(seed=seed)
-    folders = run_pipeline(settings, through=2)
+    settings = bench_settings(seed)
+    folders = bench_pipeline(settings, through="stage2")
     model = FmriLMForCausalLM.from_pretrained(folders["stage2"]).eval()
     processor = FmriProcessor.from_pretrained(folders["stage2"])
     split = json.loads((folders["corpus"] / "splits.json").read_text())["subjects"]
@@ -229,7 +229,7 @@ def cohort_seed(seed: int, max_others: int) -> dict[str, float]:
     codes = encode_windows(
         model.fmri_tokenizer,
         extractor,
-        bench_scans(settings),
+        settings.scans(),
         test,
         folders["stage2"].parent / "cache",
         connectivity_fisher_z=fisher_z,
@@ -262,7 +262,9 @@ def stage2_quality(
         folder = Path(name)
         if seeds_embedded:
             demo_corpus(scans, folder / "corpus")
-            stage1 = demo_stage1(folder, folder / "corpus", num_epochs=stage1_epochs).final_dir
+            stage1 = run_stage1(
+                PipelineSettings(stage1_epochs=stage1_epochs), scans, folder / "corpus", folder / "stage1_tokenizer"
+            ).final_dir
         for seed in seeds_embedded:
             rows.append(run_seed(seed, folder, folder / "corpus", stage1, scans, stage2_epochs))
             row = rows[-1]

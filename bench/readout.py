@@ -42,7 +42,7 @@ from modeling_fmrilm.io import FmriScan, aal2_table
 from modeling_fmrilm.modeling_fmri_tokenizer import FmriTokenizerModel
 from modeling_fmrilm.tasks.baselines import fit_predict, pearson_fc_features
 from modeling_fmrilm.tasks.synthetic import SyntheticSettings, make_synthetic_cohort
-from pipeline import PipelineSettings, bench_scans, corpus, stage1
+from pipeline import bench_pipeline, bench_settings
 
 SETTINGS = ((0.3, 160), (0.3, 2000), (1.0, 2000))  # (group effect, training subjects)
 N_TEST = 600
@@ -161,9 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[tuple, list[tuple[float, float]]] = {}
     for seed in args.seeds:
-        settings = PipelineSettings(seed=seed)
-        scans = bench_scans(settings)
-        folder = stage1(settings, scans, corpus(settings, scans))
+        folder = bench_pipeline(bench_settings(seed), through="stage1")["stage1"]
         tokenizer, feature_extractor = (
             FmriTokenizerModel.from_pretrained(folder).eval(),
             AutoFeatureExtractor.from_pretrained(folder),

@@ -30,7 +30,7 @@ import torch
 
 from modeling_fmrilm.training.objectives import ObjectiveCollator
 from modeling_fmrilm.training.stage2 import Stage2Arguments, Stage2TrainingArguments, train_stage2
-from pipeline import PipelineSettings, bench_scans, corpus, stage1
+from pipeline import bench_pipeline, bench_settings
 
 WORKDIR = Path("outputs/bench_train_step")
 
@@ -53,10 +53,10 @@ def main() -> None:
     )
     options = parser.parse_args()
     torch.set_num_threads(1)
-    settings = PipelineSettings(seed=0, synthetic_subjects=40, stage1_epochs=1)
-    scans = bench_scans(settings)
-    corpus_dir = corpus(settings, scans, WORKDIR)
-    stage1_dir = stage1(settings, scans, corpus_dir, WORKDIR)
+    settings = bench_settings(0, synthetic_subjects=40, stage1_epochs=1)
+    scans = settings.scans()
+    folders = bench_pipeline(settings, "stage1", WORKDIR)
+    corpus_dir, stage1_dir = folders["corpus"], folders["stage1"]
     args = Stage2Arguments(
         fmri_tokenizer=str(stage1_dir), corpus=str(corpus_dir), small_lm_kind=settings.stage2_lm_kind, window_stride=64
     )

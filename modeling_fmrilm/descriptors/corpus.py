@@ -544,7 +544,7 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
 def demo_corpus(
     scans: Sequence[FmriScan], output_dir: str | Path, roi_labels: Sequence[str] | None = None
 ) -> CorpusSummary:
-    """Build the corpus of the embedded scans and report its folder, split sizes and one description.
+    """Build the corpus of the embedded scans and report it (`report_corpus`).
 
     The split uses fractions (0.6, 0.2, 0.2) and seed 0: on the 12 embedded subjects, 6 train,
     3 validation and 3 test, both cohorts in the test split.
@@ -556,13 +556,18 @@ def demo_corpus(
     summary = build_corpus(
         scans, output_dir, labels, scans[0].atlas, fractions=DEMO_FRACTIONS, progress=False, command="fmrilm demo"
     )
+    report_corpus(summary)
+    return summary
+
+
+def report_corpus(summary: CorpusSummary) -> None:
+    """Log a built corpus's folder, split sizes and the first training subject's description."""
     logger.info(
         f"corpus written to {summary.folder}: " + ", ".join(f"{s} {n}" for s, n in summary.split_sizes.items())
     )
     first = sorted((summary.folder / "data" / CONFIG_NAME).glob("train-*.parquet"))[0]
     record = pq.read_table(first, columns=["subject", "dataset", "text"]).slice(0, 1).to_pylist()[0]
     logger.info(f"description of {record['dataset']}/{record['subject']}:\n{record['text']}")
-    return summary
 
 
 __all__ = [
@@ -585,6 +590,7 @@ __all__ = [
     "merge",
     "prepare",
     "push_to_hub",
+    "report_corpus",
     "shard_features",
     "survey",
 ]
