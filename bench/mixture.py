@@ -74,6 +74,17 @@ the seed-1 cohorts (mixed, full fine-tuning, not part of this script) stayed at 
 training seed (0.468) and with the code tokens blanked on every step and at test (0.528), so
 neither the training seed nor the code tokens explain it either.
 
+Later scratch runs of `LM mixed, full fine-tuning` (not part of this script; the same cohorts and
+training seeds; each also scored on 300 of its training subjects) say what the failure is: on the
+seed-1 cohorts the model fits the group of its training subjects (0.990) and reads it on none of
+the test subjects (0.537), so it memorises subjects rather than learning the coupling. Longer
+training makes it worse (40 epochs: 0.487 test, 0.658 train). Weighting the score question's loss
+lowers it: weight 0.3 gives 0.515 (train 0.965), and weight 0.1 gives 0.942 / 0.780 / 0.622 on
+seeds 0 / 1 / 2 (mean 0.781, train 0.996-1.000), against 0.932 / 0.530 / 0.508 at weight 1. The
+score stays at chance (0.33-0.35) in every one. A second question the model cannot yet answer thus
+pushes the language model to memorise each subject's tokens, which the small reader with its
+per-question head does not do. These are scratch figures, seen before any target was set on them.
+
 Run: `.venv/bin/python bench/mixture.py [--seeds 0 1 2] [--recipes ...]` (about 70 s per reader
 recipe and seed on one core; the LM recipes 6, 13 and 10 min).
 """
