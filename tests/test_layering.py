@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "modeling_fmrilm"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "modeling_fmrilm"
 
 LAYERS = [  # lowest first: a module may import its own layer and those below it, never above
     {
