@@ -36,7 +36,7 @@ LAYERS = [  # lowest first: a module may import its own layer and those below it
 ]
 ALLOWED_UPWARD = {
     # the processor reads scan files through the package's readers when it is installed; as remote
-    # code without it, the import fails and the processor says so (tests/test_export.py)
+    # code without it, the import fails and the processor says so (tests/models/test_export.py)
     ("processing_fmrilm", "io"),
 }
 
