@@ -62,7 +62,7 @@ test: $(STAMP) $(BROWSER) $(BM_STAMP)
 brainmarks-test: $(BM_STAMP)
 	cd $(BM_VENV) && HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 bin/python -m pytest -q -p no:cacheprovider -W ignore::pytest.PytestAssertRewriteWarning \
 	  -k fmrilm $$(bin/python -c "import importlib.util as u; print(u.find_spec('brainmarks.models.test_models').origin)")
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BM_BIN)/python -m pytest -q -p no:cacheprovider tests/test_brainmarks_plugin.py
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BM_BIN)/python -m pytest -q -p no:cacheprovider tests/brainmarks/test_brainmarks_plugin.py
 
 demo: $(STAMP)
 	$(BIN)/fmrilm demo --output-dir $(DEMO_OUT)

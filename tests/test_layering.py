@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "modeling_fmrilm"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "modeling_fmrilm"
 
 LAYERS = [  # lowest first: a module may import its own layer and those below it, never above
     {
@@ -34,7 +36,7 @@ LAYERS = [  # lowest first: a module may import its own layer and those below it
 ]
 ALLOWED_UPWARD = {
     # the processor reads scan files through the package's readers when it is installed; as remote
-    # code without it, the import fails and the processor says so (tests/test_export.py)
+    # code without it, the import fails and the processor says so (tests/models/test_export.py)
     ("processing_fmrilm", "io"),
 }
 

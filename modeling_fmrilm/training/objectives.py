@@ -48,7 +48,7 @@ class ObjectiveCollator:
     only to earlier positions, so with right padding no real token ever sees a pad, and positions
     count from 0 either way; the pads' own outputs carry no label. Without a mask, SDPA runs its
     causal kernel instead of the masked one, which halves the attention time of the bench's
-    ~940-token Stage 2 sequences on a CPU (`tests/test_training_stage2.py` checks the batch's loss
+    ~940-token Stage 2 sequences on a CPU (`tests/training/test_training_stage2.py` checks the batch's loss
     is that of its sequences run one by one, unpadded)."""
 
     pad_token_id: int

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
 from modeling_fmrilm.training.common import check_checkpoint, last_complete_checkpoint, resolve_resume
+from tests.support import ROOT
 
-ROOT = Path(__file__).parents[1]
 STEPS = 60
 
 

@@ -10,7 +10,7 @@ import torch
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.embeddings import RANDOM_CONFIG
 from modeling_fmrilm.feature_extraction_fmrilm import resample, robust_zscore, stretch
-from tokenizer_helpers import stage1_folder
+from tests.support.tiny_tokenizer import save_stage1_folder
 
 pytest.importorskip("brainmarks.models.base")  # a bare `brainmarks` can be this repository's namespace portion
 from brainmarks.models.registry import list_models  # noqa: E402
@@ -37,11 +37,10 @@ def test_plugin_registers_both_names_and_unnormalises_the_sample():
     np.testing.assert_allclose(plugin.unnormalise(brainmarks_sample(series, 0.8)), series.T, rtol=1e-5, atol=1e-4)
 
 
-def test_transform_resamples_with_the_antialiased_resampler_and_reads_the_first_window(tmp_path):
+def test_transform_resamples_with_the_antialiased_resampler_and_reads_the_first_window(stage1_folder):
     """TR 0.5 s -> the checkpoint's 1.5 s: a 0.05 Hz wave survives, a 0.6 Hz one (above the new
     Nyquist, 0.33 Hz) is filtered out instead of folding back; the window is the extractor's first."""
-    stage1_folder(tmp_path)
-    transform, _ = plugin.fmrilm_tokenizer(checkpoint=str(tmp_path))
+    transform, _ = plugin.fmrilm_tokenizer(checkpoint=str(stage1_folder))
     time = np.arange(240) * 0.5
     phases = np.linspace(0, np.pi, 450)
     slow = np.sin(2 * np.pi * 0.05 * time[:, None] + phases)
@@ -62,28 +61,27 @@ def test_transform_resamples_with_the_antialiased_resampler_and_reads_the_first_
     assert np.abs(aliased - clean).max() > 0.5  # measured: 1.10
 
 
-def test_short_samples_are_stretched_with_a_warning_or_refused(tmp_path):
-    stage1_folder(tmp_path)
+def test_short_samples_are_stretched_with_a_warning_or_refused(stage1_folder):
     series = np.random.default_rng(1).standard_normal(
         (30, 450)
     )  # 30 frames at TR 1 s: 20 at 1.5 s, under a window of 32
-    transform, _ = plugin.fmrilm_tokenizer(checkpoint=str(tmp_path))
+    transform, _ = plugin.fmrilm_tokenizer(checkpoint=str(stage1_folder))
     with pytest.warns(UserWarning, match="shorter than one window"):
         window = transform(brainmarks_sample(series, 1.0))["fmri_values"].numpy()
     expected = robust_zscore(stretch(resample(series.T.astype(np.float32), 1.0, 1.5), 32))
     np.testing.assert_allclose(window, expected, atol=1e-4)
     assert transform.stretched == 1
-    strict, _ = plugin.fmrilm_tokenizer(checkpoint=str(tmp_path), pad_strategy=None)
+    strict, _ = plugin.fmrilm_tokenizer(checkpoint=str(stage1_folder), pad_strategy=None)
     with pytest.raises(FmriInputError, match="expected at least 48 time points at TR 1.0 s .* found 30"):
         strict(brainmarks_sample(series, 1.0))
     with pytest.raises(FmriInputError, match="pad_strategy: expected one of"):
-        plugin.fmrilm_tokenizer(checkpoint=str(tmp_path), pad_strategy="zeros")
+        plugin.fmrilm_tokenizer(checkpoint=str(stage1_folder), pad_strategy="zeros")
 
 
 def test_wrapper_returns_per_roi_embeddings_their_mean_and_the_tokens(tmp_path, monkeypatch):
     from torch.utils.data import default_collate
 
-    saved = stage1_folder(tmp_path)
+    saved = save_stage1_folder(tmp_path)
     monkeypatch.setenv(plugin.CHECKPOINT_ENV, str(tmp_path))
     transform, wrapper = plugin.fmrilm_tokenizer()
     assert wrapper.__space__ == "schaefer400_tians3" and not any(p.requires_grad for p in wrapper.parameters())

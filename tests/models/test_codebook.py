@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from modeling_fmrilm import FmriTokenizerConfig
 from modeling_fmrilm.modeling_fmri_tokenizer import FmriVectorQuantizer
-from tokenizer_helpers import tiny_config, unit
+from tests.support.tiny_tokenizer import tiny_config, unit
 
 PAPER_CODES, PAPER_DIM, PAPER_VECTORS = 8192, 128, 16 * 450
 

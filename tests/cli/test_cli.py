@@ -18,28 +18,17 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_lm
 from modeling_fmrilm import cli
+from tests.support import tiny_lm
+from tests.support.command_line import run
 
 MAX_NEW_TOKENS = 6
 
 
-def run(argv, capsys):
-    """`fmrilm argv` in this process: (exit status, its stdout, its stderr)."""
-    capsys.readouterr()  # what came before is not the command's
-    try:
-        cli.main(argv)
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, tiny_gpt2):
     folder = tmp_path_factory.mktemp("model")
-    model, processor = tiny_lm.build("gpt2")
+    model, processor = tiny_gpt2
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

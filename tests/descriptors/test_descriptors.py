@@ -11,7 +11,7 @@ from sklearn.covariance import EmpiricalCovariance
 
 from modeling_fmrilm.descriptors import amplitude, connectivity, gradients, graph, ica, reference, temporal
 from modeling_fmrilm.errors import FmriInputError
-from modeling_fmrilm.io import aal2_table, load_embedded
+from modeling_fmrilm.io import aal2_table
 
 
 def synthetic(n_scans=3, n_rois=24, n_t=240, seed=0):
@@ -25,9 +25,8 @@ def synthetic(n_scans=3, n_rois=24, n_t=240, seed=0):
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    scans = load_embedded()
-    return scans, np.stack([connectivity.correlation(s.data[None])[0] for s in scans])
+def embedded(embedded_scans):
+    return embedded_scans, np.stack([connectivity.correlation(s.data[None])[0] for s in embedded_scans])
 
 
 def time_major(x):

@@ -23,8 +23,8 @@ from modeling_fmrilm.modeling_fmri_tokenizer import (
     grad_reverse,
     spherical_kmeans,
 )
-from remote_code import run_without_package
-from tokenizer_helpers import TINY, tiny_config, tiny_model, tiny_pretraining, unit, windows
+from tests.support.remote_code import run_without_package
+from tests.support.tiny_tokenizer import TINY, tiny_config, tiny_model, tiny_pretraining, unit, windows
 
 # -- configuration ---------------------------------------------------------------------------
 

@@ -15,14 +15,14 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriProcessor, cli
 from modeling_fmrilm.export import REMOTE_CODE_FILES, export_model
 from modeling_fmrilm.hub import push_folder
 from modeling_fmrilm.model_card import training_fields
 from modeling_fmrilm.tasks.report import EvaluationReport, Row
 from modeling_fmrilm.tasks.settings import EvaluationSettings
-from remote_code import run_without_package
+from tests.support import tiny_lm
+from tests.support.remote_code import run_without_package
 
 SPLIT = {
     "hcp/100": "train",

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,34 +16,8 @@ from modeling_fmrilm.descriptors import corpus, reference, text
 from modeling_fmrilm.descriptors.corpus import build_corpus, push_to_hub
 from modeling_fmrilm.descriptors.reference import DescriptorSettings
 from modeling_fmrilm.errors import FmriInputError
-from modeling_fmrilm.io import FmriScan
-
-N_ROIS = 16
-LABELS = ["Visual"] * 6 + ["Motor"] * 5 + ["Default"] * 5
-SETTINGS = DescriptorSettings(n_ica_components=4, density=0.2, seed=4)
-FRACTIONS = (0.5, 0.25, 0.25)  # with seed 4, the 8 subjects of make_scans split 5 / 2 / 1
-
-
-def make_scans(n_subjects=8, seed=0):
-    rng = np.random.default_rng(seed)
-    scans = []
-    for s in range(n_subjects):
-        n_t, tr, dataset = (150, 2.0, "siteA") if s % 2 else (300, 0.8, "siteB")
-        x = rng.standard_normal((N_ROIS, n_t)).cumsum(axis=1) * 0.3 + rng.standard_normal((N_ROIS, n_t))
-        x[:6] += rng.standard_normal(n_t)
-        scans.append(FmriScan((x + 1000).astype(np.float32), tr, f"sub{s:02d}", dataset=dataset, atlas="toy"))
-    return scans
-
-
-def scan_folder(tmp_path: Path) -> tuple[Path, Path]:
-    """`make_scans()` saved as `.npy` files under `tmp_path/scans` (150 frames each), and their atlas table."""
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    for scan in make_scans():
-        np.save(folder / f"sub-{scan.subject}_task-rest_bold.npy", scan.data[:, :150])
-    table = tmp_path / "atlas.tsv"
-    table.write_text("network\n" + "\n".join(LABELS) + "\n")
-    return folder, table
+from tests.support import ROOT
+from tests.support.corpus_scans import FRACTIONS, LABELS, N_ROIS, SETTINGS, folder_files, make_scans, scan_folder
 
 
 @pytest.mark.parametrize(
@@ -253,7 +226,7 @@ def test_bad_scan_stops_the_build_or_is_skipped(tmp_path, corrupt, message):
 def load_script():
     """datasets_scripts/build_descriptor_corpus.py as a module (registered, as its dataclass needs)."""
     if "build_descriptor_corpus" not in sys.modules:
-        path = Path(__file__).parents[1] / "datasets_scripts" / "build_descriptor_corpus.py"
+        path = ROOT / "datasets_scripts" / "build_descriptor_corpus.py"
         spec = importlib.util.spec_from_file_location("build_descriptor_corpus", path)
         sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[spec.name])
@@ -326,10 +299,6 @@ def test_load_dataset_does_not_confuse_two_corpora_with_the_same_folder_name(tmp
         build_corpus(make_scans(seed=seed), out, LABELS, "toy", SETTINGS, fractions=FRACTIONS, progress=False)
         subjects.append(load_dataset(str(out))["train"]["fc_mean"])
     assert subjects[0] != subjects[1]
-
-
-def folder_files(folder):
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_three_shares_merged_equal_one_build_file_for_file(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, roc_auc_score
 from transformers import AutoModelForCausalLM, GPT2Config
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriLMForCausalLM
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.processing_fmrilm import DEFAULT_CHAT_TEMPLATE
@@ -39,6 +38,7 @@ from modeling_fmrilm.tasks.evaluation_splits import select_shots, strata_of, str
 from modeling_fmrilm.tasks.metrics import score_predictions, summarize
 from modeling_fmrilm.tasks.prompts import DESCRIBE_REQUESTS, QUESTIONS, STATEMENTS, check_distinguishable
 from modeling_fmrilm.tasks.scoring import softmax
+from tests.support import tiny_lm
 
 
 def long_context_model(seed: int = 0):

@@ -14,13 +14,13 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-import tiny_lm
 from modeling_fmrilm.app import HOST, NO_SCAN, AskApp
 from modeling_fmrilm.ask import Conversation, load_model, read_scan
 from modeling_fmrilm.descriptors.corpus import build_corpus
 from modeling_fmrilm.descriptors.new_scan import describe_new_scan
 from modeling_fmrilm.io import load_embedded
-from test_corpus import LABELS, SETTINGS, make_scans
+from tests.support import tiny_lm
+from tests.support.corpus_scans import LABELS, SETTINGS, make_scans
 
 MAX_NEW_TOKENS = 6
 WAIT_S = 60

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-import tiny_lm
-from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.splits import SubjectSplit, write_manifest
@@ -30,17 +28,12 @@ from modeling_fmrilm.training.stage2 import (
     train_stage2,
 )
 from modeling_fmrilm.window_store import WindowStore, build_window_store
-
-ROOT = Path(__file__).parents[1]
-
-
-@pytest.fixture(scope="module")
-def parts():
-    return tiny_lm.build("gpt2")
+from tests.support import ROOT, tiny_lm
+from tests.support.equivalence import SGD_STEP, assert_same_step
 
 
-def test_examples_put_labels_on_their_targets_only(parts):
-    model, processor = parts
+def test_examples_put_labels_on_their_targets_only(tiny_gpt2):
+    model, processor = tiny_gpt2
     config = model.config
     builder = ExampleBuilder(config, processor.tokenizer, "\nDescription:", max_t2t_length=8)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
@@ -81,8 +74,8 @@ def test_examples_put_labels_on_their_targets_only(parts):
         builder.f2t(codes, "a description", "toy/s0")
 
 
-def test_collator_pads_and_weighted_loss_matches_a_hand_computation(parts, tmp_path):
-    model, processor = parts
+def test_collator_pads_and_weighted_loss_matches_a_hand_computation(tiny_gpt2, tmp_path):
+    model, processor = tiny_gpt2
     builder = ExampleBuilder(model.config, processor.tokenizer, "\nDescription:", max_t2t_length=64)
     codes = [i % model.config.num_codes for i in range(tiny_lm.TOKENS_PER_WINDOW)]
     examples = [
@@ -163,8 +156,8 @@ def synthetic_scans(n_subjects: int, n_frames: int = 40) -> list[FmriScan]:
     ]
 
 
-def test_codes_are_encoded_once_and_cached(parts, tmp_path, monkeypatch):
-    model, processor = parts
+def test_codes_are_encoded_once_and_cached(tiny_gpt2, tmp_path, monkeypatch):
+    model, processor = tiny_gpt2
     scans = synthetic_scans(3)
     split = SubjectSplit({"toy/s0": "train", "toy/s1": "test", "toy/s2": "validation"})
     build_window_store(scans, tmp_path / "store", processor.feature_extractor, split_manifest=split, progress=False)
@@ -339,7 +332,7 @@ def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
         [*launcher, str(ROOT / "recipes" / "stage2_align.py"), *argv],
@@ -354,7 +347,7 @@ def run_recipe(launcher: list[str], output_dir: Path, argv: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
-    """torchrun with 2 gloo processes, 2 sequences each, takes the SGD step of 1 process on 4 (tests/equivalence.py)."""
+    """torchrun with 2 gloo processes, 2 sequences each, takes the SGD step of 1 process on 4 (tests/support/equivalence.py)."""
     inputs = write_inputs(tmp_path)
     common = ["--max_steps", "1", "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", *SGD_STEP]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]

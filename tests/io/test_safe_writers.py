@@ -19,18 +19,17 @@ import torch
 from datasets import load_dataset
 from safetensors.torch import load_file
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriLMForCausalLM, FmriTokenizerModel
 from modeling_fmrilm.descriptors import corpus
 from modeling_fmrilm.descriptors.corpus import build_corpus
 from modeling_fmrilm.locking import LOCK_NAME, folder_lock
 from modeling_fmrilm.training.common import check_checkpoint, last_complete_checkpoint
 from modeling_fmrilm.training.stage1 import train_stage1
-from test_cli import run
-from test_corpus import FRACTIONS, LABELS, SETTINGS, folder_files, make_scans, scan_folder
-from test_training_stage1 import EXACT, TINY_MODEL, manifest, synthetic_scans, tiny_run
+from tests.support import ROOT, tiny_lm
+from tests.support.command_line import run
+from tests.support.corpus_scans import FRACTIONS, LABELS, SETTINGS, folder_files, make_scans, scan_folder
+from tests.support.stage1_runs import EXACT, TINY_MODEL, manifest, synthetic_scans, tiny_run
 
-ROOT = Path(__file__).parents[1]
 ENV = {
     **os.environ,
     "OMP_NUM_THREADS": "1",

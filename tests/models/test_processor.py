@@ -9,21 +9,16 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriProcessor
 from modeling_fmrilm.io import FmriScan
+from tests.support import tiny_lm
 
 N = tiny_lm.TOKENS_PER_WINDOW
 
 
 @pytest.fixture(scope="module")
-def built():
-    return tiny_lm.build("gpt2")
-
-
-@pytest.fixture(scope="module")
-def processor(built) -> FmriProcessor:
-    return built[1]
+def processor(tiny_gpt2) -> FmriProcessor:
+    return tiny_gpt2[1]
 
 
 def ids_of(processor: FmriProcessor, *tokens: str) -> list[int]:
@@ -161,8 +156,8 @@ def test_chat_template_turns_fmri_parts_into_markers(processor):
     assert with_kwargs["input_ids"][0].count(processor.fmri_pad_token_id) == N
 
 
-def test_decode_drops_fmri_tokens_unless_kept(built):
-    model, processor = built
+def test_decode_drops_fmri_tokens_unless_kept(tiny_gpt2):
+    model, processor = tiny_gpt2
     inputs = processor(
         text=["<fmri> Global efficiency", "is <fmri> elevated"],
         fmri=[tiny_lm.scan(1), tiny_lm.scan(2)],
@@ -232,9 +227,9 @@ def test_text_cannot_carry_fmri_tokens(processor, smuggled):
         processor(text=["<fmri> fine", f"<fmri> {smuggled}"], fmri=[tiny_lm.scan(1), tiny_lm.scan(2)], tr=2.0)
 
 
-def test_lookalike_text_is_plain_text(built):
+def test_lookalike_text_is_plain_text(tiny_gpt2):
     """Near misses of the token strings tokenize as text: no code id, one <fmri>, one </fmri>, N placeholders."""
-    model, processor = built
+    model, processor = tiny_gpt2
     config = model.config
     ids = processor(text="<fmri> fmri_00001> fmri_pad> <fmri_00002 <fmri", fmri=tiny_lm.scan(1), tr=2.0)["input_ids"][
         0

@@ -16,61 +16,21 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModel
 
-from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import FmriInputError, FmriTokenizerModel
 from modeling_fmrilm.feature_extraction_fmrilm import FmriFeatureExtractor
 from modeling_fmrilm.io import FmriScan
-from modeling_fmrilm.splits import SubjectSplit, write_manifest
-from modeling_fmrilm.training.common import last_complete_checkpoint, parse_arguments, resolve_resume
+from modeling_fmrilm.training.common import last_complete_checkpoint, resolve_resume
 from modeling_fmrilm.training.stage1 import (
-    Stage1Arguments,
-    Stage1TrainingArguments,
     reconstruction_r2,
     train_stage1,
 )
 from modeling_fmrilm.training.text_inputs import load_texts
 from modeling_fmrilm.window_store import WindowStore
+from tests.support import ROOT
+from tests.support.equivalence import SGD_STEP, assert_same_step
+from tests.support.stage1_runs import EXACT, TINY_MODEL, manifest, parse, synthetic_scans, tiny_run
 
-ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "stage1_tokenizer.py"
-TINY_MODEL = [
-    "--window_length", "16", "--window_stride", "8", "--patch_length", "4", "--hidden_size", "16",
-    "--num_hidden_layers", "1", "--num_decoder_layers", "1", "--num_attention_heads", "2",
-    "--num_codes", "8", "--code_dim", "8", "--warmup_steps", "0", "--disable_tqdm", "true",
-]  # fmt: skip
-# Deterministic codebook for step-by-step comparisons: no k-means start, no random restarts.
-EXACT = json.dumps({"domain_hidden_size": 8, "kmeans_init": False, "dead_code_min_usage": 0.0})
-
-
-def synthetic_scans(
-    n_subjects: int = 4, n_rois: int = 6, n_frames: int = 48, seed: int = 0, dataset: str = "toy"
-) -> list[FmriScan]:
-    rng = np.random.default_rng(seed)
-    return [
-        FmriScan(
-            data=np.cumsum(rng.standard_normal((n_rois, n_frames)), axis=1).astype(np.float32),
-            tr=2.0,
-            subject=f"s{i}",
-            dataset=dataset,
-        )
-        for i in range(n_subjects)
-    ]
-
-
-def manifest(folder: Path, assignment: dict[str, str]) -> Path:
-    write_manifest(folder, SubjectSplit(assignment))
-    return folder
-
-
-def parse(argv: list[str]) -> tuple[Stage1Arguments, Stage1TrainingArguments]:
-    return parse_arguments((Stage1Arguments, Stage1TrainingArguments), argv)
-
-
-def tiny_run(output_dir: Path, split_folder: Path, *extra: str) -> tuple[Stage1Arguments, Stage1TrainingArguments]:
-    return parse(
-        [*TINY_MODEL, "--output_dir", str(output_dir), "--split_manifest", str(split_folder),
-         "--config_overrides", EXACT, "--per_device_train_batch_size", "4", "--num_train_epochs", "2", *extra]
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -226,7 +186,7 @@ def run_recipe(launcher: list[str], output_dir: Path, *extra: str) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_doubled_batch(tmp_path):
-    """torchrun with 2 gloo processes, 2 windows each, takes the SGD step of 1 process on 4 windows (tests/equivalence.py)."""
+    """torchrun with 2 gloo processes, 2 windows each, takes the SGD step of 1 process on 4 windows (tests/support/equivalence.py)."""
     data = write_scans(tmp_path / "data")
     split = manifest(tmp_path / "split", {f"unknown/s{i}": "train" if i < 3 else "validation" for i in range(4)})
     common = ["--data_dir", str(data), "--tr", "2.0", "--split_manifest", str(split), "--config_overrides", EXACT,

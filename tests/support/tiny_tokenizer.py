@@ -43,7 +43,7 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
 
 
-def stage1_folder(path, num_rois: int = 450) -> FmriTokenizerModel:
+def save_stage1_folder(path, num_rois: int = 450) -> FmriTokenizerModel:
     """A small random Stage 1 tokenizer (4 patches of 8 frames) and its feature extractor (TR 1.5 s,
     32-frame window) saved in `path`, as Stage 1 saves them."""
     from modeling_fmrilm import FmriFeatureExtractor

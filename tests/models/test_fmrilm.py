@@ -25,11 +25,11 @@ from transformers import (
     default_data_collator,
 )
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriLMConfig, FmriLMForCausalLM, FmriProcessor
 from modeling_fmrilm.configuration_fmrilm import fmri_code_tokens
 from modeling_fmrilm.modeling_fmrilm import code_embeddings, connectivity_rows
-from remote_code import run_without_package
+from tests.support import tiny_lm
+from tests.support.remote_code import run_without_package
 
 KINDS = pytest.mark.parametrize("kind", tiny_lm.LM_KINDS)
 LORA_TARGETS = {"gpt2": ["c_attn", "c_fc"], "qwen3": ["q_proj", "v_proj", "up_proj"]}

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_lm
 from modeling_fmrilm import FmriInputError, FmriTokenizerConfig, FmriTokenizerModel
 from modeling_fmrilm.cli import evaluation_parser
 from modeling_fmrilm.embeddings import RANDOM_CONFIG, load_encoder, roi_embeddings
 from modeling_fmrilm.io import FmriScan
 from modeling_fmrilm.tasks import EvaluationSettings, TaskData, evaluate, get_task
 from modeling_fmrilm.tasks.embedding_probe import EMBEDDING_PROBE, scan_embeddings
-from tokenizer_helpers import stage1_folder
+from tests.support import tiny_lm
+from tests.support.tiny_tokenizer import save_stage1_folder
 
 # -- embeddings.py ----------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ def test_roi_embeddings_average_each_rois_patches_of_the_encoder_vectors():
 
 def test_encoder_loads_from_a_stage1_folder_and_from_an_fmrilm_folder(tmp_path):
 
-    saved = stage1_folder(tmp_path / "stage1", num_rois=tiny_lm.NUM_ROIS)
+    saved = save_stage1_folder(tmp_path / "stage1", num_rois=tiny_lm.NUM_ROIS)
     tokenizer, extractor = load_encoder(tmp_path / "stage1", tiny_lm.NUM_ROIS)
     values = torch.randn(2, tiny_lm.NUM_ROIS, 32)
     with torch.no_grad():

@@ -12,7 +12,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from modeling_fmrilm import FmriTokenizerForPreTraining, FmriTokenizerModel
 from modeling_fmrilm.modeling_fmri_tokenizer import initial_codebook
-from tokenizer_helpers import tiny_config, tiny_model, tiny_pretraining, windows
+from tests.support.tiny_tokenizer import tiny_config, tiny_model, tiny_pretraining, windows
 
 # two blocks each side, so that per-layer outputs are distinguishable
 DEEP = dict(num_hidden_layers=2, num_decoder_layers=3)

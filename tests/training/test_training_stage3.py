@@ -15,8 +15,6 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-import tiny_lm
-from equivalence import SGD_STEP, assert_same_step
 from modeling_fmrilm import (
     FmriFeatureExtractor,
     FmriInputError,
@@ -40,8 +38,8 @@ from modeling_fmrilm.training.stage3 import (
     train_stage3,
 )
 from modeling_fmrilm.window_store import WindowStore, build_window_store
-
-ROOT = Path(__file__).parents[1]
+from tests.support import ROOT, tiny_lm
+from tests.support.equivalence import SGD_STEP, assert_same_step
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +314,7 @@ def test_two_processes_match_one_process_on_the_doubled_batch(stage2_folder, tmp
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "PYTHONPATH": str(ROOT),
     }
     recipe = str(ROOT / "recipes" / "stage3_instruct.py")
     runs = {
