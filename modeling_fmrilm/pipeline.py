@@ -38,6 +38,7 @@ from .tasks.report import EvaluationReport
 from .tasks.sources import TaskSources
 from .tasks.synthetic import SyntheticSettings, make_synthetic_cohort
 from .training.common import CodeDropoutArguments, scan_subject_key, scan_text_key
+from .training.language_model import LanguageModelKind
 from .training.stage1 import Stage1Arguments, Stage1Result, Stage1TrainingArguments, train_stage1
 from .training.stage2 import (
     OBJECTIVES,
@@ -102,7 +103,7 @@ class PipelineSettings:
     # a light contrastive weight: on the embedded scans, weight 1 halves the held-out R² (0.53 -> 0.27)
     stage1_contrastive_weight: float = _setting(0.1, "stage1")
     stage2_epochs: int = _setting(8, "stage2")
-    stage2_lm_kind: str = _setting(Stage2Arguments.small_lm_kind, "stage2")
+    stage2_lm_kind: LanguageModelKind = _setting(Stage2Arguments.small_lm_kind, "stage2")
     stage2_window_stride: int | None = _setting(Stage2Arguments.window_stride, "stage2")
     code_dropout: float = _setting(CodeDropoutArguments.code_dropout, "stage2", "Stages 2 and 3")
     code_dropout_fraction: float = _setting(CodeDropoutArguments.code_dropout_fraction, "stage2", "Stages 2 and 3")
@@ -357,13 +358,13 @@ def report_stage3(result: Stage3Result, report: EvaluationReport) -> None:
     logger.info(report.to_markdown())
 
 
-def run_demo(output_dir: Path, settings: PipelineSettings | None = None) -> None:
-    """Run every step on the embedded scans (`PipelineSettings()`, the demo's), reporting each,
+def run_demo(output_dir: Path) -> None:
+    """Run every step on the embedded scans with the demo's settings (`PipelineSettings()`), reporting each,
     writing into `output_dir` (held with its lock, `modeling_fmrilm.locking`)."""
     import datasets
     from transformers.utils import logging as transformers_logging
 
-    settings = settings or PipelineSettings()
+    settings = PipelineSettings()
     # The libraries' own bars (weights loaded and written, dataset maps) would bury the stages' output.
     transformers_logging.disable_progress_bar()
     datasets.disable_progress_bars()
