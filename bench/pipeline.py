@@ -17,6 +17,7 @@ folder after changing the package), so an interrupted bench resumes at the stage
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -88,24 +89,47 @@ def bench_pipeline(settings: PipelineSettings, through: Stage = "stage3", workdi
     return run_pipeline(settings, Path(workdir) / f"seed{settings.seed}", through, command="bench/pipeline.py")
 
 
-def main() -> None:
-    """`python bench/pipeline.py --seed N`: train one seed's stages (so seeds can train in parallel
-    processes; `bench/instruct.py` then finds them ready and only evaluates)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--synthetic_subjects", type=int, default=BENCH.synthetic_subjects)
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that change `BENCH` (shared by `main` and `bench/instruct.py`, so both train the same steps)."""
+    parser.add_argument(
+        "--synthetic_subjects",
+        type=int,
+        default=BENCH.synthetic_subjects,
+        help="synthetic subjects per seed, besides the 12 embedded",
+    )
+    parser.add_argument("--stage3_epochs", type=int, default=BENCH.stage3_epochs)
     parser.add_argument(
         "--stage3_full_finetune", action="store_true", help="Stage 3 by full fine-tuning instead of LoRA"
     )
+    parser.add_argument(
+        "--stage3_task_weights",
+        nargs="+",
+        default=list(BENCH.stage3_task_weights),
+        help="Stage 3's loss weight per task (NAME=WEIGHT pairs, *=WEIGHT for the tasks not named; Stage3Arguments.task_weights)",
+    )
+
+
+def options_settings(options: argparse.Namespace, seed: int) -> PipelineSettings:
+    """`bench_settings(seed)` with the changes `add_settings_options`' flags ask for."""
+    return bench_settings(
+        seed,
+        synthetic_subjects=options.synthetic_subjects,
+        stage3_epochs=options.stage3_epochs,
+        stage3_use_lora=not options.stage3_full_finetune,
+        stage3_task_weights=tuple(options.stage3_task_weights),
+    )
+
+
+def main() -> None:
+    """`python bench/pipeline.py --seed N`: train one seed's stages (so seeds can train in parallel
+    processes; `bench/instruct.py` with the same flags then finds them ready and only evaluates)."""
+    parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, required=True)
+    add_settings_options(parser)
     parser.add_argument("--workdir", default=str(WORKDIR))
     options = parser.parse_args()
     start = time.perf_counter()
-    settings = bench_settings(
-        options.seed, synthetic_subjects=options.synthetic_subjects, stage3_use_lora=not options.stage3_full_finetune
-    )
-    folders = bench_pipeline(settings, workdir=Path(options.workdir))
+    folders = bench_pipeline(options_settings(options, options.seed), workdir=Path(options.workdir))
     print(
         f"seed {options.seed}: corpus, Stage 1, 2, 3 ready in {time.perf_counter() - start:.0f} s ({folders['stage3']})",
         flush=True,

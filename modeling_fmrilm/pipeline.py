@@ -110,6 +110,9 @@ class PipelineSettings:
     stage3_epochs: int = _setting(4, "stage3")
     stage3_train_lm_head: bool = _setting(Stage3Arguments.train_lm_head, "stage3")
     stage3_use_lora: bool = _setting(Stage3Arguments.use_lora, "stage3")
+    stage3_task_weights: tuple[str, ...] = _setting(
+        (), "stage3", "Stage 3's `--task_weights` (numbers in task order, or NAME=WEIGHT pairs); empty: 1 each"
+    )
     stage3_evaluate: bool = _setting(True, "stage3", "the harness after Stage 3 (`instruct_and_evaluate`)")
     # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores
     eval_resplits: int = _setting(10, "stage3")
@@ -209,7 +212,7 @@ def run_stage3(
         model=str(stage2), **asdict(settings.task_sources(corpus)), evaluate=settings.stage3_evaluate,
         eval_resplits=settings.eval_resplits, code_dropout=settings.code_dropout,
         code_dropout_fraction=settings.code_dropout_fraction, train_lm_head=settings.stage3_train_lm_head,
-        use_lora=settings.stage3_use_lora,
+        use_lora=settings.stage3_use_lora, task_weights=list(settings.stage3_task_weights) or None,
     )  # fmt: skip
     training_args = settings.training_arguments(Stage3TrainingArguments, folder, settings.stage3_epochs)
     return instruct_and_evaluate(args, training_args, console_logs=False)
@@ -241,7 +244,7 @@ def run_pipeline(
     for stage in STAGES[: STAGES.index(through) + 1]:
         start = time.perf_counter()
         folder = workdir / STAGE_FOLDERS[stage]
-        key = settings.key(stage)
+        key = json.loads(json.dumps(settings.key(stage)))  # as the stamp reads back (tuples as lists)
         stamp = _stamp(folder)
         if not (_finished(folder, stage) and stamp.is_file() and json.loads(stamp.read_text()) == key):
             if stage != "stage3" and not scans:

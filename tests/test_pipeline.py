@@ -45,6 +45,15 @@ def test_run_pipeline_reuses_steps_until_a_setting_they_depend_on_changes(traine
     assert trained == [*STAGES, "stage2", "stage3", "corpus", "stage1"]
 
 
+def test_a_tuple_setting_is_reused_as_its_stamp_reads_back_and_retrains_stage3_alone_when_changed(trained, tmp_path):
+    weighted = PipelineSettings(stage3_task_weights=("synthetic_group=1", "*=0.1"))
+    run_pipeline(weighted, tmp_path)
+    run_pipeline(weighted, tmp_path)  # the stamp holds the tuple as a JSON list: still the same settings
+    assert trained == list(STAGES)
+    run_pipeline(replace(weighted, stage3_task_weights=("*=0.5",)), tmp_path)
+    assert trained == [*STAGES, "stage3"]
+
+
 def test_run_pipeline_retrains_a_step_that_did_not_finish(trained, tmp_path):
     settings = PipelineSettings()
     run_pipeline(settings, tmp_path)

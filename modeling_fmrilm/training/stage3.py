@@ -62,8 +62,12 @@ class Stage3Arguments(CodeDropoutArguments, TaskSources):
     tasks: list[str] = field(
         default_factory=lambda: ["cohort", "descriptors"], metadata={"help": f"task sources, of {TASK_SOURCES}"}
     )
-    task_weights: list[float] | None = field(
-        default=None, metadata={"help": "loss weight per task, in the order the tasks are built; default 1 each"}
+    task_weights: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "loss weight per task: numbers in the order the tasks are built, or NAME=WEIGHT pairs (a task not "
+            "named weighs 1, or the WEIGHT of *=WEIGHT); default 1 each"
+        },
     )
     window_store: str | None = field(
         default=None,
@@ -252,6 +256,44 @@ def instruction_examples(
     return examples
 
 
+def task_loss_weights(entries: Sequence[str], names: Sequence[str]) -> list[float]:
+    """Each task's loss weight from `--task_weights`: one number per task in `names`' order, or
+    `NAME=WEIGHT` pairs where a task not named weighs 1 (or the weight of a `*=WEIGHT` entry); no
+    entries, 1 each.
+
+    Raises:
+        FmriInputError: a count other than `len(names)`, a name not in `names`, a weight that is not a
+            finite number >= 0, or numbers and pairs mixed.
+    """
+
+    def weight(text: str, entry: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value) or value < 0:
+            raise FmriInputError(f"task_weights: {entry!r}: expected a finite weight >= 0")
+        return value
+
+    if not entries:
+        return [1.0] * len(names)
+    named = ["=" in entry for entry in entries]
+    if not any(named):
+        if len(entries) != len(names):
+            raise FmriInputError(
+                f"task_weights: expected {len(names)} weights (tasks {list(names)}), found {len(entries)}"
+            )
+        return [weight(entry, entry) for entry in entries]
+    if not all(named):
+        raise FmriInputError(f"task_weights: expected all numbers or all NAME=WEIGHT pairs, found {list(entries)}")
+    pairs = {name: weight(value, entry) for entry in entries for name, value in [entry.split("=", 1)]}
+    unknown = sorted(set(pairs) - {*names, "*"})
+    if unknown:
+        raise FmriInputError(f"task_weights: no task named {unknown}; the tasks are {list(names)}")
+    default = pairs.get("*", 1.0)
+    return [pairs.get(name, default) for name in names]
+
+
 def lora_model(model: Any, args: Stage3Arguments) -> Any:
     """`model` wrapped by peft LoRA on the LM's projections (never the frozen fMRI tokenizer), with
     the fMRI token rows trainable when asked, and the connectivity projector (when the model has
@@ -338,11 +380,8 @@ def train_stage3(
         )
     tasks = build_tasks(args, training_args.output_dir)
     check_distinguishable([data.task for data in tasks])  # two sources asking one question with the same answers
-    weights = args.task_weights or [1.0] * len(tasks)
-    if len(weights) != len(tasks):
-        raise FmriInputError(
-            f"task_weights: expected {len(tasks)} weights (tasks {[d.task.name for d in tasks]}), found {len(weights)}"
-        )
+    names = [data.task.name for data in tasks]
+    weights = task_loss_weights(args.task_weights or [], names)
     store = task_store(args, training_args, processor.feature_extractor, split, tasks)
     # the other processes read the main process's cache
     with training_args.main_process_first(desc="encoding the task windows"):
@@ -359,7 +398,6 @@ def train_stage3(
     if args.calibrate_connectivity and codes.connectivity is not None:
         calibrate_on_training_windows(model, codes.connectivity, (example["fmri_windows"] for example in train))
     trainee = lora_model(model, args) if args.use_lora else model
-    names = [data.task.name for data in tasks]
     trainer = ObjectiveTrainer(
         model=trainee,
         args=training_args,
@@ -399,6 +437,7 @@ __all__ = [
     "Stage3TrainingArguments",
     "instruction_examples",
     "lora_model",
+    "task_loss_weights",
     "task_store",
     "train_stage3",
 ]

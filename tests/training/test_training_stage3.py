@@ -35,6 +35,7 @@ from modeling_fmrilm.training.stage3 import (
     Stage3TrainingArguments,
     instruction_examples,
     lora_model,
+    task_loss_weights,
     train_stage3,
 )
 from modeling_fmrilm.window_store import WindowStore, build_window_store
@@ -162,6 +163,25 @@ def test_train_lm_head_trains_the_output_head_whole_and_the_saved_adapter_holds_
     torch.testing.assert_close(reloaded.language_model.get_output_embeddings().weight, head + 1.0)
 
 
+def test_task_weights_are_numbers_in_task_order_or_named_pairs_and_a_bad_entry_is_refused_by_name():
+    names = ["cohort", "synthetic_group", "synthetic_score"]
+    assert task_loss_weights([], names) == [1.0, 1.0, 1.0]
+    assert task_loss_weights(["1", "2", "0.5"], names) == [1.0, 2.0, 0.5]
+    assert task_loss_weights(["synthetic_score=0.1"], names) == [1.0, 1.0, 0.1]
+    assert task_loss_weights(["synthetic_group=1", "*=0.1"], names) == [0.1, 1.0, 0.1]
+    refusals = {
+        ("1", "2"): r"expected 3 weights \(tasks \['cohort', 'synthetic_group', 'synthetic_score'\]\), found 2",
+        ("synthetic_grup=1",): r"no task named \['synthetic_grup'\]; the tasks are \['cohort'",
+        ("1", "synthetic_group=1", "2"): "all numbers or all NAME=WEIGHT pairs",
+        ("cohort=-1",): r"'cohort=-1': expected a finite weight >= 0",
+        ("cohort=high",): r"'cohort=high': expected a finite weight >= 0",
+        ("1", "nan", "1"): r"'nan': expected a finite weight >= 0",
+    }
+    for entries, message in refusals.items():
+        with pytest.raises(FmriInputError, match=message):
+            task_loss_weights(list(entries), names)
+
+
 def test_task_sources_check_the_descriptor_scans_and_pass_them_to_the_harness(tmp_path):
     with pytest.raises(FmriInputError, match=r"--model: expected a Stage 2 folder \(python recipes/stage2_align.py"):
         train_stage3(
@@ -209,10 +229,14 @@ def test_tiny_run_loss_falls_adapter_reloads_and_harness_reports(stage2_folder, 
             "0",
             "--eval_resplits",
             "2",
+            "--task_weights",
+            "synthetic_score=0.5",
         ),
     )
     result, report = instruct_and_evaluate(args, training_args)
     assert result.task_names == ["cohort", "synthetic_group", "synthetic_score"]
+    record = json.loads((tmp_path / "final" / "training_record.json").read_text())
+    assert record["tasks"] == {"cohort": 1.0, "synthetic_group": 1.0, "synthetic_score": 0.5}
     losses = [entry["loss"] for entry in result.history if "cohort_loss" in entry]
     assert len(losses) == 3 and losses[-1] < losses[0]
 
