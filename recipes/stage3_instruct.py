@@ -4,12 +4,14 @@ the evaluation harness (the model beside the majority and connectivity baselines
     python recipes/stage3_instruct.py --model outputs/stage2/final --corpus outputs/descriptor_corpus \
         --output_dir outputs/stage3                                      # the small model, CPU, minutes
     python recipes/stage3_instruct.py --model outputs/stage2/final --corpus outputs/descriptor_corpus \
-        --tasks cohort descriptors synthetic --task_weights 1 1 0.5 --lora_r 8 --lora_alpha 16 --output_dir out
+        --tasks cohort descriptors synthetic --task_weights synthetic_group=1 "*=0.1" --lora_r 8 --lora_alpha 16 --output_dir out
     torchrun --nproc_per_node 2 recipes/stage3_instruct.py --model ... --corpus ... --output_dir out
 
 `--model` is a Stage 2 folder (`recipes/stage2_align.py`'s `output_dir/final`). Writes `output_dir/adapter` (peft), `output_dir/final` (merged; loads with
 `AutoModelForCausalLM` + `AutoProcessor`) and `output_dir/evaluation/evaluation.{md,json}`. Every
-`TrainingArguments` flag works, plus the stage's own (`Stage3Arguments`).
+`TrainingArguments` flag works, plus the stage's own (`Stage3Arguments`). `--task_weights` takes
+one loss weight per task in the order the tasks are built, or NAME=WEIGHT pairs (a task not named
+weighs 1, or the weight of `*=WEIGHT`); the task names are in `output_dir/final/training_record.json`.
 """
 
 from __future__ import annotations
