@@ -6,7 +6,10 @@ collator's connectivity table) of the windows whose `<fmri_fc>` placeholders it 
 tokens in the batch of every process)`, times the number of processes since DDP averages
 gradients: a run on N processes takes the step of one process on the N-fold batch. Each
 objective's loss and its next-token accuracy on the target tokens go to the training and
-evaluation logs (`{name}_loss`, `{name}_accuracy`).
+evaluation logs (`{name}_loss`, `{name}_accuracy`), and so do the same two on the first token of
+each run of target tokens alone (`{name}_first_token_loss`, `{name}_first_token_accuracy`): a
+Stage 3 answer is its label word and EOS, so for a one-token label the first figure is the label's
+own (the averages over both tokens halve a chance-level label loss, since the EOS is learned early).
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ class ObjectiveTrainer(SumLoggingTrainer):
         self.objective_names = list(objectives)
         self.objective_weights = torch.tensor([float(objectives[name]) for name in self.objective_names])
         n = len(self.objective_names)
-        self.sum_sizes = {"loss_sum": n, "tokens": n, "correct": n}
+        self.sum_sizes = {
+            "loss_sum": n, "tokens": n, "correct": n, "first_loss_sum": n, "firsts": n, "first_correct": n
+        }
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -99,12 +104,23 @@ class ObjectiveTrainer(SumLoggingTrainer):
         ).to(token_loss.dtype)
         totals = rows @ token_loss  # loss summed over each objective's target tokens
         tokens = rows.sum(1)
-        correct = rows @ (picked.argmax(-1) == wanted).to(rows.dtype)
+        hits = (picked.argmax(-1) == wanted).to(rows.dtype)
+        correct = rows @ hits
+        # the first token of each run of targets (an answer's first token), per target token
+        follows_target = torch.cat([mask.new_zeros(mask.shape[0], 1), mask[:, :-1]], dim=1)
+        first_rows = rows * (mask & ~follows_target)[mask].to(rows.dtype)
         processes = self.accelerator.num_processes
         global_tokens = self.accelerator.reduce(tokens.detach(), reduction="sum") if processes > 1 else tokens
         weights = self.objective_weights.to(totals.device)
         loss = processes * (weights * totals / global_tokens.clamp_min(1)).sum()
-        self.sums["train" if model.training else "eval"].add(loss_sum=totals, tokens=tokens, correct=correct)
+        self.sums["train" if model.training else "eval"].add(
+            loss_sum=totals,
+            tokens=tokens,
+            correct=correct,
+            first_loss_sum=first_rows @ token_loss,
+            firsts=first_rows.sum(1),
+            first_correct=first_rows @ hits,
+        )
         return (loss, outputs) if return_outputs else loss
 
     def summarize(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
@@ -114,6 +130,10 @@ class ObjectiveTrainer(SumLoggingTrainer):
             if tokens > 0:
                 logs[f"{prefix}{name}_loss"] = float(sums["loss_sum"][index]) / tokens
                 logs[f"{prefix}{name}_accuracy"] = float(sums["correct"][index]) / tokens
+            firsts = float(sums["firsts"][index])
+            if firsts > 0:
+                logs[f"{prefix}{name}_first_token_loss"] = float(sums["first_loss_sum"][index]) / firsts
+                logs[f"{prefix}{name}_first_token_accuracy"] = float(sums["first_correct"][index]) / firsts
         return logs
 
 

@@ -114,6 +114,7 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(tiny_gpt2, t
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
         expected = 0.0
+        first_losses, first_hits = [], []
         for example, weight in zip(examples, (1.0, 0.1, 0.5), strict=True):
             ids = torch.tensor([example["input_ids"]])
             rows = (
@@ -124,10 +125,20 @@ def test_collator_pads_and_weighted_loss_matches_a_hand_computation(tiny_gpt2, t
             logits = model(input_ids=ids, **rows).logits[0, :-1]
             labels = torch.tensor(example["labels"][1:])
             expected += weight * F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+            # the first token of each run of targets (a Stage 3 answer's label word), found by a loop
+            targeted = [label != IGNORE_INDEX for label in labels.tolist()]
+            starts = [i for i, t in enumerate(targeted) if t and (i == 0 or not targeted[i - 1])]
+            first_losses.append(F.cross_entropy(logits[starts], labels[starts]).item())
+            first_hits.append((logits[starts].argmax(-1) == labels[starts]).float().mean().item())
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     logs = trainer.summarize(trainer.sums["eval"].reduce(trainer.accelerator), "")  # the model is in eval mode
-    assert set(logs) == {f"{name}_{kind}" for name in ("f2t", "f2f", "t2t") for kind in ("loss", "accuracy")}
+    kinds = ("loss", "accuracy", "first_token_loss", "first_token_accuracy")
+    assert set(logs) == {f"{name}_{kind}" for name in ("f2t", "f2f", "t2t") for kind in kinds}
     assert all(0 <= logs[f"{name}_accuracy"] <= 1 for name in ("f2t", "f2f", "t2t"))
+    for name, first_loss, first_hit in zip(("f2t", "f2f", "t2t"), first_losses, first_hits, strict=True):
+        assert logs[f"{name}_first_token_loss"] == pytest.approx(first_loss, rel=1e-4)
+        assert logs[f"{name}_first_token_accuracy"] == pytest.approx(first_hit)
+        assert logs[f"{name}_first_token_loss"] != pytest.approx(logs[f"{name}_loss"], rel=1e-3)
 
     # An evaluation's sums reach its log under the prefix it was asked for, one set per evaluation set.
     import datasets
