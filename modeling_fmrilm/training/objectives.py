@@ -85,7 +85,12 @@ class ObjectiveTrainer(SumLoggingTrainer):
         self.objective_weights = torch.tensor([float(objectives[name]) for name in self.objective_names])
         n = len(self.objective_names)
         self.sum_sizes = {
-            "loss_sum": n, "tokens": n, "correct": n, "first_loss_sum": n, "firsts": n, "first_correct": n
+            "loss_sum": n,
+            "tokens": n,
+            "correct": n,
+            "first_loss_sum": n,
+            "firsts": n,
+            "first_correct": n,
         }
         super().__init__(*args, **kwargs)
 
