@@ -107,6 +107,12 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         default=list(BENCH.stage3_task_weights),
         help="Stage 3's loss weight per task (NAME=WEIGHT pairs, *=WEIGHT for the tasks not named; Stage3Arguments.task_weights)",
     )
+    parser.add_argument(
+        "--stage3_question_paraphrases",
+        type=int,
+        default=BENCH.stage3_question_paraphrases,
+        help="ask each question in only its first N paraphrases, in Stage 3 and the evaluation (TaskSources.question_paraphrases); default all",
+    )
 
 
 def options_settings(options: argparse.Namespace, seed: int) -> PipelineSettings:
@@ -117,6 +123,7 @@ def options_settings(options: argparse.Namespace, seed: int) -> PipelineSettings
         stage3_epochs=options.stage3_epochs,
         stage3_use_lora=not options.stage3_full_finetune,
         stage3_task_weights=tuple(options.stage3_task_weights),
+        stage3_question_paraphrases=options.stage3_question_paraphrases,
     )
 
 

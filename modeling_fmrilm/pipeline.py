@@ -113,6 +113,9 @@ class PipelineSettings:
     stage3_task_weights: tuple[str, ...] = _setting(
         (), "stage3", "Stage 3's `--task_weights` (numbers in task order, or NAME=WEIGHT pairs); empty: 1 each"
     )
+    stage3_question_paraphrases: int | None = _setting(
+        TaskSources.question_paraphrases, "stage3", "Stage 3's and the evaluation's `--question_paraphrases`"
+    )
     stage3_evaluate: bool = _setting(True, "stage3", "the harness after Stage 3 (`instruct_and_evaluate`)")
     # 10 baseline re-splits (the harness's default is 100) keep the demo within minutes on 2 cores
     eval_resplits: int = _setting(10, "stage3")
@@ -137,7 +140,7 @@ class PipelineSettings:
             descriptor_scans="all" if self.train_on_synthetic else "embedded",
             synthetic_subjects=self.synthetic_subjects, synthetic_timepoints=self.synthetic_timepoints,
             group_effect=self.group_effect, score_effect=self.score_effect, dynamics_effect=self.dynamics_effect,
-            synthetic_seed=self.seed,
+            synthetic_seed=self.seed, question_paraphrases=self.stage3_question_paraphrases,
         )  # fmt: skip
 
     def key(self, stage: Stage) -> dict[str, Any]:

@@ -246,8 +246,9 @@ COHORT_LINE = "Cohort: {dataset}.\n"
 def question_text(
     task: Task, rng: np.random.Generator, fields: Mapping[str, str] | None = None, paradigm: str = "single"
 ) -> str:
-    """A seeded paraphrase of `task`'s question (or of the open-ended request), fields filled in."""
-    pool = DESCRIBE_REQUESTS if _checked_paradigm(paradigm) == "open" else QUESTIONS[task.question]
+    """A seeded paraphrase of `task`'s question (of its first `task.paraphrases`), or of the
+    open-ended request, fields filled in."""
+    pool = DESCRIBE_REQUESTS if _checked_paradigm(paradigm) == "open" else QUESTIONS[task.question][: task.paraphrases]
     return _format(pool[int(rng.integers(len(pool)))], task, fields)
 
 

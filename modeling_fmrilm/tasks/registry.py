@@ -40,6 +40,8 @@ class Task:
         label_words: one word per class (classification); `BIN_WORDS` for a regression.
         values: canonical label value -> class index (classification only).
         fields: format fields of the question and statement (`score`, `topic`, network names, ...).
+        paraphrases: how many of its pool's paraphrases are asked, the first ones (`None`: all;
+            1: one fixed question), in training and evaluation alike.
     """
 
     name: str
@@ -49,8 +51,11 @@ class Task:
     label_words: tuple[str, ...]
     values: Mapping[str, int] | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    paraphrases: int | None = None
 
     def __post_init__(self) -> None:
+        if self.paraphrases is not None and self.paraphrases < 1:
+            raise FmriInputError(f"task {self.name!r}: paraphrases expected None or >= 1, found {self.paraphrases}")
         if self.kind not in KINDS:
             raise FmriInputError(f"task {self.name!r}: kind expected one of {KINDS}, found {self.kind!r}")
         if len(self.label_words) < 2 or len(set(self.label_words)) != len(self.label_words):

@@ -9,7 +9,7 @@ evaluation of its model build the same items from the same flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -66,6 +66,14 @@ class TaskSources:
         },
     )
     synthetic_seed: int = field(default=0, metadata={"help": "seed of the synthetic cohort"})
+    question_paraphrases: int | None = field(
+        default=None,
+        metadata={
+            "help": "ask each question in only the first N of its paraphrases (1: one fixed question), in training and "
+            "evaluation; default all. A small LM trained from scratch learnt the synthetic group from one question and "
+            "not from the paraphrases in the same steps (README)"
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tasks) - set(TASK_SOURCES))
@@ -80,6 +88,8 @@ class TaskSources:
                 "max_pairs, synthetic_subjects, synthetic_timepoints: expected positive counts, found "
                 f"{self.max_pairs}, {self.synthetic_subjects}, {self.synthetic_timepoints}"
             )
+        if self.question_paraphrases is not None and self.question_paraphrases < 1:
+            raise FmriInputError(f"question_paraphrases: expected a positive count, found {self.question_paraphrases}")
 
 
 def build_tasks(sources: TaskSources, output_dir: str | Path) -> list[TaskData]:
@@ -132,6 +142,8 @@ def build_tasks(sources: TaskSources, output_dir: str | Path) -> list[TaskData]:
         tasks.extend(pairs if sources.pairs else most_varied(pairs, sources.max_pairs))
     if "synthetic" in sources.tasks:
         tasks.extend(synthetic_task_data(cohort))
+    if sources.question_paraphrases is not None:
+        tasks = [replace(data, task=replace(data.task, paraphrases=sources.question_paraphrases)) for data in tasks]
     return tasks
 
 

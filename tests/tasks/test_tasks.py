@@ -99,6 +99,19 @@ def test_paraphrase_choice_is_seeded():
     assert len({question_text(task, np.random.default_rng(seed)) for seed in range(40)}) >= 10
 
 
+def test_a_task_is_asked_in_its_first_paraphrases_only_when_told():
+    task = get_task("sex")
+    fields = task.format_fields(None)
+    first = [template.format(**fields) for template in QUESTIONS[task.question][:3]]
+    one, three = replace(task, paraphrases=1), replace(task, paraphrases=3)
+    assert {question_text(one, np.random.default_rng(seed)) for seed in range(40)} == {first[0]}
+    assert {question_text(three, np.random.default_rng(seed)) for seed in range(60)} == set(first)
+    assert len({question_text(task, np.random.default_rng(seed)) for seed in range(60)}) > 3  # all, by default
+    assert "{" not in question_text(one, np.random.default_rng(0), paradigm="open")  # the open requests are not cut
+    with pytest.raises(FmriInputError, match="task 'sex': paraphrases expected None or >= 1, found 0"):
+        replace(task, paraphrases=0)
+
+
 def test_tasks_that_share_a_question_and_its_answers_are_refused_together():
     """Two tasks asked in the same words and answered by the same label words cannot both be taught on
     one prompt: the registered tasks (and the network-pair questions, one per pair) pass, the

@@ -341,6 +341,17 @@ def test_descriptor_questions_of_the_embedded_scans_by_default(cohort_corpus, tm
     assert not any(key.startswith("synthetic/") for t in tasks for key in t.subject_keys)
 
 
+def test_question_paraphrases_reach_every_task(tmp_path):
+    parse = evaluation_parser().parse_args_into_dataclasses
+    flags = ["--tasks", "synthetic", *COHORT_FLAGS, "--output_dir", str(tmp_path)]
+    assert {data.task.paraphrases for data in build_tasks(parse(flags)[0], tmp_path)} == {None}
+    tasks = build_tasks(parse([*flags, "--question_paraphrases", "1"])[0], tmp_path)
+    assert [data.task.name for data in tasks] == ["synthetic_group", "synthetic_score"]
+    assert {data.task.paraphrases for data in tasks} == {1}
+    with pytest.raises(FmriInputError, match="question_paraphrases: expected a positive count, found 0"):
+        parse([*flags, "--question_paraphrases", "0"])
+
+
 def test_descriptor_questions_of_the_synthetic_cohort_need_a_corpus(tmp_path):
     args, _ = evaluation_parser().parse_args_into_dataclasses(
         ["--tasks", "descriptors", "--descriptor_scans", "all", *COHORT_FLAGS, "--output_dir", str(tmp_path)]
