@@ -12,6 +12,10 @@ the evaluation harness (the model beside the majority and connectivity baselines
 `TrainingArguments` flag works, plus the stage's own (`Stage3Arguments`). `--task_weights` takes
 one loss weight per task in the order the tasks are built, or NAME=WEIGHT pairs (a task not named
 weighs 1, or the weight of `*=WEIGHT`); the task names are in `output_dir/final/training_record.json`.
+`--question_paraphrases N` asks each question in only the first N of its paraphrases (1: one
+fixed question), in training and in the evaluation after it; give `fmrilm evaluate` the same flag.
+The training and validation logs give each task's `{task}_first_token_loss` and
+`_first_token_accuracy`: the label word's own figures (`{task}_loss` also averages the EOS).
 """
 
 from __future__ import annotations
