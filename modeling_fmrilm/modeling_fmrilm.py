@@ -638,6 +638,16 @@ class FmriLMForCausalLM(FmriLMPreTrainedModel, GenerationMixin):
         return model, processor
 
     @torch.no_grad()
+    def reset_connectivity_projector(self) -> None:
+        """Draw the connectivity projector's weights afresh (`nn.Linear`'s own initialisation, from
+        torch's global seed), as they were before any training; call
+        [`calibrate_connectivity_projector`] after it to set their scale."""
+        if not self.config.reads_connectivity:
+            raise ValueError(f"fmri_streams={self.config.fmri_streams}: this model has no connectivity projector")
+        self.connectivity_projector.linear_1.reset_parameters()
+        self.connectivity_projector.linear_2.reset_parameters()
+
+    @torch.no_grad()
     def calibrate_connectivity_projector(self, fmri_connectivity: torch.Tensor) -> float:
         """Scale the projector's output layer so that the projected rows of `fmri_connectivity`
         `(..., num_rois, num_rois)` have, on average, the L2 norm of the code tokens' input-embedding

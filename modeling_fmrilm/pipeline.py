@@ -110,6 +110,7 @@ class PipelineSettings:
     stage3_epochs: int = _setting(4, "stage3")
     stage3_train_lm_head: bool = _setting(Stage3Arguments.train_lm_head, "stage3")
     stage3_use_lora: bool = _setting(Stage3Arguments.use_lora, "stage3")
+    stage3_reset_connectivity_projector: bool = _setting(Stage3Arguments.reset_connectivity_projector, "stage3")
     stage3_task_weights: tuple[str, ...] = _setting(
         (), "stage3", "Stage 3's `--task_weights` (numbers in task order, or NAME=WEIGHT pairs); empty: 1 each"
     )
@@ -216,6 +217,7 @@ def run_stage3(
         eval_resplits=settings.eval_resplits, code_dropout=settings.code_dropout,
         code_dropout_fraction=settings.code_dropout_fraction, train_lm_head=settings.stage3_train_lm_head,
         use_lora=settings.stage3_use_lora, task_weights=list(settings.stage3_task_weights) or None,
+        reset_connectivity_projector=settings.stage3_reset_connectivity_projector,
     )  # fmt: skip
     training_args = settings.training_arguments(Stage3TrainingArguments, folder, settings.stage3_epochs)
     return instruct_and_evaluate(args, training_args, console_logs=False)

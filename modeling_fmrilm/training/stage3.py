@@ -99,6 +99,13 @@ class Stage3Arguments(CodeDropoutArguments, TaskSources):
             "Stage 2 can leave the projected rows several times the norm of every text row, and Stage 3 then stayed at chance on what they carry (bench seed 0)"
         },
     )
+    reset_connectivity_projector: bool = field(
+        default=False,
+        metadata={
+            "help": "draw the connectivity projector afresh before calibrating it (needs --calibrate_connectivity): on the bench, "
+            "Stage 3 from the Stage 2 model stayed at chance on the synthetic group with Stage 2's projector and read it with a fresh one (README)"
+        },
+    )
     evaluate: bool = field(
         default=True, metadata={"help": "run the harness (model vs baselines, test subjects) after training"}
     )
@@ -117,6 +124,10 @@ class Stage3Arguments(CodeDropoutArguments, TaskSources):
         """Check the task sources and the evaluation flags when parsed (the harness's own validation), not after training."""
         CodeDropoutArguments.__post_init__(self)
         TaskSources.__post_init__(self)
+        if self.reset_connectivity_projector and not self.calibrate_connectivity:
+            raise FmriInputError(
+                "--reset_connectivity_projector: expected --calibrate_connectivity true, which sets the fresh projector's scale; found false"
+            )
         self.evaluation_settings()
 
     def evaluation_settings(self) -> EvaluationSettings:
@@ -395,6 +406,10 @@ def train_stage3(
         raise FmriInputError("tasks: no item of a training subject")
     if not validation:
         training_args.eval_strategy = "no"
+    if args.reset_connectivity_projector:
+        if codes.connectivity is None:
+            raise FmriInputError(f"--reset_connectivity_projector: {args.model} reads no connectivity stream")
+        model.reset_connectivity_projector()  # from the training seed (set_seed above)
     if args.calibrate_connectivity and codes.connectivity is not None:
         calibrate_on_training_windows(model, codes.connectivity, (example["fmri_windows"] for example in train))
     trainee = lora_model(model, args) if args.use_lora else model

@@ -634,6 +634,21 @@ def test_connectivity_stream_reaches_the_logits_through_a_calibrated_projector()
     assert factor > 0
 
 
+def test_a_reset_projector_is_redrawn_from_the_seed_and_a_codes_only_model_has_none_to_reset():
+    model, _ = tiny_lm.build("qwen3")
+    before = [p.detach().clone() for p in model.connectivity_projector.parameters()]
+    torch.manual_seed(3)
+    model.reset_connectivity_projector()
+    drawn = [p.detach().clone() for p in model.connectivity_projector.parameters()]
+    torch.manual_seed(3)
+    model.reset_connectivity_projector()
+    assert all(torch.equal(a, b) for a, b in zip(drawn, model.connectivity_projector.parameters(), strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(before, drawn, strict=True))
+    codes_only, _ = tiny_lm.build("gpt2", fmri_streams=("codes",))
+    with pytest.raises(ValueError, match=r"fmri_streams=\('codes',\): this model has no connectivity projector"):
+        codes_only.reset_connectivity_projector()
+
+
 def test_code_dropout_replaces_a_dropped_sequence_s_codes_by_the_pad_token_in_training_only():
     """p = 1: every code token reads as <fmri_pad> in training (the connectivity rows still written);
     in eval mode, and with p = 0, the logits are the scan's own."""

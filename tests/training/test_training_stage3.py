@@ -316,18 +316,32 @@ def test_stage3_rescales_a_loud_connectivity_projector_to_the_code_rows_norm_unl
     windows = torch.as_tensor(
         AutoProcessor.from_pretrained(loud).feature_extractor(scans, return_tensors="pt")["fmri_values"]
     )
-    ratios = {}
-    for calibrate in ("true", "false"):
+    ratios, first_layers = {}, {}
+    runs = {"true": ["--calibrate_connectivity", "true"], "false": ["--calibrate_connectivity", "false"],
+            "reset": ["--reset_connectivity_projector", "true"]}  # fmt: skip
+    for name, flags in runs.items():
         args, training_args = parse_arguments(
-            (Stage3Arguments, Stage3TrainingArguments),
-            [*argv, "--calibrate_connectivity", calibrate, "--output_dir", str(tmp_path / calibrate)],
+            (Stage3Arguments, Stage3TrainingArguments), [*argv, *flags, "--output_dir", str(tmp_path / name)]
         )
         final = train_stage3(args, training_args, console_logs=False).model
         with torch.no_grad():
             projected = final.connectivity_projector(final.fmri_connectivity(windows)).norm(dim=-1).mean()
             code_rows = final.get_input_embeddings().weight[list(final.config.code_token_ids)].norm(dim=-1).mean()
-        ratios[calibrate] = float(projected / code_rows)
+        ratios[name] = float(projected / code_rows)
+        first_layers[name] = final.connectivity_projector.linear_1.weight.detach().clone()
     assert ratios["true"] == pytest.approx(1.0, rel=0.1) and ratios["false"] > 4
+    # learning rate 0: the calibrated run keeps Stage 2's first layer; the reset one draws a new one
+    # (nn.Linear's uniform initialisation, within 1/sqrt(fan_in)) and still starts at the code rows' norm
+    stage2_layer = model.connectivity_projector.linear_1.weight.detach()
+    torch.testing.assert_close(first_layers["true"], stage2_layer)
+    assert not torch.allclose(first_layers["reset"], stage2_layer, atol=1e-3)
+    assert first_layers["reset"].abs().max() <= first_layers["reset"].shape[1] ** -0.5
+    assert ratios["reset"] == pytest.approx(1.0, rel=0.1)
+    with pytest.raises(FmriInputError, match="--reset_connectivity_projector: expected --calibrate_connectivity true"):
+        parse_arguments(
+            (Stage3Arguments, Stage3TrainingArguments),
+            [*argv, *runs["reset"], "--calibrate_connectivity", "false", "--output_dir", str(tmp_path / "refused")],
+        )
 
 
 @pytest.mark.slow
